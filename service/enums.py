@@ -1,0 +1,66 @@
+"""The closed vocabularies of the domain."""
+
+from enum import StrEnum
+
+
+class Scope(StrEnum):
+    REQUESTS_WRITE = "requests:write"
+    REQUESTS_READ = "requests:read"
+    MODELS_WRITE = "models:write"
+    MODELS_READ = "models:read"
+    AUDIT_READ = "audit:read"
+    ADMIN = "admin"
+
+
+class Split(StrEnum):
+    TRAIN = "train"
+    HOLDOUT = "holdout"
+    TEST = "test"
+
+
+class SampleState(StrEnum):
+    ACTIVE = "active"
+    FORGOTTEN = "forgotten"
+
+
+class ModelStatus(StrEnum):
+    TRAINING = "training"
+    READY = "ready"
+    FAILED = "failed"
+
+
+class VersionKind(StrEnum):
+    TRAINED = "trained"
+    UPLOADED = "uploaded"
+    UNLEARNED = "unlearned"
+    RETRAINED = "retrained"
+
+
+class RequestStatus(StrEnum):
+    PENDING = "pending"
+    BATCHED = "batched"
+    UNLEARNING = "unlearning"
+    AUDITING = "auditing"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+class JobKind(StrEnum):
+    TRAIN = "train"  # trains version 1
+    UNLEARN = "unlearn"  # one batch of requests -> one new version
+    CACHE = "cache"  # builds an unlearner's per-version artifacts (e.g. PGU's SVD cache)
+    AUDIT = "audit"  # audits a version (its own queue)
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    AUDITING = "auditing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+LIVE_JOB_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.AUDITING)
+# Jobs that write a model's lineage; the database allows one live such job per model.
+LINEAGE_JOB_KINDS = (JobKind.TRAIN, JobKind.UNLEARN, JobKind.CACHE)

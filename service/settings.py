@@ -1,0 +1,73 @@
+"""One settings object for the API, the workers and the CLI (environment prefix ``UNLEARN_``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="UNLEARN_", extra="ignore")
+
+    environment: str = Field("development", description="`development` or `production`")
+    state_dir: Path = Field(Path(".state"), description="artifacts, caches, the SQLite file")
+    database_url: str = Field("", description="SQLAlchemy URL; empty = SQLite under state_dir")
+    broker_url: str = Field("", description="Celery broker; empty = the in-process worker")
+    data_root: Path = Field(Path("data"), description="the only folder dataset paths may use")
+    bootstrap_admin_key: str = Field("", description="first admin key of tenant `default`")
+
+    max_keys_per_request: int = Field(10_000, ge=1)
+    max_body_bytes: int = Field(2_000_000, ge=1024)
+    bulk_max_requests: int = Field(100, ge=1)
+    request_deadline_days: int = Field(30, ge=1)
+
+    dispatch_interval_seconds: float = Field(5.0, gt=0)
+    sweep_interval_seconds: float = Field(10.0, gt=0)
+    job_lease_seconds: float = Field(120.0, gt=0)
+    job_max_attempts: int = Field(3, ge=1)
+    job_soft_time_limit_seconds: int = Field(6 * 3600, ge=1)
+
+    metrics_enabled: bool = True
+    metrics_port: int | None = Field(None, description="serve /metrics on its own port instead")
+    worker_metrics_port: int | None = Field(None, description="a worker's own metrics port")
+
+    demo_model: bool = Field(False, description="register the digits demo model at start")
+    device: str = Field("auto", description="`auto` (cuda when available), `cpu` or `cuda`")
+
+    @field_validator("environment")
+    @classmethod
+    def _known_environment(cls, value: str) -> str:
+        if value not in {"development", "production"}:
+            raise ValueError("environment must be development or production")
+        return value
+
+    @model_validator(mode="after")
+    def _no_placeholders_in_production(self) -> Settings:
+        if self.environment == "production":
+            if not self.database_url or self.database_url.startswith("sqlite"):
+                raise ValueError("production needs UNLEARN_DATABASE_URL pointing at Postgres")
+            if self.bootstrap_admin_key in {"changeme", "change-me", "secret"}:
+                raise ValueError("UNLEARN_BOOTSTRAP_ADMIN_KEY is a placeholder")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.state_dir / 'unlearn.db').resolve()}"
+
+    @property
+    def embedded_worker(self) -> bool:
+        return not self.broker_url
+
+    @property
+    def artifact_dir(self) -> Path:
+        return self.state_dir / "artifacts"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
