@@ -1,0 +1,190 @@
+"""Dataset adapters: where samples come from, with stable keys and a seeded holdout split.
+
+An adapter indexes its source once (keys, labels, native split) and reads images by
+position on demand, so a caller that never asks for a sample never reads it (PGU's
+promise that it reads no retained data is tested by an adapter that fails on such reads).
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from workers.registry import Registry
+
+__all__ = ["DatasetAdapter", "SourceIndex", "InvalidSource", "adapters", "open_source"]
+
+
+class InvalidSource(ValueError):
+    """The dataset source is unusable (bad path, outside the data root, malformed file)."""
+
+
+@dataclass(frozen=True)
+class SourceIndex:
+    keys: list[str]
+    labels: np.ndarray  # int64, one per sample
+    splits: list[str]  # "train" or "test" as the source defines them
+    num_classes: int
+    input_shape: list[int]
+
+
+class DatasetAdapter(ABC):
+    def __init__(self, source: dict[str, Any], data_root: Path) -> None:
+        self.source, self.data_root = source, data_root
+
+    @abstractmethod
+    def index(self) -> SourceIndex: ...
+
+    @abstractmethod
+    def read(self, positions: np.ndarray) -> torch.Tensor:
+        """Inputs (float32) of the samples at these positions, in that order."""
+
+    def confined(self, raw: str) -> Path:
+        """``raw`` resolved (relative paths against the data root) and kept inside it."""
+        root = self.data_root.resolve()
+        path = Path(raw)
+        path = (path if path.is_absolute() else root / path).resolve()
+        if not path.is_relative_to(root):
+            raise InvalidSource(f"path {raw!r} lies outside the data root")
+        if not path.exists():
+            raise InvalidSource(f"path {raw!r} does not exist under the data root")
+        return path
+
+
+adapters: Registry[type[DatasetAdapter]] = Registry("dataset source")
+
+
+class InMemoryAdapter(DatasetAdapter):
+    """Sources small enough to hold as one tensor (digits, the MNIST family, npz files)."""
+
+    def __init__(self, source: dict[str, Any], data_root: Path) -> None:
+        super().__init__(source, data_root)
+        self._inputs, self._index = self.load()
+
+    @abstractmethod
+    def load(self) -> tuple[torch.Tensor, SourceIndex]: ...
+
+    def index(self) -> SourceIndex:
+        return self._index
+
+    def read(self, positions: np.ndarray) -> torch.Tensor:
+        return self._inputs[torch.as_tensor(positions, dtype=torch.long)]
+
+
+def _train_test_keys(is_test: np.ndarray) -> tuple[list[str], list[str]]:
+    keys, splits, counters = [], [], {"train": 0, "test": 0}
+    for test in is_test:
+        split = "test" if test else "train"
+        keys.append(f"{split}/{counters[split]:05d}")
+        splits.append(split)
+        counters[split] += 1
+    return keys, splits
+
+
+@adapters.register("builtin")
+class BuiltinAdapter(InMemoryAdapter):
+    """Datasets shipped inside installed packages: ``sklearn-digits`` (1,797 8x8 images)."""
+
+    TEST_FRACTION = 0.2
+
+    def load(self) -> tuple[torch.Tensor, SourceIndex]:
+        if self.source.get("name") != "sklearn-digits":
+            raise InvalidSource(f"unknown builtin dataset {self.source.get('name')!r}")
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        inputs = torch.tensor(digits.images / 16.0, dtype=torch.float32).unsqueeze(1)
+        # A fixed test split (seed 0), so keys are the same on every machine.
+        rng = np.random.default_rng(0)
+        is_test = rng.random(len(inputs)) < self.TEST_FRACTION
+        keys, splits = _train_test_keys(is_test)
+        labels = np.asarray(digits.target, dtype=np.int64)
+        return inputs, SourceIndex(keys, labels, splits, 10, [1, 8, 8])
+
+
+@adapters.register("torchvision")
+class TorchvisionAdapter(InMemoryAdapter):
+    """MNIST-family sets from local IDX files (``<root>/<Name>/raw``); never downloads."""
+
+    NAMES = ("FashionMNIST", "MNIST", "KMNIST")
+
+    def load(self) -> tuple[torch.Tensor, SourceIndex]:
+        import torchvision.datasets as tv
+
+        name = self.source.get("name")
+        if name not in self.NAMES:
+            raise InvalidSource(f"torchvision dataset must be one of {', '.join(self.NAMES)}")
+        root = self.confined(str(self.source.get("root", ".")))
+        try:
+            train = getattr(tv, name)(str(root), train=True, download=False)
+            test = getattr(tv, name)(str(root), train=False, download=False)
+        except RuntimeError as error:
+            raise InvalidSource(f"{name} files not found under {root}: {error}") from None
+        inputs = torch.cat([train.data, test.data]).float().div_(255.0).unsqueeze(1)
+        labels = torch.cat([train.targets, test.targets]).numpy().astype(np.int64)
+        keys = [f"train/{i:05d}" for i in range(len(train.data))]
+        keys += [f"test/{i:05d}" for i in range(len(test.data))]
+        splits = ["train"] * len(train.data) + ["test"] * len(test.data)
+        num_classes = len(train.classes)
+        return inputs, SourceIndex(keys, labels, splits, num_classes, list(inputs.shape[1:]))
+
+
+@adapters.register("npz")
+class NpzAdapter(InMemoryAdapter):
+    """A ``.npz`` file with ``x`` (N, ...), integer ``y`` (N,), string ``keys`` (N,), and an
+    optional ``split`` (N,) of ``train``/``test`` (absent: everything is training data)."""
+
+    def load(self) -> tuple[torch.Tensor, SourceIndex]:
+        path = self.confined(str(self.source.get("path", "")))
+        try:
+            with np.load(path, allow_pickle=False) as file:
+                x, y, keys = file["x"], file["y"], file["keys"]
+                split = file["split"] if "split" in file.files else None
+        except (OSError, ValueError, KeyError) as error:
+            raise InvalidSource(f"unreadable npz file: {error}") from None
+        n = len(x)
+        if x.ndim < 2 or len(y) != n or len(keys) != n or (split is not None and len(split) != n):
+            raise InvalidSource("x, y, keys (and split) must have the same first dimension")
+        if not np.issubdtype(y.dtype, np.integer) or (n and y.min() < 0):
+            raise InvalidSource("y must hold non-negative integer class labels")
+        key_list = [str(k) for k in keys]
+        if len(set(key_list)) != n:
+            raise InvalidSource("keys must be unique")
+        splits = [str(s) for s in split] if split is not None else ["train"] * n
+        if not set(splits) <= {"train", "test"}:
+            raise InvalidSource("split values must be 'train' or 'test'")
+        inputs = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32)
+        if inputs.ndim == 3:  # (N, H, W) images get their channel axis
+            inputs = inputs.unsqueeze(1)
+        num_classes = int(y.max()) + 1 if n else 0
+        return inputs, SourceIndex(
+            key_list, y.astype(np.int64), splits, num_classes, list(inputs.shape[1:])
+        )
+
+
+@lru_cache(maxsize=8)
+def _open(source_json: str, data_root: str) -> DatasetAdapter:
+    source = json.loads(source_json)
+    return adapters.get(source.get("kind", ""))(source, Path(data_root))
+
+
+def open_source(source: dict[str, Any], data_root: Path) -> DatasetAdapter:
+    """The adapter for a source, loaded once per process."""
+    return _open(json.dumps(source, sort_keys=True), str(data_root))
+
+
+def holdout_mask(splits: list[str], fraction: float, seed: int) -> np.ndarray:
+    """Which source training samples become holdout (never trained on), seeded."""
+    rng = np.random.default_rng(seed)
+    train = np.flatnonzero(np.asarray(splits) == "train")
+    chosen = rng.choice(train, size=int(round(fraction * len(train))), replace=False)
+    mask = np.zeros(len(splits), dtype=bool)
+    mask[chosen] = True
+    return mask

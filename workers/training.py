@@ -1,0 +1,88 @@
+"""Training and evaluation loops shared by the trainer, the baselines and the audit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from workers.samples import SampleSet
+
+__all__ = ["TrainingConfig", "pick_device", "train", "accuracy", "predict"]
+
+Progress = Callable[[str, int, int], None]
+
+
+class TrainingConfig(BaseModel):
+    """How a model is trained from scratch (version 1, retrain, references)."""
+
+    model_config = ConfigDict(extra="forbid")
+    epochs: int = Field(10, ge=1, le=1000)
+    batch_size: int = Field(128, ge=1, le=8192)
+    optimizer: Literal["sgd", "adam"] = "adam"
+    lr: float = Field(1e-3, gt=0, le=10)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    seed: int = 0
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    if preference == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(preference)
+
+
+def make_optimizer(model: nn.Module, config: TrainingConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(),
+            lr=config.lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+        )
+    return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def train(
+    model: nn.Module,
+    samples: SampleSet,
+    config: TrainingConfig,
+    *,
+    device: torch.device,
+    progress: Progress | None = None,
+    stage: str = "training",
+) -> nn.Module:
+    """Plain supervised training with cross-entropy; returns the model (trained in place)."""
+    torch.manual_seed(config.seed)
+    model.to(device).train()
+    optimizer = make_optimizer(model, config)
+    loss_fn = nn.CrossEntropyLoss()
+    loader = samples.loader(config.batch_size, shuffle=True, seed=config.seed)
+    for epoch in range(config.epochs):
+        for inputs, labels in loader:
+            inputs, labels = inputs.to(device), labels.to(device)
+            optimizer.zero_grad(set_to_none=True)
+            loss_fn(model(inputs), labels).backward()
+            optimizer.step()
+        if progress is not None:
+            progress(stage, epoch + 1, config.epochs)
+    return model.eval()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, inputs: torch.Tensor, *, device: torch.device) -> torch.Tensor:
+    """Logits for ``inputs``, in batches, on the CPU."""
+    model.eval()
+    outputs = [model(batch.to(device)).cpu() for batch in inputs.split(1024)]
+    return torch.cat(outputs) if outputs else torch.empty(0)
+
+
+def accuracy(model: nn.Module, samples: SampleSet, *, device: torch.device) -> float | None:
+    """Top-1 accuracy, or None for an empty set."""
+    if not len(samples):
+        return None
+    inputs, labels = samples.tensors()
+    return (predict(model, inputs, device=device).argmax(1) == labels).float().mean().item()

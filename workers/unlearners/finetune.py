@@ -1,0 +1,51 @@
+"""Fine-tuning (FT): continue training the base version on the retained samples only.
+
+Forgetting comes from catastrophic forgetting of D_f while D_r is rehearsed; the
+baseline of the unlearning literature (e.g. Golatkar et al. 2020, used by ConMU/SalUn).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from workers.training import train
+from workers.unlearners import register_unlearner
+from workers.unlearners.base import Need, UnlearnContext, Unlearner, UnlearnResult, state_dict_of
+
+__all__ = ["Finetune"]
+
+
+class FinetuneParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    epochs: int = Field(2, ge=1, le=100)
+    lr: float = Field(1e-2, gt=0, le=1)
+    batch_size: int = Field(128, ge=1, le=8192)
+
+
+@register_unlearner
+class Finetune(Unlearner):
+    name = "finetune"
+    Params = FinetuneParams
+    needs = frozenset({Need.RETAIN})
+
+    def unlearn(self, context: UnlearnContext) -> UnlearnResult:
+        p = self.params
+        assert isinstance(p, FinetuneParams)
+        recipe = context.training.model_copy(
+            update={
+                "epochs": p.epochs,
+                "lr": p.lr,
+                "batch_size": p.batch_size,
+                "optimizer": "sgd",
+                "seed": context.seed,
+            }
+        )
+        train(
+            context.model,
+            context.retain,
+            recipe,
+            device=context.device,
+            progress=context.progress,
+            stage="fine-tuning",
+        )
+        return UnlearnResult(state_dict_of(context.model))

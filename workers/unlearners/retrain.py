@@ -1,0 +1,30 @@
+"""Exact unlearning: train a fresh model from scratch on the retained samples D_r.
+
+The gold reference every other method is measured against, and the slowest.
+"""
+
+from __future__ import annotations
+
+from workers.training import train
+from workers.unlearners import register_unlearner
+from workers.unlearners.base import Need, UnlearnContext, Unlearner, UnlearnResult, state_dict_of
+
+__all__ = ["Retrain"]
+
+
+@register_unlearner
+class Retrain(Unlearner):
+    name = "retrain"
+    needs = frozenset({Need.RETAIN})
+
+    def unlearn(self, context: UnlearnContext) -> UnlearnResult:
+        model = context.build_model()
+        train(
+            model,
+            context.retain,
+            context.training,
+            device=context.device,
+            progress=context.progress,
+            stage="retraining",
+        )
+        return UnlearnResult(state_dict_of(model))
