@@ -78,3 +78,26 @@ def session_scope() -> Iterator[Session]:
 
 def is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
+
+
+def on_commit(session: Session, callback) -> None:  # type: ignore[no-untyped-def]
+    """Run ``callback()`` once the session's current transaction commits (never on rollback).
+
+    Used to enqueue Celery messages only after the rows they point at are visible.
+    """
+    callbacks = session.info.setdefault("on_commit", [])
+    callbacks.append(callback)
+    if not session.info.get("on_commit_hooked"):
+        session.info["on_commit_hooked"] = True
+        event.listen(session, "after_commit", _run_on_commit)
+        event.listen(session, "after_rollback", _drop_on_commit)
+
+
+def _run_on_commit(session: Session) -> None:
+    callbacks = session.info.pop("on_commit", [])
+    for callback in callbacks:
+        callback()
+
+
+def _drop_on_commit(session: Session) -> None:
+    session.info.pop("on_commit", None)

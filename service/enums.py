@@ -24,6 +24,7 @@ class SampleState(StrEnum):
 
 
 class ModelStatus(StrEnum):
+    AWAITING_UPLOAD = "awaiting_upload"  # created without training; waits for weights
     TRAINING = "training"
     READY = "ready"
     FAILED = "failed"

@@ -30,4 +30,10 @@ def validate_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
     return unlearners.get(name).Params.model_validate(params).model_dump(mode="json")
 
 
-from workers.unlearners import finetune, retrain  # noqa: E402,F401  (registration)
+from workers.unlearners import (  # noqa: E402,F401  (registration)
+    finetune,
+    gradient_ascent,
+    pgu,
+    random_labels,
+    retrain,
+)

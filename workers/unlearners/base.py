@@ -52,6 +52,10 @@ class Artifact:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+def _no_version_loader(number: int) -> nn.Module:
+    raise NotImplementedError(f"this context cannot load version {number}")
+
+
 @dataclass
 class UnlearnContext:
     model: nn.Module  # the base version, loaded, on ``device``
@@ -66,6 +70,8 @@ class UnlearnContext:
     artifacts: Callable[[str], Artifact | None] = lambda name: None  # base version's
     progress: Callable[[str, int, int], None] = lambda stage, step, total: None
     seed: int = 0
+    # Version N of this model, loaded, on ``device`` (PGU needs the cache's basis version).
+    load_version: Callable[[int], nn.Module] = _no_version_loader
 
 
 @dataclass

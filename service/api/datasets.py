@@ -1,0 +1,81 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from service.api.deps import CurrentKey, Limit, SessionDep, require
+from service.datasets import service
+from service.datasets.schemas import DatasetCreate, DatasetRead, SampleRead
+from service.enums import SampleState, Scope, Split
+from service.schemas import Page
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+read = [require(Scope.MODELS_READ)]
+
+
+@router.post(
+    "", status_code=201, response_model=DatasetRead, dependencies=[require(Scope.MODELS_WRITE)]
+)
+def register_dataset(spec: DatasetCreate, session: SessionDep, key: CurrentKey) -> DatasetRead:
+    dataset = service.register(session, tenant_id=key.tenant_id, spec=spec)
+    return DatasetRead.model_validate(dataset)
+
+
+@router.get("", response_model=Page[DatasetRead], dependencies=read)
+def list_datasets(
+    session: SessionDep, key: CurrentKey, limit: Limit = 50, cursor: str | None = None
+) -> Page[DatasetRead]:
+    rows, next_cursor = service.list_page(
+        session, tenant_id=key.tenant_id, limit=limit, cursor=cursor
+    )
+    return Page(items=[DatasetRead.model_validate(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.get("/{dataset_id}", response_model=DatasetRead, dependencies=read)
+def get_dataset(dataset_id: str, session: SessionDep, key: CurrentKey) -> DatasetRead:
+    dataset = service.get_or_raise(session, tenant_id=key.tenant_id, dataset_id=dataset_id)
+    return DatasetRead.model_validate(dataset)
+
+
+@router.get("/{dataset_id}/samples", response_model=Page[SampleRead], dependencies=read)
+def list_samples(
+    dataset_id: str,
+    session: SessionDep,
+    key: CurrentKey,
+    split: Annotated[Split | None, Query()] = None,
+    state: Annotated[SampleState | None, Query()] = None,
+    limit: Limit = 50,
+    cursor: str | None = None,
+) -> Page[SampleRead]:
+    rows, next_cursor = service.samples_page(
+        session,
+        tenant_id=key.tenant_id,
+        dataset_id=dataset_id,
+        split=split,
+        state=state,
+        limit=limit,
+        cursor=cursor,
+    )
+    items = [SampleRead(key=r.key, split=r.split, label=r.label, state=r.state) for r in rows]
+    return Page(items=items, next_cursor=next_cursor)
+
+
+@router.get("/{dataset_id}/samples/{key:path}", response_model=SampleRead, dependencies=read)
+def get_sample(dataset_id: str, key: str, session: SessionDep, api_key: CurrentKey) -> SampleRead:
+    sample, tombstones = service.get_sample_or_raise(
+        session, tenant_id=api_key.tenant_id, dataset_id=dataset_id, key=key
+    )
+    return SampleRead(
+        key=sample.key,
+        split=sample.split,
+        label=sample.label,
+        state=sample.state,
+        forgotten_by=[
+            {
+                "model_id": t.model_id,
+                "request_id": t.request_id,
+                "version": t.version_number,
+                "at": t.created_at,
+            }
+            for t in tombstones
+        ],
+    )

@@ -1,0 +1,120 @@
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, Response
+from pydantic import ValidationError
+
+from service.api.deps import CurrentKey, Limit, SessionDep, require
+from service.deletion_requests import service
+from service.deletion_requests.schemas import (
+    BulkRejection,
+    BulkResult,
+    DeletionRequestCreate,
+    DeletionRequestRead,
+)
+from service.enums import RequestStatus, Scope
+from service.errors import DomainError, TooLarge
+from service.schemas import Page
+from service.settings import get_settings
+
+router = APIRouter(prefix="/v1/deletion-requests", tags=["deletion requests"])
+read, write = [require(Scope.REQUESTS_READ)], [require(Scope.REQUESTS_WRITE)]
+
+
+@router.post("", status_code=202, response_model=DeletionRequestRead, dependencies=write)
+def create_request(
+    spec: DeletionRequestCreate,
+    session: SessionDep,
+    key: CurrentKey,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> Any:
+    answer = service.create(
+        session, tenant_id=key.tenant_id, spec=spec, idempotency_key=idempotency_key
+    )
+    response.headers["Location"] = f"/v1/deletion-requests/{answer['id']}"
+    return answer
+
+
+@router.post(":bulk", response_model=BulkResult, dependencies=write)
+def create_bulk(
+    session: SessionDep,
+    key: CurrentKey,
+    requests: Annotated[list[dict[str, Any]], Body(embed=True)],
+) -> BulkResult:
+    limit = get_settings().bulk_max_requests
+    if len(requests) > limit:
+        raise TooLarge(f"{len(requests)} requests; at most {limit} per bulk call")
+    accepted, rejected = [], []
+    for index, raw in enumerate(requests):
+        try:
+            spec = DeletionRequestCreate.model_validate(raw)
+            accepted.append(service.create(session, tenant_id=key.tenant_id, spec=spec))
+        except ValidationError as error:
+            errors = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in error.errors()]
+            rejected.append(
+                BulkRejection(
+                    index=index,
+                    problem={
+                        "type": "https://unlearnd.dev/problems/invalid-input",
+                        "title": "Invalid input",
+                        "status": 422,
+                        "detail": errors[0]["msg"],
+                        "errors": errors,
+                    },
+                )
+            )
+        except DomainError as error:
+            session.rollback()
+            rejected.append(
+                BulkRejection(
+                    index=index,
+                    problem={
+                        "type": f"https://unlearnd.dev/problems/{error.slug}",
+                        "title": error.title,
+                        "status": error.status,
+                        "detail": error.detail,
+                        **error.extra,
+                    },
+                )
+            )
+    return BulkResult(accepted=accepted, rejected=rejected)
+
+
+@router.get("", response_model=Page[DeletionRequestRead], dependencies=read)
+def list_requests(
+    session: SessionDep,
+    key: CurrentKey,
+    model_id: str | None = None,
+    status: RequestStatus | None = None,
+    subject_id: str | None = None,
+    limit: Limit = 50,
+    cursor: str | None = None,
+) -> Page[DeletionRequestRead]:
+    items, next_cursor = service.list_page(
+        session,
+        tenant_id=key.tenant_id,
+        model_id=model_id,
+        status=status,
+        subject_id=subject_id,
+        limit=limit,
+        cursor=cursor,
+    )
+    return Page(items=items, next_cursor=next_cursor)
+
+
+@router.get("/{request_id}", response_model=DeletionRequestRead, dependencies=read)
+def get_request(request_id: str, session: SessionDep, key: CurrentKey) -> DeletionRequestRead:
+    request = service.get_or_raise(session, tenant_id=key.tenant_id, request_id=request_id)
+    return service.read_many(session, [request])[0]
+
+
+@router.post("/{request_id}/cancel", response_model=DeletionRequestRead, dependencies=write)
+def cancel_request(request_id: str, session: SessionDep, key: CurrentKey) -> DeletionRequestRead:
+    return service.cancel(session, tenant_id=key.tenant_id, request_id=request_id)
+
+
+@router.post(
+    "/{request_id}/retry", response_model=DeletionRequestRead, dependencies=[require(Scope.ADMIN)]
+)
+def retry_request(request_id: str, session: SessionDep, key: CurrentKey) -> DeletionRequestRead:
+    return service.retry(session, tenant_id=key.tenant_id, request_id=request_id)

@@ -1,0 +1,34 @@
+from fastapi import APIRouter
+
+from service.api.deps import CurrentKey, Limit, SessionDep, require
+from service.enums import JobStatus, Scope
+from service.jobs import service
+from service.jobs.schemas import JobRead
+from service.schemas import Page
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[require(Scope.MODELS_READ)])
+
+
+@router.get("", response_model=Page[JobRead])
+def list_jobs(
+    session: SessionDep,
+    key: CurrentKey,
+    model_id: str | None = None,
+    status: JobStatus | None = None,
+    limit: Limit = 50,
+    cursor: str | None = None,
+) -> Page[JobRead]:
+    rows, next_cursor = service.list_page(
+        session,
+        tenant_id=key.tenant_id,
+        model_id=model_id,
+        status=status,
+        limit=limit,
+        cursor=cursor,
+    )
+    return Page(items=[service.to_read(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobRead)
+def get_job(job_id: str, session: SessionDep, key: CurrentKey) -> JobRead:
+    return service.to_read(service.get_or_raise(session, tenant_id=key.tenant_id, job_id=job_id))

@@ -1,0 +1,103 @@
+from fastapi import APIRouter, File, Response, UploadFile
+
+from service.api.deps import CurrentKey, Limit, SessionDep, require
+from service.enums import Scope
+from service.models import service
+from service.models.schemas import FlushRead, ModelCreate, ModelRead, ModelUpdate, VersionRead
+from service.schemas import Page
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+read, write = [require(Scope.MODELS_READ)], [require(Scope.MODELS_WRITE)]
+
+
+def _read(session: SessionDep, model) -> ModelRead:  # type: ignore[no-untyped-def]
+    return service.to_read(model, service.pending_counts(session, [model.id]).get(model.id, 0))
+
+
+@router.post("", status_code=201, response_model=ModelRead, dependencies=write)
+def create_model(spec: ModelCreate, session: SessionDep, key: CurrentKey) -> ModelRead:
+    return _read(session, service.create(session, tenant_id=key.tenant_id, spec=spec))
+
+
+@router.get("", response_model=Page[ModelRead], dependencies=read)
+def list_models(
+    session: SessionDep, key: CurrentKey, limit: Limit = 50, cursor: str | None = None
+) -> Page[ModelRead]:
+    rows, next_cursor = service.list_page(
+        session, tenant_id=key.tenant_id, limit=limit, cursor=cursor
+    )
+    pending = service.pending_counts(session, [r.id for r in rows])
+    items = [service.to_read(r, pending.get(r.id, 0)) for r in rows]
+    return Page(items=items, next_cursor=next_cursor)
+
+
+@router.get("/{model_id}", response_model=ModelRead, dependencies=read)
+def get_model(model_id: str, session: SessionDep, key: CurrentKey) -> ModelRead:
+    return _read(session, service.get_or_raise(session, tenant_id=key.tenant_id, model_id=model_id))
+
+
+@router.patch("/{model_id}", response_model=ModelRead, dependencies=write)
+def update_model(
+    model_id: str, spec: ModelUpdate, session: SessionDep, key: CurrentKey
+) -> ModelRead:
+    return _read(
+        session, service.update(session, tenant_id=key.tenant_id, model_id=model_id, spec=spec)
+    )
+
+
+@router.post("/{model_id}/flush", status_code=202, response_model=FlushRead, dependencies=write)
+def flush_model(model_id: str, session: SessionDep, key: CurrentKey) -> FlushRead:
+    pending = service.flush(session, tenant_id=key.tenant_id, model_id=model_id)
+    return FlushRead(model_id=model_id, pending_requests=pending)
+
+
+@router.get("/{model_id}/versions", response_model=Page[VersionRead], dependencies=read)
+def list_versions(
+    model_id: str,
+    session: SessionDep,
+    key: CurrentKey,
+    limit: Limit = 50,
+    cursor: str | None = None,
+) -> Page[VersionRead]:
+    items, next_cursor = service.versions_page(
+        session, tenant_id=key.tenant_id, model_id=model_id, limit=limit, cursor=cursor
+    )
+    return Page(items=items, next_cursor=next_cursor)
+
+
+@router.post(
+    "/{model_id}/versions", status_code=201, response_model=VersionRead, dependencies=write
+)
+def upload_version(
+    model_id: str,
+    session: SessionDep,
+    key: CurrentKey,
+    file: UploadFile = File(description="safetensors weights"),
+) -> VersionRead:
+    data = file.file.read(service.MAX_UPLOAD_BYTES + 1)
+    version = service.upload_version(session, tenant_id=key.tenant_id, model_id=model_id, data=data)
+    return service.version_read(session, version)
+
+
+@router.get("/{model_id}/versions/{number}", response_model=VersionRead, dependencies=read)
+def get_version(model_id: str, number: int, session: SessionDep, key: CurrentKey) -> VersionRead:
+    version = service.get_version_or_raise(
+        session, tenant_id=key.tenant_id, model_id=model_id, number=number
+    )
+    return service.version_read(session, version)
+
+
+@router.get(
+    "/{model_id}/versions/{number}/weights",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+    dependencies=[require(Scope.ADMIN)],
+)
+def download_weights(model_id: str, number: int, session: SessionDep, key: CurrentKey) -> Response:
+    data = service.weights_bytes(session, tenant_id=key.tenant_id, model_id=model_id, number=number)
+    filename = f"{model_id}-v{number}.safetensors"
+    return Response(
+        data,
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )

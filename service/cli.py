@@ -1,0 +1,156 @@
+"""``unlearnd``: serve, worker, beat, migrate, keys create, audit verify."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+
+def _multiprocess_metrics(role: str) -> None:
+    """Prometheus multiprocess mode: set the folder before prometheus_client is imported."""
+    from service.settings import get_settings
+
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        return
+    folder = Path(tempfile.gettempdir()) / f"unlearnd-metrics-{os.getpid()}-{role}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    del get_settings
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def cmd_migrate(_: argparse.Namespace) -> int:
+    from service.migrate import upgrade
+
+    upgrade()
+    _out("database at head")
+    return 0
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from service import keys
+    from service.db import session_scope
+
+    with session_scope() as session:
+        _, plaintext = keys.create_key(
+            session, tenant_name=args.tenant, scopes=args.scopes.split(","), name=args.name
+        )
+    _out(plaintext)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    _multiprocess_metrics("serve")
+    import uvicorn
+
+    from service.app import create_app
+    from service.bootstrap import prepare
+
+    prepare(announce=_out)
+    uvicorn.run(
+        create_app(), host=args.host, port=args.port, log_level="info", access_log=args.access_log
+    )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    _multiprocess_metrics("worker")
+    from service.settings import get_settings
+    from workers.celery_app import app
+
+    port = args.metrics_port or get_settings().worker_metrics_port
+    if port:
+        from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        start_http_server(port, registry=registry)
+    argv = [
+        "worker",
+        "--loglevel=INFO",
+        f"--queues={args.queues}",
+        f"--concurrency={args.concurrency}",
+        f"--pool={args.pool}",
+    ]
+    app.worker_main(argv)
+    return 0
+
+
+def cmd_beat(_: argparse.Namespace) -> int:
+    from service.settings import get_settings
+    from workers.celery_app import app
+
+    schedule = get_settings().state_dir / "celerybeat-schedule"
+    schedule.parent.mkdir(parents=True, exist_ok=True)
+    app.Beat(loglevel="INFO", schedule=str(schedule)).run()
+    return 0
+
+
+def cmd_audit_verify(_: argparse.Namespace) -> int:
+    from service import audit_log
+    from service.db import session_scope
+
+    with session_scope() as session:
+        checked, broken = audit_log.verify(session)
+    if broken is None:
+        _out(f"audit log intact: {checked} entries verified")
+        return 0
+    _out(
+        f"audit log BROKEN at entry {broken.entry_id}: {broken.reason} "
+        f"({checked} entries verified before it)"
+    )
+    return 1
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="unlearnd", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="the HTTP API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--no-access-log", dest="access_log", action="store_false")
+    serve.set_defaults(run=cmd_serve)
+
+    worker = commands.add_parser("worker", help="a Celery worker")
+    worker.add_argument("--queues", default="gpu,audit,control")
+    worker.add_argument("--concurrency", type=int, default=1)
+    worker.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"])
+    worker.add_argument("--metrics-port", type=int, default=None)
+    worker.set_defaults(run=cmd_worker)
+
+    commands.add_parser("beat", help="the batching scheduler").set_defaults(run=cmd_beat)
+    commands.add_parser("migrate", help="upgrade the database").set_defaults(run=cmd_migrate)
+
+    keys = commands.add_parser("keys", help="API keys").add_subparsers(dest="keys", required=True)
+    create = keys.add_parser("create", help="create a key and print it once")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--scopes", required=True, help="comma-separated, e.g. admin")
+    create.add_argument("--name", default="")
+    create.set_defaults(run=cmd_keys_create)
+
+    audit = commands.add_parser("audit", help="the audit log").add_subparsers(
+        dest="audit", required=True
+    )
+    audit.add_parser("verify", help="walk the hash chain").set_defaults(run=cmd_audit_verify)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    args = parser().parse_args(argv)
+    return int(args.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

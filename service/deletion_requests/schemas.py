@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
+
+from service.enums import RequestStatus
+
+
+class DeletionRequestCreate(BaseModel):
+    """Exactly one of ``sample_keys`` and ``class_labels``."""
+
+    model_config = ConfigDict(extra="forbid")
+    model_id: str = Field(max_length=64)
+    subject_id: str = Field(min_length=1, max_length=200)
+    sample_keys: list[str] | None = Field(
+        None, description="training sample keys to forget (limit: UNLEARN_MAX_KEYS_PER_REQUEST)"
+    )
+    class_labels: list[int] | None = Field(
+        None, min_length=1, description="forget every training sample of these classes"
+    )
+    callback_url: AnyHttpUrl | None = Field(None, description="status changes are POSTed here")
+
+    @model_validator(mode="after")
+    def _exactly_one_target(self) -> DeletionRequestCreate:
+        if (self.sample_keys is None) == (self.class_labels is None):
+            raise ValueError("give exactly one of sample_keys and class_labels")
+        if self.sample_keys is not None and not self.sample_keys:
+            raise ValueError("sample_keys must not be empty")
+        if self.callback_url is not None and len(str(self.callback_url)) > 2000:
+            raise ValueError("callback_url is longer than 2000 characters")
+        return self
+
+
+class HistoryEntry(BaseModel):
+    status: RequestStatus
+    at: datetime
+    detail: str | None = None
+
+
+class DeletionRequestRead(BaseModel):
+    id: str
+    model_id: str
+    subject_id: str
+    status: RequestStatus
+    sample_count: int
+    sample_keys: list[str] | None
+    class_labels: list[int] | None
+    already_forgotten: list[str]
+    callback_url: str | None
+    created_at: datetime
+    due_at: datetime
+    completed_at: datetime | None
+    job_id: str | None
+    result_version: int | None
+    error: str | None
+    history: list[HistoryEntry]
+
+
+class BulkRejection(BaseModel):
+    index: int
+    problem: dict[str, Any]
+
+
+class BulkResult(BaseModel):
+    accepted: list[DeletionRequestRead]
+    rejected: list[BulkRejection]

@@ -1,0 +1,121 @@
+"""Prometheus series. Counters and histograms are observed where things happen; the
+domain's gauges (requests by status, pending, oldest age) are read from the database at
+scrape time, so every process agrees. Multiprocess mode is on when
+``PROMETHEUS_MULTIPROC_DIR`` is set (``unlearnd`` sets it before importing this)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import REGISTRY, Collector
+from sqlalchemy import func, select
+
+from service.enums import RequestStatus
+
+HTTP_REQUESTS = Counter(
+    "http_requests_total",
+    "HTTP requests by method, route template and status",
+    ["method", "handler", "status"],
+)
+HTTP_DURATION = Histogram(
+    "http_request_duration_seconds",
+    "HTTP request latency by method and route template",
+    ["method", "handler"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+BATCH_SIZE = Histogram(
+    "unlearn_batch_requests",
+    "Deletion requests per dispatched batch",
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 5000),
+)
+BATCH_SAMPLES = Histogram(
+    "unlearn_batch_samples",
+    "Samples named per dispatched batch",
+    buckets=(1, 10, 100, 1000, 10_000, 100_000),
+)
+JOB_DURATION = Histogram(
+    "unlearn_job_duration_seconds",
+    "Job run time by kind, unlearner and outcome",
+    ["kind", "unlearner", "outcome"],
+    buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200),
+)
+JOB_STAGE_SECONDS = Histogram(
+    "unlearn_job_stage_seconds",
+    "Seconds spent per job stage (cache update, unlearning, ...)",
+    ["stage", "unlearner"],
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+)
+JOB_FAILURES = Counter(
+    "unlearn_job_failures_total",
+    "Job attempts that failed, by kind and reason",
+    ["kind", "reason"],
+)
+REQUEST_END_TO_END = Histogram(
+    "unlearn_request_end_to_end_seconds",
+    "From a request's creation to its completion",
+    buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 86400, 7 * 86400, 30 * 86400),
+)
+
+
+class DomainCollector(Collector):
+    """Gauges read from the database on each scrape."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from service.db import session_scope
+        from service.tables import DeletionRequest, utcnow
+
+        by_status = GaugeMetricFamily(
+            "unlearn_requests", "Deletion requests by status", labels=["status"]
+        )
+        pending = GaugeMetricFamily("unlearn_pending_requests", "Deletion requests pending")
+        oldest = GaugeMetricFamily(
+            "unlearn_oldest_pending_request_age_seconds", "Age of the oldest pending request"
+        )
+        try:
+            with session_scope() as session:
+                counts = dict(
+                    session.execute(
+                        select(DeletionRequest.status, func.count()).group_by(
+                            DeletionRequest.status
+                        )
+                    ).all()
+                )
+                first = session.scalar(
+                    select(func.min(DeletionRequest.created_at)).where(
+                        DeletionRequest.status == RequestStatus.PENDING
+                    )
+                )
+        except Exception:  # a scrape must not fail because the database is away
+            return
+        for status in RequestStatus:
+            by_status.add_metric([status.value], counts.get(status.value, 0))
+        pending.add_metric([], counts.get(RequestStatus.PENDING.value, 0))
+        if first is not None and first.tzinfo is None:
+            from datetime import UTC
+
+            first = first.replace(tzinfo=UTC)
+        oldest.add_metric([], (utcnow() - first).total_seconds() if first else 0.0)
+        yield from (by_status, pending, oldest)
+
+
+def exposition(*, include_domain: bool = True) -> bytes:
+    """The text format for this process (all processes' files in multiprocess mode)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = CollectorRegistry()
+        for collector in list(REGISTRY._collector_to_names):  # type: ignore[attr-defined]
+            registry.register(collector)
+    if include_domain:
+        registry.register(DomainCollector())
+    return generate_latest(registry)

@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from service.enums import ModelStatus, VersionKind
+from workers import architectures, unlearners
+from workers.registry import UnknownName
+from workers.training import TrainingConfig
+
+
+def _checked(validate: Any, name: str, params: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return validate(name, params)  # type: ignore[no-any-return]
+    except UnknownName as error:
+        raise ValueError(str(error)) from None
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'params'}: {e['msg']}" for e in error.errors()
+        )
+        raise ValueError(f"invalid params for {name!r}: {problems}") from None
+
+
+class ArchitectureSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(max_length=100)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known(self) -> ArchitectureSpec:
+        self.params = _checked(architectures.validate_params, self.name, self.params)
+        return self
+
+
+class UnlearnerSpec(BaseModel):
+    """An unlearner by registry name; params are checked by the method's own schema."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(max_length=100)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known(self) -> UnlearnerSpec:
+        self.params = _checked(unlearners.validate_params, self.name, self.params)
+        return self
+
+
+class Batching(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_requests: int = Field(100, ge=1, le=100_000, description="dispatch at this many pending")
+    max_wait_seconds: float = Field(
+        300, ge=0, le=30 * 86400, description="or once the oldest has waited this long"
+    )
+
+
+class AuditPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reference_every: int = Field(
+        0, ge=0, description="audit every Nth version against retrained references (0: never)"
+    )
+    reference_seeds: int = Field(2, ge=1, le=8)
+
+
+class ModelCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    dataset_id: str = Field(max_length=64)
+    architecture: ArchitectureSpec
+    unlearner: UnlearnerSpec = Field(default_factory=lambda: UnlearnerSpec(name="finetune"))
+    batching: Batching = Field(default_factory=Batching)
+    training: TrainingConfig | None = Field(
+        default_factory=TrainingConfig,
+        description="how the service trains version 1; null to upload weights instead",
+    )
+    audit: AuditPolicy = Field(default_factory=AuditPolicy)
+
+
+class ModelUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    unlearner: UnlearnerSpec | None = None
+    batching: Batching | None = None
+    audit: AuditPolicy | None = None
+
+
+class ModelRead(BaseModel):
+    id: str
+    name: str
+    dataset_id: str
+    architecture: dict[str, Any]
+    unlearner: dict[str, Any]
+    batching: dict[str, Any]
+    training: dict[str, Any] | None
+    audit: dict[str, Any]
+    status: ModelStatus
+    head_version: int | None
+    pending_requests: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class ArtifactRead(BaseModel):
+    name: str
+    sha256: str
+    meta: dict[str, Any]
+
+
+class VersionRead(BaseModel):
+    number: int
+    parent: int | None
+    kind: VersionKind
+    in_lineage: bool = Field(description="false for retrained audit references")
+    created_at: datetime
+    unlearner: dict[str, Any] | None
+    job_id: str | None
+    deletion_request_ids: list[str]
+    forgotten_samples: int
+    forgotten_total: int
+    artifact_sha256: str
+    metrics: dict[str, Any]
+    artifacts: list[ArtifactRead]
+
+
+class FlushRead(BaseModel):
+    model_id: str
+    pending_requests: int

@@ -1,0 +1,282 @@
+"""Models and their versions (the lineage)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from service import audit_log
+from service.artifacts import store
+from service.datasets import service as datasets
+from service.db import on_commit
+from service.enums import (
+    LINEAGE_JOB_KINDS,
+    LIVE_JOB_STATUSES,
+    JobKind,
+    JobStatus,
+    ModelStatus,
+    RequestStatus,
+    VersionKind,
+)
+from service.errors import Conflict, InvalidInput, NotFound, TooLarge
+from service.models.schemas import ModelCreate, ModelRead, ModelUpdate, VersionRead
+from service.pagination import paginate
+from service.tables import (
+    DeletionRequest,
+    Job,
+    Model,
+    ModelVersion,
+    VersionArtifact,
+    utcnow,
+)
+from workers import queue
+from workers.architectures import build_model
+
+__all__ = [
+    "create",
+    "get_or_raise",
+    "list_page",
+    "update",
+    "flush",
+    "to_read",
+    "versions_page",
+    "get_version_or_raise",
+    "upload_version",
+]
+
+MAX_UPLOAD_BYTES = 1 << 30
+
+
+def create(session: Session, *, tenant_id: str, spec: ModelCreate) -> Model:
+    dataset = datasets.get_or_raise(session, tenant_id=tenant_id, dataset_id=spec.dataset_id)
+    if session.scalar(
+        select(Model.id).where(Model.tenant_id == tenant_id, Model.name == spec.name)
+    ):
+        raise Conflict(f"a model named {spec.name!r} already exists")
+    try:
+        build_model(
+            spec.architecture.name,
+            spec.architecture.params,
+            dataset.input_shape,
+            dataset.num_classes,
+        )
+    except ValueError as error:
+        raise InvalidInput(
+            str(error), [{"loc": ["body", "architecture"], "msg": str(error)}]
+        ) from None
+    model = Model(
+        tenant_id=tenant_id,
+        dataset_id=dataset.id,
+        name=spec.name,
+        architecture=spec.architecture.model_dump(mode="json"),
+        unlearner=spec.unlearner.model_dump(mode="json"),
+        batching=spec.batching.model_dump(mode="json"),
+        training=spec.training.model_dump(mode="json") if spec.training else {},
+        audit_policy=spec.audit.model_dump(mode="json"),
+        status=ModelStatus.TRAINING if spec.training else ModelStatus.AWAITING_UPLOAD,
+    )
+    session.add(model)
+    session.flush()
+    if spec.training:
+        job = Job(
+            tenant_id=tenant_id, model_id=model.id, kind=JobKind.TRAIN, status=JobStatus.QUEUED
+        )
+        session.add(job)
+        session.flush()
+        on_commit(session, lambda: queue.enqueue_job(job.id))
+    audit_log.append(
+        session,
+        tenant_id=tenant_id,
+        action="model.created",
+        subject_type="model",
+        subject_id=model.id,
+        payload={"name": model.name, "dataset_id": dataset.id, "unlearner": model.unlearner},
+    )
+    session.commit()
+    return model
+
+
+def get_or_raise(session: Session, *, tenant_id: str, model_id: str, lock: bool = False) -> Model:
+    statement = select(Model).where(Model.id == model_id)
+    if lock:
+        statement = statement.with_for_update()
+    model = session.scalar(statement)
+    if model is None or model.tenant_id != tenant_id:
+        raise NotFound("model", model_id)
+    return model
+
+
+def list_page(
+    session: Session, *, tenant_id: str, limit: int, cursor: str | None
+) -> tuple[list[Model], str | None]:
+    statement = select(Model).where(Model.tenant_id == tenant_id)
+    return paginate(
+        session, statement, order=(Model.created_at, Model.id), limit=limit, cursor=cursor
+    )
+
+
+def pending_counts(session: Session, model_ids: list[str]) -> dict[str, int]:
+    if not model_ids:
+        return {}
+    rows = session.execute(
+        select(DeletionRequest.model_id, func.count())
+        .where(
+            DeletionRequest.model_id.in_(model_ids),
+            DeletionRequest.status == RequestStatus.PENDING,
+        )
+        .group_by(DeletionRequest.model_id)
+    ).all()
+    return {model_id: count for model_id, count in rows}
+
+
+def to_read(model: Model, pending: int) -> ModelRead:
+    return ModelRead(
+        id=model.id,
+        name=model.name,
+        dataset_id=model.dataset_id,
+        architecture=model.architecture,
+        unlearner=model.unlearner,
+        batching=model.batching,
+        training=model.training or None,
+        audit=model.audit_policy,
+        status=ModelStatus(model.status),
+        head_version=model.head_version,
+        pending_requests=pending,
+        created_at=model.created_at,
+        updated_at=model.updated_at,
+    )
+
+
+def update(session: Session, *, tenant_id: str, model_id: str, spec: ModelUpdate) -> Model:
+    model = get_or_raise(session, tenant_id=tenant_id, model_id=model_id, lock=True)
+    changes: dict[str, Any] = {}
+    if spec.unlearner is not None:
+        model.unlearner = changes["unlearner"] = spec.unlearner.model_dump(mode="json")
+    if spec.batching is not None:
+        model.batching = changes["batching"] = spec.batching.model_dump(mode="json")
+    if spec.audit is not None:
+        model.audit_policy = changes["audit"] = spec.audit.model_dump(mode="json")
+    if changes:
+        audit_log.append(
+            session,
+            tenant_id=tenant_id,
+            action="model.updated",
+            subject_type="model",
+            subject_id=model.id,
+            payload=changes,
+        )
+    session.commit()
+    return model
+
+
+def flush(session: Session, *, tenant_id: str, model_id: str) -> int:
+    """Ask the dispatcher to batch whatever is pending now; returns the pending count."""
+    model = get_or_raise(session, tenant_id=tenant_id, model_id=model_id, lock=True)
+    model.flush_requested_at = utcnow()
+    pending = pending_counts(session, [model.id]).get(model.id, 0)
+    on_commit(session, lambda: queue.enqueue_dispatch(model_id))
+    session.commit()
+    return pending
+
+
+def live_lineage_job(session: Session, model_id: str) -> Job | None:
+    return session.scalar(
+        select(Job).where(
+            Job.model_id == model_id,
+            Job.status.in_(list(LIVE_JOB_STATUSES)),
+            Job.kind.in_(list(LINEAGE_JOB_KINDS)),
+        )
+    )
+
+
+def versions_page(
+    session: Session, *, tenant_id: str, model_id: str, limit: int, cursor: str | None
+) -> tuple[list[VersionRead], str | None]:
+    get_or_raise(session, tenant_id=tenant_id, model_id=model_id)
+    statement = select(ModelVersion).where(ModelVersion.model_id == model_id)
+    rows, next_cursor = paginate(
+        session,
+        statement,
+        order=(ModelVersion.number, ModelVersion.id),
+        limit=limit,
+        cursor=cursor,
+    )
+    return [version_read(session, row) for row in rows], next_cursor
+
+
+def version_read(session: Session, version: ModelVersion) -> VersionRead:
+    artifacts = session.scalars(
+        select(VersionArtifact).where(VersionArtifact.version_id == version.id)
+    ).all()
+    return VersionRead(
+        number=version.number,
+        parent=version.parent,
+        kind=VersionKind(version.kind),
+        in_lineage=version.in_lineage,
+        created_at=version.created_at,
+        unlearner=version.unlearner,
+        job_id=version.job_id,
+        deletion_request_ids=version.deletion_request_ids,
+        forgotten_samples=version.forgotten_samples,
+        forgotten_total=version.forgotten_total,
+        artifact_sha256=version.artifact_sha256,
+        metrics=version.metrics,
+        artifacts=[{"name": a.name, "sha256": a.sha256, "meta": a.meta} for a in artifacts],
+    )
+
+
+def get_version_or_raise(
+    session: Session, *, tenant_id: str, model_id: str, number: int
+) -> ModelVersion:
+    get_or_raise(session, tenant_id=tenant_id, model_id=model_id)
+    version = session.scalar(
+        select(ModelVersion).where(ModelVersion.model_id == model_id, ModelVersion.number == number)
+    )
+    if version is None:
+        raise NotFound("version", number)
+    return version
+
+
+def weights_bytes(session: Session, *, tenant_id: str, model_id: str, number: int) -> bytes:
+    version = get_version_or_raise(session, tenant_id=tenant_id, model_id=model_id, number=number)
+    return store().get_bytes(version.artifact_sha256)
+
+
+def upload_version(session: Session, *, tenant_id: str, model_id: str, data: bytes) -> ModelVersion:
+    """Uploaded safetensors weights become the next version (kind ``uploaded``)."""
+    from workers import pipeline  # the publishing rules live with the pipeline
+
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise TooLarge(f"weights over {MAX_UPLOAD_BYTES} bytes")
+    model = get_or_raise(session, tenant_id=tenant_id, model_id=model_id, lock=True)
+    if live_lineage_job(session, model.id) is not None:
+        raise Conflict("a job is writing this model's lineage; upload when it has finished")
+    state_dict = _checked_state_dict(session, model, data)
+    version = pipeline.publish_uploaded(session, model=model, state_dict=state_dict)
+    session.commit()
+    return version
+
+
+def _checked_state_dict(session: Session, model: Model, data: bytes) -> dict[str, torch.Tensor]:
+    try:
+        state_dict = load_safetensors(data)
+    except (SafetensorError, ValueError, OSError) as error:
+        raise InvalidInput(f"not a safetensors file: {error}") from None
+    dataset = datasets.get_or_raise(session, tenant_id=model.tenant_id, dataset_id=model.dataset_id)
+    network = build_model(
+        model.architecture["name"],
+        model.architecture["params"],
+        dataset.input_shape,
+        dataset.num_classes,
+    )
+    try:
+        network.load_state_dict(state_dict, strict=True)
+    except RuntimeError as error:
+        message = str(error).replace("\n", " ")
+        raise InvalidInput(f"weights do not fit the architecture: {message}") from None
+    return {name: tensor.detach() for name, tensor in network.state_dict().items()}

@@ -1,0 +1,67 @@
+"""The one place where requests and jobs change state (DESIGN rule 8).
+
+Each move is checked against the allowed-transitions table and writes its event row in
+the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from service.enums import JobStatus, RequestStatus
+from service.tables import DeletionRequest, Job, JobEvent, RequestEvent, utcnow
+
+R, J = RequestStatus, JobStatus
+
+REQUEST_TRANSITIONS: dict[RequestStatus, frozenset[RequestStatus]] = {
+    R.PENDING: frozenset({R.BATCHED, R.CANCELLED, R.COMPLETED, R.FAILED}),
+    R.BATCHED: frozenset({R.UNLEARNING, R.PENDING, R.COMPLETED, R.FAILED}),
+    R.UNLEARNING: frozenset({R.AUDITING, R.BATCHED, R.COMPLETED, R.FAILED}),
+    R.AUDITING: frozenset({R.COMPLETED, R.BATCHED, R.FAILED}),
+    R.FAILED: frozenset({R.PENDING}),  # an admin's retry
+    R.COMPLETED: frozenset(),
+    R.CANCELLED: frozenset(),
+}
+
+JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    J.QUEUED: frozenset({J.RUNNING, J.FAILED}),
+    J.RUNNING: frozenset({J.AUDITING, J.SUCCEEDED, J.QUEUED, J.FAILED}),
+    J.AUDITING: frozenset({J.SUCCEEDED, J.QUEUED, J.FAILED}),
+    J.SUCCEEDED: frozenset(),
+    J.FAILED: frozenset(),
+}
+
+
+class IllegalTransition(RuntimeError):
+    pass
+
+
+def move_request(
+    session: Session,
+    request: DeletionRequest,
+    to: RequestStatus,
+    *,
+    detail: str | None = None,
+    at: datetime | None = None,
+) -> None:
+    current = RequestStatus(request.status)
+    if to not in REQUEST_TRANSITIONS[current]:
+        raise IllegalTransition(f"deletion request {request.id}: {current} -> {to}")
+    at = at or utcnow()
+    request.status = to
+    request.updated_at = at
+    if to == R.COMPLETED:
+        request.completed_at = at
+    session.add(RequestEvent(request_id=request.id, status=to, detail=detail, at=at))
+
+
+def move_job(session: Session, job: Job, to: JobStatus, *, detail: str | None = None) -> None:
+    current = JobStatus(job.status)
+    if to not in JOB_TRANSITIONS[current]:
+        raise IllegalTransition(f"job {job.id}: {current} -> {to}")
+    job.status = to
+    if to in (J.SUCCEEDED, J.FAILED):
+        job.finished_at = utcnow()
+    session.add(JobEvent(job_id=job.id, status=to, detail=detail))

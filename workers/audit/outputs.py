@@ -1,0 +1,95 @@
+"""A model's outputs on a set of samples, and the per-sample signals attacks read from them.
+
+Every attack of the audit looks only at outputs (black-box access), so the report runs each
+forward pass once and hands the same :class:`Outputs` to every attack. All signals are
+computed in float64 from the logits, never from rounded probabilities:
+
+- ``confidence``: p_y = softmax(z)_y, the true-class probability (SVC_MIA's feature);
+- ``loss``: the cross-entropy -log p_y (the loss-threshold attack's signal, Yeom et al. 2018);
+- ``phi``: the logit-scaled confidence of LiRA (Carlini et al. 2022, eq. 4),
+  phi = log(p_y / (1 - p_y)) = log p_y - log sum_{j != y} p_j = z_y - logsumexp_{j != y} z_j,
+  the last form exact for any logits because the softmax normaliser cancels;
+- ``entropy``: H(p) = -sum_j p_j log p_j, in nats, in [0, log C].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from workers.samples import SampleSet
+from workers.training import predict
+
+__all__ = ["Outputs", "outputs_of"]
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Logits (N, C) of one model on N samples with their true labels (N,)."""
+
+    logits: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.logits.ndim != 2 or self.labels.shape != (self.logits.shape[0],):
+            raise ValueError(
+                f"logits must be (N, C) and labels (N,), got {tuple(self.logits.shape)} "
+                f"and {tuple(self.labels.shape)}"
+            )
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.logits.shape[1])
+
+    def _log_probabilities(self) -> torch.Tensor:
+        return torch.log_softmax(self.logits.double(), dim=1)
+
+    def _true_class(self, values: torch.Tensor) -> torch.Tensor:
+        return values.gather(1, self.labels.long()[:, None]).squeeze(1)
+
+    def correct(self) -> np.ndarray:
+        """Whether the top-1 prediction equals the label (bool, N)."""
+        return (self.logits.argmax(1) == self.labels).numpy()
+
+    def accuracy(self) -> float | None:
+        return float(self.correct().mean()) if len(self) else None
+
+    def confidence(self) -> np.ndarray:
+        """p_y, the true-class probability."""
+        return self._true_class(self._log_probabilities()).exp().numpy()
+
+    def loss(self) -> np.ndarray:
+        """Cross-entropy -log p_y."""
+        return (-self._true_class(self._log_probabilities())).numpy()
+
+    def phi(self) -> np.ndarray:
+        """LiRA's logit-scaled confidence z_y - logsumexp_{j != y} z_j (finite for finite z)."""
+        logits = self.logits.double()
+        own = self._true_class(logits)
+        others = logits.scatter(1, self.labels.long()[:, None], float("-inf"))
+        return (own - torch.logsumexp(others, dim=1)).numpy()
+
+    def entropy(self) -> np.ndarray:
+        """Shannon entropy of the softmax output, in nats."""
+        log_p = self._log_probabilities()
+        # 0 log 0 = 0: exp(-inf) * -inf would be nan, so clamp the log where p underflows.
+        return (-(log_p.exp() * log_p.clamp(min=-1e4)).sum(1)).clamp(min=0).numpy()
+
+    def take(self, indices: np.ndarray) -> Outputs:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return Outputs(self.logits[index], self.labels[index])
+
+
+def outputs_of(model: nn.Module, samples: SampleSet, *, device: torch.device) -> Outputs:
+    """One batched forward pass of ``model`` over ``samples`` (logits kept on the CPU)."""
+    inputs, labels = samples.tensors()
+    if not len(samples):  # an empty batch still tells the class count
+        with torch.no_grad():
+            return Outputs(model.eval()(inputs.to(device)).cpu().float(), labels)
+    return Outputs(predict(model, inputs, device=device).float(), labels)

@@ -1,0 +1,343 @@
+"""The audit of one model version: metrics, attacks, and the comparison with retrained
+references, in the shape of the API's audit response.
+
+:func:`audit_version` runs one forward pass of the version over four sample sets, hands the
+outputs to every registered attack (:mod:`workers.audit.attacks`), and, when reference models
+retrained without the forget set are given, audits them the same way and scores the version
+against them (:mod:`workers.audit.scores`). :func:`train_references` trains such references.
+
+The sets (their sizes are bounded so an audit costs O(retain_sample_size +
+nonmember_sample_size + |D_t| + |D_f|) forward passes, whatever |D_r| is):
+
+- forget: D_f, all of it;
+- retain sample: a seeded sample of D_r of at most ``retain_sample_size`` (RA, and SVC_MIA's
+  member side);
+- test: D_t; for class deletion only the remaining classes (TA, and SVC_MIA's non-member
+  side, so that its shadow members and non-members come from the same classes);
+- non-members: never trained on by the version or the references. Random deletion: a seeded
+  sample of the holdout of at most ``nonmember_sample_size`` (the test set when there is no
+  holdout). Class deletion: holdout and test samples *of the forgotten classes*, so the
+  attacks ask the membership question of like against like (a retrained model has never
+  seen either side; against all classes its AUC would measure class difficulty instead).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from workers.audit.attacks import AttackInputs, get_attack, list_attacks
+from workers.audit.outputs import Outputs, outputs_of
+from workers.audit.scores import AuditTolerances, average_disparity, frm, verdict
+from workers.samples import SampleSet
+from workers.training import TrainingConfig, train
+
+__all__ = ["AuditSets", "audit_version", "audit_sets", "train_references"]
+
+Progress = Callable[[str, int, int], None]
+
+ROC_SOURCE = "loss_threshold"  # the attack whose curve is the response's top-level "roc"
+
+
+@dataclass(frozen=True)
+class AuditSets:
+    """The bounded sample sets one audit reads (see the module docstring)."""
+
+    forget: SampleSet
+    retain: SampleSet
+    test: SampleSet
+    nonmembers: SampleSet
+
+    def sizes(self) -> dict[str, int]:
+        return {
+            "forget": len(self.forget),
+            "retain_sample": len(self.retain),
+            "test": len(self.test),
+            "nonmembers": len(self.nonmembers),
+        }
+
+
+@dataclass(frozen=True)
+class _SetOutputs:
+    forget: Outputs
+    retain: Outputs
+    test: Outputs
+    nonmembers: Outputs
+
+
+def _concat(first: SampleSet, second: SampleSet) -> SampleSet:
+    if first.adapter is not second.adapter:
+        raise ValueError("holdout and test must come from the same dataset")
+    return SampleSet(
+        first.adapter,
+        np.concatenate([first.positions, second.positions]),
+        np.concatenate([first.labels, second.labels]),
+        [*first.keys, *second.keys],
+    )
+
+
+def audit_sets(
+    *,
+    forget: SampleSet,
+    retain: SampleSet,
+    holdout: SampleSet,
+    test: SampleSet,
+    class_labels: Sequence[int] | None = None,
+    retain_sample_size: int = 5000,
+    nonmember_sample_size: int = 5000,
+    seed: int = 0,
+) -> AuditSets:
+    """The sets an audit reads, chosen as the module docstring says (seeded, reproducible)."""
+    if retain_sample_size < 1:
+        raise ValueError(f"Invalid retain_sample_size: {retain_sample_size}")
+    if nonmember_sample_size < 1:
+        raise ValueError(f"Invalid nonmember_sample_size: {nonmember_sample_size}")
+    if class_labels:
+        classes = list(class_labels)
+        evaluation_test = test.without_classes(classes)
+        pool = _concat(holdout, test)
+        nonmembers = pool.take(np.flatnonzero(np.isin(pool.labels, classes)))
+    else:
+        evaluation_test = test
+        nonmembers = holdout if len(holdout) else test
+    return AuditSets(
+        forget=forget,
+        retain=retain.subset(retain_sample_size, seed=seed),
+        test=evaluation_test,
+        nonmembers=nonmembers.subset(nonmember_sample_size, seed=seed + 1),
+    )
+
+
+def _outputs(model: nn.Module, sets: AuditSets, device: torch.device) -> _SetOutputs:
+    return _SetOutputs(
+        forget=outputs_of(model, sets.forget, device=device),
+        retain=outputs_of(model, sets.retain, device=device),
+        test=outputs_of(model, sets.test, device=device),
+        nonmembers=outputs_of(model, sets.nonmembers, device=device),
+    )
+
+
+def _metrics(
+    target: _SetOutputs,
+    references: Sequence[_SetOutputs],
+    attack_names: Sequence[str],
+    attack_params: Mapping[str, Mapping[str, Any]],
+    seed: int,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """(flat metrics, per-attack details, skipped attacks with the reason) for one model."""
+    forget_accuracy = target.forget.accuracy()
+    metrics: dict[str, Any] = {
+        "ua": None if forget_accuracy is None else 1.0 - forget_accuracy,
+        "ra": target.retain.accuracy(),
+        "ta": target.test.accuracy(),
+    }
+    inputs = AttackInputs(
+        forget=target.forget,
+        nonmembers=target.nonmembers,
+        retain=target.retain,
+        test=target.test,
+        reference_forget=[reference.forget for reference in references],
+        reference_nonmembers=[reference.nonmembers for reference in references],
+        seed=seed,
+    )
+    details: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    for name in attack_names:
+        attack = get_attack(name, dict(attack_params.get(name, {})))
+        if attack.needs_references and not references:
+            skipped[name] = "needs reference models trained without the forget set"
+            continue
+        result = attack.run(inputs)
+        clash = set(result["metrics"]) & set(metrics)
+        if clash:
+            raise ValueError(f"attack {name!r} reports metrics already named: {sorted(clash)}")
+        metrics.update(result["metrics"])
+        details[name] = {key: value for key, value in result.items() if key != "metrics"}
+    return metrics, details, skipped
+
+
+def _mean_metrics(per_model: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(mean, sample standard deviation) over models of each metric; histograms by mean count."""
+    mean: dict[str, Any] = {}
+    spread: dict[str, Any] = {}
+    for name in dict.fromkeys(key for metrics in per_model for key in metrics):
+        values = [metrics.get(name) for metrics in per_model]
+        numbers = [float(v) for v in values if isinstance(v, int | float) and math.isfinite(v)]
+        histograms = [v for v in values if isinstance(v, dict) and "counts" in v]
+        if histograms:
+            counts = np.mean([h["counts"] for h in histograms], axis=0)
+            mean[name] = {"bins": histograms[0]["bins"], "counts": counts.round(3).tolist()}
+        elif numbers:
+            mean[name] = float(np.mean(numbers))
+            if len(numbers) >= 2:
+                spread[name] = float(np.std(numbers, ddof=1))
+        else:
+            mean[name] = None
+    return mean, spread
+
+
+def audit_version(
+    model: nn.Module,
+    *,
+    forget: SampleSet,
+    retain: SampleSet,
+    holdout: SampleSet,
+    test: SampleSet,
+    device: torch.device,
+    references: Sequence[nn.Module] = (),
+    reference_metrics: Mapping[str, Any] | None = None,
+    class_labels: Sequence[int] | None = None,
+    tolerances: AuditTolerances | None = None,
+    attack_names: Sequence[str] | None = None,
+    attack_params: Mapping[str, Mapping[str, Any]] | None = None,
+    retain_sample_size: int = 5000,
+    nonmember_sample_size: int = 5000,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Audit ``model`` (a version) for its forget set; JSON-safe, shaped like API.md's audit.
+
+    ``references``: models trained from scratch on D_r (never on D_f), e.g. from
+    :func:`train_references`. With K >= 1 of them the version also gets offline LiRA, and
+    (unless ``reference_metrics`` is given) each reference is audited on the same sets; the
+    reference metrics are the **mean over the K references** (one retrain is a noisy target:
+    its seed alone moves TA by about a point on small sets), with their standard deviation
+    in ``reference["spread"]`` when K >= 2. Reference k's LiRA uses the other K - 1
+    references as its OUT models (leave-one-out; a model cannot be its own reference), so
+    LiRA has a reference value, and its gates run, only when K >= 2.
+    ``reference_metrics``: precomputed reference metrics (e.g. stored with the retrained
+    version); used as they are, references then only serve LiRA. They must have been
+    computed on the same forget set.
+
+    Returns::
+
+        {"forget_set_size": int,
+         "metrics": {"ua", "ra", "ta", "mia_efficacy", "mia_auc",
+                     "forget_entropy_histogram": {"bins", "counts"}, "forget_entropy_mean",
+                     "lira_auc", "lira_tpr_at_1_fpr" (with references), ...},
+         "roc": [[fpr, tpr], ...],               # loss attack, at most 100 points
+         "attacks": {name: details}, "attacks_skipped": {name: reason},
+         "reference": None | {"kind": "retrain", "models": K | None, "metrics": {...},
+                              "spread": {...}},
+         "frm": float | None, "avg_disparity": float | None,   # None without a reference
+         "verdict": "pass" | "fail" | "no_reference",
+         "gates": [...], "failed_gates": [{name, value, reference, tolerance, sided,
+                                           passed}], "skipped_gates": [name, ...],
+         "sizes": {"forget", "retain_sample", "test", "nonmembers"},
+         "seconds": float}
+
+    The caller adds ``version``, ``created_at``, ``unlearning_seconds``, the reference's
+    ``version`` and ``seconds``, and ``speedup_vs_reference``.
+    """
+    started = time.perf_counter()
+    report = progress or (lambda stage, step, total: None)
+    names = list(attack_names) if attack_names is not None else list_attacks()
+    params = attack_params or {}
+    for name in names:  # fail on unknown names or bad params before any forward pass
+        get_attack(name, dict(params.get(name, {})))
+    sets = audit_sets(
+        forget=forget,
+        retain=retain,
+        holdout=holdout,
+        test=test,
+        class_labels=class_labels,
+        retain_sample_size=retain_sample_size,
+        nonmember_sample_size=nonmember_sample_size,
+        seed=seed,
+    )
+    total = 1 + len(references)
+    report("auditing", 0, total)
+    target = _outputs(model, sets, device)
+    report("auditing", 1, total)
+    reference_outputs = []
+    for index, reference_model in enumerate(references):
+        reference_outputs.append(_outputs(reference_model, sets, device))
+        report("auditing", 2 + index, total)
+
+    metrics, details, skipped = _metrics(target, reference_outputs, names, params, seed)
+
+    reference: dict[str, Any] | None = None
+    if reference_metrics is not None:
+        reference = {"kind": "retrain", "models": None, "metrics": dict(reference_metrics)}
+    elif reference_outputs:
+        per_reference = [
+            _metrics(
+                own,
+                [other for j, other in enumerate(reference_outputs) if j != k],
+                names,
+                params,
+                seed,
+            )[0]
+            for k, own in enumerate(reference_outputs)
+        ]
+        mean, spread = _mean_metrics(per_reference)
+        reference = {
+            "kind": "retrain",
+            "models": len(reference_outputs),
+            "metrics": mean,
+            "spread": spread,
+        }
+
+    reference_values = reference["metrics"] if reference else None
+    gates = verdict(metrics=metrics, reference=reference_values, tolerances=tolerances)
+    return {
+        "forget_set_size": len(forget),
+        "metrics": metrics,
+        "roc": details.get(ROC_SOURCE, {}).get("roc", []),
+        "attacks": details,
+        "attacks_skipped": skipped,
+        "reference": reference,
+        "frm": frm(unlearned=metrics, reference=reference_values) if reference else None,
+        "avg_disparity": (
+            average_disparity(unlearned=metrics, reference=reference_values) if reference else None
+        ),
+        **gates,
+        "sizes": sets.sizes(),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def train_references(
+    *,
+    build_model: Callable[[], nn.Module],
+    retain: SampleSet,
+    training: TrainingConfig,
+    k: int,
+    device: torch.device,
+    seeds: Sequence[int] | None = None,
+    progress: Progress | None = None,
+) -> list[nn.Module]:
+    """K models trained from scratch on ``retain`` (D_r) with the version's training recipe.
+
+    Reference i uses seed ``seeds[i]`` for both its initial weights and its data order
+    (default: training.seed + 1 + i, so that none repeats the seed of a retrained version
+    made with ``training``, which on the CPU would reproduce it bit for bit). The global
+    torch RNG is restored after each initialisation; training itself seeds it as usual.
+    """
+    if k < 1:
+        raise ValueError(f"Invalid k: {k}")
+    chosen = list(seeds) if seeds is not None else [training.seed + 1 + i for i in range(k)]
+    if len(chosen) != k or len(set(chosen)) != k:
+        raise ValueError(f"Invalid seeds: need {k} distinct seeds, got {chosen}")
+    models = []
+    for index, seed in enumerate(chosen):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = build_model()
+        train(
+            model,
+            retain,
+            training.model_copy(update={"seed": seed}),
+            device=device,
+            progress=progress,
+            stage=f"reference {index + 1}/{k}",
+        )
+        models.append(model)
+    return models

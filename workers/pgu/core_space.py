@@ -1,0 +1,47 @@
+"""The core gradient space of a layer and the projection orthogonal to it (section 3.2.2-3).
+
+Given a layer's cache C_r = R_r R_r^T (d x d, Eq. 3), its eigendecomposition
+C_r = U_r diag(S_r^2) U_r^T is the left half of the SVD of R_r, so the singular values
+are s = sqrt(eigenvalues), tiny negative eigenvalues from round-off clamped to 0.
+The core gradient space (CGS) is M = [u_1 ... u_k] (the leading eigenvectors), with k the
+smallest such that sum_{i<=k} s_i >= gamma * sum_i s_i. A weight gradient G (viewed as
+out x d) is stepped only along G_perp = G - G M M^T (Eq. 4), which changes W r by nothing
+for every r in the span of M: the retained samples' outputs barely move.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["singular_values", "core_gradient_space", "residual_projector", "project_out"]
+
+
+def singular_values(covariance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(s, U): singular values of R in descending order and the matching columns of U."""
+    eigenvalues, eigenvectors = torch.linalg.eigh(covariance)  # ascending
+    return eigenvalues.flip(0).clamp(min=0).sqrt(), eigenvectors.flip(1)
+
+
+def core_gradient_space(covariance: torch.Tensor, gamma: float) -> torch.Tensor:
+    """M (d x k): the first k left singular vectors of R, k chosen by the gamma rule."""
+    if not 0.0 < gamma <= 1.0:
+        raise ValueError(f"Invalid gamma: {gamma}")
+    s, u = singular_values(covariance)
+    total = s.sum()
+    if total <= 0:  # the layer saw nothing (no retained samples): nothing to protect
+        return u[:, :0]
+    k = int(torch.searchsorted(s.cumsum(0), gamma * total).item()) + 1
+    return u[:, : min(k, len(s))]
+
+
+def residual_projector(core_space: torch.Tensor) -> torch.Tensor:
+    """I - M M^T: right-multiplying a gradient by it gives Eq. 4's G - G M M^T."""
+    d = core_space.shape[0]
+    identity = torch.eye(d, dtype=core_space.dtype, device=core_space.device)
+    return identity - core_space @ core_space.T
+
+
+def project_out(gradient: torch.Tensor, projector: torch.Tensor) -> torch.Tensor:
+    """Eq. 4 for a weight gradient of any shape (out, ...): (G.view(out, d) P).view(shape)."""
+    out = gradient.shape[0]
+    return (gradient.reshape(out, -1) @ projector).view_as(gradient)

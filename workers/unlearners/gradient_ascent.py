@@ -1,0 +1,81 @@
+"""Gradient ascent (GA): climb the cross-entropy of the forget set D_f.
+
+For epoch e < epochs and each mini-batch of D_f:
+    theta <- theta + lr * grad_theta CE(f_theta(x_f), y_f)
+with plain SGD over every parameter, so the model unlearns D_f by making its own
+predictions on D_f worse; nothing protects D_r, which is why it is a baseline
+(Thudi et al. 2022; Jia et al. 2023 "SalUn" list it among the standard ones).
+
+It reads D_f and, for the optional early stop, a fixed sample of the holdout D_v: the same
+rules as PGU (``workers.unlearners.early_stopping``: stop once forget accuracy has come
+down to holdout accuracy, or to chance for class deletion), without which GA runs on to
+destroy the model. Class deletion masks the forgotten classes in the published weights
+(``workers.unlearners.class_masking``).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+from workers.unlearners import register_unlearner
+from workers.unlearners.base import Need, UnlearnContext, Unlearner, UnlearnResult, state_dict_of
+from workers.unlearners.class_masking import mask_classes
+from workers.unlearners.early_stopping import EarlyStopping, StopRule, unlearn_epochs
+
+__all__ = ["GradientAscent", "GradientAscentParams"]
+
+
+class GradientAscentParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    epochs: int = Field(10, ge=1, le=1000)  # the cap when a stop rule is on
+    lr: float = Field(1e-2, gt=0, le=10)
+    batch_size: int = Field(64, ge=1, le=8192)
+    stop: StopRule = "auto"
+    holdout_eval_size: int = Field(1000, ge=10, le=100_000)
+
+
+@register_unlearner
+class GradientAscent(Unlearner):
+    name = "gradient_ascent"
+    Params = GradientAscentParams
+    needs = frozenset({Need.HOLDOUT})
+
+    def unlearn(self, context: UnlearnContext) -> UnlearnResult:
+        p = self.params
+        assert isinstance(p, GradientAscentParams)
+        started = time.perf_counter()
+        model, device = context.model, context.device
+        stopping = EarlyStopping(
+            p.stop,
+            forget=context.forget,
+            holdout=context.holdout,
+            eval_size=p.holdout_eval_size,
+            device=device,
+            class_labels=context.class_labels,
+            seed=context.seed,
+        )
+        optimizer = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=0.0)
+        loader = context.forget.loader(p.batch_size, shuffle=True, seed=context.seed)
+
+        def train_epoch(epoch: int) -> None:
+            model.train()
+            for inputs, labels in loader:
+                optimizer.zero_grad(set_to_none=True)
+                ascent = -F.cross_entropy(model(inputs.to(device)), labels.to(device))
+                ascent.backward()
+                optimizer.step()
+            model.eval()
+
+        facts = {"epochs": 0, "stopped_by": "empty forget set"}
+        if len(context.forget):
+            facts = unlearn_epochs(
+                model, train_epoch, stopping, max_epochs=p.epochs, progress=context.progress
+            )
+        if context.class_labels:
+            mask_classes(model, context.class_labels)
+        info = {"unlearning_seconds": time.perf_counter() - started, **facts}
+        return UnlearnResult(state_dict_of(model), info=info)
