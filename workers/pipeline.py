@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from sqlalchemy import distinct, func, insert, or_, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from torch import nn
@@ -82,9 +82,9 @@ def dispatch_all() -> list[str]:
     with session_scope() as session:
         model_ids = set(
             session.scalars(
-                select(distinct(DeletionRequest.model_id)).where(
-                    DeletionRequest.status == RequestStatus.PENDING
-                )
+                select(DeletionRequest.model_id)
+                .where(DeletionRequest.status == RequestStatus.PENDING)
+                .distinct()
             )
         )
         model_ids |= set(

@@ -26,8 +26,9 @@ def _send(task: str, args: list[str], queue: str) -> str | None:
 
         runner().submit(task, args)
         return None
-    from workers.celery_app import app
+    from workers.celery_app import celery_for
 
+    app = celery_for(get_settings().broker_url)
     return str(app.send_task(task, args=args, queue=queue).id)
 
 
