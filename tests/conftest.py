@@ -27,8 +27,7 @@ PG_ADMIN_URL = os.environ.get(
     "UNLEARN_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
-SCOPES = ["requests:write", "requests:read", "models:write", "models:read", "audit:read",
-          "admin"]
+SCOPES = ["requests:write", "requests:read", "models:write", "models:read", "audit:read", "admin"]
 
 
 def service_missing(what: str) -> None:
@@ -81,9 +80,23 @@ def redis_url() -> str:
     return f"redis://{REDIS_HOST}:{REDIS_PORT}/11"
 
 
-TABLES = ["audits", "version_artifacts", "tombstones", "idempotency_keys", "request_events",
-          "job_events", "model_versions", "deletion_requests", "jobs", "models", "samples",
-          "datasets", "api_keys", "tenants", "audit_log"]
+TABLES = [
+    "audits",
+    "version_artifacts",
+    "tombstones",
+    "idempotency_keys",
+    "request_events",
+    "job_events",
+    "model_versions",
+    "deletion_requests",
+    "jobs",
+    "models",
+    "samples",
+    "datasets",
+    "api_keys",
+    "tenants",
+    "audit_log",
+]
 
 
 @pytest.fixture
@@ -109,8 +122,12 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, pg_database: str) -> di
 @pytest.fixture
 def sqlite_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
     """The embedded default: SQLite under the state folder, in-process worker."""
-    values = {"state_dir": str(tmp_path / "state"), "data_root": str(tmp_path),
-              "database_url": "", "broker_url": ""}
+    values = {
+        "state_dir": str(tmp_path / "state"),
+        "data_root": str(tmp_path),
+        "database_url": "",
+        "broker_url": "",
+    }
     configure(monkeypatch, **values)
     from service.migrate import upgrade
 
@@ -147,19 +164,27 @@ FAST_TRAINING = {"epochs": 3, "batch_size": 64, "lr": 0.003}
 
 
 def create_dataset(client: TestClient, headers: dict[str, str], name: str = "digits") -> dict:
-    response = client.post("/v1/datasets", headers=headers,
-                           json={"name": name, "source": DIGITS, "holdout_fraction": 0.1})
+    response = client.post(
+        "/v1/datasets",
+        headers=headers,
+        json={"name": name, "source": DIGITS, "holdout_fraction": 0.1},
+    )
     assert response.status_code == 201, response.text
     return response.json()
 
 
-def create_model(client: TestClient, headers: dict[str, str], dataset_id: str,
-                 **overrides: Any) -> dict:
-    body = {"name": f"model-{uuid.uuid4().hex[:6]}", "dataset_id": dataset_id,
-            "architecture": {"name": "mlp", "params": {"hidden": [64]}},
-            "unlearner": {"name": "finetune", "params": {"epochs": 1}},
-            "batching": {"max_requests": 100, "max_wait_seconds": 3600},
-            "training": FAST_TRAINING, **overrides}
+def create_model(
+    client: TestClient, headers: dict[str, str], dataset_id: str, **overrides: Any
+) -> dict:
+    body = {
+        "name": f"model-{uuid.uuid4().hex[:6]}",
+        "dataset_id": dataset_id,
+        "architecture": {"name": "mlp", "params": {"hidden": [64]}},
+        "unlearner": {"name": "finetune", "params": {"epochs": 1}},
+        "batching": {"max_requests": 100, "max_wait_seconds": 3600},
+        "training": FAST_TRAINING,
+        **overrides,
+    }
     response = client.post("/v1/models", headers=headers, json=body)
     assert response.status_code == 201, response.text
     return response.json()
@@ -176,7 +201,8 @@ def run_queued_jobs(model_id: str) -> list[str]:
     while True:
         with session_scope() as session:
             job_id = session.scalar(
-                select(Job.id).where(Job.model_id == model_id, Job.status == "queued")
+                select(Job.id)
+                .where(Job.model_id == model_id, Job.status == "queued")
                 .order_by(Job.created_at)
             )
         if job_id is None:
@@ -197,6 +223,7 @@ def ready_model(client: TestClient, admin: dict[str, str]) -> dict:
 
 
 def train_keys(client: TestClient, headers: dict[str, str], dataset_id: str, n: int) -> list[str]:
-    response = client.get(f"/v1/datasets/{dataset_id}/samples",
-                          params={"split": "train", "limit": n}, headers=headers)
+    response = client.get(
+        f"/v1/datasets/{dataset_id}/samples", params={"split": "train", "limit": n}, headers=headers
+    )
     return [item["key"] for item in response.json()["items"]]
