@@ -5,15 +5,13 @@ from __future__ import annotations
 import base64
 import json
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import Select, and_, or_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from service.errors import InvalidInput
 from service.tables import UTCDateTime
-
-T = TypeVar("T")
 
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
 
@@ -38,13 +36,13 @@ def _decode(cursor: str, count: int) -> list[Any]:
 
 def paginate(
     session: Session,
-    statement: Select[tuple[T]],
+    statement: Select[Any],
     *,
     order: tuple[InstrumentedAttribute[Any], InstrumentedAttribute[Any]],
     limit: int,
     cursor: str | None,
     descending: bool = True,
-) -> tuple[list[T], str | None]:
+) -> tuple[list[Any], str | None]:
     """Rows of ``statement`` ordered by the two ``order`` columns (the second unique)."""
     first, second = order
     if cursor:

@@ -4,7 +4,7 @@ from fastapi import APIRouter, Query
 
 from service.api.deps import CurrentKey, Limit, SessionDep, require
 from service.datasets import service
-from service.datasets.schemas import DatasetCreate, DatasetRead, SampleRead
+from service.datasets.schemas import DatasetCreate, DatasetRead, ForgottenBy, SampleRead
 from service.enums import SampleState, Scope, Split
 from service.schemas import Page
 
@@ -55,7 +55,7 @@ def list_samples(
         limit=limit,
         cursor=cursor,
     )
-    items = [SampleRead(key=r.key, split=r.split, label=r.label, state=r.state) for r in rows]
+    items = [SampleRead.model_validate(r, from_attributes=True) for r in rows]
     return Page(items=items, next_cursor=next_cursor)
 
 
@@ -64,18 +64,11 @@ def get_sample(dataset_id: str, key: str, session: SessionDep, api_key: CurrentK
     sample, tombstones = service.get_sample_or_raise(
         session, tenant_id=api_key.tenant_id, dataset_id=dataset_id, key=key
     )
-    return SampleRead(
-        key=sample.key,
-        split=sample.split,
-        label=sample.label,
-        state=sample.state,
-        forgotten_by=[
-            {
-                "model_id": t.model_id,
-                "request_id": t.request_id,
-                "version": t.version_number,
-                "at": t.created_at,
-            }
-            for t in tombstones
-        ],
-    )
+    forgotten_by = [
+        ForgottenBy(
+            model_id=t.model_id, request_id=t.request_id, version=t.version_number, at=t.created_at
+        )
+        for t in tombstones
+    ]
+    read = SampleRead.model_validate(sample, from_attributes=True)
+    return read.model_copy(update={"forgotten_by": forgotten_by})

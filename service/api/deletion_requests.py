@@ -48,7 +48,8 @@ def create_bulk(
     for index, raw in enumerate(requests):
         try:
             spec = DeletionRequestCreate.model_validate(raw)
-            accepted.append(service.create(session, tenant_id=key.tenant_id, spec=spec))
+            answer = service.create(session, tenant_id=key.tenant_id, spec=spec)
+            accepted.append(DeletionRequestRead.model_validate(answer))
         except ValidationError as error:
             errors = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in error.errors()]
             rejected.append(

@@ -13,7 +13,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service import audit_log
-from service.deletion_requests.schemas import DeletionRequestCreate, DeletionRequestRead
+from service.deletion_requests.schemas import (
+    DeletionRequestCreate,
+    DeletionRequestRead,
+    HistoryEntry,
+)
 from service.enums import RequestStatus, Split
 from service.errors import Conflict, InvalidInput, NotFound, TooLarge
 from service.models import service as models
@@ -318,5 +322,7 @@ def to_read(request: DeletionRequest, history: list[RequestEvent]) -> DeletionRe
         job_id=request.job_id,
         result_version=request.result_version,
         error=request.error,
-        history=[{"status": e.status, "at": e.at, "detail": e.detail} for e in history],
+        history=[
+            HistoryEntry(status=RequestStatus(e.status), at=e.at, detail=e.detail) for e in history
+        ],
     )

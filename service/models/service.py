@@ -24,7 +24,7 @@ from service.enums import (
     VersionKind,
 )
 from service.errors import Conflict, InvalidInput, NotFound, TooLarge
-from service.models.schemas import ModelCreate, ModelRead, ModelUpdate, VersionRead
+from service.models.schemas import ArtifactRead, ModelCreate, ModelRead, ModelUpdate, VersionRead
 from service.pagination import paginate
 from service.tables import (
     DeletionRequest,
@@ -226,7 +226,7 @@ def version_read(session: Session, version: ModelVersion) -> VersionRead:
         forgotten_total=version.forgotten_total,
         artifact_sha256=version.artifact_sha256,
         metrics=version.metrics,
-        artifacts=[{"name": a.name, "sha256": a.sha256, "meta": a.meta} for a in artifacts],
+        artifacts=[ArtifactRead(name=a.name, sha256=a.sha256, meta=a.meta) for a in artifacts],
     )
 
 

@@ -1,0 +1,34 @@
+# make run   - install into .venv, migrate, serve the embedded default with a demo model
+# make test  - install into .venv (with dev tools), lint, type-check, run the suite
+# make bench - the benchmarks (API ingest, unlearning, audit)
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	UNLEARN_DEMO_MODEL=$${UNLEARN_DEMO_MODEL:-true} $(BIN)/unlearnd migrate
+	UNLEARN_DEMO_MODEL=$${UNLEARN_DEMO_MODEL:-true} $(BIN)/unlearnd serve --host 127.0.0.1 --port 8000
+
+lint: $(STAMP)
+	$(BIN)/ruff check service workers migrations tests benchmarks
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.api_ingest
+	$(BIN)/python -m benchmarks.unlearning
+
+clean:
+	rm -rf $(VENV) .state .pytest_cache .mypy_cache .ruff_cache
