@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
-from starlette.routing import Match
 
 from service import metrics
 from service.api import datasets, deletion_requests, jobs, models, operations, problems
@@ -15,11 +14,10 @@ from service.settings import get_settings
 
 
 def _route_template(request: Request) -> str:
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match == Match.FULL:
-            return getattr(route, "path", "unmatched")
-    return "unmatched"  # never the raw path: no per-request label values
+    """The matched route's template, set by the router; never the raw path (no per-request
+    label values)."""
+    route = request.scope.get("route")
+    return getattr(route, "path", "unmatched")
 
 
 def create_app(*, start_worker: bool | None = None) -> FastAPI:
@@ -64,15 +62,15 @@ def create_app(*, start_worker: bool | None = None) -> FastAPI:
     @app.middleware("http")
     async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]):  # type: ignore[no-untyped-def]
         started = time.perf_counter()
-        handler = _route_template(request)
         length = request.headers.get("content-length")
-        is_upload = handler.endswith("/versions") and request.method == "POST"
+        is_upload = request.url.path.endswith("/versions") and request.method == "POST"
         if length and length.isdigit() and int(length) > max_body and not is_upload:
             response: Response = problems.problem(
                 413, "Payload too large", f"the body is over {max_body} bytes", "too-large"
             )
         else:
             response = await call_next(request)
+        handler = _route_template(request)
         if handler != "/metrics":
             metrics.HTTP_REQUESTS.labels(request.method, handler, str(response.status_code)).inc()
             metrics.HTTP_DURATION.labels(request.method, handler).observe(
