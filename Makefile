@@ -15,9 +15,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The development admin key of `make run` (refused when UNLEARN_ENVIRONMENT=production).
+DEV_KEY := unlearnd-dev-admin-key-for-make-run
+
 run: $(STAMP)
-	UNLEARN_DEMO_MODEL=$${UNLEARN_DEMO_MODEL:-true} $(BIN)/unlearnd migrate
-	UNLEARN_DEMO_MODEL=$${UNLEARN_DEMO_MODEL:-true} $(BIN)/unlearnd serve --host 127.0.0.1 --port 8000
+	$(BIN)/unlearnd migrate
+	UNLEARN_DEMO_MODEL=$${UNLEARN_DEMO_MODEL:-true} \
+	UNLEARN_BOOTSTRAP_ADMIN_KEY=$${UNLEARN_BOOTSTRAP_ADMIN_KEY:-$(DEV_KEY)} \
+	$(BIN)/unlearnd serve --host 127.0.0.1 --port 8000
 
 lint: $(STAMP)
 	$(BIN)/ruff check service workers migrations tests benchmarks

@@ -9,6 +9,9 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+PLACEHOLDER_KEYS = {"changeme", "change-me", "secret", "unlearnd-dev-admin-key-for-make-run"}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="UNLEARN_", extra="ignore")
 
@@ -49,7 +52,7 @@ class Settings(BaseSettings):
         if self.environment == "production":
             if not self.database_url or self.database_url.startswith("sqlite"):
                 raise ValueError("production needs UNLEARN_DATABASE_URL pointing at Postgres")
-            if self.bootstrap_admin_key in {"changeme", "change-me", "secret"}:
+            if self.bootstrap_admin_key in PLACEHOLDER_KEYS:
                 raise ValueError("UNLEARN_BOOTSTRAP_ADMIN_KEY is a placeholder")
         return self
 
