@@ -62,7 +62,14 @@ from workers.datasets import open_source
 from workers.samples import SampleSet
 from workers.training import TrainingConfig, accuracy, pick_device, train
 from workers.unlearners import get_unlearner
-from workers.unlearners.base import Artifact, UnlearnContext, Unlearner, UnlearnResult
+from workers.unlearners.base import (
+    Artifact,
+    UnlearnContext,
+    Unlearner,
+    UnlearnResult,
+    state_dict_of,
+)
+from workers.unlearners.class_masking import mask_classes
 
 log = logging.getLogger(__name__)
 
@@ -408,7 +415,8 @@ class JobData:
     retain: SampleSet  # every active training sample outside the forget set
     holdout: SampleSet
     test: SampleSet
-    class_labels: list[int] | None
+    class_labels: list[int] | None  # classes this batch deletes
+    masked_classes: list[int]  # every class this model has forgotten, this batch included
 
 
 def _load_data(session: Session, model: Model, request_ids: list[str]) -> JobData:
@@ -463,7 +471,19 @@ def _load_data(session: Session, model: Model, request_ids: list[str]) -> JobDat
         holdout=subset(splits == Split.HOLDOUT),
         test=subset(splits == Split.TEST),
         class_labels=sorted(class_labels) or None,
+        masked_classes=sorted(class_labels | _forgotten_classes(session, model.id)),
     )
+
+
+def _forgotten_classes(session: Session, model_id: str) -> set[int]:
+    rows = session.scalars(
+        select(DeletionRequest.class_labels).where(
+            DeletionRequest.model_id == model_id,
+            DeletionRequest.status == RequestStatus.COMPLETED,
+            DeletionRequest.class_labels.is_not(None),
+        )
+    )
+    return {label for labels in rows for label in labels or []}
 
 
 def load_weights(
@@ -489,8 +509,8 @@ def version_metrics(
     """UA, RA (fixed sample of D_r), TA (test, or holdout when the source has no test split;
     for class deletion only the remaining classes)."""
     test = data.test if len(data.test) else data.holdout
-    if data.class_labels:
-        test = test.without_classes(data.class_labels)
+    if data.masked_classes:
+        test = test.without_classes(data.masked_classes)
     forget_accuracy = accuracy(network, data.forget, device=device)
     return {
         "ua": None if forget_accuracy is None else 1.0 - forget_accuracy,
@@ -548,11 +568,7 @@ def _context(
         artifacts=artifact,
         progress=heartbeat.report,
         seed=training.seed + claim.attempt,
-        **(
-            {"load_version": load_version}
-            if "load_version" in UnlearnContext.__dataclass_fields__
-            else {}
-        ),
+        load_version=load_version,
     )
 
 
@@ -607,6 +623,9 @@ def _run_unlearn(claim: Claim, heartbeat: Heartbeat) -> None:
             ).observe(value)
     _to_auditing(claim)
     network.load_state_dict(result.state_dict)
+    if data.masked_classes:  # class deletion's guarantee, whatever the method did
+        mask_classes(network, data.masked_classes)
+        result.state_dict = state_dict_of(network)
     result_metrics = version_metrics(network.to(device), data, device)
     _publish(claim, data, result, result_metrics, seconds, kind=VersionKind.UNLEARNED)
 
