@@ -181,6 +181,7 @@ class SVCMembershipEfficacy(Attack):
 
     name = "svc_mia"
     Params = SVCParams
+    params: SVCParams
 
     def run(self, inputs: AttackInputs) -> dict[str, Any]:
         rng = np.random.default_rng(inputs.seed)
@@ -217,6 +218,7 @@ class LossThreshold(Attack):
 
     name = "loss_threshold"
     Params = ROCParams
+    params: ROCParams
 
     def run(self, inputs: AttackInputs) -> dict[str, Any]:
         members, nonmembers = -inputs.forget.loss(), -inputs.nonmembers.loss()
@@ -257,6 +259,7 @@ class OfflineLiRA(Attack):
 
     name = "lira_offline"
     Params = ROCParams
+    params: ROCParams
     needs_references = True
 
     def run(self, inputs: AttackInputs) -> dict[str, Any]:
@@ -310,6 +313,7 @@ class EntropyHistogram(Attack):
 
     name = "entropy_histogram"
     Params = HistogramParams
+    params: HistogramParams
 
     def run(self, inputs: AttackInputs) -> dict[str, Any]:
         top = math.log(max(inputs.forget.num_classes, 2))

@@ -10,6 +10,11 @@ computed in float64 from the logits, never from rounded probabilities:
   phi = log(p_y / (1 - p_y)) = log p_y - log sum_{j != y} p_j = z_y - logsumexp_{j != y} z_j,
   the last form exact for any logits because the softmax normaliser cancels;
 - ``entropy``: H(p) = -sum_j p_j log p_j, in nats, in [0, log C].
+
+Logits of -inf (a class masked out, as PGU does for class deletion) are read as
+``MASKED_LOGIT`` so that every signal stays finite (a masked true class has a loss of about
+1e4 rather than inf, which sklearn's metrics would refuse); NaN or +inf logits mean a broken
+model and raise ``ValueError``.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from torch import nn
 from workers.samples import SampleSet
 from workers.training import predict
 
-__all__ = ["Outputs", "outputs_of"]
+__all__ = ["Outputs", "outputs_of", "MASKED_LOGIT"]
+
+MASKED_LOGIT = -1e4  # stands for -inf; exp(-1e4) is 0 in float64
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,8 @@ class Outputs:
                 f"logits must be (N, C) and labels (N,), got {tuple(self.logits.shape)} "
                 f"and {tuple(self.labels.shape)}"
             )
+        if torch.isnan(self.logits).any() or torch.isposinf(self.logits).any():
+            raise ValueError("the model's outputs contain NaN or +inf; it cannot be audited")
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -47,8 +56,11 @@ class Outputs:
     def num_classes(self) -> int:
         return int(self.logits.shape[1])
 
+    def _logits(self) -> torch.Tensor:
+        return self.logits.double().clamp(min=MASKED_LOGIT)
+
     def _log_probabilities(self) -> torch.Tensor:
-        return torch.log_softmax(self.logits.double(), dim=1)
+        return torch.log_softmax(self._logits(), dim=1)
 
     def _true_class(self, values: torch.Tensor) -> torch.Tensor:
         return values.gather(1, self.labels.long()[:, None]).squeeze(1)
@@ -70,16 +82,15 @@ class Outputs:
 
     def phi(self) -> np.ndarray:
         """LiRA's logit-scaled confidence z_y - logsumexp_{j != y} z_j (finite for finite z)."""
-        logits = self.logits.double()
+        logits = self._logits()
         own = self._true_class(logits)
         others = logits.scatter(1, self.labels.long()[:, None], float("-inf"))
         return (own - torch.logsumexp(others, dim=1)).numpy()
 
     def entropy(self) -> np.ndarray:
         """Shannon entropy of the softmax output, in nats."""
-        log_p = self._log_probabilities()
-        # 0 log 0 = 0: exp(-inf) * -inf would be nan, so clamp the log where p underflows.
-        return (-(log_p.exp() * log_p.clamp(min=-1e4)).sum(1)).clamp(min=0).numpy()
+        log_p = self._log_probabilities()  # finite: the logits are
+        return (-(log_p.exp() * log_p).sum(1)).clamp(min=0).numpy()
 
     def take(self, indices: np.ndarray) -> Outputs:
         index = torch.as_tensor(indices, dtype=torch.long)

@@ -12,13 +12,16 @@ nonmember_sample_size + |D_t| + |D_f|) forward passes, whatever |D_r| is):
 - forget: D_f, all of it;
 - retain sample: a seeded sample of D_r of at most ``retain_sample_size`` (RA, and SVC_MIA's
   member side);
-- test: D_t; for class deletion only the remaining classes (TA, and SVC_MIA's non-member
-  side, so that its shadow members and non-members come from the same classes);
-- non-members: never trained on by the version or the references. Random deletion: a seeded
-  sample of the holdout of at most ``nonmember_sample_size`` (the test set when there is no
-  holdout). Class deletion: holdout and test samples *of the forgotten classes*, so the
-  attacks ask the membership question of like against like (a retrained model has never
-  seen either side; against all classes its AUC would measure class difficulty instead).
+- test: D_t (the holdout when the source has no test split) without the masked classes,
+  i.e. every class the version has forgotten, this batch's and earlier ones (TA, and
+  SVC_MIA's non-member side, so that its shadow members and non-members come from the same
+  classes);
+- non-members: never trained on by the version or the references, at most
+  ``nonmember_sample_size`` of them (seeded). Random deletion: holdout samples of the
+  unmasked classes (the test set when there is no holdout). Class deletion (``class_labels``
+  set): holdout and test samples *of the classes deleted by this batch*, so the attacks ask
+  the membership question of like against like (a retrained model has never seen either
+  side; against all classes its AUC would measure class difficulty instead).
 """
 
 from __future__ import annotations
@@ -90,23 +93,28 @@ def audit_sets(
     holdout: SampleSet,
     test: SampleSet,
     class_labels: Sequence[int] | None = None,
+    masked_classes: Sequence[int] | None = None,
     retain_sample_size: int = 5000,
     nonmember_sample_size: int = 5000,
     seed: int = 0,
 ) -> AuditSets:
-    """The sets an audit reads, chosen as the module docstring says (seeded, reproducible)."""
+    """The sets an audit reads, chosen as the module docstring says (seeded, reproducible).
+
+    ``class_labels``: the classes this batch deletes (None for a random deletion);
+    ``masked_classes``: every class the version has forgotten so far (``class_labels``
+    are added to it).
+    """
     if retain_sample_size < 1:
         raise ValueError(f"Invalid retain_sample_size: {retain_sample_size}")
     if nonmember_sample_size < 1:
         raise ValueError(f"Invalid nonmember_sample_size: {nonmember_sample_size}")
+    masked = sorted({*(masked_classes or ()), *(class_labels or ())})
+    evaluation_test = (test if len(test) else holdout).without_classes(masked)
     if class_labels:
-        classes = list(class_labels)
-        evaluation_test = test.without_classes(classes)
         pool = _concat(holdout, test)
-        nonmembers = pool.take(np.flatnonzero(np.isin(pool.labels, classes)))
+        nonmembers = pool.take(np.flatnonzero(np.isin(pool.labels, list(class_labels))))
     else:
-        evaluation_test = test
-        nonmembers = holdout if len(holdout) else test
+        nonmembers = (holdout if len(holdout) else test).without_classes(masked)
     return AuditSets(
         forget=forget,
         retain=retain.subset(retain_sample_size, seed=seed),
@@ -194,6 +202,7 @@ def audit_version(
     references: Sequence[nn.Module] = (),
     reference_metrics: Mapping[str, Any] | None = None,
     class_labels: Sequence[int] | None = None,
+    masked_classes: Sequence[int] | None = None,
     tolerances: AuditTolerances | None = None,
     attack_names: Sequence[str] | None = None,
     attack_params: Mapping[str, Mapping[str, Any]] | None = None,
@@ -212,6 +221,9 @@ def audit_version(
     in ``reference["spread"]`` when K >= 2. Reference k's LiRA uses the other K - 1
     references as its OUT models (leave-one-out; a model cannot be its own reference), so
     LiRA has a reference value, and its gates run, only when K >= 2.
+    ``model`` and ``references`` must already be on ``device``. ``retain`` is D_r (every
+    active training sample outside D_f); ``class_labels`` / ``masked_classes`` as in
+    :func:`audit_sets`.
     ``reference_metrics``: precomputed reference metrics (e.g. stored with the retrained
     version); used as they are, references then only serve LiRA. They must have been
     computed on the same forget set.
@@ -237,7 +249,7 @@ def audit_version(
     ``version`` and ``seconds``, and ``speedup_vs_reference``.
     """
     started = time.perf_counter()
-    report = progress or (lambda stage, step, total: None)
+    notify = progress or (lambda stage, step, total: None)
     names = list(attack_names) if attack_names is not None else list_attacks()
     params = attack_params or {}
     for name in names:  # fail on unknown names or bad params before any forward pass
@@ -248,18 +260,19 @@ def audit_version(
         holdout=holdout,
         test=test,
         class_labels=class_labels,
+        masked_classes=masked_classes,
         retain_sample_size=retain_sample_size,
         nonmember_sample_size=nonmember_sample_size,
         seed=seed,
     )
     total = 1 + len(references)
-    report("auditing", 0, total)
+    notify("auditing", 0, total)
     target = _outputs(model, sets, device)
-    report("auditing", 1, total)
+    notify("auditing", 1, total)
     reference_outputs = []
     for index, reference_model in enumerate(references):
         reference_outputs.append(_outputs(reference_model, sets, device))
-        report("auditing", 2 + index, total)
+        notify("auditing", 2 + index, total)
 
     metrics, details, skipped = _metrics(target, reference_outputs, names, params, seed)
 
@@ -285,8 +298,14 @@ def audit_version(
             "spread": spread,
         }
 
-    reference_values = reference["metrics"] if reference else None
+    reference_values: Mapping[str, Any] | None = reference["metrics"] if reference else None
     gates = verdict(metrics=metrics, reference=reference_values, tolerances=tolerances)
+    scores: dict[str, float | None] = {"frm": None, "avg_disparity": None}
+    if reference_values is not None:
+        scores = {
+            "frm": frm(unlearned=metrics, reference=reference_values),
+            "avg_disparity": average_disparity(unlearned=metrics, reference=reference_values),
+        }
     return {
         "forget_set_size": len(forget),
         "metrics": metrics,
@@ -294,10 +313,7 @@ def audit_version(
         "attacks": details,
         "attacks_skipped": skipped,
         "reference": reference,
-        "frm": frm(unlearned=metrics, reference=reference_values) if reference else None,
-        "avg_disparity": (
-            average_disparity(unlearned=metrics, reference=reference_values) if reference else None
-        ),
+        **scores,
         **gates,
         "sizes": sets.sizes(),
         "seconds": time.perf_counter() - started,

@@ -151,6 +151,7 @@ def verdict(
         if mine is None or theirs is None:
             skipped.append(name)
             continue
+        sided: Literal["two-sided", "upper"]
         if name in ONE_SIDED:
             sided, passed = "upper", mine - theirs <= tolerance + _SLACK
         else:
