@@ -9,7 +9,15 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 
 from service import metrics
-from service.api import datasets, deletion_requests, jobs, models, operations, problems
+from service.api import (
+    audits,
+    datasets,
+    deletion_requests,
+    jobs,
+    models,
+    operations,
+    problems,
+)
 from service.settings import get_settings
 
 
@@ -50,6 +58,7 @@ def create_app(*, start_worker: bool | None = None) -> FastAPI:
         models.router,
         deletion_requests.router,
         jobs.router,
+        audits.router,
     ):
         app.include_router(router)
     if settings.metrics_enabled and settings.metrics_port is None:

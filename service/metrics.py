@@ -59,6 +59,12 @@ JOB_FAILURES = Counter(
     "Job attempts that failed, by kind and reason",
     ["kind", "reason"],
 )
+AUDIT_DURATION = Histogram(
+    "unlearn_audit_duration_seconds",
+    "Audit run time (reference training excluded)",
+    ["reference"],
+    buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800),
+)
 REQUEST_END_TO_END = Histogram(
     "unlearn_request_end_to_end_seconds",
     "From a request's creation to its completion",
@@ -80,8 +86,10 @@ class DomainCollector(Collector):
         oldest = GaugeMetricFamily(
             "unlearn_oldest_pending_request_age_seconds", "Age of the oldest pending request"
         )
+        head_audits: list[tuple[str, dict]] = []
         try:
             with session_scope() as session:
+                head_audits = _head_audits(session)
                 counts = dict(
                     session.execute(
                         select(DeletionRequest.status, func.count()).group_by(
@@ -105,6 +113,7 @@ class DomainCollector(Collector):
             first = first.replace(tzinfo=UTC)
         oldest.add_metric([], (utcnow() - first).total_seconds() if first else 0.0)
         yield from (by_status, pending, oldest)
+        yield from _audit_gauges(head_audits)
 
 
 def exposition(*, include_domain: bool = True) -> bytes:
@@ -119,3 +128,48 @@ def exposition(*, include_domain: bool = True) -> bytes:
     if include_domain:
         registry.register(DomainCollector())
     return generate_latest(registry)
+
+
+VERDICT_VALUE = {"pass": 1.0, "fail": 0.0, "no_reference": -1.0}
+
+
+def _head_audits(session) -> list[tuple[str, dict]]:  # type: ignore[no-untyped-def,type-arg]
+    """(model id, latest audit report of its head version) for every audited head."""
+    from service.tables import Audit, Model, ModelVersion
+
+    latest = (
+        select(Model.id, Audit.report)
+        .join(
+            ModelVersion,
+            (ModelVersion.model_id == Model.id) & (ModelVersion.number == Model.head_version),
+        )
+        .join(Audit, Audit.version_id == ModelVersion.id)
+        .order_by(Model.id, Audit.created_at.desc())
+    )
+    seen: dict[str, dict] = {}  # type: ignore[type-arg]
+    for model_id, report in session.execute(latest):
+        seen.setdefault(model_id, report)
+    return list(seen.items())
+
+
+def _audit_gauges(head_audits) -> Iterator[GaugeMetricFamily]:  # type: ignore[no-untyped-def]
+    families = {
+        name: GaugeMetricFamily(f"unlearn_head_audit_{name}", help_text, labels=["model"])
+        for name, help_text in [
+            ("mia_auc", "Loss-attack AUC on the head version's forget set"),
+            ("mia_efficacy", "MIA-efficacy on the head version's forget set"),
+            ("frm", "FRM of the head version against retrained references"),
+            ("verdict", "Audit verdict of the head version: 1 pass, 0 fail, -1 no reference"),
+        ]
+    }
+    for model_id, report in head_audits:
+        values = {
+            "mia_auc": report.get("metrics", {}).get("mia_auc"),
+            "mia_efficacy": report.get("metrics", {}).get("mia_efficacy"),
+            "frm": report.get("frm"),
+            "verdict": VERDICT_VALUE.get(report.get("verdict", ""), None),
+        }
+        for name, value in values.items():
+            if value is not None:
+                families[name].add_metric([model_id], float(value))
+    yield from families.values()

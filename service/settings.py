@@ -8,7 +8,6 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
 PLACEHOLDER_KEYS = {"changeme", "change-me", "secret", "unlearnd-dev-admin-key-for-make-run"}
 
 

@@ -38,7 +38,8 @@ def test_altered_entry_is_named(client, admin, ready_model, env):
     with session_scope() as session:
         victim = session.execute(
             text(
-                "SELECT id FROM audit_log WHERE action = 'deletion_request.created' ORDER BY id LIMIT 1"
+                "SELECT id FROM audit_log WHERE action = 'deletion_request.created' "
+                "ORDER BY id LIMIT 1"
             )
         ).scalar_one()
         session.execute(

@@ -149,7 +149,7 @@ def test_sweeper_requeues_then_fails_past_the_cap(client, admin, ready_model, mo
         assert {r.status for r in session.scalars(select(DeletionRequest))} == {"batched"}
     # The first attempt's late writes are fenced off.
     with pytest.raises(pipeline.LeaseLost), session_scope() as session:
-        pipeline._owned(session, first)
+        pipeline.owned(session, first)
     pipeline._claim(job_id)
     expire()
     assert pipeline.sweep()["failed"] == 1

@@ -19,7 +19,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -120,7 +120,7 @@ def _dispatch(session: Session, model_id: str) -> str | None:
         return None  # the unique index is the guarantee; this only avoids the noise
     unlearner = get_unlearner(model.unlearner["name"], model.unlearner["params"])
     if unlearner.requires_artifacts and not _has_artifacts(session, model, model.head_version):
-        job = _new_job(session, model, JobKind.CACHE)
+        job = new_job(session, model, JobKind.CACHE)
         session.commit()
         return job.id
     requests = list(
@@ -150,7 +150,7 @@ def _dispatch(session: Session, model_id: str) -> str | None:
     if not due:
         session.rollback()
         return None
-    job = _new_job(session, model, JobKind.UNLEARN, requests=requests)
+    job = new_job(session, model, JobKind.UNLEARN, requests=requests)
     for request in requests:
         request.job_id = job.id
         move_request(session, request, RequestStatus.BATCHED, detail=f"job {job.id}")
@@ -161,20 +161,24 @@ def _dispatch(session: Session, model_id: str) -> str | None:
     return job.id
 
 
-def _new_job(
+def new_job(
     session: Session,
     model: Model,
     kind: JobKind,
     *,
     requests: list[DeletionRequest] = (),  # type: ignore[assignment]
+    version: int | None = None,
+    params: dict[str, Any] | None = None,
 ) -> Job:
+    """A queued job (enqueued once the caller commits); ``version`` defaults to the head."""
     job = Job(
         tenant_id=model.tenant_id,
         model_id=model.id,
         kind=kind,
         status=JobStatus.QUEUED,
-        base_version=model.head_version,
+        base_version=model.head_version if version is None else version,
         unlearner=model.unlearner,
+        params=params or {},
         request_ids=[r.id for r in requests],
         sample_count=sum(r.sample_count for r in requests),
     )
@@ -257,7 +261,7 @@ def _claim(job_id: str) -> Claim | None:
         )
 
 
-def _requests(session: Session, ids: list[str]) -> list[DeletionRequest]:
+def _requests(session: Session, ids: Sequence[str]) -> list[DeletionRequest]:
     if not ids:
         return []
     return list(
@@ -270,7 +274,7 @@ def _requests(session: Session, ids: list[str]) -> list[DeletionRequest]:
     )
 
 
-def _owned(session: Session, claim: Claim) -> Job:
+def owned(session: Session, claim: Claim) -> Job:
     """The job row, locked, if this attempt still owns it (the fencing check)."""
     job = session.scalar(select(Job).where(Job.id == claim.job_id).with_for_update())
     if (
@@ -351,7 +355,7 @@ def run_job(job_id: str) -> None:
     outcome = "succeeded"
     with Heartbeat(claim) as heartbeat:
         try:
-            RUNNERS[claim.kind](claim, heartbeat)
+            runners()[claim.kind](claim, heartbeat)
         except LeaseLost:
             outcome = "lease_lost"
             log.warning("job %s attempt %s lost its lease; stopping", job_id, claim.attempt)
@@ -368,7 +372,7 @@ def run_job(job_id: str) -> None:
 def _release(claim: Claim, reason: str) -> None:
     try:
         with session_scope() as session:
-            job = _owned(session, claim)
+            job = owned(session, claim)
             requeue_or_fail(session, job, reason)
     except LeaseLost:
         pass
@@ -419,7 +423,15 @@ class JobData:
     masked_classes: list[int]  # every class this model has forgotten, this batch included
 
 
-def _load_data(session: Session, model: Model, request_ids: list[str]) -> JobData:
+def load_data(
+    session: Session,
+    model: Model,
+    *,
+    request_ids: Sequence[str] = (),
+    version: int | None = None,
+) -> JobData:
+    """The sample sets of a job. The forget set is either what ``request_ids`` still ask the
+    model to forget (an unlearning batch) or what ``version`` forgot (its audit)."""
     dataset = session.get(Dataset, model.dataset_id)
     assert dataset is not None
     adapter = open_source(dataset.source, get_settings().data_root)
@@ -434,25 +446,27 @@ def _load_data(session: Session, model: Model, request_ids: list[str]) -> JobDat
     labels = np.array([r.label for r in rows], dtype=np.int64)
     splits = np.array([r.split for r in rows])
     active = np.array([r.state == SampleState.ACTIVE for r in rows])
-    known_by_model = ~np.isin(
-        ids,
-        np.fromiter(
-            session.scalars(select(Tombstone.sample_id).where(Tombstone.model_id == model.id)),
-            dtype=np.int64,
-        ),
-    )
-    row_of_key = {key: i for i, key in enumerate(keys)}
-    owner: dict[int, str] = {}
-    class_labels: set[int] = set()
-    for request in _requests(session, request_ids):
-        if request.class_labels:
-            class_labels |= set(request.class_labels)
-            chosen = np.flatnonzero((splits == Split.TRAIN) & np.isin(labels, request.class_labels))
-        else:
-            chosen = np.array([row_of_key[k] for k in request.sample_keys or []], dtype=np.int64)
-        for i in chosen:
-            if known_by_model[i]:
-                owner.setdefault(int(ids[i]), request.id)
+    if version is None:
+        owner, class_labels = _batch_forget_set(
+            session, model, request_ids, ids, keys, labels, splits
+        )
+    else:
+        owner = dict(
+            session.execute(
+                select(Tombstone.sample_id, Tombstone.request_id).where(
+                    Tombstone.model_id == model.id, Tombstone.version_number == version
+                )
+            ).all()
+        )
+        class_labels = {
+            label
+            for request in session.scalars(
+                select(DeletionRequest).where(
+                    DeletionRequest.result_version == version, DeletionRequest.model_id == model.id
+                )
+            )
+            for label in request.class_labels or []
+        }
     forget_mask = np.isin(ids, np.fromiter(owner, dtype=np.int64))
     train_mask = splits == Split.TRAIN
 
@@ -471,19 +485,51 @@ def _load_data(session: Session, model: Model, request_ids: list[str]) -> JobDat
         holdout=subset(splits == Split.HOLDOUT),
         test=subset(splits == Split.TEST),
         class_labels=sorted(class_labels) or None,
-        masked_classes=sorted(class_labels | _forgotten_classes(session, model.id)),
+        masked_classes=sorted(class_labels | _forgotten_classes(session, model.id, version)),
     )
 
 
-def _forgotten_classes(session: Session, model_id: str) -> set[int]:
-    rows = session.scalars(
-        select(DeletionRequest.class_labels).where(
-            DeletionRequest.model_id == model_id,
-            DeletionRequest.status == RequestStatus.COMPLETED,
-            DeletionRequest.class_labels.is_not(None),
-        )
+def _batch_forget_set(
+    session: Session,
+    model: Model,
+    request_ids: Sequence[str],
+    ids: np.ndarray,
+    keys: list[str],
+    labels: np.ndarray,
+    splits: np.ndarray,
+) -> tuple[dict[int, str], set[int]]:
+    """{sample id: the request that forgets it} over what the model still knows, and the
+    classes the batch deletes."""
+    tombstoned = np.fromiter(
+        session.scalars(select(Tombstone.sample_id).where(Tombstone.model_id == model.id)),
+        dtype=np.int64,
     )
-    return {label for labels in rows for label in labels or []}
+    known_by_model = ~np.isin(ids, tombstoned)
+    row_of_key = {key: i for i, key in enumerate(keys)}
+    owner: dict[int, str] = {}
+    class_labels: set[int] = set()
+    for request in _requests(session, request_ids):
+        if request.class_labels:
+            class_labels |= set(request.class_labels)
+            chosen = np.flatnonzero((splits == Split.TRAIN) & np.isin(labels, request.class_labels))
+        else:
+            chosen = np.array([row_of_key[k] for k in request.sample_keys or []], dtype=np.int64)
+        for i in chosen:
+            if known_by_model[i]:
+                owner.setdefault(int(ids[i]), request.id)
+    return owner, class_labels
+
+
+def _forgotten_classes(session: Session, model_id: str, up_to: int | None = None) -> set[int]:
+    """Every class the model forgot (up to version ``up_to``)."""
+    statement = select(DeletionRequest.class_labels).where(
+        DeletionRequest.model_id == model_id,
+        DeletionRequest.status == RequestStatus.COMPLETED,
+        DeletionRequest.class_labels.is_not(None),
+    )
+    if up_to is not None:
+        statement = statement.where(DeletionRequest.result_version <= up_to)
+    return {label for labels in session.scalars(statement) for label in labels or []}
 
 
 def load_weights(
@@ -580,7 +626,7 @@ def _run_train(claim: Claim, heartbeat: Heartbeat) -> None:
     with session_scope() as session:
         model_row = session.get(Model, claim.model_id)
         assert model_row is not None
-        data = _load_data(session, model_row, [])
+        data = load_data(session, model_row)
     training = TrainingConfig.model_validate(model_row.training or {})
     started = time.monotonic()
     network = train(
@@ -606,7 +652,7 @@ def _run_unlearn(claim: Claim, heartbeat: Heartbeat) -> None:
     with session_scope() as session:
         model_row = session.get(Model, claim.model_id)
         assert model_row is not None
-        data = _load_data(session, model_row, claim.request_ids)
+        data = load_data(session, model_row, request_ids=claim.request_ids)
         base_sha = _version_sha(session, model_row.id, claim.base_version)
     if not len(data.forget):  # every sample was forgotten before: complete without a version
         _to_auditing(claim)
@@ -639,7 +685,7 @@ def _run_cache(claim: Claim, heartbeat: Heartbeat) -> None:
     with session_scope() as session:
         model_row = session.get(Model, claim.model_id)
         assert model_row is not None
-        data = _load_data(session, model_row, [])
+        data = load_data(session, model_row)
         base_sha = _version_sha(session, model_row.id, claim.base_version)
     network = load_weights(model_row, data.dataset, base_sha, device)
     started = time.monotonic()
@@ -647,7 +693,7 @@ def _run_cache(claim: Claim, heartbeat: Heartbeat) -> None:
     seconds = time.monotonic() - started
     shas = {name: store().put_tensors(a.tensors) for name, a in artifacts.items()}
     with session_scope() as session:
-        job = _owned(session, claim)
+        job = owned(session, claim)
         version_id = session.scalar(
             select(ModelVersion.id).where(
                 ModelVersion.model_id == claim.model_id, ModelVersion.number == claim.base_version
@@ -672,6 +718,13 @@ RUNNERS: dict[str, Callable[[Claim, Heartbeat], None]] = {
 }
 
 
+def runners() -> dict[str, Callable[[Claim, Heartbeat], None]]:
+    """Every job kind's runner; the audit's lives in its own module, which builds on this one."""
+    from workers.audit_job import run_audit
+
+    return {**RUNNERS, JobKind.AUDIT: run_audit}
+
+
 def _version_sha(session: Session, model_id: str, number: int | None) -> str:
     sha = session.scalar(
         select(ModelVersion.artifact_sha256).where(
@@ -685,7 +738,7 @@ def _version_sha(session: Session, model_id: str, number: int | None) -> str:
 
 def _to_auditing(claim: Claim) -> None:
     with session_scope() as session:
-        job = _owned(session, claim)
+        job = owned(session, claim)
         move_job(session, job, JobStatus.AUDITING)
         for request in _requests(session, job.request_ids):
             if request.status == RequestStatus.UNLEARNING:
@@ -712,7 +765,7 @@ def _publish(
     }
     completed_requests: list[DeletionRequest] = []
     with session_scope() as session:
-        job = _owned(session, claim)
+        job = owned(session, claim)
         model = session.scalar(select(Model).where(Model.id == claim.model_id).with_for_update())
         assert model is not None
         if model.head_version != claim.base_version:
@@ -721,7 +774,7 @@ def _publish(
             )
         number = model.head_version
         if weights_sha is not None:
-            version = _new_version(
+            version = new_version(
                 session,
                 model=model,
                 kind=kind,
@@ -759,12 +812,12 @@ def _publish(
         move_job(session, job, JobStatus.SUCCEEDED)
         session.flush()  # the job leaves the live set before a follow-up job may enter it
         if weights_sha is not None:
-            _after_new_version(session, model)
+            _afternew_version(session, model, version)
     for request in completed_requests:
         metrics.REQUEST_END_TO_END.observe((utcnow() - request.created_at).total_seconds())
 
 
-def _new_version(
+def new_version(
     session: Session,
     *,
     model: Model,
@@ -774,12 +827,14 @@ def _new_version(
     job: Job | None,
     forgotten: int,
     seconds: float | None,
+    reference_of: int | None = None,
 ) -> ModelVersion:
-    """A new head version (in the caller's transaction, with the model row locked)."""
+    """A new version, in the caller's transaction with the model row locked. It becomes the
+    head, unless it is a retrained audit reference of version ``reference_of`` (kept outside
+    the lineage, its parent the audited version)."""
+    parent = model.head_version if reference_of is None else reference_of
     previous = session.scalar(
-        select(ModelVersion).where(
-            ModelVersion.model_id == model.id, ModelVersion.number == model.head_version
-        )
+        select(ModelVersion).where(ModelVersion.model_id == model.id, ModelVersion.number == parent)
     )
     number = (
         session.scalar(
@@ -787,25 +842,28 @@ def _new_version(
         )
         or 0
     ) + 1
+    unlearned = kind == VersionKind.UNLEARNED
     version = ModelVersion(
         model_id=model.id,
         number=number,
-        parent=model.head_version,
+        parent=parent,
         kind=kind,
-        unlearner=model.unlearner if kind == VersionKind.UNLEARNED else None,
-        job_id=job.id if job else None,
-        deletion_request_ids=list(job.request_ids) if job else [],
+        in_lineage=reference_of is None,
+        unlearner=(job.unlearner if job and job.unlearner else model.unlearner)
+        if unlearned
+        else None,
+        job_id=job.id if job and reference_of is None else None,
+        deletion_request_ids=list(job.request_ids) if job and unlearned else [],
         forgotten_samples=forgotten,
         forgotten_total=(previous.forgotten_total if previous else 0) + forgotten,
         artifact_sha256=sha256,
         metrics=metrics,
         seconds=seconds,
     )
-    if job is not None and job.unlearner and kind == VersionKind.UNLEARNED:
-        version.unlearner = job.unlearner
     session.add(version)
     session.flush()
-    model.head_version = number
+    if reference_of is None:
+        model.head_version = number
     audit_log.append(
         session,
         tenant_id=model.tenant_id,
@@ -816,8 +874,9 @@ def _new_version(
             "version": number,
             "parent": version.parent,
             "kind": kind.value,
+            "in_lineage": version.in_lineage,
             "artifact_sha256": sha256,
-            "job_id": version.job_id,
+            "job_id": job.id if job else None,
             "deletion_request_ids": version.deletion_request_ids,
         },
     )
@@ -862,12 +921,18 @@ def audit_log_request_completed(
     )
 
 
-def _after_new_version(session: Session, model: Model) -> None:
-    """Follow-ups of a new head: build the unlearner's artifacts if it needs them, and look
-    at what became pending meanwhile."""
+def _afternew_version(session: Session, model: Model, version: ModelVersion) -> None:
+    """Follow-ups of a new head: build the unlearner's artifacts if it needs them, audit a
+    version that forgot something, and look at what became pending meanwhile."""
     unlearner: Unlearner = get_unlearner(model.unlearner["name"], model.unlearner["params"])
-    if unlearner.requires_artifacts and not _has_artifacts(session, model, model.head_version or 0):
-        _new_job(session, model, JobKind.CACHE)
+    if unlearner.requires_artifacts and not _has_artifacts(session, model, version.number):
+        new_job(session, model, JobKind.CACHE)
+    if version.forgotten_samples:
+        every = (model.audit_policy or {}).get("reference_every", 0)
+        reference = "retrain" if every and version.number % every == 0 else "none"
+        new_job(
+            session, model, JobKind.AUDIT, version=version.number, params={"reference": reference}
+        )
     model_id = model.id
     on_commit(session, lambda: queue.enqueue_dispatch(model_id))
 
@@ -877,7 +942,7 @@ def publish_uploaded(
 ) -> ModelVersion:
     """An uploaded version, published in the caller's transaction (model row locked)."""
     sha256 = store().put_tensors(state_dict)
-    version = _new_version(
+    version = new_version(
         session,
         model=model,
         kind=VersionKind.UPLOADED,
@@ -888,7 +953,7 @@ def publish_uploaded(
         seconds=None,
     )
     model.status = ModelStatus.READY
-    _after_new_version(session, model)
+    _afternew_version(session, model, version)
     return version
 
 

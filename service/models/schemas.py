@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from service.enums import ModelStatus, VersionKind
 from workers import architectures, unlearners
+from workers.audit.scores import AuditTolerances
 from workers.registry import UnknownName
 from workers.training import TrainingConfig
 
@@ -60,7 +61,10 @@ class AuditPolicy(BaseModel):
     reference_every: int = Field(
         0, ge=0, description="audit every Nth version against retrained references (0: never)"
     )
-    reference_seeds: int = Field(2, ge=1, le=8)
+    reference_seeds: int = Field(2, ge=1, le=8, description="K reference models (LiRA needs 2)")
+    tolerances: AuditTolerances = Field(
+        default_factory=AuditTolerances, description="the verdict's gates against the reference"
+    )
 
 
 class ModelCreate(BaseModel):

@@ -1,0 +1,45 @@
+from fastapi import APIRouter
+
+from service.api.deps import CurrentKey, SessionDep, require
+from service.audits import service
+from service.audits.schemas import AuditCreate, AuditRead, Certificate
+from service.enums import Scope
+from service.jobs import service as jobs
+from service.jobs.schemas import JobRead
+
+router = APIRouter(tags=["audit"])
+
+
+@router.get(
+    "/v1/models/{model_id}/versions/{number}/audit",
+    response_model=AuditRead,
+    dependencies=[require(Scope.AUDIT_READ)],
+)
+def get_audit(model_id: str, number: int, session: SessionDep, key: CurrentKey) -> AuditRead:
+    return service.latest_or_raise(
+        session, tenant_id=key.tenant_id, model_id=model_id, number=number
+    )
+
+
+@router.post(
+    "/v1/models/{model_id}/versions/{number}/audit",
+    status_code=202,
+    response_model=JobRead,
+    dependencies=[require(Scope.ADMIN)],
+)
+def request_audit(
+    model_id: str, number: int, spec: AuditCreate, session: SessionDep, key: CurrentKey
+) -> JobRead:
+    job = service.request_audit(
+        session, tenant_id=key.tenant_id, model_id=model_id, number=number, reference=spec.reference
+    )
+    return jobs.to_read(job)
+
+
+@router.get(
+    "/v1/deletion-requests/{request_id}/certificate",
+    response_model=Certificate,
+    dependencies=[require(Scope.REQUESTS_READ)],
+)
+def get_certificate(request_id: str, session: SessionDep, key: CurrentKey) -> Certificate:
+    return service.certificate(session, tenant_id=key.tenant_id, request_id=request_id)
