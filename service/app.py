@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 
-from service import metrics
 from service.api import (
     audits,
     datasets,
@@ -18,14 +16,8 @@ from service.api import (
     operations,
     problems,
 )
+from service.api.middleware import ObserveAndLimit
 from service.settings import get_settings
-
-
-def _route_template(request: Request) -> str:
-    """The matched route's template, set by the router; never the raw path (no per-request
-    label values)."""
-    route = request.scope.get("route")
-    return getattr(route, "path", "unmatched")
 
 
 def create_app(*, start_worker: bool | None = None) -> FastAPI:
@@ -66,25 +58,5 @@ def create_app(*, start_worker: bool | None = None) -> FastAPI:
             "/metrics", operations.metrics_endpoint, methods=["GET"], include_in_schema=False
         )
 
-    max_body = settings.max_body_bytes
-
-    @app.middleware("http")
-    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]):  # type: ignore[no-untyped-def]
-        started = time.perf_counter()
-        length = request.headers.get("content-length")
-        is_upload = request.url.path.endswith("/versions") and request.method == "POST"
-        if length and length.isdigit() and int(length) > max_body and not is_upload:
-            response: Response = problems.problem(
-                413, "Payload too large", f"the body is over {max_body} bytes", "too-large"
-            )
-        else:
-            response = await call_next(request)
-        handler = _route_template(request)
-        if handler != "/metrics":
-            metrics.HTTP_REQUESTS.labels(request.method, handler, str(response.status_code)).inc()
-            metrics.HTTP_DURATION.labels(request.method, handler).observe(
-                time.perf_counter() - started
-            )
-        return response
-
+    app.add_middleware(ObserveAndLimit, max_body_bytes=settings.max_body_bytes)
     return app

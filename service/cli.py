@@ -55,8 +55,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from service.app import create_app
     from service.bootstrap import prepare
+    from service.settings import get_settings
 
     prepare(announce=_out)
+    if args.workers > 1:
+        if get_settings().embedded_worker:
+            _out("--workers > 1 needs UNLEARN_BROKER_URL (the embedded worker runs in one process)")
+            return 2
+        uvicorn.run(
+            "service.app:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level="info",
+            access_log=args.access_log,
+        )
+        return 0
     uvicorn.run(
         create_app(), host=args.host, port=args.port, log_level="info", access_log=args.access_log
     )
@@ -119,6 +134,7 @@ def parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="the HTTP API")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="API processes (needs a broker)")
     serve.add_argument("--no-access-log", dest="access_log", action="store_false")
     serve.set_defaults(run=cmd_serve)
 

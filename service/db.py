@@ -29,7 +29,9 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # No pre-ping: it costs a round trip per checkout; a dead connection surfaces as a
+    # 503 once and is replaced.
+    return create_engine(url, pool_size=10, max_overflow=20, pool_recycle=1800)
 
 
 def get_engine() -> Engine:

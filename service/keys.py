@@ -10,6 +10,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
+import time
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -19,7 +22,31 @@ from service.enums import Scope
 from service.errors import InvalidInput
 from service.tables import ApiKey, Tenant
 
-__all__ = ["create_key", "authenticate", "get_or_create_tenant", "has_scope", "parse_scopes"]
+__all__ = [
+    "Principal",
+    "create_key",
+    "authenticate",
+    "get_or_create_tenant",
+    "has_scope",
+    "parse_scopes",
+]
+
+# Authenticated keys are remembered this long, so the hot path skips a query per request;
+# a revoked key stops working within this many seconds.
+CACHE_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a key's identity, tenant and scopes (never its secret)."""
+
+    key_id: str
+    tenant_id: str
+    scopes: frozenset[str]
+
+
+_cache: dict[str, tuple[Principal, float]] = {}
+_cache_lock = threading.Lock()
 
 
 def _sha256(secret: str) -> str:
@@ -99,7 +126,17 @@ def _split(token: str) -> tuple[str, str] | None:
     return None
 
 
-def authenticate(session: Session, token: str) -> ApiKey | None:
+def cached(token: str) -> Principal | None:
+    """The principal of a recently authenticated token, without touching the database."""
+    with _cache_lock:
+        entry = _cache.get(_sha256(token))
+    return entry[0] if entry is not None and entry[1] > time.monotonic() else None
+
+
+def authenticate(session: Session, token: str) -> Principal | None:
+    principal = cached(token)
+    if principal is not None:
+        return principal
     parsed = _split(token)
     if parsed is not None:
         prefix, secret = parsed
@@ -110,11 +147,21 @@ def authenticate(session: Session, token: str) -> ApiKey | None:
         return None
     if not hmac.compare_digest(key.secret_sha256, _sha256(secret)):
         return None
-    return key
+    principal = Principal(key.id, key.tenant_id, frozenset(key.scopes))
+    with _cache_lock:
+        if len(_cache) > 10_000:
+            _cache.clear()
+        _cache[_sha256(token)] = (principal, time.monotonic() + CACHE_SECONDS)
+    return principal
 
 
-def has_scope(key: ApiKey, scope: Scope) -> bool:
-    return Scope.ADMIN in key.scopes or scope in key.scopes
+def forget_cached_keys() -> None:
+    with _cache_lock:
+        _cache.clear()
+
+
+def has_scope(principal: Principal, scope: Scope) -> bool:
+    return Scope.ADMIN in principal.scopes or scope in principal.scopes
 
 
 def any_key_exists(session: Session) -> bool:

@@ -45,7 +45,7 @@ def move_request(
     *,
     detail: str | None = None,
     at: datetime | None = None,
-) -> None:
+) -> RequestEvent:
     current = RequestStatus(request.status)
     if to not in REQUEST_TRANSITIONS[current]:
         raise IllegalTransition(f"deletion request {request.id}: {current} -> {to}")
@@ -54,7 +54,9 @@ def move_request(
     request.updated_at = at
     if to == R.COMPLETED:
         request.completed_at = at
-    session.add(RequestEvent(request_id=request.id, status=to, detail=detail, at=at))
+    event = RequestEvent(request_id=request.id, status=to, detail=detail, at=at)
+    session.add(event)
+    return event
 
 
 def move_job(session: Session, job: Job, to: JobStatus, *, detail: str | None = None) -> None:

@@ -51,6 +51,7 @@ def configure(monkeypatch: pytest.MonkeyPatch, **settings: Any) -> None:
         monkeypatch.setenv(f"UNLEARN_{name.upper()}", str(value))
     get_settings.cache_clear()
     reset_engine()
+    keys.forget_cached_keys()
 
 
 @pytest.fixture(scope="session")

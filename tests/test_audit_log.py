@@ -11,6 +11,7 @@ from sqlalchemy import text
 from service import audit_log
 from service.db import session_scope
 from tests.conftest import train_keys
+from workers import pipeline
 
 
 def _verify():
@@ -25,6 +26,8 @@ def _fill(client, admin, model):
             headers=admin,
             json={"model_id": model["id"], "subject_id": "s", "sample_keys": [key]},
         )
+    client.post(f"/v1/models/{model['id']}/flush", headers=admin)
+    pipeline.dispatch_model(model["id"])  # batching logs each request's receipt
 
 
 def test_untouched_chain_verifies(client, admin, ready_model):
@@ -38,7 +41,7 @@ def test_altered_entry_is_named(client, admin, ready_model, env):
     with session_scope() as session:
         victim = session.execute(
             text(
-                "SELECT id FROM audit_log WHERE action = 'deletion_request.created' "
+                "SELECT id FROM audit_log WHERE action = 'deletion_request.received' "
                 "ORDER BY id LIMIT 1"
             )
         ).scalar_one()

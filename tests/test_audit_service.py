@@ -70,7 +70,7 @@ def test_audit_certificate_and_gauges(client, admin, key_for, ready_model):
     assert body["version_before"]["number"] == 1 and body["version_after"]["number"] == 2
     assert body["audit"]["verdict"] in ("pass", "fail")
     actions = [entry["action"] for entry in body["audit_log"]]
-    assert actions[0] == "deletion_request.created"
+    assert actions[0] == "deletion_request.received"
     assert {
         "deletion_request.completed",
         "model_version.published",

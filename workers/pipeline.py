@@ -34,6 +34,7 @@ from torch import nn
 from service import audit_log, metrics
 from service.artifacts import store
 from service.db import new_session, on_commit, session_scope
+from service.deletion_requests.service import log_received
 from service.enums import (
     JobKind,
     JobStatus,
@@ -154,6 +155,7 @@ def _dispatch(session: Session, model_id: str) -> str | None:
     for request in requests:
         request.job_id = job.id
         move_request(session, request, RequestStatus.BATCHED, detail=f"job {job.id}")
+        log_received(session, request)
     model.flush_requested_at = None
     session.commit()
     metrics.BATCH_SIZE.observe(len(requests))

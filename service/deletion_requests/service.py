@@ -32,6 +32,7 @@ from service.tables import (
     RequestEvent,
     Sample,
     Tombstone,
+    new_id,
     utcnow,
 )
 
@@ -69,6 +70,7 @@ def create(
         keys, already, count = None, [], _checked_classes(session, model, spec.class_labels or [])
     now = utcnow()
     request = DeletionRequest(
+        id=new_id(),
         tenant_id=tenant_id,
         model_id=model.id,
         subject_id=spec.subject_id,
@@ -83,14 +85,18 @@ def create(
         due_at=now + timedelta(days=get_settings().request_deadline_days),
     )
     session.add(request)
-    session.flush()
-    session.add(RequestEvent(request_id=request.id, status=RequestStatus.PENDING, at=now))
+    history = [RequestEvent(request_id=request.id, status=RequestStatus.PENDING, at=now)]
+    session.add(history[0])
     if keys is not None and len(already) == len(keys):
         # Every key was forgotten by earlier requests: nothing left to do.
         request.result_version = model.head_version
-        move_request(session, request, RequestStatus.COMPLETED, detail="already forgotten", at=now)
-    session.flush()
-    answer = to_read(request, _history(session, [request.id])[request.id]).model_dump(mode="json")
+        log_received(session, request)
+        history.append(
+            move_request(
+                session, request, RequestStatus.COMPLETED, detail="already forgotten", at=now
+            )
+        )
+    answer = to_read(request, history).model_dump(mode="json")
     if idempotency_key is not None:
         session.add(
             IdempotencyKey(
@@ -101,20 +107,6 @@ def create(
                 response=answer,
             )
         )
-    audit_log.append(
-        session,
-        tenant_id=tenant_id,
-        action="deletion_request.created",
-        subject_type="deletion_request",
-        subject_id=request.id,
-        payload={
-            "model_id": model.id,
-            "subject_sha256": digest(spec.subject_id),
-            "keys_sha256": digest("\n".join(sorted(keys))) if keys is not None else None,
-            "class_labels": spec.class_labels,
-            "sample_count": count,
-        },
-    )
     try:
         session.commit()
     except IntegrityError:
@@ -127,6 +119,31 @@ def create(
             raise
         return previous
     return answer
+
+
+def log_received(session: Session, request: DeletionRequest) -> None:
+    """The request's first entry in the audit log, with digests of what it asked.
+
+    Written when the request is batched (or cancelled, or completed at once), not on
+    receipt: appends are serialised on the chain, and keeping them off the ingest path
+    lets many requests be accepted at once. The entry carries the receipt time.
+    """
+    keys = request.sample_keys
+    audit_log.append(
+        session,
+        tenant_id=request.tenant_id,
+        action="deletion_request.received",
+        subject_type="deletion_request",
+        subject_id=request.id,
+        payload={
+            "model_id": request.model_id,
+            "received_at": request.created_at.isoformat(),
+            "subject_sha256": digest(request.subject_id),
+            "keys_sha256": digest("\n".join(sorted(keys))) if keys is not None else None,
+            "class_labels": request.class_labels,
+            "sample_count": request.sample_count,
+        },
+    )
 
 
 def _idempotent_answer(
@@ -154,9 +171,9 @@ def _checked_keys(
     if duplicated:
         raise _key_problem("duplicated sample keys", "duplicated", duplicated)
     rows = session.execute(
-        select(Sample.id, Sample.key, Sample.split).where(
-            Sample.dataset_id == model.dataset_id, Sample.key.in_(keys)
-        )
+        select(Sample.key, Sample.split, Tombstone.id.is_not(None).label("forgotten"))
+        .outerjoin(Tombstone, (Tombstone.sample_id == Sample.id) & (Tombstone.model_id == model.id))
+        .where(Sample.dataset_id == model.dataset_id, Sample.key.in_(keys))
     ).all()
     found = {row.key: row for row in rows}
     unknown = [key for key in keys if key not in found]
@@ -169,15 +186,7 @@ def _checked_keys(
             "not_training",
             not_training,
         )
-    forgotten_ids = set(
-        session.scalars(
-            select(Tombstone.sample_id).where(
-                Tombstone.model_id == model.id,
-                Tombstone.sample_id.in_([row.id for row in rows]),
-            )
-        )
-    )
-    already = [key for key in keys if found[key].id in forgotten_ids]
+    already = [key for key in keys if found[key].forgotten]
     return keys, already, len(keys)
 
 
@@ -259,6 +268,7 @@ def cancel(session: Session, *, tenant_id: str, request_id: str) -> DeletionRequ
     if request.status != RequestStatus.PENDING:
         raise Conflict(f"only pending requests can be cancelled; this one is {request.status}")
     move_request(session, request, RequestStatus.CANCELLED)
+    log_received(session, request)
     audit_log.append(
         session,
         tenant_id=tenant_id,
