@@ -46,6 +46,7 @@ def ensure_fashion_mnist(root: Path, *, source: Path = DEBIAN_DIR) -> Path:
         try:
             with gzip.open(packed, "rb") as src, os.fdopen(fd, "wb") as dst:
                 shutil.copyfileobj(src, dst)
+            os.chmod(temp, 0o644)
             os.replace(temp, target)
         except BaseException:
             Path(temp).unlink(missing_ok=True)

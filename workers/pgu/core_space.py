@@ -22,11 +22,21 @@ def singular_values(covariance: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return eigenvalues.flip(0).clamp(min=0).sqrt(), eigenvectors.flip(1)
 
 
-def core_gradient_space(covariance: torch.Tensor, gamma: float) -> torch.Tensor:
-    """M (d x k): the first k left singular vectors of R, k chosen by the gamma rule."""
+def core_gradient_space(
+    covariance: torch.Tensor, gamma: float, *, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """M (d x k): the first k left singular vectors of R, k chosen by the gamma rule.
+
+    The eigendecomposition runs in ``dtype``: float32 by default, 2-3x faster than float64
+    on the large layers (d = 3136 for small_cnn's first Linear on 28x28 images) where it
+    dominates a deletion's cost. The cache C itself stays float64, since its subtractions
+    must cancel exactly; the core space only needs its leading eigenvectors, and float32
+    moves only eigenvectors whose singular values tie at the gamma cut, where the split is
+    arbitrary anyway.
+    """
     if not 0.0 < gamma <= 1.0:
         raise ValueError(f"Invalid gamma: {gamma}")
-    s, u = singular_values(covariance)
+    s, u = singular_values(covariance.to(dtype))
     total = s.sum()
     if total <= 0:  # the layer saw nothing (no retained samples): nothing to protect
         return u[:, :0]

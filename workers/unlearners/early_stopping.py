@@ -52,9 +52,14 @@ class Verdict:
     reason: str = ""
 
 
-def _accuracy(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], device) -> float:
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def _evaluate(model: nn.Module, data: Batch, device: torch.device) -> tuple[float, int]:
+    """(top-1 accuracy, number of outputs) of ``model`` on (inputs, labels)."""
     inputs, labels = data
-    return (predict(model, inputs, device=device).argmax(1) == labels).float().mean().item()
+    logits = predict(model, inputs, device=device)
+    return (logits.argmax(1) == labels).float().mean().item(), logits.shape[1]
 
 
 class EarlyStopping:
@@ -72,7 +77,8 @@ class EarlyStopping:
         self.rule = resolve_rule(rule, class_labels)
         self.device = device
         self.history: list[dict[str, float]] = []
-        self._forget = self._holdout = None
+        self._forget: Batch | None = None
+        self._holdout: Batch | None = None
         if self.rule == "none":
             return  # reads nothing
         self._forget = forget.subset(eval_size, seed=seed).tensors()
@@ -85,10 +91,10 @@ class EarlyStopping:
 
     def check(self, model: nn.Module) -> Verdict:
         """Evaluate ``model`` (now the newest of the history) and decide."""
-        if self.rule == "none":
+        if self._forget is None:  # the "none" rule
             return Verdict(False)
-        forget = _accuracy(model, self._forget, self.device)
-        holdout = _accuracy(model, self._holdout, self.device) if self._holdout else None
+        forget, outputs = _evaluate(model, self._forget, self.device)
+        holdout = _evaluate(model, self._holdout, self.device)[0] if self._holdout else None
         record = {"forget_accuracy": forget}
         if holdout is not None:
             record |= {"holdout_accuracy": holdout, "gap": holdout - forget}
@@ -100,7 +106,6 @@ class EarlyStopping:
                 return Verdict(True, reason="forget accuracy already at holdout accuracy")
             closer_before = abs(self.history[-2]["gap"]) < abs(record["gap"])
             return Verdict(True, keep_previous=closer_before, reason="holdout gap closed")
-        outputs = predict(model, self._forget[0][:1], device=self.device).shape[1]
         if forget <= 1.0 / outputs:
             return Verdict(True, reason="forget accuracy at chance")
         if holdout is not None:

@@ -38,11 +38,12 @@ Layers l: every Conv2d and Linear weight W^l, viewed as (out x d) (``workers.pgu
     deletion costs O(|D_f|) forward passes plus O(d^3) per layer, whatever |D|.
 
 Parameters: ``gamma`` (0.9; the paper uses 0.95 for small VGG-like nets), ``layer_gamma``
-(module name -> gamma overrides), ``lambda`` (0.2; < 0 for de-poisoning, where the
-poisoned samples should be confidently re-classified), ``lr_start``/``lr_end`` (0.05 ->
-0.01), ``max_epochs`` (30), ``stop`` (auto | holdout_gap | class | none), ``batch_size``,
-``offset`` (0.05, the paper's eps), ``holdout_eval_size`` (samples of D_v and D_f used
-by the stop rule).
+(module name, e.g. "features.0" -> gamma, overriding ``gamma`` for that layer; 1.0
+freezes it), ``lambda`` (0.2; < 0 for de-poisoning, where the poisoned samples should be
+confidently re-classified rather than made uncertain), ``lr_start``/``lr_end`` (1.0 ->
+0.2), ``max_epochs`` (30), ``stop`` (auto | holdout_gap | class | none), ``batch_size``
+(32), ``offset`` (0.05, the paper's eps), ``holdout_eval_size`` (500: how many samples of
+D_v and of D_f the stop rule evaluates after each epoch).
 
 Differences from the paper, each on purpose:
 - Sign of the entropy term. Eq. 1 prints "- lambda p log p", which, minimised, would
@@ -57,8 +58,16 @@ Differences from the paper, each on purpose:
   and Eq. 3 becomes a plain subtraction.
 - The model stays in eval mode while unlearning: BatchNorm statistics frozen as in the
   authors' code, and dropout off (they leave it on).
+- Learning rate 1.0 -> 0.2 and mini-batches of 32 by default, not the paper's 0.05 ->
+  0.01 and 128 (same decay ratio). On this service's architectures (no BatchNorm) the
+  projection keeps only 2-8% of the gradient's norm, and at the paper's rate the forget
+  accuracy of small_cnn on Fashion-MNIST and digits did not move in 30 epochs; at 1.0
+  the holdout gap closes in a handful of epochs with test accuracy unchanged. Smaller
+  batches give small forget sets several steps per epoch.
 - The epoch cap defaults to 30, not 100, and the learning rate decays over the cap;
-  early stopping usually ends much sooner.
+  early stopping usually ends much sooner. The stop rule evaluates 500 samples, since
+  evaluation after every epoch would otherwise cost more than the unlearning itself.
+- The eigendecomposition runs in float32 (``workers.pgu.core_space``).
 - De-poisoning in the paper uses TRGP on the last linear layer; here lambda < 0 runs the
   plain Eq. 4 projection in every layer.
 """
@@ -107,13 +116,13 @@ class PGUParams(BaseModel):
     gamma: Gamma = 0.9
     layer_gamma: dict[str, Gamma] = Field(default_factory=dict)  # module name -> gamma
     lambda_: float = Field(0.2, alias="lambda", ge=-10, le=10)
-    lr_start: float = Field(0.05, gt=0, le=10)
-    lr_end: float = Field(0.01, gt=0, le=10)
+    lr_start: float = Field(1.0, gt=0, le=100)
+    lr_end: float = Field(0.2, gt=0, le=100)
     max_epochs: int = Field(30, ge=1, le=1000)
     stop: StopRule = "auto"
-    batch_size: int = Field(128, ge=1, le=8192)
+    batch_size: int = Field(32, ge=1, le=8192)
     offset: float = Field(0.05, gt=0, lt=1)
-    holdout_eval_size: int = Field(1000, ge=10, le=100_000)
+    holdout_eval_size: int = Field(500, ge=10, le=100_000)
 
     @model_validator(mode="after")
     def _lr_decays(self) -> PGUParams:

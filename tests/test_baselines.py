@@ -1,0 +1,115 @@
+"""The baselines gradient_ascent and random_labels: they run, forget, and mask classes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+from unlearning_setup import DEVICE, RetainGuard, accuracy_of, context_for, digits_setup
+
+from workers.training import predict
+from workers.unlearners import get_unlearner, list_unlearners
+from workers.unlearners.base import Need
+from workers.unlearners.random_labels import random_wrong_labels
+
+
+def _unlearned(setup, result):
+    model = setup.build()
+    model.load_state_dict(result.state_dict)
+    return model
+
+
+def test_baselines_are_registered_with_their_needs():
+    assert {"gradient_ascent", "random_labels", "pgu"} <= set(list_unlearners())
+    assert get_unlearner("gradient_ascent").needs == {Need.HOLDOUT}
+    assert get_unlearner("random_labels").needs == {Need.RETAIN}
+
+
+def test_gradient_ascent_lowers_forget_accuracy_reading_no_retained_sample():
+    setup = digits_setup()
+    before = accuracy_of(setup.model(), setup.forget)
+    guard = RetainGuard(setup.adapter, setup.retain.positions)
+    result = get_unlearner("gradient_ascent").unlearn(
+        context_for(
+            setup,
+            setup.model(),
+            forget=guard.wrap(setup.forget),
+            retain=guard.wrap(setup.retain),
+            holdout=guard.wrap(setup.holdout),
+        )
+    )
+    assert accuracy_of(_unlearned(setup, result), setup.forget) <= before - 0.05
+    assert result.info["stopped_by"] == "holdout gap closed"
+    assert result.info["unlearning_seconds"] > 0
+
+
+def test_gradient_ascent_without_a_stop_rule_reads_no_holdout_and_runs_every_epoch():
+    setup = digits_setup()
+    guard = RetainGuard(setup.adapter, setup.holdout.positions)
+    result = get_unlearner("gradient_ascent", {"stop": "none", "epochs": 6}).unlearn(
+        context_for(
+            setup,
+            setup.model(),
+            forget=setup.forget,
+            retain=setup.retain,
+            holdout=guard.wrap(setup.holdout),
+        )
+    )
+    assert result.info["epochs"] == 6 and result.info["stopped_by"] == "epoch cap"
+    assert not torch.equal(result.state_dict["0.weight"], setup.state_dict["0.weight"])
+
+
+def test_random_labels_lowers_forget_accuracy():
+    setup = digits_setup()
+    before = accuracy_of(setup.model(), setup.forget)
+    result = get_unlearner("random_labels").unlearn(
+        context_for(setup, setup.model(), forget=setup.forget, retain=setup.retain)
+    )
+    assert accuracy_of(_unlearned(setup, result), setup.forget) <= before - 0.05
+
+
+def test_random_wrong_labels_are_wrong_and_avoid_excluded_classes():
+    labels = np.repeat(np.arange(10), 20)
+    drawn = random_wrong_labels(labels, 10, excluded=[3, 7], seed=0)
+    assert not np.any(drawn == labels)
+    assert not np.isin(drawn, [3, 7]).any()
+    assert len(np.unique(drawn)) == 8  # spread over every allowed class
+    with pytest.raises(ValueError):
+        random_wrong_labels(np.array([0]), 2, excluded=[1], seed=0)
+
+
+@pytest.mark.parametrize("name", ["gradient_ascent", "random_labels"])
+def test_class_deletion_masks_the_forgotten_class(name):
+    setup = digits_setup()
+    forgotten = 5
+    rows = np.flatnonzero(setup.train.labels == forgotten)
+    result = get_unlearner(name).unlearn(
+        context_for(
+            setup,
+            setup.model(),
+            forget=setup.train.take(rows),
+            retain=setup.train.take(np.setdiff1d(np.arange(len(setup.train)), rows)),
+            class_labels=[forgotten],
+        )
+    )
+    inputs, _ = setup.test.tensors()
+    predictions = predict(_unlearned(setup, result), inputs, device=DEVICE).argmax(1)
+    assert not (predictions == forgotten).any()
+
+
+@pytest.mark.parametrize(
+    "name, params, field",
+    [
+        ("gradient_ascent", {"lr": 0}, "lr"),
+        ("gradient_ascent", {"epochs": 0}, "epochs"),
+        ("gradient_ascent", {"stop": "sometimes"}, "stop"),
+        ("gradient_ascent", {"momentum": 0.9}, "momentum"),
+        ("random_labels", {"lr": -1}, "lr"),
+        ("random_labels", {"epochs": 0}, "epochs"),
+        ("random_labels", {"retain_fraction": 0.5}, "retain_fraction"),
+    ],
+)
+def test_invalid_params_are_refused(name, params, field):
+    with pytest.raises(ValidationError, match=field):
+        get_unlearner(name, params)
