@@ -25,7 +25,11 @@ def _predictions(client, admin, model_id: str, number: int) -> torch.Tensor:
         return network.eval()(inputs).argmax(1)
 
 
-@pytest.mark.parametrize("unlearner", [{"name": "finetune", "params": {"epochs": 1}}])
+@pytest.mark.parametrize(
+    "unlearner",
+    [{"name": "finetune", "params": {"epochs": 1}}, {"name": "pgu", "params": {"max_epochs": 5}}],
+    ids=["finetune", "pgu"],
+)
 def test_forgotten_classes_are_never_predicted(client, admin, env, unlearner):
     dataset = create_dataset(client, admin)
     model = create_model(client, admin, dataset["id"], unlearner=unlearner)
