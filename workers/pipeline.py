@@ -593,13 +593,7 @@ def _context(
 
     def load_version(number: int) -> nn.Module:
         with session_scope() as session:
-            sha256 = session.scalar(
-                select(ModelVersion.artifact_sha256).where(
-                    ModelVersion.model_id == model_row.id, ModelVersion.number == number
-                )
-            )
-        if sha256 is None:
-            raise LookupError(f"version {number} of model {model_row.id} does not exist")
+            sha256 = _version_sha(session, model_row.id, number)
         return load_weights(model_row, dataset, sha256, device)
 
     training = TrainingConfig.model_validate(model_row.training or {})
@@ -641,9 +635,7 @@ def _run_train(claim: Claim, heartbeat: Heartbeat) -> None:
     seconds = time.monotonic() - started
     _to_auditing(claim)
     result_metrics = version_metrics(network, data, device)
-    result = UnlearnResult(
-        state_dict={k: v.detach().cpu() for k, v in network.state_dict().items()}
-    )
+    result = UnlearnResult(state_dict=state_dict_of(network))
     _publish(claim, data, result, result_metrics, seconds, kind=VersionKind.TRAINED)
 
 
@@ -804,8 +796,14 @@ def _publish(
             completed_requests.append(request)
             audit_log_request_completed(session, request, number, job.id)
         job.result_version = number
+        stages = {  # the method's own timings, e.g. PGU's cache update
+            name.removesuffix("_seconds"): value
+            for name, value in (result.info if result else {}).items()
+            if name.endswith("_seconds")
+        }
         job.timings = {
             **job.timings,
+            **stages,
             "unlearning": seconds,
             "auditing": time.monotonic() - claim.started - seconds,
         }
