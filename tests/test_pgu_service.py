@@ -69,6 +69,7 @@ def test_incremental_caches_through_the_service(client, admin, env):
         if j["kind"] == "unlearn"
     ]
     assert all(j["status"] == "succeeded" for j in unlearn_jobs) and len(unlearn_jobs) == 2
+    assert all({"cache_update", "unlearning"} <= set(j["timings"]) for j in unlearn_jobs)
     assert not any(
         j["kind"] == "cache" and j["base_version"] in (2, 3)
         for j in client.get("/v1/jobs", headers=admin, params={"model_id": model_id}).json()[
