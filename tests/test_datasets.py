@@ -1,0 +1,87 @@
+"""Dataset adapters: stable keys, the seeded holdout, local torchvision files, npz."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from workers.datasets import InvalidSource, holdout_mask, open_source
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    """The IDX format torchvision's MNIST family reads (big-endian dims, unsigned bytes)."""
+    magic = 0x0800 + array.ndim
+    header = struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def test_torchvision_adapter_reads_local_idx_files(tmp_path):
+    raw = tmp_path / "fmnist" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    _write_idx(raw / "train-images-idx3-ubyte", rng.integers(0, 255, (30, 28, 28)))
+    _write_idx(raw / "train-labels-idx1-ubyte", np.arange(30) % 10)
+    _write_idx(raw / "t10k-images-idx3-ubyte", rng.integers(0, 255, (12, 28, 28)))
+    _write_idx(raw / "t10k-labels-idx1-ubyte", np.arange(12) % 10)
+    adapter = open_source(
+        {"kind": "torchvision", "name": "FashionMNIST", "root": "fmnist"}, tmp_path
+    )
+    index = adapter.index()
+    assert index.keys[0] == "train/00000" and index.keys[30] == "test/00000"
+    assert index.splits.count("test") == 12 and index.input_shape == [1, 28, 28]
+    assert index.num_classes == 10 and list(index.labels[:3]) == [0, 1, 2]
+    images = adapter.read(np.array([31, 0]))
+    assert (
+        images.shape == (2, 1, 28, 28) and 0.0 <= float(images.min()) <= float(images.max()) <= 1.0
+    )
+    with pytest.raises(InvalidSource):
+        open_source(
+            {"kind": "torchvision", "name": "FashionMNIST", "root": "nothing-here"}, tmp_path
+        )
+
+
+def test_npz_adapter_and_its_checks(tmp_path):
+    keys = np.array([f"user-{i}" for i in range(10)])
+    np.savez(
+        tmp_path / "ok.npz",
+        x=np.zeros((10, 3, 4, 4), "float32"),
+        y=np.arange(10) % 3,
+        keys=keys,
+        split=np.array(["train"] * 8 + ["test"] * 2),
+    )
+    index = open_source({"kind": "npz", "path": "ok.npz"}, tmp_path).index()
+    assert index.keys == list(keys) and index.splits.count("test") == 2
+    assert index.input_shape == [3, 4, 4] and index.num_classes == 3
+    bad = {
+        "dup.npz": {"x": np.zeros((2, 2)), "y": np.zeros(2, int), "keys": np.array(["a", "a"])},
+        "short.npz": {"x": np.zeros((3, 2)), "y": np.zeros(2, int), "keys": np.array(["a", "b"])},
+        "neg.npz": {"x": np.zeros((2, 2)), "y": np.array([-1, 0]), "keys": np.array(["a", "b"])},
+        "split.npz": {
+            "x": np.zeros((2, 2)),
+            "y": np.zeros(2, int),
+            "keys": np.array(["a", "b"]),
+            "split": np.array(["train", "later"]),
+        },
+    }
+    for name, arrays in bad.items():
+        np.savez(tmp_path / name, **arrays)
+        with pytest.raises(InvalidSource):
+            open_source({"kind": "npz", "path": name}, tmp_path)
+    (tmp_path / "pickled.npz").write_bytes(gzip.compress(b"not an npz"))
+    with pytest.raises(InvalidSource):
+        open_source({"kind": "npz", "path": "pickled.npz"}, tmp_path)
+
+
+def test_digits_keys_are_stable_and_holdout_is_seeded():
+    first = open_source({"kind": "builtin", "name": "sklearn-digits"}, Path(".")).index()
+    assert first.keys[:2] == ["train/00000", "train/00001"] and len(first.keys) == 1797
+    a = holdout_mask(first.splits, 0.1, seed=7)
+    b = holdout_mask(first.splits, 0.1, seed=7)
+    c = holdout_mask(first.splits, 0.1, seed=8)
+    assert (a == b).all() and not (a == c).all()
+    train = np.asarray(first.splits) == "train"
+    assert a.sum() == round(0.1 * train.sum()) and not (a & ~train).any()
