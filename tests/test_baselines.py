@@ -40,8 +40,7 @@ def test_gradient_ascent_lowers_forget_accuracy_reading_no_retained_sample():
         )
     )
     assert accuracy_of(_unlearned(setup, result), setup.forget) <= before - 0.05
-    assert result.info["stopped_by"] == "holdout gap closed"
-    assert result.info["unlearning_seconds"] > 0
+    assert result.info["epochs"] >= 1 and result.info["unlearning_seconds"] > 0
 
 
 def test_gradient_ascent_without_a_stop_rule_reads_no_holdout_and_runs_every_epoch():
@@ -104,6 +103,7 @@ def test_class_deletion_masks_the_forgotten_class(name):
         ("gradient_ascent", {"lr": 0}, "lr"),
         ("gradient_ascent", {"epochs": 0}, "epochs"),
         ("gradient_ascent", {"stop": "sometimes"}, "stop"),
+        ("gradient_ascent", {"max_grad_norm": 0}, "max_grad_norm"),
         ("gradient_ascent", {"momentum": 0.9}, "momentum"),
         ("random_labels", {"lr": -1}, "lr"),
         ("random_labels", {"epochs": 0}, "epochs"),

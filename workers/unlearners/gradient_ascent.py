@@ -1,10 +1,14 @@
 """Gradient ascent (GA): climb the cross-entropy of the forget set D_f.
 
 For epoch e < epochs and each mini-batch of D_f:
-    theta <- theta + lr * grad_theta CE(f_theta(x_f), y_f)
+    theta <- theta + lr * clip(grad_theta CE(f_theta(x_f), y_f), max_grad_norm)
 with plain SGD over every parameter, so the model unlearns D_f by making its own
 predictions on D_f worse; nothing protects D_r, which is why it is a baseline
 (Thudi et al. 2022; Jia et al. 2023 "SalUn" list it among the standard ones).
+
+The ascent is unbounded (CE grows without limit as p_y -> 0), so each step's gradient
+is clipped to ``max_grad_norm`` (global L2 norm), and weights that still turn non-finite
+fail the job instead of being published.
 
 It reads D_f and, for the optional early stop, a fixed sample of the holdout D_v: the same
 rules as PGU (``workers.unlearners.early_stopping``: stop once forget accuracy has come
@@ -34,8 +38,9 @@ class GradientAscentParams(BaseModel):
     epochs: int = Field(10, ge=1, le=1000)  # the cap when a stop rule is on
     lr: float = Field(1e-2, gt=0, le=10)
     batch_size: int = Field(64, ge=1, le=8192)
+    max_grad_norm: float = Field(1.0, gt=0, le=1e6)
     stop: StopRule = "auto"
-    holdout_eval_size: int = Field(1000, ge=10, le=100_000)
+    holdout_eval_size: int = Field(500, ge=10, le=100_000)
 
 
 @register_unlearner
@@ -67,6 +72,7 @@ class GradientAscent(Unlearner):
                 optimizer.zero_grad(set_to_none=True)
                 ascent = -F.cross_entropy(model(inputs.to(device)), labels.to(device))
                 ascent.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), p.max_grad_norm)
                 optimizer.step()
             model.eval()
 
@@ -74,6 +80,10 @@ class GradientAscent(Unlearner):
         if len(context.forget):
             facts = unlearn_epochs(
                 model, train_epoch, stopping, max_epochs=p.epochs, progress=context.progress
+            )
+        if not all(torch.isfinite(t).all() for t in model.state_dict().values()):
+            raise RuntimeError(
+                f"gradient ascent diverged (non-finite weights); lower lr (now {p.lr})"
             )
         if context.class_labels:
             mask_classes(model, context.class_labels)

@@ -67,7 +67,8 @@ Differences from the paper, each on purpose:
 - The epoch cap defaults to 30, not 100, and the learning rate decays over the cap;
   early stopping usually ends much sooner. The stop rule evaluates 500 samples, since
   evaluation after every epoch would otherwise cost more than the unlearning itself.
-- The eigendecomposition runs in float32 (``workers.pgu.core_space``).
+- The eigendecomposition runs in float32 (``workers.pgu.core_space``), and only once an
+  epoch is about to run: a forget set already at the stop rule's target costs no eigh.
 - De-poisoning in the paper uses TRGP on the last linear layer; here lambda < 0 runs the
   plain Eq. 4 projection in every layer.
 """
@@ -219,25 +220,14 @@ class PGU(Unlearner):
         context.progress("cache", 1, 1)
         cache_seconds = time.perf_counter() - started
 
-        # 2. The core gradient space of every layer, as the projector I - M M^T (Eq. 4).
+        # 2-3. Projected descent on Eq. 1 over D_f, with early stopping. The core spaces
+        # (eigendecompositions, the costly part) are built as the first epoch starts, so
+        # a forget set that the stop rule accepts as it is costs none.
         started = time.perf_counter()
-        projectors: dict[str, torch.Tensor] = {}
-        core_dims: dict[str, int | None] = {}
-        for step, layer in enumerate(layers, start=1):
-            if gammas[layer.name] < 1.0:  # gamma 1.0: the layer is frozen
-                core = core_gradient_space(retained[layer.name], gammas[layer.name])
-                projectors[layer.name] = residual_projector(core).float()
-                core_dims[layer.name] = core.shape[1]
-            else:
-                core_dims[layer.name] = None
-            context.progress("core-space", step, len(layers))
-        core_space_seconds = time.perf_counter() - started
-
-        # 3. Projected descent on Eq. 1 over D_f, with early stopping.
         student = copy.deepcopy(context.model).eval()  # eval: BatchNorm stays frozen
         student.requires_grad_(False)
-        trainable = [layer for layer in discover_layers(student) if layer.name in projectors]
-        for layer in trainable:
+        trainable = [layer for layer in discover_layers(student) if gammas[layer.name] < 1.0]
+        for layer in trainable:  # gamma 1.0: the layer is frozen
             layer.weight.requires_grad_(True)
         stopping = EarlyStopping(
             p.stop,
@@ -248,6 +238,21 @@ class PGU(Unlearner):
             class_labels=context.class_labels,
             seed=context.seed,
         )
+        projectors: dict[str, torch.Tensor] = {}
+        core_dims: dict[str, int] = {}
+        core_space_seconds = 0.0
+
+        def build_core_spaces() -> None:
+            """M per layer by the gamma rule, kept as the projector I - M M^T (Eq. 4)."""
+            nonlocal core_space_seconds
+            begun = time.perf_counter()
+            for step, layer in enumerate(trainable, start=1):
+                core = core_gradient_space(retained[layer.name], gammas[layer.name])
+                projectors[layer.name] = residual_projector(core).float()
+                core_dims[layer.name] = core.shape[1]
+                context.progress("core-space", step, len(trainable))
+            core_space_seconds = time.perf_counter() - begun
+
         facts: dict[str, Any] = {"epochs": 0, "stopped_by": "nothing to update"}
         if trainable and len(context.forget):
             loader = context.forget.loader(p.batch_size, shuffle=True, seed=context.seed)
@@ -255,6 +260,8 @@ class PGU(Unlearner):
             decay = p.lr_end / p.lr_start
 
             def train_epoch(epoch: int) -> None:
+                if not projectors:
+                    build_core_spaces()
                 lr = p.lr_start * decay ** (epoch / max(1, p.max_epochs - 1))
                 for inputs, labels in loader:
                     logits = student(inputs.to(device))
@@ -291,7 +298,7 @@ class PGU(Unlearner):
             "cache_update_seconds": cache_seconds,
             "core_space_seconds": core_space_seconds,
             "unlearning_seconds": time.perf_counter() - started,  # core space + epochs
-            "core_dims": core_dims,
+            "core_dims": core_dims,  # k per updated layer (empty when no epoch ran)
             "basis_version": basis_version,
             **facts,
         }
