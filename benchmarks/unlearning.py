@@ -345,8 +345,12 @@ def one_batch(
         )
     bench.emit(table(title, rows))
     if pgu_result is not None:
-        facts = {k: pgu_result.info.get(k) for k in ("epochs", "kept_epoch", "stopped_by")}
-        bench.emit(f"  pgu: {facts}")
+        info = pgu_result.info
+        bench.emit(
+            f"  pgu: {info['epochs']} epochs (kept {info.get('kept_epoch')}), stopped by "
+            f"{info['stopped_by']!r}; cache update {info['cache_update_seconds']:.2f} s, "
+            f"core space {info['core_space_seconds']:.2f} s"
+        )
     return rows, pgu_result, retain
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
-from unlearning_setup import DEVICE, RetainGuard, accuracy_of, context_for, digits_setup
 
+from tests.unlearning_setup import DEVICE, RetainGuard, accuracy_of, context_for, digits_setup
 from workers.training import predict
 from workers.unlearners import get_unlearner, list_unlearners
 from workers.unlearners.base import Need

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
 from torch import nn
-from unlearning_setup import DEVICE, RetainGuard, accuracy_of, context_for, digits_setup
 
+from tests.unlearning_setup import DEVICE, RetainGuard, accuracy_of, context_for, digits_setup
 from workers.pgu import (
     core_gradient_space,
     discover_layers,
@@ -302,6 +302,22 @@ def test_pgu_closes_the_forget_holdout_gap_without_reading_retained_data():
     assert result.info["stopped_by"] == "holdout gap closed"
     assert {"cache", "core-space", "epoch"} <= set(stages)
     assert result.info["cache_update_seconds"] >= 0 and result.info["unlearning_seconds"] > 0
+
+
+def test_default_params_unlearn_too():
+    """The defaults (gamma 0.9, lr 1.0 -> 0.2) must move the model, not idle to the cap."""
+    setup = digits_setup()
+    pgu = get_unlearner("pgu")
+    empty = setup.train.take(np.arange(0))
+    cache = pgu.prepare(context_for(setup, setup.model(), forget=empty, retain=setup.train))
+    result = pgu.unlearn(
+        context_for(setup, setup.model(), forget=setup.forget, retain=setup.retain, artifacts=cache)
+    )
+    assert result.info["stopped_by"] == "holdout gap closed", result.info
+    unlearned = setup.build()
+    unlearned.load_state_dict(result.state_dict)
+    gap = accuracy_of(unlearned, setup.holdout) - accuracy_of(unlearned, setup.forget)
+    assert abs(gap) <= 0.03
 
 
 def test_class_deletion_forgets_the_class_and_masks_it():
