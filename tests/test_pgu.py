@@ -20,7 +20,7 @@ from workers.pgu import (
 from workers.pgu.core_space import singular_values
 from workers.pgu.representations import input_representation
 from workers.training import predict
-from workers.unlearners import get_unlearner, validate_params
+from workers.unlearners import early_stopping, get_unlearner, validate_params
 from workers.unlearners.class_masking import MASKED_LOGIT, mask_classes
 from workers.unlearners.pgu import CACHE_ARTIFACT, unlearning_loss
 
@@ -240,6 +240,74 @@ def test_unknown_layer_gamma_name_is_refused():
     )
     with pytest.raises(ValueError, match="features.9"):
         pgu.unlearn(context)
+
+
+# --- early stopping (section 3.2.3 and the authors' rules) -------------------------------
+
+
+def _scripted_run(monkeypatch, accuracies, *, rule="holdout_gap", class_labels=None):
+    """Run unlearn_epochs on a one-weight model whose weight counts the epochs, with the
+    stop rule seeing ``accuracies``: one (forget, holdout) pair per check."""
+    setup = digits_setup()
+    script = iter([value for pair in accuracies for value in pair])
+    monkeypatch.setattr(early_stopping, "_evaluate", lambda model, data, device: (next(script), 10))
+    stopping = early_stopping.EarlyStopping(
+        rule,
+        forget=setup.forget,
+        holdout=setup.holdout,
+        eval_size=50,
+        device=DEVICE,
+        class_labels=class_labels,
+    )
+    model = nn.Linear(1, 1, bias=False)
+    model.weight.data.zero_()
+
+    def train_epoch(epoch: int) -> None:
+        model.weight.data += 1
+
+    facts = early_stopping.unlearn_epochs(
+        model, train_epoch, stopping, max_epochs=10, progress=lambda *a: None
+    )
+    return facts, model.weight.item()
+
+
+def test_holdout_gap_stops_at_the_first_positive_gap_and_keeps_the_closer_model(monkeypatch):
+    # gaps: -0.08, -0.05, +0.10 -> stop after epoch 2, keep epoch 1 (|-0.05| < 0.10)
+    facts, weight = _scripted_run(monkeypatch, [(0.98, 0.90), (0.95, 0.90), (0.80, 0.90)])
+    assert (facts["epochs"], facts["kept_epoch"], weight) == (2, 1, 1.0)
+    assert facts["stopped_by"] == "holdout gap closed"
+    # gaps: -0.08, -0.05, +0.01 -> keep epoch 2
+    facts, weight = _scripted_run(monkeypatch, [(0.98, 0.90), (0.95, 0.90), (0.89, 0.90)])
+    assert (facts["epochs"], facts["kept_epoch"], weight) == (2, 2, 2.0)
+
+
+def test_holdout_gap_already_closed_leaves_the_model_alone(monkeypatch):
+    facts, weight = _scripted_run(monkeypatch, [(0.85, 0.90)])
+    assert (facts["epochs"], weight) == (0, 0.0)
+
+
+def test_class_rule_stops_at_chance_and_brakes_on_a_retained_accuracy_fall(monkeypatch):
+    facts, weight = _scripted_run(
+        monkeypatch, [(1.0, 0.95), (0.5, 0.95), (0.08, 0.94)], rule="auto", class_labels=[3]
+    )
+    assert (facts["stopped_by"], facts["kept_epoch"], weight) == (
+        "forget accuracy at chance",
+        2,
+        2.0,
+    )
+    facts, weight = _scripted_run(
+        monkeypatch, [(1.0, 0.95), (0.5, 0.93), (0.3, 0.89)], rule="class", class_labels=[3]
+    )
+    assert facts["stopped_by"].startswith("remaining-class holdout accuracy fell")
+    assert (facts["epochs"], facts["kept_epoch"], weight) == (2, 1, 1.0)
+
+
+def test_class_rule_needs_a_class_deletion():
+    setup = digits_setup()
+    with pytest.raises(ValueError, match="class"):
+        early_stopping.EarlyStopping(
+            "class", forget=setup.forget, holdout=setup.holdout, eval_size=50, device=DEVICE
+        )
 
 
 # --- the loss (Eq. 1) -------------------------------------------------------------------

@@ -30,8 +30,11 @@ Layers l: every Conv2d and Linear weight W^l, viewed as (out x d) (``workers.pgu
        (plain SGD: no momentum, no weight decay; biases and BatchNorm frozen), then the
        early-stopping check (``workers.unlearners.early_stopping``): the holdout gap for
        random deletion, the class rule for class deletion.
-    4. Class deletion: the forgotten classes are masked in the output layer of the
-       published weights (``workers.unlearners.class_masking``).
+    4. Class deletion (``context.class_labels`` set; the pipeline makes D_f every active
+       training sample of those classes): the stop rule is forget accuracy at chance,
+       braked by a 5-point fall of the remaining classes' holdout accuracy, and the
+       forgotten classes are masked in the output layer of the published weights
+       (``workers.unlearners.class_masking``).
     Returns the new weights and the new version's ``pgu_cache`` = C_r, still relative to
     basis version b: by Eq. 5 the update barely moves W r for retained r, so version b's
     representations stay valid and the next batch subtracts again (section 3.2.4). A
@@ -40,7 +43,9 @@ Layers l: every Conv2d and Linear weight W^l, viewed as (out x d) (``workers.pgu
 Parameters: ``gamma`` (0.9; the paper uses 0.95 for small VGG-like nets), ``layer_gamma``
 (module name, e.g. "features.0" -> gamma, overriding ``gamma`` for that layer; 1.0
 freezes it), ``lambda`` (0.2; < 0 for de-poisoning, where the poisoned samples should be
-confidently re-classified rather than made uncertain), ``lr_start``/``lr_end`` (1.0 ->
+confidently re-classified rather than made uncertain; as the holdout-gap rule then
+measures accuracy against the poisoned labels, de-poisoning usually wants ``stop`` "none"
+and a chosen ``max_epochs``), ``lr_start``/``lr_end`` (1.0 ->
 0.2), ``max_epochs`` (30), ``stop`` (auto | holdout_gap | class | none), ``batch_size``
 (32), ``offset`` (0.05, the paper's eps), ``holdout_eval_size`` (500: how many samples of
 D_v and of D_f the stop rule evaluates after each epoch).
