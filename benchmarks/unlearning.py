@@ -18,14 +18,20 @@ as the pipeline does for every method. Scenarios, one table each:
 2. deletion of one whole class (TA on the remaining classes; MIA against test images of
    the forgotten class);
 3. five incremental batches of 0.5% (each method continues from its own previous
-   version; retrain retrains from scratch every batch; UA and MIA over all five batches,
-   seconds summed).
+   version; UA and the audit over all five batches, seconds summed; retraining does not
+   depend on history, so it runs once on the final retained set and counts five times).
 
-Columns: UA = 1 - accuracy on D_f, RA = accuracy on (a fixed 5,000 of) D_r, TA = test
-accuracy, MIA = AUC of a confidence-threshold attack separating D_f from test images
-(0.5 = chance; the retrained row is the target), seconds of the unlearning call, and the
-speedup over the retrain of the same run. PGU's seconds exclude the one-off cache build,
-which the service runs as its own job after training; it is printed separately.
+Columns come from the service's own audit (``workers.audit.audit_version``) against K = 2
+references retrained without the forget set (the retrain row and one more seed): UA =
+1 - accuracy on D_f, RA = accuracy on (a fixed 5,000 of) D_r, TA = test accuracy (remaining
+classes for class deletion), MIA-eff = MIA-efficacy (SVC on confidence; share of D_f
+judged non-member), loss AUC = the loss-threshold attack's AUC of D_f against held-out data
+(0.5 = chance; the retrained row is the target), LiRA AUC = offline LiRA with the
+references, FRM against the references, the audit verdict, seconds of the unlearning call,
+and the speedup over the retrain of the same run. The time of one audit (the PGU
+version's, references excluded) is printed under each table. PGU's seconds exclude the
+one-off cache build, which the service runs as its own job after training; it is printed
+separately.
 
 Then PGU's scaling: one deletion (fixed forget set, fixed epochs, no early stop, so the
 work is the same) on a model trained on 10% and one trained on 100% of the training set;
@@ -45,15 +51,14 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from benchmarks.fashion_mnist import ensure_fashion_mnist
 from workers.architectures import build_model
+from workers.audit import audit_version, train_references
 from workers.datasets import DatasetAdapter, holdout_mask, open_source
 from workers.samples import SampleSet
-from workers.training import TrainingConfig, accuracy, pick_device, predict, train
+from workers.training import TrainingConfig, pick_device, train
 from workers.unlearners import get_unlearner
 from workers.unlearners.base import Artifact, UnlearnContext, UnlearnResult
 from workers.unlearners.class_masking import mask_classes
@@ -123,33 +128,23 @@ def split(samples: SampleSet, rows: np.ndarray) -> tuple[SampleSet, SampleSet]:
 # --------------------------------------------------------------------------- measures
 
 
-def confidence_attack_auc(
-    model: nn.Module, members: SampleSet, non_members: SampleSet, device: torch.device
-) -> float:
-    """AUC of the simplest membership attack: the higher the model's softmax confidence in
-    a sample's true label, the likelier a member. A stand-in until the audit's attacks."""
-
-    def confidence(samples: SampleSet) -> np.ndarray:
-        inputs, labels = samples.tensors()
-        p = F.softmax(predict(model, inputs, device=device), dim=1)
-        return p.gather(1, labels[:, None]).squeeze(1).numpy()
-
-    scores = np.concatenate([confidence(members), confidence(non_members)])
-    truth = np.concatenate([np.ones(len(members)), np.zeros(len(non_members))])
-    if not np.isfinite(scores).all():  # a diverged model (NaN weights) has no attack
-        return float("nan")
-    return float(roc_auc_score(truth, scores))
-
-
 @dataclass
 class Row:
     method: str
     ua: float
     ra: float
     ta: float
-    mia: float
     seconds: float
     speedup: float = float("nan")
+    audit: dict[str, Any] = field(default_factory=dict)  # the service's audit report
+
+
+NAN = float("nan")
+
+
+def audit_of(row: Row, name: str) -> float:
+    value = row.audit.get("metrics", {}).get(name, row.audit.get(name))
+    return NAN if value is None else float(value)
 
 
 def measure(
@@ -159,38 +154,61 @@ def measure(
     *,
     forget: SampleSet,
     retain: SampleSet,
+    holdout: SampleSet,
     test: SampleSet,
-    non_members: SampleSet,
+    references: list[nn.Module],
+    reference_metrics: dict[str, Any] | None,
+    class_labels: list[int] | None,
     device: torch.device,
 ) -> Row:
-    def acc(samples: SampleSet) -> float:
-        value = accuracy(model, samples, device=device)
-        return float("nan") if value is None else value
-
-    return Row(
-        method,
-        ua=1.0 - acc(forget),
-        ra=acc(retain.subset(RETAIN_EVAL_SIZE, seed=0)),
-        ta=acc(test),
-        mia=confidence_attack_auc(model, forget, non_members, device),
-        seconds=seconds,
+    """UA/RA/TA and the service's audit (``workers.audit.audit_version``) against the
+    retrained references: MIA-efficacy, loss-attack AUC, offline LiRA, FRM, verdict."""
+    report = audit_version(
+        model,
+        forget=forget,
+        retain=retain,
+        holdout=holdout,
+        test=test,
+        device=device,
+        references=references,
+        reference_metrics=reference_metrics,
+        class_labels=class_labels,
+        masked_classes=class_labels,
+        retain_sample_size=RETAIN_EVAL_SIZE,
     )
+    metrics = report["metrics"]
+    return Row(method, metrics["ua"], metrics["ra"], metrics["ta"], seconds, audit=report)
+
+
+def failed_row(method: str) -> Row:
+    return Row(method, NAN, NAN, NAN, NAN)
 
 
 def table(title: str, rows: list[Row]) -> str:
     retrain = next((r for r in rows if r.method == "retrain"), None)
     lines = [
         f"\n== {title} ==",
-        f"{'method':<16} {'UA %':>7} {'RA %':>7} {'TA %':>7} {'MIA':>6} {'seconds':>9} "
-        f"{'speedup':>8}",
+        f"{'method':<16} {'UA %':>7} {'RA %':>7} {'TA %':>7} {'MIA-eff':>8} {'loss AUC':>9} "
+        f"{'LiRA AUC':>9} {'FRM':>6} {'verdict':>12} {'seconds':>9} {'speedup':>8}",
     ]
     for r in rows:
-        speedup = retrain.seconds / r.seconds if retrain and r.seconds > 0 else float("nan")
+        speedup = retrain.seconds / r.seconds if retrain and r.seconds > 0 else NAN
         r.speedup = speedup
         lines.append(
             f"{r.method:<16} {100 * r.ua:7.2f} {100 * r.ra:7.2f} {100 * r.ta:7.2f} "
-            f"{r.mia:6.3f} {r.seconds:9.2f} {speedup:7.1f}x"
+            f"{audit_of(r, 'mia_efficacy'):8.3f} {audit_of(r, 'mia_auc'):9.3f} "
+            f"{audit_of(r, 'lira_auc'):9.3f} {audit_of(r, 'frm'):6.3f} "
+            f"{r.audit.get('verdict', '-'):>12} {r.seconds:9.2f} {speedup:7.1f}x"
         )
+    failed = {r.method: [g["name"] for g in r.audit.get("failed_gates", [])] for r in rows}
+    lines.append(
+        "  failed gates: "
+        + "; ".join(f"{m}: {', '.join(g) or 'none'}" for m, g in failed.items() if m in failed)
+    )
+    lines.append(
+        "  references: the retrain row and one more seed (K = 2), so the retrain row is "
+        "audited against a set that contains itself"
+    )
     return "\n".join(lines)
 
 
@@ -297,6 +315,62 @@ class Bench:
 # --------------------------------------------------------------------------- scenarios
 
 
+def audit_rows(
+    bench: Bench,
+    title: str,
+    models: dict[str, tuple[nn.Module | None, float]],
+    *,
+    forget: SampleSet,
+    retain: SampleSet,
+    class_labels: list[int] | None = None,
+) -> list[Row]:
+    """Audit every method's model against K = 2 references: the retrain row's model and one
+    more model retrained with another seed."""
+    log(f"{title}: training the second reference")
+    extra = train_references(
+        build_model=bench.build,
+        retain=retain,
+        training=bench.recipe,
+        k=1,
+        device=bench.device,
+        seeds=[bench.recipe.seed + 1],
+    )
+    retrained = models["retrain"][0]
+    references = ([retrained] if retrained is not None else []) + extra
+    rows, reference_metrics = [], None
+    for method, (model, seconds) in models.items():
+        if model is None:
+            rows.append(failed_row(method))
+            continue
+        log(f"{title}: auditing {method}")
+        row = measure(
+            method,
+            model,
+            seconds,
+            forget=forget,
+            retain=retain,
+            holdout=bench.data.holdout,
+            test=bench.data.test,
+            references=references,
+            reference_metrics=reference_metrics,
+            class_labels=class_labels,
+            device=bench.device,
+        )
+        reference_metrics = (row.audit.get("reference") or {}).get("metrics")
+        rows.append(row)
+    return rows
+
+
+def audit_seconds(rows: list[Row]) -> str:
+    pgu = next(r for r in rows if r.method == "pgu")
+    if not pgu.audit:
+        return "  audit of the pgu version: failed"
+    return (
+        f"  audit of the pgu version ({pgu.audit['forget_set_size']} forgotten samples), "
+        f"references excluded: {pgu.audit['seconds']:.1f} s"
+    )
+
+
 def one_batch(
     bench: Bench,
     title: str,
@@ -306,13 +380,9 @@ def one_batch(
     *,
     class_labels: list[int] | None = None,
 ) -> tuple[list[Row], UnlearnResult | None, SampleSet]:
-    data = bench.data
-    forget, retain = split(data.train, forget_rows)
-    test, non_members = data.test, data.test
-    if class_labels:
-        test = data.test.without_classes(class_labels)
-        non_members = data.test.take(np.flatnonzero(np.isin(data.test.labels, class_labels)))
-    rows, pgu_result = [], None
+    forget, retain = split(bench.data.train, forget_rows)
+    models: dict[str, tuple[nn.Module | None, float]] = {}
+    pgu_result = None
     for method in METHODS:
         log(f"{title}: {method}")
         context = bench.context(
@@ -327,23 +397,14 @@ def one_batch(
             result, seconds = bench.unlearn(method, context)
         except RuntimeError as error:  # e.g. gradient ascent diverging: a row of NaN
             log(f"{method} failed: {error}")
-            rows.append(Row(method, *(5 * [float("nan")])))
+            models[method] = (None, NAN)
             continue
         if method == "pgu":
             pgu_result = result
-        rows.append(
-            measure(
-                method,
-                bench.model_from(result.state_dict),
-                seconds,
-                forget=forget,
-                retain=retain,
-                test=test,
-                non_members=non_members,
-                device=bench.device,
-            )
-        )
+        models[method] = (bench.model_from(result.state_dict), seconds)
+    rows = audit_rows(bench, title, models, forget=forget, retain=retain, class_labels=class_labels)
     bench.emit(table(title, rows))
+    bench.emit(audit_seconds(rows))
     if pgu_result is not None:
         info = pgu_result.info
         bench.emit(
@@ -361,9 +422,20 @@ def incremental(
     cache: dict[str, Artifact],
     batches: list[np.ndarray],
 ) -> list[Row]:
+    """Each method continues from its own previous version. Retraining does not depend on
+    history, so it is measured once, on the final retained set, and its seconds are that
+    retrain times the number of batches (each batch would retrain from scratch)."""
     data = bench.data
-    rows = []
+    everything = np.concatenate(batches)
+    forgotten, final_retain = split(data.train, everything)
+    models: dict[str, tuple[nn.Module | None, float]] = {}
     for method in METHODS:
+        if method == "retrain":
+            log(f"{title}: retrain on the final retained set")
+            context = bench.context(original, forget=forgotten, retain=final_retain)
+            result, seconds = bench.unlearn(method, context)
+            models[method] = (bench.model_from(result.state_dict), seconds * len(batches))
+            continue
         state, artifacts, versions = original, cache, {1: original}
         gone = np.array([], dtype=np.int64)
         total = 0.0
@@ -386,23 +458,14 @@ def incremental(
                 state, artifacts = result.state_dict, result.artifacts
                 versions[number + 1] = state
         except RuntimeError as error:  # e.g. gradient ascent diverging: a row of NaN
-            log(f"{method} failed at batch {number}: {error}")
-            rows.append(Row(method, *(5 * [float("nan")])))
+            log(f"{method} failed: {error}")
+            models[method] = (None, NAN)
             continue
-        forgotten, retain = split(data.train, gone)
-        rows.append(
-            measure(
-                method,
-                bench.model_from(state),
-                total,
-                forget=forgotten,
-                retain=retain,
-                test=data.test,
-                non_members=data.test,
-                device=bench.device,
-            )
-        )
+        models[method] = (bench.model_from(state), total)
+    rows = audit_rows(bench, title, models, forget=forgotten, retain=final_retain)
     bench.emit(table(title, rows))
+    bench.emit(audit_seconds(rows))
+    bench.emit("  retrain seconds: one retrain on the final retained set x the number of batches")
     return rows
 
 
