@@ -1,6 +1,7 @@
 """Alembic environment: the same migrations run on Postgres and SQLite."""
 
 from alembic import context
+
 from service.db import make_engine
 from service.settings import get_settings
 from service.tables import Base
