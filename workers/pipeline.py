@@ -639,20 +639,37 @@ def _run_train(claim: Claim, heartbeat: Heartbeat) -> None:
     _publish(claim, data, result, result_metrics, seconds, kind=VersionKind.TRAINED)
 
 
-def _run_unlearn(claim: Claim, heartbeat: Heartbeat) -> None:
-    device = pick_device(get_settings().device)
+@dataclass
+class JobInputs:
+    unlearner: Unlearner
+    data: JobData
+    base_sha256: str
+    device: torch.device
+
+    def base_model(self) -> nn.Module:
+        return load_weights(self.data.model, self.data.dataset, self.base_sha256, self.device)
+
+
+def _job_inputs(claim: Claim) -> JobInputs:
+    """The configured unlearner, the job's sample sets and the base version's weights."""
     assert claim.unlearner is not None
-    unlearner = get_unlearner(claim.unlearner["name"], claim.unlearner["params"])
     with session_scope() as session:
         model_row = session.get(Model, claim.model_id)
         assert model_row is not None
         data = load_data(session, model_row, request_ids=claim.request_ids)
         base_sha = _version_sha(session, model_row.id, claim.base_version)
+    unlearner = get_unlearner(claim.unlearner["name"], claim.unlearner["params"])
+    return JobInputs(unlearner, data, base_sha, pick_device(get_settings().device))
+
+
+def _run_unlearn(claim: Claim, heartbeat: Heartbeat) -> None:
+    inputs = _job_inputs(claim)
+    unlearner, data, device = inputs.unlearner, inputs.data, inputs.device
     if not len(data.forget):  # every sample was forgotten before: complete without a version
         _to_auditing(claim)
         _publish(claim, data, None, {}, 0.0, kind=VersionKind.UNLEARNED)
         return
-    network = load_weights(model_row, data.dataset, base_sha, device)
+    network = inputs.base_model()
     started = time.monotonic()
     result = unlearner.unlearn(_context(claim, heartbeat, data, network, device))
     seconds = time.monotonic() - started
@@ -673,15 +690,9 @@ def _run_unlearn(claim: Claim, heartbeat: Heartbeat) -> None:
 def _run_cache(claim: Claim, heartbeat: Heartbeat) -> None:
     """Build the configured unlearner's per-version artifacts over every active training
     sample, with the base version's forward passes (PGU's cache basis)."""
-    device = pick_device(get_settings().device)
-    assert claim.unlearner is not None
-    unlearner = get_unlearner(claim.unlearner["name"], claim.unlearner["params"])
-    with session_scope() as session:
-        model_row = session.get(Model, claim.model_id)
-        assert model_row is not None
-        data = load_data(session, model_row)
-        base_sha = _version_sha(session, model_row.id, claim.base_version)
-    network = load_weights(model_row, data.dataset, base_sha, device)
+    inputs = _job_inputs(claim)  # a cache job names no requests: D_r is every active sample
+    unlearner, data, device = inputs.unlearner, inputs.data, inputs.device
+    network = inputs.base_model()
     started = time.monotonic()
     artifacts = unlearner.prepare(_context(claim, heartbeat, data, network, device))
     seconds = time.monotonic() - started

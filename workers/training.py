@@ -11,7 +11,7 @@ from torch import nn
 
 from workers.samples import SampleSet
 
-__all__ = ["TrainingConfig", "pick_device", "train", "accuracy", "predict"]
+__all__ = ["TrainingConfig", "pick_device", "sgd_recipe", "train", "accuracy", "predict"]
 
 Progress = Callable[[str, int, int], None]
 
@@ -27,6 +27,21 @@ class TrainingConfig(BaseModel):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0, le=1)
     seed: int = 0
+
+
+def sgd_recipe(
+    training: TrainingConfig, *, epochs: int, lr: float, batch_size: int, seed: int
+) -> TrainingConfig:
+    """The model's recipe turned into plain SGD fine-tuning (FT, RandL)."""
+    return training.model_copy(
+        update={
+            "epochs": epochs,
+            "lr": lr,
+            "batch_size": batch_size,
+            "optimizer": "sgd",
+            "seed": seed,
+        }
+    )
 
 
 def pick_device(preference: str = "auto") -> torch.device:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from workers.training import train
+from workers.training import sgd_recipe, train
 from workers.unlearners import register_unlearner
 from workers.unlearners.base import Need, UnlearnContext, Unlearner, UnlearnResult, state_dict_of
 
@@ -31,14 +31,8 @@ class Finetune(Unlearner):
     def unlearn(self, context: UnlearnContext) -> UnlearnResult:
         p = self.params
         assert isinstance(p, FinetuneParams)
-        recipe = context.training.model_copy(
-            update={
-                "epochs": p.epochs,
-                "lr": p.lr,
-                "batch_size": p.batch_size,
-                "optimizer": "sgd",
-                "seed": context.seed,
-            }
+        recipe = sgd_recipe(
+            context.training, epochs=p.epochs, lr=p.lr, batch_size=p.batch_size, seed=context.seed
         )
         train(
             context.model,

@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from workers.samples import SampleSet
-from workers.training import train
+from workers.training import sgd_recipe, train
 from workers.unlearners import register_unlearner
 from workers.unlearners.base import Need, UnlearnContext, Unlearner, UnlearnResult, state_dict_of
 from workers.unlearners.class_masking import mask_classes
@@ -73,14 +73,8 @@ class RandomLabels(Unlearner):
             np.concatenate([relabelled, retain.labels]).astype(np.int64),
             forget.keys + retain.keys,
         )
-        recipe = context.training.model_copy(
-            update={
-                "epochs": p.epochs,
-                "lr": p.lr,
-                "batch_size": p.batch_size,
-                "optimizer": "sgd",
-                "seed": context.seed,
-            }
+        recipe = sgd_recipe(
+            context.training, epochs=p.epochs, lr=p.lr, batch_size=p.batch_size, seed=context.seed
         )
         train(
             context.model,
