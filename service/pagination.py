@@ -46,7 +46,7 @@ def paginate(
     """Rows of ``statement`` ordered by the two ``order`` columns (the second unique)."""
     first, second = order
     if cursor:
-        raw_first, raw_second = _decode(cursor, 2)
+        raw_first, raw_second = (_bounded(v) for v in _decode(cursor, 2))
         value = _parse_like(first, raw_first)
         if descending:
             after = or_(first < value, and_(first == value, second < raw_second))
@@ -60,6 +60,17 @@ def paginate(
     rows = rows[:limit]
     last = rows[-1]
     return rows, _encode([getattr(last, first.key), getattr(last, second.key)])
+
+
+def _bounded(value: Any) -> Any:
+    """Cursor values as the columns hold them: short strings, 32-bit integers."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise InvalidInput("malformed cursor")
+    if isinstance(value, int) and not -(2**31) <= value < 2**31:
+        raise InvalidInput("malformed cursor")
+    if isinstance(value, str) and len(value) > 64:
+        raise InvalidInput("malformed cursor")
+    return value
 
 
 def _parse_like(column: InstrumentedAttribute[Any], raw: Any) -> Any:

@@ -286,3 +286,23 @@ def test_flush_dispatches_pending(client, admin, ready_model):
     assert flushed.status_code == 202 and flushed.json()["pending_requests"] == 1
     assert pipeline.dispatch_model(ready_model["id"]) is not None
     assert client.post("/v1/models/nope/flush", headers=admin).status_code == 404
+
+
+def test_out_of_range_values_are_422_not_500(client, admin, ready_model):
+    """Found by schemathesis: integers past the database's columns must not reach it."""
+    import base64
+    import json
+
+    model_id = ready_model["id"]
+    for path in [
+        f"/v1/models/{model_id}/versions/171502759601177067520",
+        f"/v1/models/{model_id}/versions/0/weights",
+    ]:
+        assert client.get(path, headers=admin).status_code == 422, path
+    cursor = base64.urlsafe_b64encode(json.dumps([10**30, 5]).encode()).decode()
+    response = client.get(
+        f"/v1/datasets/{ready_model['dataset_id']}/samples",
+        headers=admin,
+        params={"cursor": cursor},
+    )
+    assert response.status_code == 422

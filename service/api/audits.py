@@ -1,6 +1,6 @@
 from fastapi import APIRouter
 
-from service.api.deps import CurrentKey, SessionDep, require
+from service.api.deps import CurrentKey, SessionDep, VersionNumber, require
 from service.audits import service
 from service.audits.schemas import AuditCreate, AuditRead, Certificate
 from service.enums import Scope
@@ -15,7 +15,9 @@ router = APIRouter(tags=["audit"])
     response_model=AuditRead,
     dependencies=[require(Scope.AUDIT_READ)],
 )
-def get_audit(model_id: str, number: int, session: SessionDep, key: CurrentKey) -> AuditRead:
+def get_audit(
+    model_id: str, number: VersionNumber, session: SessionDep, key: CurrentKey
+) -> AuditRead:
     return service.latest_or_raise(
         session, tenant_id=key.tenant_id, model_id=model_id, number=number
     )
@@ -28,7 +30,7 @@ def get_audit(model_id: str, number: int, session: SessionDep, key: CurrentKey) 
     dependencies=[require(Scope.ADMIN)],
 )
 def request_audit(
-    model_id: str, number: int, spec: AuditCreate, session: SessionDep, key: CurrentKey
+    model_id: str, number: VersionNumber, spec: AuditCreate, session: SessionDep, key: CurrentKey
 ) -> JobRead:
     job = service.request_audit(
         session, tenant_id=key.tenant_id, model_id=model_id, number=number, reference=spec.reference

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Header, Query
+from fastapi import Depends, Header, Path, Query
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -61,4 +61,7 @@ def require(scope: Scope):  # type: ignore[no-untyped-def]
 
 
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
+# Version numbers are database integers: larger values are simply unknown versions, but
+# they are refused up front rather than overflowing a column.
+VersionNumber = Annotated[int, Path(ge=1, le=2**31 - 1)]
 DEFAULT_PAGE = DEFAULT_LIMIT

@@ -1,6 +1,6 @@
 from fastapi import APIRouter, File, Response, UploadFile
 
-from service.api.deps import CurrentKey, Limit, SessionDep, require
+from service.api.deps import CurrentKey, Limit, SessionDep, VersionNumber, require
 from service.enums import Scope
 from service.models import service
 from service.models.schemas import FlushRead, ModelCreate, ModelRead, ModelUpdate, VersionRead
@@ -80,7 +80,9 @@ def upload_version(
 
 
 @router.get("/{model_id}/versions/{number}", response_model=VersionRead, dependencies=read)
-def get_version(model_id: str, number: int, session: SessionDep, key: CurrentKey) -> VersionRead:
+def get_version(
+    model_id: str, number: VersionNumber, session: SessionDep, key: CurrentKey
+) -> VersionRead:
     version = service.get_version_or_raise(
         session, tenant_id=key.tenant_id, model_id=model_id, number=number
     )
@@ -93,7 +95,9 @@ def get_version(model_id: str, number: int, session: SessionDep, key: CurrentKey
     responses={200: {"content": {"application/octet-stream": {}}}},
     dependencies=[require(Scope.ADMIN)],
 )
-def download_weights(model_id: str, number: int, session: SessionDep, key: CurrentKey) -> Response:
+def download_weights(
+    model_id: str, number: VersionNumber, session: SessionDep, key: CurrentKey
+) -> Response:
     data = service.weights_bytes(session, tenant_id=key.tenant_id, model_id=model_id, number=number)
     filename = f"{model_id}-v{number}.safetensors"
     return Response(

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from starlette.exceptions import HTTPException
 
 from service.errors import DomainError
@@ -57,6 +57,17 @@ def install(app: FastAPI) -> None:
             "the database is unreachable",
             "unavailable",
             retry_after=5,
+        )
+
+    @app.exception_handler(DataError)
+    async def database_refused_value(_: Request, exc: DataError) -> JSONResponse:
+        # A value the database cannot hold (out of range, malformed): the client's input.
+        return problem(
+            422,
+            "Invalid input",
+            "a value is out of range or malformed",
+            "invalid-input",
+            errors=[{"loc": [], "msg": str(exc.orig)[:200]}],
         )
 
     @app.exception_handler(DBAPIError)
