@@ -12,16 +12,14 @@ from pathlib import Path
 
 
 def _multiprocess_metrics(role: str) -> None:
-    """Prometheus multiprocess mode: set the folder before prometheus_client is imported."""
-    from service.settings import get_settings
-
+    """Prometheus multiprocess mode: set the folder before prometheus_client is imported.
+    One folder per serving or worker process tree, so a restart starts from clean files."""
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         return
     folder = Path(tempfile.gettempdir()) / f"unlearnd-metrics-{os.getpid()}-{role}"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
-    del get_settings
 
 
 def _out(text: str) -> None:

@@ -107,10 +107,6 @@ class DomainCollector(Collector):
         for status in RequestStatus:
             by_status.add_metric([status.value], counts.get(status.value, 0))
         pending.add_metric([], counts.get(RequestStatus.PENDING.value, 0))
-        if first is not None and first.tzinfo is None:
-            from datetime import UTC
-
-            first = first.replace(tzinfo=UTC)
         oldest.add_metric([], (utcnow() - first).total_seconds() if first else 0.0)
         yield from (by_status, pending, oldest)
         yield from _audit_gauges(head_audits)
