@@ -34,7 +34,7 @@ from torch import nn
 from service import audit_log, metrics
 from service.artifacts import store
 from service.db import new_session, on_commit, session_scope
-from service.deletion_requests.service import log_received
+from service.deletion_requests.service import log_received, log_request
 from service.enums import (
     JobKind,
     JobStatus,
@@ -805,7 +805,14 @@ def _publish(
             request.result_version = number
             move_request(session, request, RequestStatus.COMPLETED, detail=f"version {number}")
             completed_requests.append(request)
-            audit_log_request_completed(session, request, number, job.id)
+            log_request(
+                session,
+                request,
+                "completed",
+                model_id=request.model_id,
+                version=number,
+                job_id=job.id,
+            )
         job.result_version = number
         stages = {  # the method's own timings, e.g. PGU's cache update
             name.removesuffix("_seconds"): value
@@ -823,7 +830,7 @@ def _publish(
         move_job(session, job, JobStatus.SUCCEEDED)
         session.flush()  # the job leaves the live set before a follow-up job may enter it
         if weights_sha is not None:
-            _afternew_version(session, model, version)
+            _after_new_version(session, model, version)
     for request in completed_requests:
         metrics.REQUEST_END_TO_END.observe((utcnow() - request.created_at).total_seconds())
 
@@ -919,20 +926,7 @@ def _tombstone(session: Session, model: Model, data: JobData, number: int) -> No
         )
 
 
-def audit_log_request_completed(
-    session: Session, request: DeletionRequest, number: int | None, job_id: str
-) -> None:
-    audit_log.append(
-        session,
-        tenant_id=request.tenant_id,
-        action="deletion_request.completed",
-        subject_type="deletion_request",
-        subject_id=request.id,
-        payload={"model_id": request.model_id, "version": number, "job_id": job_id},
-    )
-
-
-def _afternew_version(session: Session, model: Model, version: ModelVersion) -> None:
+def _after_new_version(session: Session, model: Model, version: ModelVersion) -> None:
     """Follow-ups of a new head: build the unlearner's artifacts if it needs them, audit a
     version that forgot something, and look at what became pending meanwhile."""
     unlearner: Unlearner = get_unlearner(model.unlearner["name"], model.unlearner["params"])
@@ -964,7 +958,7 @@ def publish_uploaded(
         seconds=None,
     )
     model.status = ModelStatus.READY
-    _afternew_version(session, model, version)
+    _after_new_version(session, model, version)
     return version
 
 

@@ -121,6 +121,18 @@ def create(
     return answer
 
 
+def log_request(session: Session, request: DeletionRequest, action: str, **payload: Any) -> None:
+    """Append ``deletion_request.<action>`` for this request to the audit log."""
+    audit_log.append(
+        session,
+        tenant_id=request.tenant_id,
+        action=f"deletion_request.{action}",
+        subject_type="deletion_request",
+        subject_id=request.id,
+        payload=payload,
+    )
+
+
 def log_received(session: Session, request: DeletionRequest) -> None:
     """The request's first entry in the audit log, with digests of what it asked.
 
@@ -129,20 +141,16 @@ def log_received(session: Session, request: DeletionRequest) -> None:
     lets many requests be accepted at once. The entry carries the receipt time.
     """
     keys = request.sample_keys
-    audit_log.append(
+    log_request(
         session,
-        tenant_id=request.tenant_id,
-        action="deletion_request.received",
-        subject_type="deletion_request",
-        subject_id=request.id,
-        payload={
-            "model_id": request.model_id,
-            "received_at": request.created_at.isoformat(),
-            "subject_sha256": digest(request.subject_id),
-            "keys_sha256": digest("\n".join(sorted(keys))) if keys is not None else None,
-            "class_labels": request.class_labels,
-            "sample_count": request.sample_count,
-        },
+        request,
+        "received",
+        model_id=request.model_id,
+        received_at=request.created_at.isoformat(),
+        subject_sha256=digest(request.subject_id),
+        keys_sha256=digest("\n".join(sorted(keys))) if keys is not None else None,
+        class_labels=request.class_labels,
+        sample_count=request.sample_count,
     )
 
 
@@ -269,14 +277,7 @@ def cancel(session: Session, *, tenant_id: str, request_id: str) -> DeletionRequ
         raise Conflict(f"only pending requests can be cancelled; this one is {request.status}")
     move_request(session, request, RequestStatus.CANCELLED)
     log_received(session, request)
-    audit_log.append(
-        session,
-        tenant_id=tenant_id,
-        action="deletion_request.cancelled",
-        subject_type="deletion_request",
-        subject_id=request.id,
-        payload={},
-    )
+    log_request(session, request, "cancelled")
     session.commit()
     return read_many(session, [request])[0]
 
@@ -287,14 +288,7 @@ def retry(session: Session, *, tenant_id: str, request_id: str) -> DeletionReque
         raise Conflict(f"only failed requests can be retried; this one is {request.status}")
     request.job_id, request.error = None, None
     move_request(session, request, RequestStatus.PENDING, detail="retried by an admin")
-    audit_log.append(
-        session,
-        tenant_id=tenant_id,
-        action="deletion_request.retried",
-        subject_type="deletion_request",
-        subject_id=request.id,
-        payload={},
-    )
+    log_request(session, request, "retried")
     session.commit()
     return read_many(session, [request])[0]
 
