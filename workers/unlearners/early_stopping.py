@@ -23,13 +23,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import torch
 from torch import nn
 
 from workers.samples import SampleSet
 from workers.training import predict
+
+if TYPE_CHECKING:
+    from workers.unlearners.base import UnlearnContext
 
 __all__ = ["StopRule", "resolve_rule", "EarlyStopping", "Verdict", "unlearn_epochs"]
 
@@ -88,6 +91,19 @@ class EarlyStopping:
             raise ValueError("the 'holdout_gap' stop rule needs holdout samples")
         if len(holdout):
             self._holdout = holdout.subset(eval_size, seed=seed).tensors()
+
+    @classmethod
+    def for_context(cls, rule: StopRule, context: UnlearnContext, *, eval_size: int) -> Self:
+        """The stop rule over an unlearning context's forget and holdout sets."""
+        return cls(
+            rule,
+            forget=context.forget,
+            holdout=context.holdout,
+            eval_size=eval_size,
+            device=context.device,
+            class_labels=context.class_labels,
+            seed=context.seed,
+        )
 
     def check(self, model: nn.Module) -> Verdict:
         """Evaluate ``model`` (now the newest of the history) and decide."""

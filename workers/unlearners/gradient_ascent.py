@@ -54,15 +54,7 @@ class GradientAscent(Unlearner):
         assert isinstance(p, GradientAscentParams)
         started = time.perf_counter()
         model, device = context.model, context.device
-        stopping = EarlyStopping(
-            p.stop,
-            forget=context.forget,
-            holdout=context.holdout,
-            eval_size=p.holdout_eval_size,
-            device=device,
-            class_labels=context.class_labels,
-            seed=context.seed,
-        )
+        stopping = EarlyStopping.for_context(p.stop, context, eval_size=p.holdout_eval_size)
         optimizer = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=0.0)
         loader = context.forget.loader(p.batch_size, shuffle=True, seed=context.seed)
 

@@ -234,15 +234,7 @@ class PGU(Unlearner):
         trainable = [layer for layer in discover_layers(student) if gammas[layer.name] < 1.0]
         for layer in trainable:  # gamma 1.0: the layer is frozen
             layer.weight.requires_grad_(True)
-        stopping = EarlyStopping(
-            p.stop,
-            forget=context.forget,
-            holdout=context.holdout,
-            eval_size=p.holdout_eval_size,
-            device=device,
-            class_labels=context.class_labels,
-            seed=context.seed,
-        )
+        stopping = EarlyStopping.for_context(p.stop, context, eval_size=p.holdout_eval_size)
         projectors: dict[str, torch.Tensor] = {}
         core_dims: dict[str, int] = {}
         core_space_seconds = 0.0
