@@ -31,6 +31,7 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
     && rm /tmp/requirements.txt
 
 COPY service ./service
+COPY ml ./ml
 COPY workers ./workers
 COPY migrations ./migrations
 RUN pip install --no-deps . && cd / && rm -rf /src

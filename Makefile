@@ -25,7 +25,7 @@ run: $(STAMP)
 	$(BIN)/unlearnd serve --host 127.0.0.1 --port 8000
 
 lint: $(STAMP)
-	$(BIN)/ruff check service workers migrations tests benchmarks
+	$(BIN)/ruff check ml service workers migrations tests benchmarks
 	$(BIN)/mypy
 
 test: lint

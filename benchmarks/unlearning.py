@@ -21,7 +21,7 @@ as the pipeline does for every method. Scenarios, one table each:
    version; UA and the audit over all five batches, seconds summed; retraining does not
    depend on history, so it runs once on the final retained set and counts five times).
 
-Columns come from the service's own audit (``workers.audit.audit_version``) against K = 2
+Columns come from the service's own audit (``ml.audit.audit_version``) against K = 2
 references retrained without the forget set (the retrain row and one more seed): UA =
 1 - accuracy on D_f, RA = accuracy on (a fixed 5,000 of) D_r, TA = test accuracy (remaining
 classes for class deletion), MIA-eff = MIA-efficacy (SVC on confidence; share of D_f
@@ -54,15 +54,15 @@ import torch
 from torch import nn
 
 from benchmarks.fashion_mnist import ensure_fashion_mnist
-from workers.architectures import build_model
-from workers.audit import audit_version, train_references
-from workers.datasets import DatasetAdapter, holdout_mask, open_source
-from workers.samples import SampleSet
-from workers.training import TrainingConfig, pick_device, train
-from workers.unlearners import get_unlearner
-from workers.unlearners.base import Artifact, UnlearnContext, UnlearnResult
-from workers.unlearners.class_masking import mask_classes
-from workers.unlearners.pgu import CACHE_ARTIFACT
+from ml.architectures import build_model
+from ml.audit import audit_version, train_references
+from ml.datasets import DatasetAdapter, holdout_mask, open_source
+from ml.samples import SampleSet
+from ml.training import TrainingConfig, pick_device, train
+from ml.unlearners import get_unlearner
+from ml.unlearners.base import Artifact, UnlearnContext, UnlearnResult
+from ml.unlearners.class_masking import mask_classes
+from ml.unlearners.pgu import CACHE_ARTIFACT
 
 HOLDOUT_SIZE, RETAIN_EVAL_SIZE = 5000, 5000
 METHODS: dict[str, dict[str, Any]] = {
@@ -161,7 +161,7 @@ def measure(
     class_labels: list[int] | None,
     device: torch.device,
 ) -> Row:
-    """UA/RA/TA and the service's audit (``workers.audit.audit_version``) against the
+    """UA/RA/TA and the service's audit (``ml.audit.audit_version``) against the
     retrained references: MIA-efficacy, loss-attack AUC, offline LiRA, FRM, verdict."""
     report = audit_version(
         model,

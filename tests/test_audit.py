@@ -12,14 +12,14 @@ import pytest
 import torch
 from torch import nn
 
-from workers.architectures import build_model
-from workers.audit import audit_version, train_references
-from workers.audit.attacks import AttackInputs, get_attack
-from workers.audit.outputs import outputs_of
-from workers.audit.report import audit_sets
-from workers.datasets import open_source
-from workers.samples import SampleSet
-from workers.training import TrainingConfig, train
+from ml.architectures import build_model
+from ml.audit import audit_version, train_references
+from ml.audit.attacks import AttackInputs, get_attack
+from ml.audit.outputs import outputs_of
+from ml.audit.report import audit_sets
+from ml.datasets import open_source
+from ml.samples import SampleSet
+from ml.training import TrainingConfig, train
 
 torch.set_num_threads(1)
 

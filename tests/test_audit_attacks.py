@@ -7,7 +7,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from workers.audit.attacks import (
+from ml.audit.attacks import (
     Attack,
     AttackInputs,
     attacks,
@@ -17,8 +17,8 @@ from workers.audit.attacks import (
     roc_points,
     tpr_at_fpr,
 )
-from workers.audit.outputs import Outputs
-from workers.registry import UnknownName
+from ml.audit.outputs import Outputs
+from ml.registry import UnknownName
 
 torch.set_num_threads(1)
 

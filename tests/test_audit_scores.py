@@ -5,7 +5,7 @@ import math
 import pytest
 from pydantic import ValidationError
 
-from workers.audit.scores import AuditTolerances, average_disparity, frm, verdict
+from ml.audit.scores import AuditTolerances, average_disparity, frm, verdict
 
 REFERENCE = {
     "ua": 0.20,

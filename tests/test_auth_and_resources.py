@@ -247,7 +247,7 @@ def test_upload_and_download_weights(client, admin, env):
     dataset = create_dataset(client, admin)
     model = create_model(client, admin, dataset["id"], training=None)
     assert model["status"] == "awaiting_upload"
-    from workers.architectures import build_model
+    from ml.architectures import build_model
 
     network = build_model("mlp", {"hidden": [64]}, [1, 8, 8], 10)
     data = save({k: v.contiguous() for k, v in network.state_dict().items()})

@@ -7,11 +7,11 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from ml.training import predict
+from ml.unlearners import get_unlearner, list_unlearners
+from ml.unlearners.base import Need
+from ml.unlearners.random_labels import random_wrong_labels
 from tests.unlearning_setup import DEVICE, RetainGuard, accuracy_of, context_for, digits_setup
-from workers.training import predict
-from workers.unlearners import get_unlearner, list_unlearners
-from workers.unlearners.base import Need
-from workers.unlearners.random_labels import random_wrong_labels
 
 
 def _unlearned(setup, result):

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from ml.architectures import build_model
+from ml.datasets import open_source
 from service.artifacts import store
 from tests.conftest import create_dataset, create_model, run_queued_jobs
 from workers import pipeline
-from workers.architectures import build_model
-from workers.datasets import open_source
 
 
 def _predictions(client, admin, model_id: str, number: int) -> torch.Tensor:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workers.datasets import InvalidSource, holdout_mask, open_source
+from ml.datasets import InvalidSource, holdout_mask, open_source
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:

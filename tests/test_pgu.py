@@ -9,20 +9,20 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 from torch import nn
 
-from tests.unlearning_setup import DEVICE, RetainGuard, accuracy_of, context_for, digits_setup
-from workers.pgu import (
+from ml.pgu import (
     core_gradient_space,
     discover_layers,
     input_covariances,
     project_out,
     residual_projector,
 )
-from workers.pgu.core_space import singular_values
-from workers.pgu.representations import input_representation
-from workers.training import predict
-from workers.unlearners import early_stopping, get_unlearner, validate_params
-from workers.unlearners.class_masking import MASKED_LOGIT, mask_classes
-from workers.unlearners.pgu import CACHE_ARTIFACT, unlearning_loss
+from ml.pgu.core_space import singular_values
+from ml.pgu.representations import input_representation
+from ml.training import predict
+from ml.unlearners import early_stopping, get_unlearner, validate_params
+from ml.unlearners.class_masking import MASKED_LOGIT, mask_classes
+from ml.unlearners.pgu import CACHE_ARTIFACT, unlearning_loss
+from tests.unlearning_setup import DEVICE, RetainGuard, accuracy_of, context_for, digits_setup
 
 FAST = {"max_epochs": 3, "stop": "none"}
 

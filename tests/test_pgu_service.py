@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ml.architectures import build_model
+from ml.datasets import open_source
+from ml.pgu import input_covariances
+from ml.samples import SampleSet
 from service.artifacts import store
 from tests.conftest import create_dataset, create_model, run_queued_jobs, train_keys
 from workers import pipeline
-from workers.architectures import build_model
-from workers.datasets import open_source
-from workers.pgu import input_covariances
-from workers.samples import SampleSet
 
 SMALL_CNN = {"name": "small_cnn", "params": {"channels": [8, 16], "hidden": 32}}
 

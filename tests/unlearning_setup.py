@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from workers.architectures import build_model
-from workers.datasets import DatasetAdapter, open_source
-from workers.samples import SampleSet
-from workers.training import TrainingConfig, accuracy, train
-from workers.unlearners.base import Artifact, UnlearnContext
+from ml.architectures import build_model
+from ml.datasets import DatasetAdapter, open_source
+from ml.samples import SampleSet
+from ml.training import TrainingConfig, accuracy, train
+from ml.unlearners.base import Artifact, UnlearnContext
 
 __all__ = ["DigitsSetup", "digits_setup", "context_for", "accuracy_of", "RetainGuard"]
 

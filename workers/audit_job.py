@@ -14,6 +14,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ml.audit import AuditTolerances, audit_version, train_references
+from ml.training import TrainingConfig, pick_device
+from ml.unlearners.base import state_dict_of
 from service import audit_log, metrics
 from service.artifacts import store
 from service.db import session_scope
@@ -21,7 +24,6 @@ from service.enums import JobStatus, VersionKind
 from service.settings import get_settings
 from service.states import move_job
 from service.tables import Audit, Job, Model, ModelVersion
-from workers.audit import AuditTolerances, audit_version, train_references
 from workers.pipeline import (
     Claim,
     Heartbeat,
@@ -31,8 +33,6 @@ from workers.pipeline import (
     new_version,
     owned,
 )
-from workers.training import TrainingConfig, pick_device
-from workers.unlearners.base import state_dict_of
 
 __all__ = ["run_audit", "AUDIT_REFERENCE_CHOICES"]
 

@@ -31,6 +31,19 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from torch import nn
 
+from ml.architectures import build_model
+from ml.datasets import open_source
+from ml.samples import SampleSet
+from ml.training import TrainingConfig, accuracy, pick_device, train
+from ml.unlearners import get_unlearner
+from ml.unlearners.base import (
+    Artifact,
+    UnlearnContext,
+    Unlearner,
+    UnlearnResult,
+    state_dict_of,
+)
+from ml.unlearners.class_masking import mask_classes
 from service import audit_log, metrics
 from service.artifacts import store
 from service.db import new_session, on_commit, session_scope
@@ -58,19 +71,6 @@ from service.tables import (
     utcnow,
 )
 from workers import queue
-from workers.architectures import build_model
-from workers.datasets import open_source
-from workers.samples import SampleSet
-from workers.training import TrainingConfig, accuracy, pick_device, train
-from workers.unlearners import get_unlearner
-from workers.unlearners.base import (
-    Artifact,
-    UnlearnContext,
-    Unlearner,
-    UnlearnResult,
-    state_dict_of,
-)
-from workers.unlearners.class_masking import mask_classes
 
 log = logging.getLogger(__name__)
 

@@ -6,13 +6,13 @@ import numpy as np
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from ml.datasets import InvalidSource, holdout_mask, open_source
 from service import audit_log
 from service.datasets.schemas import DatasetCreate
 from service.errors import Conflict, InvalidInput, NotFound
 from service.pagination import paginate
 from service.settings import get_settings
 from service.tables import Dataset, Sample, Tombstone
-from workers.datasets import InvalidSource, holdout_mask, open_source
 
 __all__ = ["register", "get_or_raise", "list_page", "samples_page", "get_sample_or_raise"]
 

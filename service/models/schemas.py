@@ -5,11 +5,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ml import architectures, unlearners
+from ml.audit.scores import AuditTolerances
+from ml.registry import UnknownName
+from ml.training import TrainingConfig
 from service.enums import ModelStatus, VersionKind
-from workers import architectures, unlearners
-from workers.audit.scores import AuditTolerances
-from workers.registry import UnknownName
-from workers.training import TrainingConfig
 
 
 def _checked(validate: Any, name: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from safetensors.torch import load as load_safetensors
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from ml.architectures import build_model
 from service import audit_log
 from service.artifacts import store
 from service.datasets import service as datasets
@@ -35,7 +36,6 @@ from service.tables import (
     utcnow,
 )
 from workers import queue
-from workers.architectures import build_model
 
 __all__ = [
     "create",

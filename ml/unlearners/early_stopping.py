@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 import torch
 from torch import nn
 
-from workers.samples import SampleSet
-from workers.training import predict
+from ml.samples import SampleSet
+from ml.training import predict
 
 if TYPE_CHECKING:
-    from workers.unlearners.base import UnlearnContext
+    from ml.unlearners.base import UnlearnContext
 
 __all__ = ["StopRule", "resolve_rule", "EarlyStopping", "Verdict", "unlearn_epochs"]
 

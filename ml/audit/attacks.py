@@ -33,8 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from sklearn.metrics import roc_auc_score, roc_curve
 from sklearn.svm import SVC
 
-from workers.audit.outputs import Outputs
-from workers.registry import Registry
+from ml.audit.outputs import Outputs
+from ml.registry import Registry
 
 __all__ = [
     "Attack",

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from workers.registry import Registry
+from ml.registry import Registry
 
 __all__ = ["Architecture", "architectures", "build_model"]
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from workers.registry import Registry
+from ml.registry import Registry
 
 __all__ = ["DatasetAdapter", "SourceIndex", "InvalidSource", "adapters", "open_source"]
 

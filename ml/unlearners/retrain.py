@@ -5,9 +5,9 @@ The gold reference every other method is measured against, and the slowest.
 
 from __future__ import annotations
 
-from workers.training import train
-from workers.unlearners import register_unlearner
-from workers.unlearners.base import Need, UnlearnContext, Unlearner, UnlearnResult, state_dict_of
+from ml.training import train
+from ml.unlearners import register_unlearner
+from ml.unlearners.base import Need, UnlearnContext, Unlearner, UnlearnResult, state_dict_of
 
 __all__ = ["Retrain"]
 

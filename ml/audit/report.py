@@ -2,9 +2,9 @@
 references, in the shape of the API's audit response.
 
 :func:`audit_version` runs one forward pass of the version over four sample sets, hands the
-outputs to every registered attack (:mod:`workers.audit.attacks`), and, when reference models
+outputs to every registered attack (:mod:`ml.audit.attacks`), and, when reference models
 retrained without the forget set are given, audits them the same way and scores the version
-against them (:mod:`workers.audit.scores`). :func:`train_references` trains such references.
+against them (:mod:`ml.audit.scores`). :func:`train_references` trains such references.
 
 The sets (their sizes are bounded so an audit costs O(retain_sample_size +
 nonmember_sample_size + |D_t| + |D_f|) forward passes, whatever |D_r| is):
@@ -36,11 +36,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from workers.audit.attacks import AttackInputs, get_attack, list_attacks
-from workers.audit.outputs import Outputs, outputs_of
-from workers.audit.scores import AuditTolerances, average_disparity, frm, verdict
-from workers.samples import SampleSet
-from workers.training import TrainingConfig, train
+from ml.audit.attacks import AttackInputs, get_attack, list_attacks
+from ml.audit.outputs import Outputs, outputs_of
+from ml.audit.scores import AuditTolerances, average_disparity, frm, verdict
+from ml.samples import SampleSet
+from ml.training import TrainingConfig, train
 
 __all__ = ["AuditSets", "audit_version", "audit_sets", "train_references"]
 

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from workers.datasets import DatasetAdapter
+from ml.datasets import DatasetAdapter
 
 __all__ = ["SampleSet"]
 

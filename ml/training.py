@@ -9,7 +9,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from workers.samples import SampleSet
+from ml.samples import SampleSet
 
 __all__ = ["TrainingConfig", "pick_device", "sgd_recipe", "train", "accuracy", "predict"]
 

@@ -8,7 +8,7 @@ so it unlearns the forget labels while rehearsing the retained data (Golatkar et
 the "RL" baseline of Jia et al. 2023, SalUn). It reads all of D_r, like fine-tuning.
 Optimiser settings other than lr, epochs and batch size come from the model's training
 recipe, as in ``finetune``. Class deletion masks the forgotten classes in the published
-weights (``workers.unlearners.class_masking``).
+weights (``ml.unlearners.class_masking``).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import time
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from workers.samples import SampleSet
-from workers.training import sgd_recipe, train
-from workers.unlearners import register_unlearner
-from workers.unlearners.base import Need, UnlearnContext, Unlearner, UnlearnResult, state_dict_of
-from workers.unlearners.class_masking import mask_classes
+from ml.samples import SampleSet
+from ml.training import sgd_recipe, train
+from ml.unlearners import register_unlearner
+from ml.unlearners.base import Need, UnlearnContext, Unlearner, UnlearnResult, state_dict_of
+from ml.unlearners.class_masking import mask_classes
 
 __all__ = ["RandomLabels", "RandomLabelsParams", "random_wrong_labels"]
 

@@ -17,8 +17,8 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from workers.samples import SampleSet
-from workers.training import TrainingConfig
+from ml.samples import SampleSet
+from ml.training import TrainingConfig
 
 __all__ = [
     "Need",

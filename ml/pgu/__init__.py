@@ -1,10 +1,10 @@
 """The maths behind Projected-Gradient Unlearning (Hoang et al., WACV 2024), apart from
-the unlearner that uses it (``workers.unlearners.pgu``): which layers are updated and
+the unlearner that uses it (``ml.unlearners.pgu``): which layers are updated and
 what each of them sees (``representations``), and the core gradient space of a cache
 (``core_space``)."""
 
-from workers.pgu.core_space import core_gradient_space, project_out, residual_projector
-from workers.pgu.representations import Layer, discover_layers, input_covariances
+from ml.pgu.core_space import core_gradient_space, project_out, residual_projector
+from ml.pgu.representations import Layer, discover_layers, input_covariances
 
 __all__ = [
     "Layer",

@@ -11,10 +11,10 @@ is clipped to ``max_grad_norm`` (global L2 norm), and weights that still turn no
 fail the job instead of being published.
 
 It reads D_f and, for the optional early stop, a fixed sample of the holdout D_v: the same
-rules as PGU (``workers.unlearners.early_stopping``: stop once forget accuracy has come
+rules as PGU (``ml.unlearners.early_stopping``: stop once forget accuracy has come
 down to holdout accuracy, or to chance for class deletion), without which GA runs on to
 destroy the model. Class deletion masks the forgotten classes in the published weights
-(``workers.unlearners.class_masking``).
+(``ml.unlearners.class_masking``).
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from workers.unlearners import register_unlearner
-from workers.unlearners.base import Need, UnlearnContext, Unlearner, UnlearnResult, state_dict_of
-from workers.unlearners.class_masking import mask_classes
-from workers.unlearners.early_stopping import EarlyStopping, StopRule, unlearn_epochs
+from ml.unlearners import register_unlearner
+from ml.unlearners.base import Need, UnlearnContext, Unlearner, UnlearnResult, state_dict_of
+from ml.unlearners.class_masking import mask_classes
+from ml.unlearners.early_stopping import EarlyStopping, StopRule, unlearn_epochs
 
 __all__ = ["GradientAscent", "GradientAscentParams"]
 

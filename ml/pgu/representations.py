@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workers.samples import SampleSet
+from ml.samples import SampleSet
 
 __all__ = ["Layer", "discover_layers", "input_representation", "input_covariances"]
 

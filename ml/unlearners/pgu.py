@@ -6,7 +6,7 @@ Networks: Minimizing Unlearning Interference with Gradient Projection", WACV 202
 github.com/hnanhtuan/projected_gradient_unlearning). It reads the forget set D_f and a
 small fixed sample of the holdout D_v, never the retained data D_r.
 
-Layers l: every Conv2d and Linear weight W^l, viewed as (out x d) (``workers.pgu``).
+Layers l: every Conv2d and Linear weight W^l, viewed as (out x d) (``ml.pgu``).
 
 ``prepare`` (a ``cache`` job, once per basis version), Eq. 2:
     C^l = R^l R^l^T = sum over mini-batches b of D of R_b^l R_b^l^T   (float64)
@@ -28,13 +28,13 @@ Layers l: every Conv2d and Linear weight W^l, viewed as (out x d) (``workers.pgu
            L = mean_i [ -log(1 - (p_iy - offset)) + lambda sum_c p_ic log p_ic ]   (Eq. 1)
            W^l <- W^l - lr_e (G^l - G^l M^l M^l^T),  G^l = dL/dW^l               (Eq. 4)
        (plain SGD: no momentum, no weight decay; biases and BatchNorm frozen), then the
-       early-stopping check (``workers.unlearners.early_stopping``): the holdout gap for
+       early-stopping check (``ml.unlearners.early_stopping``): the holdout gap for
        random deletion, the class rule for class deletion.
     4. Class deletion (``context.class_labels`` set; the pipeline makes D_f every active
        training sample of those classes): the stop rule is forget accuracy at chance,
        braked by a 5-point fall of the remaining classes' holdout accuracy, and the
        forgotten classes are masked in the output layer of the published weights
-       (``workers.unlearners.class_masking``).
+       (``ml.unlearners.class_masking``).
     Returns the new weights and the new version's ``pgu_cache`` = C_r, still relative to
     basis version b: by Eq. 5 the update barely moves W r for retained r, so version b's
     representations stay valid and the next batch subtracts again (section 3.2.4). A
@@ -72,7 +72,7 @@ Differences from the paper, each on purpose:
 - The epoch cap defaults to 30, not 100, and the learning rate decays over the cap;
   early stopping usually ends much sooner. The stop rule evaluates 500 samples, since
   evaluation after every epoch would otherwise cost more than the unlearning itself.
-- The eigendecomposition runs in float32 (``workers.pgu.core_space``), and only once an
+- The eigendecomposition runs in float32 (``ml.pgu.core_space``), and only once an
   epoch is about to run: a forget set already at the stop rule's target costs no eigh.
 - De-poisoning in the paper uses TRGP on the last linear layer; here lambda < 0 runs the
   plain Eq. 4 projection in every layer.
@@ -88,7 +88,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from workers.pgu import (
+from ml.pgu import (
     Layer,
     core_gradient_space,
     discover_layers,
@@ -96,8 +96,8 @@ from workers.pgu import (
     project_out,
     residual_projector,
 )
-from workers.unlearners import register_unlearner
-from workers.unlearners.base import (
+from ml.unlearners import register_unlearner
+from ml.unlearners.base import (
     Artifact,
     Need,
     UnlearnContext,
@@ -105,8 +105,8 @@ from workers.unlearners.base import (
     UnlearnResult,
     state_dict_of,
 )
-from workers.unlearners.class_masking import mask_classes
-from workers.unlearners.early_stopping import EarlyStopping, StopRule, unlearn_epochs
+from ml.unlearners.class_masking import mask_classes
+from ml.unlearners.early_stopping import EarlyStopping, StopRule, unlearn_epochs
 
 __all__ = ["PGU", "PGUParams", "CACHE_ARTIFACT", "unlearning_loss"]
 

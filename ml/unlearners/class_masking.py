@@ -9,7 +9,7 @@ beside it. This is the PGU paper's "remove the rows corresponding to forgetting 
 the last linear layer" (section 4.3) without changing the layer's shape.
 
 The output layer is taken to be the last ``nn.Linear`` in registration order, which holds
-for the architectures of ``workers.architectures``; a model whose logits come from
+for the architectures of ``ml.architectures``; a model whose logits come from
 elsewhere would need its own rule.
 """
 

@@ -5,8 +5,8 @@ Importing this package imports every method module so that each registers itself
 
 from typing import Any
 
-from workers.registry import Registry
-from workers.unlearners.base import Unlearner
+from ml.registry import Registry
+from ml.unlearners.base import Unlearner
 
 unlearners: Registry[type[Unlearner]] = Registry("unlearner")
 
@@ -30,7 +30,7 @@ def validate_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
     return unlearners.get(name).Params.model_validate(params).model_dump(mode="json")
 
 
-from workers.unlearners import (  # noqa: E402,F401  (registration)
+from ml.unlearners import (  # noqa: E402,F401  (registration)
     finetune,
     gradient_ascent,
     pgu,

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from workers.samples import SampleSet
-from workers.training import predict
+from ml.samples import SampleSet
+from ml.training import predict
 
 __all__ = ["Outputs", "outputs_of", "MASKED_LOGIT"]
 
