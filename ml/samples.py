@@ -8,9 +8,25 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from ml.datasets import DatasetAdapter
+from ml.datasets import DatasetAdapter, SourceIndex
 
-__all__ = ["SampleSet"]
+__all__ = ["SampleSet", "Withheld"]
+
+
+class Withheld(RuntimeError):
+    """A set was read by code that was not given it (an unlearner's undeclared need)."""
+
+
+class _WithheldAdapter(DatasetAdapter):
+    def __init__(self, inner: DatasetAdapter, reason: str) -> None:
+        super().__init__(inner.source, inner.data_root)
+        self.reason = reason
+
+    def index(self) -> SourceIndex:
+        raise Withheld(self.reason)
+
+    def read(self, positions: np.ndarray) -> torch.Tensor:
+        raise Withheld(self.reason)
 
 
 @dataclass
@@ -53,6 +69,11 @@ class SampleSet:
             self.labels[indices],
             [self.keys[i] for i in indices],
         )
+
+    def withheld(self, reason: str) -> SampleSet:
+        """An empty stand-in for this set whose every read raises :class:`Withheld`."""
+        empty = np.empty(0, dtype=np.int64)
+        return SampleSet(_WithheldAdapter(self.adapter, reason), empty, empty, [])
 
     def without_classes(self, classes: list[int]) -> SampleSet:
         return self.take(np.flatnonzero(~np.isin(self.labels, classes)))

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 
 from fastapi import FastAPI
 
@@ -19,23 +19,13 @@ from service.api import (
 from service.api.middleware import ObserveAndLimit
 from service.settings import get_settings
 
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
-def create_app(*, start_worker: bool | None = None) -> FastAPI:
-    """The API; with the embedded default it also runs the in-process worker."""
+
+def create_app(*, lifespan: Lifespan | None = None) -> FastAPI:
+    """The HTTP API. ``lifespan`` is the runtime's hook around serving (``workers.runtime``
+    starts the embedded worker with it); the API itself starts nothing."""
     settings = get_settings()
-    embedded = settings.embedded_worker if start_worker is None else start_worker
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if embedded:
-            from workers.embedded import runner
-
-            runner().start()
-            yield
-            runner().stop()
-        else:
-            yield
-
     app = FastAPI(
         title="unlearnd",
         version="0.1.0",

@@ -1,7 +1,7 @@
 """Content-addressed artifact store (weights, caches) under ``<state_dir>/artifacts``.
 
 Writes go to a temporary name and are renamed into place, so a reader never sees a
-partial file and a crash leaves at most an orphan temp file (DESIGN rule 4). Only
+partial file and a crash leaves at most an orphan temp file (docs/architecture.md, rule 4). Only
 safetensors are stored: nothing read back can execute code (rule 6).
 """
 

@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+PROBLEM_TYPE_BASE = "https://unlearnd.dev/problems/"
+
+
+def problem_body(status: int, title: str, detail: str, slug: str, **extra: Any) -> dict[str, Any]:
+    """An RFC 9457 problem: ``type``, ``title``, ``status``, ``detail`` and any extras."""
+    return {
+        "type": PROBLEM_TYPE_BASE + slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
 
 
 class DomainError(Exception):
@@ -14,6 +28,10 @@ class DomainError(Exception):
         super().__init__(detail)
         self.detail = detail
         self.extra = extra
+
+    def problem(self) -> dict[str, Any]:
+        """This error as a problem body (the HTTP edge answers it; ``:bulk`` lists it)."""
+        return problem_body(self.status, self.title, self.detail, self.slug, **self.extra)
 
 
 class NotFound(DomainError):
@@ -34,6 +52,13 @@ class InvalidInput(DomainError):
 
     def __init__(self, detail: str, errors: list[dict[str, Any]] | None = None, **extra: Any):
         super().__init__(detail, errors=errors or [{"loc": [], "msg": detail}], **extra)
+
+    @classmethod
+    def from_errors(cls, raw: Sequence[Mapping[str, Any]]) -> InvalidInput:
+        """From pydantic's error list (a request body's or a bulk item's)."""
+        errors = [{"loc": list(e.get("loc", [])), "msg": str(e.get("msg", ""))} for e in raw]
+        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:5])
+        return cls(detail, errors)
 
 
 class TooLarge(DomainError):

@@ -1,4 +1,4 @@
-"""The one place where requests and jobs change state (DESIGN rule 8).
+"""The one place where requests and jobs change state (docs/architecture.md, rule 8).
 
 Each move is checked against the allowed-transitions table and writes its event row in
 the caller's transaction.
@@ -15,19 +15,25 @@ from service.tables import DeletionRequest, Job, JobEvent, RequestEvent, utcnow
 
 R, J = RequestStatus, JobStatus
 
+# A request: pending -> batched (in a job) -> unlearning (its job runs) -> auditing (its
+# version is published; the version's audit job is queued or running) -> completed (the
+# audit is stored). A request that needs no new version completes from pending (every key
+# already forgotten) or from unlearning (forgotten by another batch meanwhile).
 REQUEST_TRANSITIONS: dict[RequestStatus, frozenset[RequestStatus]] = {
     R.PENDING: frozenset({R.BATCHED, R.CANCELLED, R.COMPLETED, R.FAILED}),
     R.BATCHED: frozenset({R.UNLEARNING, R.PENDING, R.COMPLETED, R.FAILED}),
     R.UNLEARNING: frozenset({R.AUDITING, R.BATCHED, R.COMPLETED, R.FAILED}),
-    R.AUDITING: frozenset({R.COMPLETED, R.BATCHED, R.FAILED}),
+    R.AUDITING: frozenset({R.COMPLETED}),  # the data is out of the published version
     R.FAILED: frozenset({R.PENDING}),  # an admin's retry
     R.COMPLETED: frozenset(),
     R.CANCELLED: frozenset(),
 }
 
+# A job: queued -> running (train, unlearn, cache) or auditing (an audit job) -> succeeded;
+# a failed attempt goes back to queued until the attempts are spent, then failed.
 JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
-    J.QUEUED: frozenset({J.RUNNING, J.FAILED}),
-    J.RUNNING: frozenset({J.AUDITING, J.SUCCEEDED, J.QUEUED, J.FAILED}),
+    J.QUEUED: frozenset({J.RUNNING, J.AUDITING, J.FAILED}),
+    J.RUNNING: frozenset({J.SUCCEEDED, J.QUEUED, J.FAILED}),
     J.AUDITING: frozenset({J.SUCCEEDED, J.QUEUED, J.FAILED}),
     J.SUCCEEDED: frozenset(),
     J.FAILED: frozenset(),

@@ -102,7 +102,7 @@ class Sample(Base):
     """One row per sample: its stable key, where it sits in the source, and its state.
 
     ``state`` is dataset-wide: once any request forgets a sample it is never trained on
-    again by any model (DESIGN rule 7); which models forgot it is in ``tombstones``.
+    again by any model (docs/architecture.md, rule 7); which models forgot it is in ``tombstones``.
     """
 
     __tablename__ = "samples"

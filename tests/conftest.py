@@ -54,6 +54,17 @@ def configure(monkeypatch: pytest.MonkeyPatch, **settings: Any) -> None:
     keys.forget_cached_keys()
 
 
+@pytest.fixture(autouse=True)
+def sent_messages() -> Iterator[list[tuple[str, list[str], str]]]:
+    """Messages the service sends to workers, kept here instead of travelling: tests run
+    jobs themselves (``run_queued_jobs``) or start a runtime that installs its own sender."""
+    from service import outbox
+
+    sent: list[tuple[str, list[str], str]] = []
+    outbox.install_sender(lambda task, args, queue: sent.append((task, args, queue)))
+    yield sent
+
+
 @pytest.fixture(scope="session")
 def pg_database() -> Iterator[str]:
     """A scratch database migrated to head, dropped at the end of the session."""
@@ -140,7 +151,7 @@ def sqlite_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str
 def client(env: dict[str, str]) -> Iterator[TestClient]:
     from service.app import create_app
 
-    with TestClient(create_app(start_worker=False), raise_server_exceptions=False) as test_client:
+    with TestClient(create_app(), raise_server_exceptions=False) as test_client:
         yield test_client
 
 
@@ -196,7 +207,7 @@ def run_queued_jobs(model_id: str) -> list[str]:
     from sqlalchemy import select
 
     from service.tables import Job
-    from workers import pipeline
+    from workers.commands import run_job
 
     ran = []
     while True:
@@ -208,7 +219,7 @@ def run_queued_jobs(model_id: str) -> list[str]:
             )
         if job_id is None:
             return ran
-        pipeline.run_job(job_id)
+        run_job(job_id)
         ran.append(job_id)
 
 

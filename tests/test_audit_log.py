@@ -10,8 +10,8 @@ from sqlalchemy import text
 
 from service import audit_log
 from service.db import session_scope
+from service.jobs import dispatch
 from tests.conftest import train_keys
-from workers import pipeline
 
 
 def _verify():
@@ -27,7 +27,7 @@ def _fill(client, admin, model):
             json={"model_id": model["id"], "subject_id": "s", "sample_keys": [key]},
         )
     client.post(f"/v1/models/{model['id']}/flush", headers=admin)
-    pipeline.dispatch_model(model["id"])  # batching logs each request's receipt
+    dispatch.dispatch_model(model["id"])  # batching logs each request's receipt
 
 
 def test_untouched_chain_verifies(client, admin, ready_model):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import re
 
+from service.jobs import dispatch
 from tests.conftest import run_queued_jobs, train_keys
-from workers import pipeline
 
 
 def _forget(client, admin, model, keys):
@@ -16,7 +16,7 @@ def _forget(client, admin, model, keys):
         json={"model_id": model["id"], "subject_id": "subject-1", "sample_keys": keys},
     )
     client.post(f"/v1/models/{model['id']}/flush", headers=admin)
-    pipeline.dispatch_model(model["id"])
+    dispatch.dispatch_model(model["id"])
     run_queued_jobs(model["id"])
     return response.json()["id"]
 

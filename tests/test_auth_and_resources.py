@@ -273,7 +273,7 @@ def test_upload_and_download_weights(client, admin, env):
 
 
 def test_flush_dispatches_pending(client, admin, ready_model):
-    from workers import pipeline
+    from service.jobs import dispatch
 
     keys = train_keys(client, admin, ready_model["dataset_id"], 2)
     client.post(
@@ -281,10 +281,10 @@ def test_flush_dispatches_pending(client, admin, ready_model):
         headers=admin,
         json={"model_id": ready_model["id"], "subject_id": "s", "sample_keys": keys},
     )
-    assert pipeline.dispatch_model(ready_model["id"]) is None  # policy: not due yet
+    assert dispatch.dispatch_model(ready_model["id"]) is None  # policy: not due yet
     flushed = client.post(f"/v1/models/{ready_model['id']}/flush", headers=admin)
     assert flushed.status_code == 202 and flushed.json()["pending_requests"] == 1
-    assert pipeline.dispatch_model(ready_model["id"]) is not None
+    assert dispatch.dispatch_model(ready_model["id"]) is not None
     assert client.post("/v1/models/nope/flush", headers=admin).status_code == 404
 
 

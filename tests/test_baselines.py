@@ -7,9 +7,17 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from ml.samples import Withheld
 from ml.training import predict
-from ml.unlearners import get_unlearner, list_unlearners
-from ml.unlearners.base import Need
+from ml.unlearners import (
+    Need,
+    Unlearner,
+    UnlearnResult,
+    get_unlearner,
+    list_unlearners,
+    run_unlearner,
+    state_dict_of,
+)
 from ml.unlearners.random_labels import random_wrong_labels
 from tests.unlearning_setup import DEVICE, RetainGuard, accuracy_of, context_for, digits_setup
 
@@ -83,14 +91,15 @@ def test_class_deletion_masks_the_forgotten_class(name):
     setup = digits_setup()
     forgotten = 5
     rows = np.flatnonzero(setup.train.labels == forgotten)
-    result = get_unlearner(name).unlearn(
+    result = run_unlearner(
+        get_unlearner(name),
         context_for(
             setup,
             setup.model(),
             forget=setup.train.take(rows),
             retain=setup.train.take(np.setdiff1d(np.arange(len(setup.train)), rows)),
             class_labels=[forgotten],
-        )
+        ),
     )
     inputs, _ = setup.test.tensors()
     predictions = predict(_unlearned(setup, result), inputs, device=DEVICE).argmax(1)
@@ -113,3 +122,24 @@ def test_class_deletion_masks_the_forgotten_class(name):
 def test_invalid_params_are_refused(name, params, field):
     with pytest.raises(ValidationError, match=field):
         get_unlearner(name, params)
+
+
+class _ReadsUndeclaredRetain(Unlearner):
+    """Declares only the holdout, then reads D_r anyway."""
+
+    name = "reads_undeclared_retain"
+    needs = frozenset({Need.HOLDOUT})
+
+    def unlearn(self, context):
+        context.retain.tensors()
+        return UnlearnResult(state_dict_of(context.model))
+
+
+def test_a_set_a_method_did_not_declare_is_withheld():
+    setup = digits_setup()
+    context = context_for(setup, setup.model(), forget=setup.forget, retain=setup.retain)
+    with pytest.raises(Withheld, match="did not declare Need.RETAIN"):
+        run_unlearner(_ReadsUndeclaredRetain(), context)
+    # Declared sets arrive whole.
+    finetune = run_unlearner(get_unlearner("finetune", {"epochs": 1}), context)
+    assert finetune.state_dict.keys() == setup.state_dict.keys()

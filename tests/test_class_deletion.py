@@ -11,8 +11,8 @@ import torch
 from ml.architectures import build_model
 from ml.datasets import open_source
 from service.artifacts import store
+from service.jobs import dispatch
 from tests.conftest import create_dataset, create_model, run_queued_jobs
-from workers import pipeline
 
 
 def _predictions(client, admin, model_id: str, number: int) -> torch.Tensor:
@@ -44,7 +44,7 @@ def test_forgotten_classes_are_never_predicted(client, admin, env, unlearner):
     assert response.status_code == 202, response.text
     assert response.json()["sample_count"] > 100
     client.post(f"/v1/models/{model['id']}/flush", headers=admin)
-    pipeline.dispatch_model(model["id"])
+    dispatch.dispatch_model(model["id"])
     run_queued_jobs(model["id"])
     request = client.get(f"/v1/deletion-requests/{response.json()['id']}", headers=admin).json()
     assert request["status"] == "completed", request
@@ -68,6 +68,6 @@ def test_forgotten_classes_are_never_predicted(client, admin, env, unlearner):
         json={"model_id": model["id"], "subject_id": "u", "sample_keys": keys},
     )
     client.post(f"/v1/models/{model['id']}/flush", headers=admin)
-    pipeline.dispatch_model(model["id"])
+    dispatch.dispatch_model(model["id"])
     run_queued_jobs(model["id"])
     assert not (_predictions(client, admin, model["id"], 3) == 3).any()

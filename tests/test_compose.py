@@ -1,5 +1,5 @@
 """The deployment files: docker-compose.yml resolves with docker-compose (no engine needed),
-wires the production shape from DESIGN.md, and the Dockerfile and Prometheus config agree
+wires the production shape of docs/architecture.md, and the Dockerfile and Prometheus config agree
 with it. Without ``docker-compose`` the compose checks skip, except in CI where they fail."""
 
 from __future__ import annotations

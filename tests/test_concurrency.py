@@ -9,11 +9,15 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from service import lineage
 from service.db import session_scope
 from service.enums import JobKind, JobStatus
+from service.jobs import dispatch
 from service.tables import DeletionRequest, Job, utcnow
 from tests.conftest import train_keys
-from workers import pipeline
+from workers import lease
+from workers.commands import run_job
+from workers.runners import RUNNERS
 
 
 def _race(n: int, target) -> list:
@@ -47,8 +51,8 @@ def test_racing_dispatchers_never_share_a_request(client, admin, ready_model, mo
     _pending(client, admin, ready_model, 40)
     client.post(f"/v1/models/{ready_model['id']}/flush", headers=admin)
     # Drop the friendly pre-check so every racer reaches the claim and the insert.
-    monkeypatch.setattr(pipeline, "_live_lineage_job", lambda session, model_id: False)
-    created = [job for job in _race(6, lambda: pipeline.dispatch_model(ready_model["id"])) if job]
+    monkeypatch.setattr(lineage, "live_lineage_job", lambda session, model_id: None)
+    created = [job for job in _race(6, lambda: dispatch.dispatch_model(ready_model["id"])) if job]
     assert len(created) == 1
     with session_scope() as session:
         jobs = session.scalars(select(Job).where(Job.kind == JobKind.UNLEARN)).all()
@@ -64,7 +68,7 @@ def test_racing_dispatchers_with_sequential_batches(client, admin, ready_model):
     """Requests arriving while dispatchers race land in at most one job each."""
     _pending(client, admin, ready_model, 10)
     client.post(f"/v1/models/{ready_model['id']}/flush", headers=admin)
-    _race(4, lambda: pipeline.dispatch_model(ready_model["id"]))
+    _race(4, lambda: dispatch.dispatch_model(ready_model["id"]))
     with session_scope() as session:
         first = session.scalar(select(Job).where(Job.kind == JobKind.UNLEARN))
         first.status = JobStatus.SUCCEEDED  # as if it had finished
@@ -76,7 +80,7 @@ def test_racing_dispatchers_with_sequential_batches(client, admin, ready_model):
             json={"model_id": ready_model["id"], "subject_id": "late", "sample_keys": [key]},
         )
     client.post(f"/v1/models/{ready_model['id']}/flush", headers=admin)
-    _race(4, lambda: pipeline.dispatch_model(ready_model["id"]))
+    _race(4, lambda: dispatch.dispatch_model(ready_model["id"]))
     with session_scope() as session:
         jobs = session.scalars(select(Job).where(Job.kind == JobKind.UNLEARN)).all()
     claimed = [r for job in jobs for r in job.request_ids]
@@ -123,8 +127,8 @@ def _tenant(model) -> str:
 def test_a_job_is_claimed_by_one_worker(client, admin, ready_model):
     _pending(client, admin, ready_model, 2)
     client.post(f"/v1/models/{ready_model['id']}/flush", headers=admin)
-    job_id = pipeline.dispatch_model(ready_model["id"])
-    claims = [c for c in _race(5, lambda: pipeline._claim(job_id)) if c is not None]
+    job_id = dispatch.dispatch_model(ready_model["id"])
+    claims = [c for c in _race(5, lambda: lease.claim(job_id)) if c is not None]
     assert len(claims) == 1 and claims[0].attempt == 1
 
 
@@ -135,24 +139,24 @@ def test_sweeper_requeues_then_fails_past_the_cap(client, admin, ready_model, mo
     get_settings.cache_clear()
     _pending(client, admin, ready_model, 2)
     client.post(f"/v1/models/{ready_model['id']}/flush", headers=admin)
-    job_id = pipeline.dispatch_model(ready_model["id"])
+    job_id = dispatch.dispatch_model(ready_model["id"])
 
     def expire() -> None:
         with session_scope() as session:
             session.get(Job, job_id).lease_expires_at = utcnow() - timedelta(seconds=1)
 
-    first = pipeline._claim(job_id)
+    first = lease.claim(job_id)
     expire()
-    assert pipeline.sweep()["requeued"] == 1
+    assert dispatch.sweep()["requeued"] == 1
     with session_scope() as session:
         assert session.get(Job, job_id).status == "queued"
         assert {r.status for r in session.scalars(select(DeletionRequest))} == {"batched"}
     # The first attempt's late writes are fenced off.
-    with pytest.raises(pipeline.LeaseLost), session_scope() as session:
-        pipeline.owned(session, first)
-    pipeline._claim(job_id)
+    with pytest.raises(lease.LeaseLost), session_scope() as session:
+        lease.lock_owned_job(session, first)
+    lease.claim(job_id)
     expire()
-    assert pipeline.sweep()["failed"] == 1
+    assert dispatch.sweep()["failed"] == 1
     with session_scope() as session:
         job = session.get(Job, job_id)
         assert job.status == "failed" and "lease expired" in job.error
@@ -169,16 +173,16 @@ def test_failed_job_requeues_then_fails(client, admin, ready_model, monkeypatch)
     get_settings.cache_clear()
     _pending(client, admin, ready_model, 1)
     client.post(f"/v1/models/{ready_model['id']}/flush", headers=admin)
-    job_id = pipeline.dispatch_model(ready_model["id"])
+    job_id = dispatch.dispatch_model(ready_model["id"])
 
     def broken(claim, heartbeat):
         raise RuntimeError("GPU fell off the bus")
 
-    monkeypatch.setitem(pipeline.RUNNERS, JobKind.UNLEARN, broken)
-    pipeline.run_job(job_id)
+    monkeypatch.setitem(RUNNERS, JobKind.UNLEARN, broken)
+    run_job(job_id)
     with session_scope() as session:
         assert session.get(Job, job_id).status == "queued"
-    pipeline.run_job(job_id)
+    run_job(job_id)
     with session_scope() as session:
         job = session.get(Job, job_id)
         assert job.status == "failed" and "GPU fell off the bus" in job.error

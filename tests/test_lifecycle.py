@@ -103,7 +103,7 @@ def lifecycle(client: TestClient, headers: dict[str, str], timeout: float) -> No
 
 def test_lifecycle_embedded_default(sqlite_env, monkeypatch):
     configure(monkeypatch, dispatch_interval_seconds=0.3, sweep_interval_seconds=0.3)
-    from service.app import create_app
+    from workers.runtime import create_app
 
     headers = make_key(["admin"])
     with TestClient(create_app(), raise_server_exceptions=False) as client:
@@ -183,7 +183,7 @@ def processes(broker_env, tmp_path) -> Iterator[Processes]:
 def api(broker_env) -> Iterator[TestClient]:
     from service.app import create_app
 
-    with TestClient(create_app(start_worker=False), raise_server_exceptions=False) as client:
+    with TestClient(create_app(), raise_server_exceptions=False) as client:
         yield client
 
 

@@ -14,7 +14,7 @@ def _value(text: str, series: str) -> float:
 
 
 def test_http_and_domain_series(client, admin, ready_model):
-    from workers import pipeline
+    from service.jobs import dispatch
 
     keys = train_keys(client, admin, ready_model["dataset_id"], 3)
     ids = [
@@ -35,7 +35,7 @@ def test_http_and_domain_series(client, admin, ready_model):
     assert 'http_request_duration_seconds_bucket{handler="/v1/deletion-requests"' in text
 
     client.post(f"/v1/models/{ready_model['id']}/flush", headers=admin)
-    pipeline.dispatch_model(ready_model["id"])
+    dispatch.dispatch_model(ready_model["id"])
     run_queued_jobs(ready_model["id"])
     text = client.get("/metrics").text
     assert _value(text, 'unlearn_requests{status="completed"}') == 3

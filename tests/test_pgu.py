@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 from torch import nn
 
+from ml.class_masking import MASKED_LOGIT, mask_classes
 from ml.pgu import (
     core_gradient_space,
     discover_layers,
@@ -19,8 +20,7 @@ from ml.pgu import (
 from ml.pgu.core_space import singular_values
 from ml.pgu.representations import input_representation
 from ml.training import predict
-from ml.unlearners import early_stopping, get_unlearner, validate_params
-from ml.unlearners.class_masking import MASKED_LOGIT, mask_classes
+from ml.unlearners import early_stopping, get_unlearner, run_unlearner, validate_params
 from ml.unlearners.pgu import CACHE_ARTIFACT, unlearning_loss
 from tests.unlearning_setup import DEVICE, RetainGuard, accuracy_of, context_for, digits_setup
 
@@ -332,7 +332,8 @@ def test_loss_is_reverse_cross_entropy_plus_an_entropy_bonus():
 
 # --- unlearning on digits ------------------------------------------------------------------
 
-# small_cnn is a small VGG-like net: gamma 0.95 (ALGORITHMS.md), with a rate to match.
+# small_cnn is a small VGG-like net: gamma 0.95 (the PGU paper's choice for those), with a
+# learning rate to match.
 PGU_DIGITS = {"gamma": 0.95, "lr_start": 3.0, "lr_end": 0.6}
 
 
@@ -397,7 +398,8 @@ def test_class_deletion_forgets_the_class_and_masks_it():
     pgu = get_unlearner("pgu", PGU_DIGITS)
     empty = setup.train.take(np.arange(0))
     cache = pgu.prepare(context_for(setup, setup.model(), forget=empty, retain=setup.train))
-    result = pgu.unlearn(
+    result = run_unlearner(
+        pgu,
         context_for(
             setup,
             setup.model(),
@@ -405,7 +407,7 @@ def test_class_deletion_forgets_the_class_and_masks_it():
             retain=retain,
             artifacts=cache,
             class_labels=[forgotten],
-        )
+        ),
     )
     assert result.info["stopped_by"] == "forget accuracy at chance", result.info
     unlearned = setup.build()

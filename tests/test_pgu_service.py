@@ -13,8 +13,8 @@ from ml.datasets import open_source
 from ml.pgu import input_covariances
 from ml.samples import SampleSet
 from service.artifacts import store
+from service.jobs import dispatch
 from tests.conftest import create_dataset, create_model, run_queued_jobs, train_keys
-from workers import pipeline
 
 SMALL_CNN = {"name": "small_cnn", "params": {"channels": [8, 16], "hidden": 32}}
 
@@ -26,7 +26,7 @@ def _forget(client, admin, model_id, keys):
         json={"model_id": model_id, "subject_id": "s", "sample_keys": keys},
     )
     client.post(f"/v1/models/{model_id}/flush", headers=admin)
-    assert pipeline.dispatch_model(model_id) is not None
+    assert dispatch.dispatch_model(model_id) is not None
     run_queued_jobs(model_id)
 
 

@@ -185,9 +185,9 @@ def test_already_forgotten_keys_need_no_work(client, admin, ready_model):
     keys = train_keys(client, admin, ready_model["dataset_id"], 2)
     first = client.post("/v1/deletion-requests", headers=admin, json=_request(ready_model, keys))
     client.post(f"/v1/models/{ready_model['id']}/flush", headers=admin)
-    from workers import pipeline
+    from service.jobs import dispatch
 
-    pipeline.dispatch_model(ready_model["id"])
+    dispatch.dispatch_model(ready_model["id"])
     run_queued_jobs(ready_model["id"])
     assert (
         client.get(f"/v1/deletion-requests/{first.json()['id']}", headers=admin).json()["status"]

@@ -1,6 +1,6 @@
-"""The embedded default's worker: the same task bodies as Celery, run on threads of the
-serving process. One thread runs jobs one at a time (as one GPU worker would); one ticks the
-dispatcher and the sweeper like beat does."""
+"""The embedded default's worker: the same commands as Celery, run on threads of the
+serving process. One thread runs tasks one at a time (as one GPU worker would); one ticks
+the dispatcher and the sweeper like beat does."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import queue
 import threading
 from functools import lru_cache
 
+from service import outbox
 from service.settings import get_settings
+from workers.commands import COMMANDS
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +22,10 @@ class EmbeddedRunner:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def submit(self, task: str, args: list[str]) -> None:
+    def send(self, task: str, args: list[str], queue_name: str) -> str | None:
+        """``service.outbox``'s sender: one queue for every kind, in order of sending."""
         self._tasks.put((task, args))
+        return None
 
     def start(self) -> None:
         if self._threads:
@@ -42,25 +46,21 @@ class EmbeddedRunner:
         self._threads = []
 
     def _work(self) -> None:
-        from workers.tasks import TASK_BODIES
-
         while not self._stop.is_set():
             task, args = self._tasks.get()
             if not task:
                 continue
             try:
-                TASK_BODIES[task](*args)
+                COMMANDS[task](*args)
             except Exception:
                 log.exception("embedded task %s%s failed", task, tuple(args))
 
     def _tick(self) -> None:
-        from workers.queue import DISPATCH, SWEEP
-
         settings = get_settings()
         interval = min(settings.dispatch_interval_seconds, settings.sweep_interval_seconds)
         while not self._stop.wait(interval):
-            self.submit(DISPATCH, [])
-            self.submit(SWEEP, [])
+            self.send(outbox.DISPATCH, [], outbox.CONTROL)
+            self.send(outbox.SWEEP, [], outbox.CONTROL)
 
 
 @lru_cache

@@ -16,7 +16,7 @@ down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# At most one live job that writes a model's lineage (DESIGN rule 3).
+# At most one live job that writes a model's lineage (docs/architecture.md, rule 3).
 ONE_LIVE_LINEAGE_JOB = (
     "status IN ('queued', 'running', 'auditing') AND kind IN ('train', 'unlearn', 'cache')"
 )

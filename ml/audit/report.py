@@ -39,6 +39,7 @@ from torch import nn
 from ml.audit.attacks import AttackInputs, get_attack, list_attacks
 from ml.audit.outputs import Outputs, outputs_of
 from ml.audit.scores import AuditTolerances, average_disparity, frm, verdict
+from ml.evaluation import test_set
 from ml.samples import SampleSet
 from ml.training import TrainingConfig, train
 
@@ -109,7 +110,7 @@ def audit_sets(
     if nonmember_sample_size < 1:
         raise ValueError(f"Invalid nonmember_sample_size: {nonmember_sample_size}")
     masked = sorted({*(masked_classes or ()), *(class_labels or ())})
-    evaluation_test = (test if len(test) else holdout).without_classes(masked)
+    evaluation_test = test_set(test=test, holdout=holdout, masked_classes=masked)
     if class_labels:
         pool = _concat(holdout, test)
         nonmembers = pool.take(np.flatnonzero(np.isin(pool.labels, list(class_labels))))
@@ -211,7 +212,7 @@ def audit_version(
     seed: int = 0,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Audit ``model`` (a version) for its forget set; JSON-safe, shaped like API.md's audit.
+    """Audit ``model`` (a version) for its forget set; JSON-safe, shaped like the API's audit.
 
     ``references``: models trained from scratch on D_r (never on D_f), e.g. from
     :func:`train_references`. With K >= 1 of them the version also gets offline LiRA, and

@@ -1,14 +1,17 @@
 """The one interface every unlearning method implements.
 
-The pipeline builds an :class:`UnlearnContext` (the head model, the forget set, lazy
-retained and holdout sets, the base version's artifacts), calls ``unlearn`` and publishes
-the :class:`UnlearnResult`. It never knows which method ran.
+A worker builds an :class:`UnlearnContext` (the base model, the forget set, the sets the
+method declared in ``needs``, the base version's artifacts), runs it through
+:func:`run_unlearner` and publishes the :class:`UnlearnResult`. It never knows which method
+ran. A set the method did not declare is withheld: reading it fails loudly, so ``needs``
+is a promise the tests can hold a method to (PGU reads no retained data).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -17,6 +20,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from ml.class_masking import mask_classes
 from ml.samples import SampleSet
 from ml.training import TrainingConfig
 
@@ -27,17 +31,20 @@ __all__ = [
     "UnlearnContext",
     "UnlearnResult",
     "Artifact",
+    "run_unlearner",
+    "state_dict_of",
 ]
 
 Tensors = dict[str, torch.Tensor]
 
 
 class Need(StrEnum):
-    """What a method reads besides the forget set; the pipeline prepares only these."""
+    """What a method reads besides the forget set; a worker gives it only these."""
 
     RETAIN = "retain"  # the retained training samples D_r
     HOLDOUT = "holdout"  # held-out samples never trained on (validation)
-    CACHE = "cache"  # per-version artifacts built by ``prepare`` (PGU's SVD cache)
+    CACHE = "cache"  # per-version artifacts built by ``prepare`` (PGU's SVD cache): a
+    # version without them gets a ``cache`` job before its first deletion batch
 
 
 class NoParams(BaseModel):
@@ -87,8 +94,6 @@ class Unlearner(ABC):
     name: ClassVar[str]
     Params: ClassVar[type[BaseModel]] = NoParams
     needs: ClassVar[frozenset[Need]] = frozenset()
-    # When true, a version without this method's artifacts gets a ``cache`` job first.
-    requires_artifacts: ClassVar[bool] = False
 
     def __init__(self, params: dict[str, Any] | None = None) -> None:
         self.params = self.Params.model_validate(params or {})
@@ -99,6 +104,29 @@ class Unlearner(ABC):
     def prepare(self, context: UnlearnContext) -> dict[str, Artifact]:
         """Artifacts for the version in ``context.model`` (run as a ``cache`` job)."""
         return {}
+
+
+def run_unlearner(
+    unlearner: Unlearner, context: UnlearnContext, *, masked_classes: Iterable[int] = ()
+) -> UnlearnResult:
+    """Run ``unlearner`` on ``context`` and keep class deletion's guarantee: every class in
+    ``masked_classes`` (the model's forgotten classes, this batch's ``class_labels``
+    included) is masked in the returned weights, whichever method ran. This is the one
+    place where masking happens; methods never mask. The sets the method did not declare
+    in ``needs`` are withheld from it. ``context.model`` holds the returned weights
+    afterwards."""
+    withheld = {
+        name: getattr(context, name).withheld(f"{unlearner.name} did not declare Need.{need.name}")
+        for need, name in ((Need.RETAIN, "retain"), (Need.HOLDOUT, "holdout"))
+        if need not in unlearner.needs
+    }
+    result = unlearner.unlearn(dataclasses.replace(context, **withheld))
+    context.model.load_state_dict(result.state_dict)
+    classes = sorted({*masked_classes, *(context.class_labels or [])})
+    if classes:
+        mask_classes(context.model, classes)
+        result.state_dict = state_dict_of(context.model)
+    return result
 
 
 def state_dict_of(model: nn.Module) -> Tensors:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from ml.training import sgd_recipe, train
-from ml.unlearners import register_unlearner
 from ml.unlearners.base import Need, UnlearnContext, Unlearner, UnlearnResult, state_dict_of
+from ml.unlearners.registry import register_unlearner
 
 __all__ = ["Finetune"]
 

@@ -13,8 +13,8 @@ fail the job instead of being published.
 It reads D_f and, for the optional early stop, a fixed sample of the holdout D_v: the same
 rules as PGU (``ml.unlearners.early_stopping``: stop once forget accuracy has come
 down to holdout accuracy, or to chance for class deletion), without which GA runs on to
-destroy the model. Class deletion masks the forgotten classes in the published weights
-(``ml.unlearners.class_masking``).
+destroy the model. For class deletion, ``run_unlearner`` masks the forgotten classes in
+the published weights (``ml.class_masking``), as for every method.
 """
 
 from __future__ import annotations
@@ -25,10 +25,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from ml.unlearners import register_unlearner
 from ml.unlearners.base import Need, UnlearnContext, Unlearner, UnlearnResult, state_dict_of
-from ml.unlearners.class_masking import mask_classes
 from ml.unlearners.early_stopping import EarlyStopping, StopRule, unlearn_epochs
+from ml.unlearners.registry import register_unlearner
 
 __all__ = ["GradientAscent", "GradientAscentParams"]
 
@@ -77,7 +76,5 @@ class GradientAscent(Unlearner):
             raise RuntimeError(
                 f"gradient ascent diverged (non-finite weights); lower lr (now {p.lr})"
             )
-        if context.class_labels:
-            mask_classes(model, context.class_labels)
         info = {"unlearning_seconds": time.perf_counter() - started, **facts}
         return UnlearnResult(state_dict_of(model), info=info)

@@ -2,9 +2,8 @@
 
 Paper: T. Hoang, S. Rana, S. Gupta, S. Venkatesh, "Learn to Unlearn for Deep Neural
 Networks: Minimizing Unlearning Interference with Gradient Projection", WACV 2024
-(``shared/seeds/pgu_projected-gradient-unlearning.txt``; authors' code
-github.com/hnanhtuan/projected_gradient_unlearning). It reads the forget set D_f and a
-small fixed sample of the holdout D_v, never the retained data D_r.
+(authors' code github.com/hnanhtuan/projected_gradient_unlearning). It reads the forget
+set D_f and a small fixed sample of the holdout D_v, never the retained data D_r.
 
 Layers l: every Conv2d and Linear weight W^l, viewed as (out x d) (``ml.pgu``).
 
@@ -19,7 +18,7 @@ Layers l: every Conv2d and Linear weight W^l, viewed as (out x d) (``ml.pgu``).
        R_f from version b's forward passes (``context.load_version(b)``, or the base
        model itself when b is the base version), so the subtraction removes exactly the
        columns that were added. D_f holds only samples the base version still knows (the
-       pipeline filters out keys already forgotten), so nothing is subtracted twice.
+       worker leaves out keys already forgotten), so nothing is subtracted twice.
     2. s = sqrt(max(eig(C_r^l), 0)) descending; M^l = the first k eigenvectors, k the
        smallest with sum_{i<=k} s_i >= gamma^l sum_i s_i                 (section 3.2.2)
        A layer with gamma^l = 1.0 is frozen entirely (authors' code).
@@ -30,11 +29,11 @@ Layers l: every Conv2d and Linear weight W^l, viewed as (out x d) (``ml.pgu``).
        (plain SGD: no momentum, no weight decay; biases and BatchNorm frozen), then the
        early-stopping check (``ml.unlearners.early_stopping``): the holdout gap for
        random deletion, the class rule for class deletion.
-    4. Class deletion (``context.class_labels`` set; the pipeline makes D_f every active
+    4. Class deletion (``context.class_labels`` set; the worker makes D_f every active
        training sample of those classes): the stop rule is forget accuracy at chance,
-       braked by a 5-point fall of the remaining classes' holdout accuracy, and the
-       forgotten classes are masked in the output layer of the published weights
-       (``ml.unlearners.class_masking``).
+       braked by a 5-point fall of the remaining classes' holdout accuracy; the
+       forgotten classes are then masked in the output layer of the published weights
+       by ``run_unlearner`` (``ml.class_masking``), as for every method.
     Returns the new weights and the new version's ``pgu_cache`` = C_r, still relative to
     basis version b: by Eq. 5 the update barely moves W r for retained r, so version b's
     representations stay valid and the next batch subtracts again (section 3.2.4). A
@@ -96,7 +95,6 @@ from ml.pgu import (
     project_out,
     residual_projector,
 )
-from ml.unlearners import register_unlearner
 from ml.unlearners.base import (
     Artifact,
     Need,
@@ -105,8 +103,8 @@ from ml.unlearners.base import (
     UnlearnResult,
     state_dict_of,
 )
-from ml.unlearners.class_masking import mask_classes
 from ml.unlearners.early_stopping import EarlyStopping, StopRule, unlearn_epochs
+from ml.unlearners.registry import register_unlearner
 
 __all__ = ["PGU", "PGUParams", "CACHE_ARTIFACT", "unlearning_loss"]
 
@@ -172,7 +170,6 @@ class PGU(Unlearner):
     name = "pgu"
     Params = PGUParams
     needs = frozenset({Need.CACHE, Need.HOLDOUT})
-    requires_artifacts = True
 
     def prepare(self, context: UnlearnContext) -> dict[str, Artifact]:
         """The cache of ``context.model`` over ``context.retain`` (every active sample)."""
@@ -199,7 +196,7 @@ class PGU(Unlearner):
         if cache is None:
             raise RuntimeError(
                 f"PGU needs the {CACHE_ARTIFACT!r} artifact of version {context.base_version}; "
-                "the pipeline must run a cache job for it first"
+                "the service runs a cache job for every version before its first batch"
             )
         layers = discover_layers(context.model)
         _check_cache(cache, layers)
@@ -278,10 +275,6 @@ class PGU(Unlearner):
                 progress=context.progress,
             )
         student.requires_grad_(True)
-
-        # 4. Class deletion: the published weights never predict the forgotten classes.
-        if context.class_labels:
-            mask_classes(student, context.class_labels)
 
         new_cache = Artifact(
             {name: c.cpu() for name, c in retained.items()},

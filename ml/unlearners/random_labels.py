@@ -7,8 +7,8 @@ D_f' U D_r, shuffled together:
 so it unlearns the forget labels while rehearsing the retained data (Golatkar et al. 2020;
 the "RL" baseline of Jia et al. 2023, SalUn). It reads all of D_r, like fine-tuning.
 Optimiser settings other than lr, epochs and batch size come from the model's training
-recipe, as in ``finetune``. Class deletion masks the forgotten classes in the published
-weights (``ml.unlearners.class_masking``).
+recipe, as in ``finetune``. For class deletion, ``run_unlearner`` masks the forgotten
+classes in the published weights (``ml.class_masking``), as for every method.
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ml.samples import SampleSet
 from ml.training import sgd_recipe, train
-from ml.unlearners import register_unlearner
 from ml.unlearners.base import Need, UnlearnContext, Unlearner, UnlearnResult, state_dict_of
-from ml.unlearners.class_masking import mask_classes
+from ml.unlearners.registry import register_unlearner
 
 __all__ = ["RandomLabels", "RandomLabelsParams", "random_wrong_labels"]
 
@@ -84,7 +83,5 @@ class RandomLabels(Unlearner):
             progress=context.progress,
             stage="epoch",
         )
-        if context.class_labels:
-            mask_classes(context.model, context.class_labels)
         info = {"unlearning_seconds": time.perf_counter() - started, "epochs": p.epochs}
         return UnlearnResult(state_dict_of(context.model), info=info)

@@ -6,8 +6,8 @@ The gold reference every other method is measured against, and the slowest.
 from __future__ import annotations
 
 from ml.training import train
-from ml.unlearners import register_unlearner
 from ml.unlearners.base import Need, UnlearnContext, Unlearner, UnlearnResult, state_dict_of
+from ml.unlearners.registry import register_unlearner
 
 __all__ = ["Retrain"]
 

@@ -1,20 +1,16 @@
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Response
-from pydantic import ValidationError
 
 from service.api.deps import CurrentKey, Limit, SessionDep, require
 from service.deletion_requests import service
 from service.deletion_requests.schemas import (
-    BulkRejection,
     BulkResult,
     DeletionRequestCreate,
     DeletionRequestRead,
 )
 from service.enums import RequestStatus, Scope
-from service.errors import DomainError, TooLarge
 from service.schemas import Page
-from service.settings import get_settings
 
 router = APIRouter(prefix="/v1/deletion-requests", tags=["deletion requests"])
 read, write = [require(Scope.REQUESTS_READ)], [require(Scope.REQUESTS_WRITE)]
@@ -41,44 +37,7 @@ def create_bulk(
     key: CurrentKey,
     requests: Annotated[list[dict[str, Any]], Body(embed=True)],
 ) -> BulkResult:
-    limit = get_settings().bulk_max_requests
-    if len(requests) > limit:
-        raise TooLarge(f"{len(requests)} requests; at most {limit} per bulk call")
-    accepted, rejected = [], []
-    for index, raw in enumerate(requests):
-        try:
-            spec = DeletionRequestCreate.model_validate(raw)
-            answer = service.create(session, tenant_id=key.tenant_id, spec=spec)
-            accepted.append(DeletionRequestRead.model_validate(answer))
-        except ValidationError as error:
-            errors = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in error.errors()]
-            rejected.append(
-                BulkRejection(
-                    index=index,
-                    problem={
-                        "type": "https://unlearnd.dev/problems/invalid-input",
-                        "title": "Invalid input",
-                        "status": 422,
-                        "detail": errors[0]["msg"],
-                        "errors": errors,
-                    },
-                )
-            )
-        except DomainError as error:
-            session.rollback()
-            rejected.append(
-                BulkRejection(
-                    index=index,
-                    problem={
-                        "type": f"https://unlearnd.dev/problems/{error.slug}",
-                        "title": error.title,
-                        "status": error.status,
-                        "detail": error.detail,
-                        **error.extra,
-                    },
-                )
-            )
-    return BulkResult(accepted=accepted, rejected=rejected)
+    return service.create_many(session, tenant_id=key.tenant_id, items=requests)
 
 
 @router.get("", response_model=Page[DeletionRequestRead], dependencies=read)

@@ -1,10 +1,9 @@
 from fastapi import APIRouter, Response
 from sqlalchemy import text
 
-from service import metrics
+from service import metrics, outbox
 from service.db import session_scope
 from service.errors import DomainError
-from service.settings import get_settings
 
 router = APIRouter(tags=["operations"])
 
@@ -20,7 +19,7 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz", responses={503: {"description": "database or broker unreachable"}})
 def readyz() -> dict[str, str]:
-    checks = {"database": "ok", "broker": "embedded"}
+    checks = {"database": "ok"}
     try:
         with session_scope() as session:
             session.execute(text("SELECT 1"))
@@ -28,18 +27,9 @@ def readyz() -> dict[str, str]:
         raise Unavailable(
             "the database is unreachable", checks={**checks, "database": "down"}
         ) from None
-    settings = get_settings()
-    if not settings.embedded_worker:
-        try:
-            from workers.celery_app import app
-
-            with app.connection_for_write() as connection:
-                connection.ensure_connection(max_retries=1, timeout=2)
-            checks["broker"] = "ok"
-        except Exception:
-            raise Unavailable(
-                "the broker is unreachable", checks={**checks, "broker": "down"}
-            ) from None
+    checks["broker"] = outbox.broker_status()
+    if checks["broker"] == "down":
+        raise Unavailable("the broker is unreachable", checks=checks)
     return {"status": "ready", **checks}
 
 

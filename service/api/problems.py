@@ -11,37 +11,31 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from starlette.exceptions import HTTPException
 
-from service.errors import DomainError
+from service.errors import DomainError, InvalidInput, problem_body
 
 log = logging.getLogger(__name__)
 
 PROBLEM = "application/problem+json"
-TYPE_BASE = "https://unlearnd.dev/problems/"
+
+
+def problem_response(body: dict[str, Any]) -> JSONResponse:
+    retry_after = body.get("retry_after")
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return JSONResponse(body, status_code=body["status"], media_type=PROBLEM, headers=headers)
 
 
 def problem(status: int, title: str, detail: str, slug: str, **extra: Any) -> JSONResponse:
-    body = {"type": TYPE_BASE + slug, "title": title, "status": status, "detail": detail, **extra}
-    headers = {"Retry-After": str(extra["retry_after"])} if "retry_after" in extra else None
-    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
-
-
-def _errors(exc: RequestValidationError) -> list[dict[str, Any]]:
-    return [
-        {"loc": list(error.get("loc", [])), "msg": str(error.get("msg", ""))}
-        for error in exc.errors()
-    ]
+    return problem_response(problem_body(status, title, detail, slug, **extra))
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
-        return problem(exc.status, exc.title, exc.detail, exc.slug, **exc.extra)
+        return problem_response(exc.problem())
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = _errors(exc)
-        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:5])
-        return problem(422, "Invalid input", detail, "invalid-input", errors=errors)
+        return problem_response(InvalidInput.from_errors(exc.errors()).problem())
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:

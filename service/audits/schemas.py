@@ -12,7 +12,7 @@ class AuditCreate(BaseModel):
 
 
 class AuditRead(BaseModel):
-    """A version's latest audit (API.md); extra detail beside the contract's fields."""
+    """A version's latest audit; the contract's fields and extra detail beside them."""
 
     model_config = ConfigDict(extra="allow")
     version: int

@@ -8,15 +8,24 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service import audit_log
+from service import audit_log, lineage
 from service.audits.schemas import AuditRead, Certificate, LogEntry
 from service.deletion_requests import service as requests
-from service.enums import JobKind, RequestStatus
+from service.enums import JobKind, JobStatus, RequestStatus, VersionKind
 from service.errors import Conflict, NotFound
 from service.models import service as models
+from service.states import move_job
 from service.tables import Audit, AuditLogEntry, Job, ModelVersion, utcnow
 
-__all__ = ["latest_or_raise", "request_audit", "certificate"]
+__all__ = [
+    "latest_or_raise",
+    "request_audit",
+    "certificate",
+    "version_or_raise",
+    "reference_versions",
+    "store_references",
+    "record",
+]
 
 
 def _latest(session: Session, version: ModelVersion) -> Audit | None:
@@ -44,19 +53,92 @@ def request_audit(
     session: Session, *, tenant_id: str, model_id: str, number: int, reference: str
 ) -> Job:
     """Queue an audit job that (re)computes the version's audit."""
-    from workers import pipeline
-
     model = models.get_or_raise(session, tenant_id=tenant_id, model_id=model_id, lock=True)
     version = models.get_version_or_raise(
         session, tenant_id=tenant_id, model_id=model_id, number=number
     )
     if not version.forgotten_samples:
         raise Conflict(f"version {number} forgot nothing; there is nothing to audit")
-    job = pipeline.new_job(
+    job = lineage.new_job(
         session, model, JobKind.AUDIT, version=number, params={"reference": reference}
     )
     session.commit()
     return job
+
+
+def version_or_raise(session: Session, model_id: str, number: int) -> ModelVersion:
+    """Version ``number`` of the model (LookupError when there is none)."""
+    version = _version(session, model_id, number)
+    if version is None:
+        raise LookupError(f"model {model_id} has no version {number}")
+    return version
+
+
+def reference_versions(session: Session, model_id: str, number: int) -> list[ModelVersion]:
+    """The retrained references of version ``number`` kept so far, oldest first."""
+    return list(
+        session.scalars(
+            select(ModelVersion)
+            .where(
+                ModelVersion.model_id == model_id,
+                ModelVersion.parent == number,
+                ModelVersion.kind == VersionKind.RETRAINED,
+            )
+            .order_by(ModelVersion.number)
+        )
+    )
+
+
+def store_references(
+    session: Session, *, model_id: str, reference_of: int, shas: list[str], seconds_each: float
+) -> list[int]:
+    """New ``retrained`` versions (weights already stored) outside the lineage, children of
+    the audited version; returns their numbers."""
+    model = lineage.lock_model(session, model_id)
+    return [
+        lineage.new_version(
+            session,
+            model=model,
+            kind=VersionKind.RETRAINED,
+            sha256=sha,
+            metrics={},
+            job=None,
+            forgotten=0,
+            seconds=seconds_each,
+            reference_of=reference_of,
+        ).number
+        for sha in shas
+    ]
+
+
+def record(
+    session: Session, *, job: Job, version_id: str, report: dict[str, Any], seconds: float
+) -> None:
+    """An audit job's end: its report, the job's success, the audit-log entry, and the
+    completion of the requests that waited for this audit."""
+    session.add(
+        Audit(version_id=version_id, job_id=job.id, verdict=report.get("verdict"), report=report)
+    )
+    job.result_version = job.base_version
+    job.timings = {**job.timings, "auditing": seconds}
+    move_job(session, job, JobStatus.SUCCEEDED)
+    audit_log.append(
+        session,
+        tenant_id=job.tenant_id,
+        action="model_version.audited",
+        subject_type="model",
+        subject_id=job.model_id,
+        payload={
+            "version": job.base_version,
+            "verdict": report.get("verdict"),
+            "frm": report.get("frm"),
+            "mia_auc": report["metrics"].get("mia_auc"),
+            "reference_versions": (report.get("reference") or {}).get("versions"),
+        },
+    )
+    lineage.complete_audited_requests(
+        session, job, detail=f"version {job.base_version} audited: {report.get('verdict')}"
+    )
 
 
 def _digest(value: str) -> str:

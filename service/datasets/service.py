@@ -7,7 +7,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from ml.datasets import InvalidSource, holdout_mask, open_source
-from service import audit_log
+from service import audit_log, lookup
 from service.datasets.schemas import DatasetCreate
 from service.errors import Conflict, InvalidInput, NotFound
 from service.pagination import paginate
@@ -73,10 +73,7 @@ def register(session: Session, *, tenant_id: str, spec: DatasetCreate) -> Datase
 
 
 def get_or_raise(session: Session, *, tenant_id: str, dataset_id: str) -> Dataset:
-    dataset = session.get(Dataset, dataset_id)
-    if dataset is None or dataset.tenant_id != tenant_id:
-        raise NotFound("dataset", dataset_id)
-    return dataset
+    return lookup.get_or_raise(session, Dataset, dataset_id, tenant_id=tenant_id, what="dataset")
 
 
 def list_page(

@@ -8,19 +8,21 @@ from collections import Counter
 from datetime import timedelta
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service import audit_log
+from service import audit_log, lookup
 from service.deletion_requests.schemas import (
+    BulkRejection,
+    BulkResult,
     DeletionRequestCreate,
     DeletionRequestRead,
     HistoryEntry,
 )
 from service.enums import RequestStatus, Split
-from service.errors import Conflict, InvalidInput, NotFound, TooLarge
-from service.models import service as models
+from service.errors import Conflict, DomainError, InvalidInput, TooLarge
 from service.pagination import paginate
 from service.settings import get_settings
 from service.states import move_request
@@ -36,7 +38,16 @@ from service.tables import (
     utcnow,
 )
 
-__all__ = ["create", "get_or_raise", "list_page", "cancel", "retry", "to_read", "read_many"]
+__all__ = [
+    "create",
+    "create_many",
+    "get_or_raise",
+    "list_page",
+    "cancel",
+    "retry",
+    "to_read",
+    "read_many",
+]
 
 MAX_LISTED = 100  # invalid keys listed in a 422
 
@@ -63,7 +74,7 @@ def create(
         previous = _idempotent_answer(session, tenant_id, idempotency_key, body_digest(spec))
         if previous is not None:
             return previous
-    model = models.get_or_raise(session, tenant_id=tenant_id, model_id=spec.model_id)
+    model = lookup.get_or_raise(session, Model, spec.model_id, tenant_id=tenant_id, what="model")
     if spec.sample_keys is not None:
         keys, already, count = _checked_keys(session, model, spec.sample_keys)
     else:
@@ -119,6 +130,27 @@ def create(
             raise
         return previous
     return answer
+
+
+def create_many(session: Session, *, tenant_id: str, items: list[dict[str, Any]]) -> BulkResult:
+    """``:bulk``: each item validated and created on its own; the answer lists what was
+    accepted and, by index, the problem of each item that was not."""
+    limit = get_settings().bulk_max_requests
+    if len(items) > limit:
+        raise TooLarge(f"{len(items)} requests; at most {limit} per bulk call")
+    accepted, rejected = [], []
+    for index, raw in enumerate(items):
+        try:
+            try:
+                spec = DeletionRequestCreate.model_validate(raw)
+            except ValidationError as error:
+                raise InvalidInput.from_errors(error.errors()) from None
+            answer = create(session, tenant_id=tenant_id, spec=spec)
+            accepted.append(DeletionRequestRead.model_validate(answer))
+        except DomainError as error:
+            session.rollback()
+            rejected.append(BulkRejection(index=index, problem=error.problem()))
+    return BulkResult(accepted=accepted, rejected=rejected)
 
 
 def log_request(session: Session, request: DeletionRequest, action: str, **payload: Any) -> None:
@@ -235,13 +267,14 @@ def _checked_classes(session: Session, model: Model, labels: list[int]) -> int:
 def get_or_raise(
     session: Session, *, tenant_id: str, request_id: str, lock: bool = False
 ) -> DeletionRequest:
-    statement = select(DeletionRequest).where(DeletionRequest.id == request_id)
-    if lock:
-        statement = statement.with_for_update()
-    request = session.scalar(statement)
-    if request is None or request.tenant_id != tenant_id:
-        raise NotFound("deletion request", request_id)
-    return request
+    return lookup.get_or_raise(
+        session,
+        DeletionRequest,
+        request_id,
+        tenant_id=tenant_id,
+        what="deletion request",
+        lock=lock,
+    )
 
 
 def list_page(

@@ -1,12 +1,13 @@
-"""Read access to jobs; the worker side (claim, run, publish) lives in workers.pipeline."""
+"""Read access to jobs. Creating them is ``service.lineage``, batching them
+``service.jobs.dispatch``; running them is the workers' (``workers.runners``)."""
 
 from __future__ import annotations
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service import lookup
 from service.enums import JobStatus
-from service.errors import NotFound
 from service.jobs.schemas import JobRead
 from service.pagination import paginate
 from service.tables import Job
@@ -15,10 +16,7 @@ __all__ = ["get_or_raise", "list_page", "to_read"]
 
 
 def get_or_raise(session: Session, *, tenant_id: str, job_id: str) -> Job:
-    job = session.get(Job, job_id)
-    if job is None or job.tenant_id != tenant_id:
-        raise NotFound("job", job_id)
-    return job
+    return lookup.get_or_raise(session, Job, job_id, tenant_id=tenant_id, what="job")
 
 
 def list_page(

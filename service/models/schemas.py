@@ -1,15 +1,22 @@
+"""A model's settings (architecture, unlearner, batching, training, audit policy) as typed
+specs, and the API's model and version schemas."""
+
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from torch import nn
 
 from ml import architectures, unlearners
 from ml.audit.scores import AuditTolerances
 from ml.registry import UnknownName
 from ml.training import TrainingConfig
 from service.enums import ModelStatus, VersionKind
+
+if TYPE_CHECKING:
+    from service.tables import Model
 
 
 def _checked(validate: Any, name: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -34,6 +41,10 @@ class ArchitectureSpec(BaseModel):
         self.params = _checked(architectures.validate_params, self.name, self.params)
         return self
 
+    def build(self, input_shape: list[int], num_classes: int) -> nn.Module:
+        """A freshly initialised network for a dataset of this shape."""
+        return architectures.build_model(self.name, self.params, input_shape, num_classes)
+
 
 class UnlearnerSpec(BaseModel):
     """An unlearner by registry name; params are checked by the method's own schema."""
@@ -46,6 +57,13 @@ class UnlearnerSpec(BaseModel):
     def _known(self) -> UnlearnerSpec:
         self.params = _checked(unlearners.validate_params, self.name, self.params)
         return self
+
+    @property
+    def method(self) -> type[unlearners.Unlearner]:
+        return unlearners.unlearner_class(self.name)
+
+    def build(self) -> unlearners.Unlearner:
+        return unlearners.get_unlearner(self.name, self.params)
 
 
 class Batching(BaseModel):
@@ -79,6 +97,26 @@ class ModelCreate(BaseModel):
         description="how the service trains version 1; null to upload weights instead",
     )
     audit: AuditPolicy = Field(default_factory=AuditPolicy)
+
+
+class ModelSettings(BaseModel):
+    """A model row's JSON settings read back as the specs they were stored from."""
+
+    architecture: ArchitectureSpec
+    unlearner: UnlearnerSpec
+    batching: Batching
+    training: TrainingConfig | None  # None: the model waits for uploaded weights
+    audit: AuditPolicy
+
+    @classmethod
+    def of(cls, model: Model) -> ModelSettings:
+        return cls(
+            architecture=ArchitectureSpec.model_validate(model.architecture),
+            unlearner=UnlearnerSpec.model_validate(model.unlearner),
+            batching=Batching.model_validate(model.batching),
+            training=TrainingConfig.model_validate(model.training) if model.training else None,
+            audit=AuditPolicy.model_validate(model.audit_policy or {}),
+        )
 
 
 class ModelUpdate(BaseModel):

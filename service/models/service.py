@@ -10,32 +10,33 @@ from safetensors.torch import load as load_safetensors
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ml.architectures import build_model
-from service import audit_log
+from service import audit_log, lineage, lookup, outbox
 from service.artifacts import store
 from service.datasets import service as datasets
 from service.db import on_commit
 from service.enums import (
-    LINEAGE_JOB_KINDS,
-    LIVE_JOB_STATUSES,
     JobKind,
-    JobStatus,
     ModelStatus,
     RequestStatus,
     VersionKind,
 )
 from service.errors import Conflict, InvalidInput, NotFound, TooLarge
-from service.models.schemas import ArtifactRead, ModelCreate, ModelRead, ModelUpdate, VersionRead
+from service.models.schemas import (
+    ArtifactRead,
+    ModelCreate,
+    ModelRead,
+    ModelSettings,
+    ModelUpdate,
+    VersionRead,
+)
 from service.pagination import paginate
 from service.tables import (
     DeletionRequest,
-    Job,
     Model,
     ModelVersion,
     VersionArtifact,
     utcnow,
 )
-from workers import queue
 
 __all__ = [
     "create",
@@ -59,12 +60,7 @@ def create(session: Session, *, tenant_id: str, spec: ModelCreate) -> Model:
     ):
         raise Conflict(f"a model named {spec.name!r} already exists")
     try:
-        build_model(
-            spec.architecture.name,
-            spec.architecture.params,
-            dataset.input_shape,
-            dataset.num_classes,
-        )
+        spec.architecture.build(dataset.input_shape, dataset.num_classes)
     except ValueError as error:
         raise InvalidInput(
             str(error), [{"loc": ["body", "architecture"], "msg": str(error)}]
@@ -83,12 +79,7 @@ def create(session: Session, *, tenant_id: str, spec: ModelCreate) -> Model:
     session.add(model)
     session.flush()
     if spec.training:
-        job = Job(
-            tenant_id=tenant_id, model_id=model.id, kind=JobKind.TRAIN, status=JobStatus.QUEUED
-        )
-        session.add(job)
-        session.flush()
-        on_commit(session, lambda: queue.enqueue_job(job.id))
+        lineage.new_job(session, model, JobKind.TRAIN)
     audit_log.append(
         session,
         tenant_id=tenant_id,
@@ -102,13 +93,9 @@ def create(session: Session, *, tenant_id: str, spec: ModelCreate) -> Model:
 
 
 def get_or_raise(session: Session, *, tenant_id: str, model_id: str, lock: bool = False) -> Model:
-    statement = select(Model).where(Model.id == model_id)
-    if lock:
-        statement = statement.with_for_update()
-    model = session.scalar(statement)
-    if model is None or model.tenant_id != tenant_id:
-        raise NotFound("model", model_id)
-    return model
+    return lookup.get_or_raise(
+        session, Model, model_id, tenant_id=tenant_id, what="model", lock=lock
+    )
 
 
 def list_page(
@@ -179,19 +166,9 @@ def flush(session: Session, *, tenant_id: str, model_id: str) -> int:
     model = get_or_raise(session, tenant_id=tenant_id, model_id=model_id, lock=True)
     model.flush_requested_at = utcnow()
     pending = pending_counts(session, [model.id]).get(model.id, 0)
-    on_commit(session, lambda: queue.enqueue_dispatch(model_id))
+    on_commit(session, lambda: outbox.enqueue_dispatch(model_id))
     session.commit()
     return pending
-
-
-def live_lineage_job(session: Session, model_id: str) -> Job | None:
-    return session.scalar(
-        select(Job).where(
-            Job.model_id == model_id,
-            Job.status.in_(list(LIVE_JOB_STATUSES)),
-            Job.kind.in_(list(LINEAGE_JOB_KINDS)),
-        )
-    )
 
 
 def versions_page(
@@ -249,15 +226,14 @@ def weights_bytes(session: Session, *, tenant_id: str, model_id: str, number: in
 
 def upload_version(session: Session, *, tenant_id: str, model_id: str, data: bytes) -> ModelVersion:
     """Uploaded safetensors weights become the next version (kind ``uploaded``)."""
-    from workers import pipeline  # the publishing rules live with the pipeline
-
     if len(data) > MAX_UPLOAD_BYTES:
         raise TooLarge(f"weights over {MAX_UPLOAD_BYTES} bytes")
     model = get_or_raise(session, tenant_id=tenant_id, model_id=model_id, lock=True)
-    if live_lineage_job(session, model.id) is not None:
+    if lineage.live_lineage_job(session, model.id) is not None:
         raise Conflict("a job is writing this model's lineage; upload when it has finished")
     state_dict = _checked_state_dict(session, model, data)
-    version = pipeline.publish_uploaded(session, model=model, state_dict=state_dict)
+    sha256 = store().put_tensors(state_dict)
+    version = lineage.publish_uploaded(session, model=model, weights_sha256=sha256)
     session.commit()
     return version
 
@@ -268,12 +244,7 @@ def _checked_state_dict(session: Session, model: Model, data: bytes) -> dict[str
     except (SafetensorError, ValueError, OSError) as error:
         raise InvalidInput(f"not a safetensors file: {error}") from None
     dataset = datasets.get_or_raise(session, tenant_id=model.tenant_id, dataset_id=model.dataset_id)
-    network = build_model(
-        model.architecture["name"],
-        model.architecture["params"],
-        dataset.input_shape,
-        dataset.num_classes,
-    )
+    network = ModelSettings.of(model).architecture.build(dataset.input_shape, dataset.num_classes)
     try:
         network.load_state_dict(state_dict, strict=True)
     except RuntimeError as error:

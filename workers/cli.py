@@ -51,17 +51,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _multiprocess_metrics("serve")
     import uvicorn
 
-    from service.app import create_app
     from service.bootstrap import prepare
     from service.settings import get_settings
+    from workers.runtime import create_app, install_sender
 
+    install_sender()  # the demo model's training job is sent while preparing
     prepare(announce=_out)
     if args.workers > 1:
         if get_settings().embedded_worker:
             _out("--workers > 1 needs UNLEARN_BROKER_URL (the embedded worker runs in one process)")
             return 2
         uvicorn.run(
-            "service.app:create_app",
+            "workers.runtime:create_app",
             factory=True,
             host=args.host,
             port=args.port,
@@ -80,7 +81,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     _multiprocess_metrics("worker")
     from service.settings import get_settings
     from workers.celery_app import app
+    from workers.runtime import install_sender
 
+    install_sender()  # follow-up jobs are sent from inside the worker
     port = args.metrics_port or get_settings().worker_metrics_port
     if port:
         from prometheus_client import CollectorRegistry, multiprocess, start_http_server

@@ -1,0 +1,144 @@
+"""The batching policy and the sweeper: what beat runs every few seconds.
+
+Dispatch turns a model's pending requests into one ``unlearn`` job when its policy says so
+(``max_requests`` pending, the oldest waited ``max_wait_seconds``, or a flush), claiming
+the rows ``FOR UPDATE SKIP LOCKED`` so that racing dispatchers never share a request
+(docs/architecture.md, rule 2); the partial unique index keeps one live lineage job per
+model (rule 3). The sweeper requeues jobs whose lease expired and re-sends queued jobs
+whose message was lost (rule 5).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ml.unlearners import Need
+from service import lineage, metrics, outbox
+from service.db import new_session, session_scope
+from service.deletion_requests.service import log_received
+from service.enums import JobKind, JobStatus, ModelStatus, RequestStatus
+from service.models.schemas import ModelSettings
+from service.settings import get_settings
+from service.states import move_request
+from service.tables import DeletionRequest, Job, Model, utcnow
+
+__all__ = ["MAX_BATCH_REQUESTS", "dispatch_all", "dispatch_model", "sweep"]
+
+MAX_BATCH_REQUESTS = 10_000
+
+
+def dispatch_all() -> list[str]:
+    """Dispatch every model with pending requests or a flush; returns created job ids."""
+    with session_scope() as session:
+        model_ids = set(
+            session.scalars(
+                select(DeletionRequest.model_id)
+                .where(DeletionRequest.status == RequestStatus.PENDING)
+                .distinct()
+            )
+        )
+        model_ids |= set(
+            session.scalars(select(Model.id).where(Model.flush_requested_at.is_not(None)))
+        )
+    return [job_id for model_id in sorted(model_ids) if (job_id := dispatch_model(model_id))]
+
+
+def dispatch_model(model_id: str) -> str | None:
+    """Apply the model's batching policy; create at most one job. Safe to race."""
+    session = new_session()
+    try:
+        return _dispatch(session, model_id)
+    except IntegrityError:  # another dispatcher created this model's live job first
+        session.rollback()
+        return None
+    finally:
+        session.close()
+
+
+def _dispatch(session: Session, model_id: str) -> str | None:
+    model = session.get(Model, model_id)
+    if model is None or model.status != ModelStatus.READY or model.head_version is None:
+        return None
+    if lineage.live_lineage_job(session, model_id) is not None:
+        return None  # the unique index is the guarantee; this only avoids the noise
+    settings = ModelSettings.of(model)
+    if Need.CACHE in settings.unlearner.method.needs and not lineage.has_artifacts(
+        session, model_id, model.head_version
+    ):
+        job = lineage.new_job(session, model, JobKind.CACHE)
+        session.commit()
+        return job.id
+    requests = list(
+        session.scalars(
+            select(DeletionRequest)
+            .where(
+                DeletionRequest.model_id == model_id,
+                DeletionRequest.status == RequestStatus.PENDING,
+            )
+            .order_by(DeletionRequest.created_at, DeletionRequest.id)
+            .limit(MAX_BATCH_REQUESTS)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    flush = model.flush_requested_at is not None
+    if not requests:
+        if flush:
+            model.flush_requested_at = None
+            session.commit()
+        return None
+    age = (utcnow() - requests[0].created_at).total_seconds()
+    due = (
+        flush
+        or len(requests) >= settings.batching.max_requests
+        or age >= settings.batching.max_wait_seconds
+    )
+    if not due:
+        session.rollback()
+        return None
+    job = lineage.new_job(session, model, JobKind.UNLEARN, requests=requests)
+    for request in requests:
+        request.job_id = job.id
+        move_request(session, request, RequestStatus.BATCHED, detail=f"job {job.id}")
+        log_received(session, request)
+    model.flush_requested_at = None
+    session.commit()
+    metrics.BATCH_SIZE.observe(len(requests))
+    metrics.BATCH_SAMPLES.observe(job.sample_count)
+    return job.id
+
+
+def sweep() -> dict[str, int]:
+    """Requeue (or fail, past the attempt cap) jobs whose lease expired; re-send queued jobs
+    whose message was lost."""
+    settings = get_settings()
+    now = utcnow()
+    requeued = failed = 0
+    with session_scope() as session:
+        expired = session.scalars(
+            select(Job)
+            .where(
+                Job.status.in_([JobStatus.RUNNING, JobStatus.AUDITING]),
+                Job.lease_expires_at < now,
+            )
+            .with_for_update(skip_locked=True)
+        ).all()
+        for job in expired:
+            lineage.requeue_or_fail(session, job, "lease expired: the worker stopped heartbeating")
+            metrics.JOB_FAILURES.labels(job.kind, "lease_expired").inc()
+            failed += job.status == JobStatus.FAILED
+            requeued += job.status == JobStatus.QUEUED
+        stale = now - timedelta(seconds=settings.job_lease_seconds)
+        lost = session.execute(
+            select(Job.id, Job.kind).where(
+                Job.status == JobStatus.QUEUED,
+                or_(Job.enqueued_at.is_(None), Job.enqueued_at < stale),
+                Job.created_at < stale,
+            )
+        ).all()
+    for job_id, kind in lost:
+        outbox.enqueue_job(job_id, kind)
+    return {"requeued": requeued, "failed": failed, "resent": len(lost)}

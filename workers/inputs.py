@@ -1,0 +1,255 @@
+"""What a job reads: its model's settings, its sample sets, and the versions it loads.
+
+The sample sets come from the ``samples`` table and the dataset's adapter; they hold
+positions only, and read images when a runner asks (``ml.samples.SampleSet``). The forget
+set is what the job's requests still ask the model to forget (an unlearning batch) or what
+the job's version forgot (its audit); the retain set is every active training sample
+outside it, so tombstoned samples never come back (docs/architecture.md, rule 7).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from torch import nn
+
+from ml.datasets import open_source
+from ml.samples import SampleSet
+from ml.training import TrainingConfig, pick_device
+from ml.unlearners import Artifact, UnlearnContext
+from service.artifacts import store
+from service.db import session_scope
+from service.enums import JobKind, RequestStatus, SampleState, Split
+from service.lineage import requests_of
+from service.models.schemas import ModelSettings
+from service.settings import get_settings
+from service.tables import (
+    Dataset,
+    DeletionRequest,
+    Model,
+    ModelVersion,
+    Sample,
+    Tombstone,
+    VersionArtifact,
+)
+from workers.lease import JobClaim
+
+__all__ = ["SampleSets", "JobInputs", "load_inputs"]
+
+
+@dataclass(frozen=True)
+class SampleSets:
+    """The sample sets of one job."""
+
+    forget: SampleSet  # D_f
+    forgotten: dict[int, str]  # D_f's sample ids -> the request that forgets each
+    retain: SampleSet  # D_r: every active training sample outside D_f
+    holdout: SampleSet  # D_v: never trained on
+    test: SampleSet  # D_t
+    class_labels: list[int] | None  # the classes this batch (or audited version) deletes
+    masked_classes: list[int]  # every class the model has forgotten, these included
+
+
+@dataclass(frozen=True)
+class JobInputs:
+    """Everything a runner reads, loaded once when the job starts."""
+
+    model_id: str
+    settings: ModelSettings
+    dataset: Dataset
+    sets: SampleSets
+    device: torch.device
+
+    def new_network(self) -> nn.Module:
+        """A freshly initialised network of the model's architecture (not on the device)."""
+        return self.settings.architecture.build(self.dataset.input_shape, self.dataset.num_classes)
+
+    def load_version(self, number: int | None) -> nn.Module:
+        """Version ``number``'s weights in a network on the device, in eval mode."""
+        with session_scope() as session:
+            sha256 = session.scalar(
+                select(ModelVersion.artifact_sha256).where(
+                    ModelVersion.model_id == self.model_id, ModelVersion.number == number
+                )
+            )
+        if sha256 is None:
+            raise LookupError(f"model {self.model_id} has no version {number}")
+        network = self.new_network()
+        network.load_state_dict(store().get_tensors(sha256))
+        return network.to(self.device).eval()
+
+    def artifact_of(self, number: int | None) -> Callable[[str], Artifact | None]:
+        """A loader of version ``number``'s artifacts by name (PGU's cache)."""
+
+        def load(name: str) -> Artifact | None:
+            with session_scope() as session:
+                row = session.scalar(
+                    select(VersionArtifact)
+                    .join(ModelVersion, VersionArtifact.version_id == ModelVersion.id)
+                    .where(
+                        ModelVersion.model_id == self.model_id,
+                        ModelVersion.number == number,
+                        VersionArtifact.name == name,
+                    )
+                )
+                if row is None:
+                    return None
+                return Artifact(store().get_tensors(row.sha256), dict(row.meta))
+
+        return load
+
+    def unlearn_context(
+        self, job_claim: JobClaim, progress: Callable[[str, int, int], None]
+    ) -> UnlearnContext:
+        """The context an unlearner runs in, on the job's version."""
+        # An uploaded model has no recipe of its own; methods that train get the defaults.
+        training = self.settings.training or TrainingConfig()
+        return UnlearnContext(
+            model=self.load_version(job_claim.version),
+            build_model=self.new_network,
+            forget=self.sets.forget,
+            retain=self.sets.retain,
+            holdout=self.sets.holdout,
+            training=training,
+            device=self.device,
+            base_version=job_claim.version or 0,
+            class_labels=self.sets.class_labels,
+            artifacts=self.artifact_of(job_claim.version),
+            progress=progress,
+            seed=training.seed + job_claim.attempt,
+            load_version=self.load_version,
+        )
+
+
+def load_inputs(job_claim: JobClaim) -> JobInputs:
+    """The inputs of a claimed job. An audit's forget set is what its version forgot; any
+    other job's is what its requests still ask (none for training and cache jobs)."""
+    with session_scope() as session:
+        model = session.get(Model, job_claim.model_id)
+        if model is None:
+            raise LookupError(f"model {job_claim.model_id} is gone")
+        dataset = session.get(Dataset, model.dataset_id)
+        assert dataset is not None
+        if job_claim.kind == JobKind.AUDIT:
+            sets = _sample_sets(session, model, dataset, version=job_claim.version)
+        else:
+            sets = _sample_sets(session, model, dataset, request_ids=job_claim.request_ids)
+        settings = ModelSettings.of(model)
+    device = pick_device(get_settings().device)
+    return JobInputs(model.id, settings, dataset, sets, device)
+
+
+def _sample_sets(
+    session: Session,
+    model: Model,
+    dataset: Dataset,
+    *,
+    request_ids: Sequence[str] = (),
+    version: int | None = None,
+) -> SampleSets:
+    adapter = open_source(dataset.source, get_settings().data_root)
+    rows = session.execute(
+        select(Sample.id, Sample.key, Sample.position, Sample.split, Sample.label, Sample.state)
+        .where(Sample.dataset_id == dataset.id)
+        .order_by(Sample.position)
+    ).all()
+    ids = np.array([r.id for r in rows], dtype=np.int64)
+    keys = [r.key for r in rows]
+    positions = np.array([r.position for r in rows], dtype=np.int64)
+    labels = np.array([r.label for r in rows], dtype=np.int64)
+    splits = np.array([r.split for r in rows])
+    active = np.array([r.state == SampleState.ACTIVE for r in rows])
+    if version is None:
+        forgotten, class_labels = _batch_forget_set(
+            session, model, request_ids, ids, keys, labels, splits
+        )
+    else:
+        forgotten, class_labels = _version_forget_set(session, model, version)
+    forget_mask = np.isin(ids, np.fromiter(forgotten, dtype=np.int64))
+    train_mask = splits == Split.TRAIN
+
+    def subset(mask: np.ndarray) -> SampleSet:
+        chosen = np.flatnonzero(mask)
+        return SampleSet(adapter, positions[chosen], labels[chosen], [keys[i] for i in chosen])
+
+    return SampleSets(
+        forget=subset(forget_mask),
+        forgotten=forgotten,
+        retain=subset(train_mask & active & ~forget_mask),
+        holdout=subset(splits == Split.HOLDOUT),
+        test=subset(splits == Split.TEST),
+        class_labels=sorted(class_labels) or None,
+        masked_classes=sorted(class_labels | _forgotten_classes(session, model.id, version)),
+    )
+
+
+def _batch_forget_set(
+    session: Session,
+    model: Model,
+    request_ids: Sequence[str],
+    ids: np.ndarray,
+    keys: list[str],
+    labels: np.ndarray,
+    splits: np.ndarray,
+) -> tuple[dict[int, str], set[int]]:
+    """{sample id: the request that forgets it} over what the model still knows, and the
+    classes the batch deletes."""
+    tombstoned = np.fromiter(
+        session.scalars(select(Tombstone.sample_id).where(Tombstone.model_id == model.id)),
+        dtype=np.int64,
+    )
+    known_by_model = ~np.isin(ids, tombstoned)
+    row_of_key = {key: i for i, key in enumerate(keys)}
+    forgotten: dict[int, str] = {}
+    class_labels: set[int] = set()
+    for request in requests_of(session, request_ids):
+        if request.class_labels:
+            class_labels |= set(request.class_labels)
+            chosen = np.flatnonzero((splits == Split.TRAIN) & np.isin(labels, request.class_labels))
+        else:
+            chosen = np.array([row_of_key[k] for k in request.sample_keys or []], dtype=np.int64)
+        for i in chosen:
+            if known_by_model[i]:
+                forgotten.setdefault(int(ids[i]), request.id)
+    return forgotten, class_labels
+
+
+def _version_forget_set(
+    session: Session, model: Model, version: int
+) -> tuple[dict[int, str], set[int]]:
+    """What version ``version`` forgot, and the classes its requests deleted."""
+    forgotten = dict(
+        session.execute(
+            select(Tombstone.sample_id, Tombstone.request_id).where(
+                Tombstone.model_id == model.id, Tombstone.version_number == version
+            )
+        ).all()
+    )
+    class_labels = {
+        label
+        for labels in session.scalars(
+            select(DeletionRequest.class_labels).where(
+                DeletionRequest.model_id == model.id, DeletionRequest.result_version == version
+            )
+        )
+        for label in labels or []
+    }
+    return forgotten, class_labels
+
+
+def _forgotten_classes(session: Session, model_id: str, up_to: int | None = None) -> set[int]:
+    """Every class the model forgot in a published version (up to version ``up_to``)."""
+    statement = select(DeletionRequest.class_labels).where(
+        DeletionRequest.model_id == model_id,
+        DeletionRequest.status.in_([RequestStatus.AUDITING, RequestStatus.COMPLETED]),
+        DeletionRequest.result_version.is_not(None),
+        DeletionRequest.class_labels.is_not(None),
+    )
+    if up_to is not None:
+        statement = statement.where(DeletionRequest.result_version <= up_to)
+    return {label for labels in session.scalars(statement) for label in labels or []}

@@ -1,0 +1,22 @@
+"""One runner per job kind: what a worker does with a claimed job, from its inputs to the
+fenced transaction that records the outcome. ``workers.commands.run_job`` picks the runner
+by the job's kind and never knows more about it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from service.enums import JobKind
+from workers.lease import Heartbeat, JobClaim
+from workers.runners import audit, cache, train, unlearn
+
+__all__ = ["Runner", "RUNNERS"]
+
+Runner = Callable[[JobClaim, Heartbeat], None]
+
+RUNNERS: dict[JobKind, Runner] = {
+    JobKind.TRAIN: train.run,
+    JobKind.UNLEARN: unlearn.run,
+    JobKind.CACHE: cache.run,
+    JobKind.AUDIT: audit.run,
+}
