@@ -27,6 +27,8 @@ PG_ADMIN_URL = os.environ.get(
     "UNLEARN_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+# The tests flush this Redis database; runs side by side (two checkouts) need one each.
+REDIS_TEST_DB = int(os.environ.get("UNLEARN_TEST_REDIS_DB", "11"))
 SCOPES = ["requests:write", "requests:read", "models:write", "models:read", "audit:read", "admin"]
 
 
@@ -89,7 +91,7 @@ def pg_database() -> Iterator[str]:
 def redis_url() -> str:
     if not _port_open(REDIS_HOST, REDIS_PORT):
         service_missing("Redis at 127.0.0.1:6379")
-    return f"redis://{REDIS_HOST}:{REDIS_PORT}/11"
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_TEST_DB}"
 
 
 TABLES = [
