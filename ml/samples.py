@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,7 +11,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ml.datasets import DatasetAdapter, SourceIndex
 
-__all__ = ["SampleSet", "Withheld"]
+__all__ = ["SampleSet", "Withheld", "validation_and_audit"]
+
+# Share of the held-out samples that the methods' stop rules read (D_v); the audit's
+# non-members come from the rest, so a method never tunes itself on the audit's own data.
+VALIDATION_SHARE = 0.5
 
 
 class Withheld(RuntimeError):
@@ -75,5 +80,26 @@ class SampleSet:
         empty = np.empty(0, dtype=np.int64)
         return SampleSet(_WithheldAdapter(self.adapter, reason), empty, empty, [])
 
+    def split_by_key(self, share: float, *, salt: str) -> tuple[SampleSet, SampleSet]:
+        """(the samples whose key hashes below ``share``, the others): the same split for
+        the same keys on every machine and in every process, whatever the set's order."""
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"Invalid share: {share}")
+        cut = int(share * 2**32)
+        below = np.array(
+            [
+                int.from_bytes(hashlib.sha256(f"{salt}:{key}".encode()).digest()[:4], "big") < cut
+                for key in self.keys
+            ],
+            dtype=bool,
+        )
+        return self.take(np.flatnonzero(below)), self.take(np.flatnonzero(~below))
+
     def without_classes(self, classes: list[int]) -> SampleSet:
         return self.take(np.flatnonzero(~np.isin(self.labels, classes)))
+
+
+def validation_and_audit(holdout: SampleSet) -> tuple[SampleSet, SampleSet]:
+    """The held-out samples split in two disjoint, stable parts: (D_v, which the methods'
+    stop rules read, the audit's non-member pool)."""
+    return holdout.split_by_key(VALIDATION_SHARE, salt="validation")

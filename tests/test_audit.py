@@ -17,6 +17,7 @@ from ml.audit import audit_version, train_references
 from ml.audit.attacks import AttackInputs, get_attack
 from ml.audit.outputs import outputs_of
 from ml.audit.report import audit_sets
+from ml.class_masking import mask_classes
 from ml.datasets import open_source
 from ml.samples import SampleSet
 from ml.training import TrainingConfig, train
@@ -71,9 +72,10 @@ def deletion(digits: Digits) -> dict:
     forget = digits.samples(digits.pool[:FORGET_SIZE])
     retain = digits.samples(digits.pool[FORGET_SIZE:])
     original = trained(digits, digits.samples(digits.pool), RECIPE)
-    # seeds 1..4: the first plays the retrained version, the others its references
-    retrained, *references = train_references(
-        build_model=digits.build, retain=retain, training=RECIPE, k=4, device=CPU
+    # seeds 1..6: the first plays the retrained version, the next four its references (the
+    # service's default K), the last another retrained version
+    retrained, *references, another = train_references(
+        build_model=digits.build, retain=retain, training=RECIPE, k=6, device=CPU
     )
     return {
         "forget": forget,
@@ -81,6 +83,7 @@ def deletion(digits: Digits) -> dict:
         "original": original,
         "retrained": retrained,
         "references": references,
+        "another": another,
     }
 
 
@@ -131,13 +134,24 @@ def test_a_model_audited_against_itself_scores_frm_one(digits, deletion):
     assert report["skipped_gates"] == ["lira_auc", "lira_tpr_at_1_fpr"]
 
 
-def test_a_retrained_model_passes_against_references_of_other_seeds(digits, deletion):
-    report = audit(deletion["retrained"], digits, deletion, references=deletion["references"])
-    assert report["reference"]["models"] == 3
+@pytest.mark.parametrize("version", ["retrained", "another"])
+def test_a_retrained_model_passes_against_references_of_other_seeds(digits, deletion, version):
+    report = audit(deletion[version], digits, deletion, references=deletion["references"])
+    assert report["reference"]["models"] == 4
     assert report["verdict"] == "pass", report["failed_gates"]
-    assert {gate["name"] for gate in report["gates"]} >= {"ua", "ta", "mia_auc", "lira_auc"}
+    names = {gate["name"] for gate in report["gates"]}
+    assert names >= {"ua", "ta", "mia_auc", "mia_efficacy", "mia_efficacy_auc", "lira_auc"}
     assert report["frm"] > 0.95
     assert report["avg_disparity"] < 1.5  # points
+
+
+def test_gates_are_sized_by_chance_never_below_their_floor(digits, deletion):
+    report = audit(deletion["retrained"], digits, deletion, references=deletion["references"])
+    for gate in report["gates"]:
+        assert gate["tolerance"] >= gate["floor"]
+        assert gate["reference_sd"] is not None and gate["paired_sd"] is not None
+    lira = next(gate for gate in report["gates"] if gate["name"] == "lira_auc")
+    assert lira["tolerance"] > lira["floor"]  # LiRA's seed-to-seed spread is wide at K = 4
 
 
 def test_the_original_model_fails_against_the_references(digits, deletion):
@@ -269,6 +283,32 @@ def test_class_deletion_audit_of_a_masked_model_stays_finite(digits, deletion):
     assert metrics["ua"] == 1.0  # the class can no longer be predicted
     assert metrics["ta"] > 0.9  # the other classes still can
     assert np.isfinite([metrics["mia_auc"], metrics["lira_auc"], metrics["mia_efficacy"]]).all()
+
+
+def test_class_deletion_masks_the_references_like_the_version(digits, deletion):
+    """A retrained model, masked as a class deletion publishes it, against unmasked
+    retrained references: the audit masks them too, so only chance separates them."""
+    forgotten = [3]
+    train_pool = digits.samples(digits.pool)
+    forget = train_pool.take(np.flatnonzero(train_pool.labels == 3))
+    retain = train_pool.without_classes(forgotten)
+    models = train_references(
+        build_model=digits.build, retain=retain, training=RECIPE, k=5, device=CPU
+    )
+    version = mask_classes(models[0], forgotten)
+    report = audit_version(
+        version,
+        forget=forget,
+        retain=retain,
+        holdout=digits.holdout,
+        test=digits.test,
+        device=CPU,
+        class_labels=forgotten,
+        references=models[1:],
+    )
+    assert report["metrics"]["ua"] == 1.0 and report["reference"]["metrics"]["ua"] == 1.0
+    assert report["verdict"] == "pass", report["failed_gates"]
+    assert all(not torch.all(m[-1].bias[3] == -1e4) for m in models[1:])  # copies were masked
 
 
 def test_train_references_uses_distinct_seeds(digits, deletion):

@@ -137,10 +137,9 @@ def test_loss_attack_auc_is_chance_for_like_samples_and_high_for_confident_ones(
     assert confident["roc"][0] == [0.0, 0.0] and len(confident["roc"]) <= 100
 
 
-def lira_inputs(shift: float, references: int) -> AttackInputs:
+def lira_inputs(shift: float, references: int, n: int = 1000) -> AttackInputs:
     """Per-sample OUT level (difficulty) varies a lot; members sit ``shift`` logits above it."""
     rng = np.random.default_rng(4)
-    n = 400
     labels = torch.zeros(2 * n, dtype=torch.long)
     difficulty = rng.normal(0, 3, 2 * n)
 
@@ -172,6 +171,9 @@ def test_offline_lira_calibrates_per_sample_and_beats_the_loss_attack():
     # the shift is small next to the per-sample difficulty, which only LiRA removes
     assert lira["lira_auc"] > 0.95 > loss["mia_auc"]
     assert lira["lira_tpr_at_1_fpr"] > 0.5
+    # 1% of 400 non-members is 4: too few to place the threshold, so no rate is reported
+    few = attack.run(lira_inputs(shift=1.0, references=4, n=400))["metrics"]
+    assert few["lira_tpr_at_1_fpr"] is None and few["lira_auc"] > 0.95
     assert abs(attack.run(lira_inputs(shift=0.0, references=4))["metrics"]["lira_auc"] - 0.5) < 0.06
     single = attack.run(lira_inputs(shift=1.0, references=1))
     assert single["references"] == 1 and single["metrics"]["lira_auc"] > 0.9

@@ -2,10 +2,18 @@
 
 import math
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from ml.audit.scores import AuditTolerances, average_disparity, frm, verdict
+from ml.audit.evidence import Proportion, Ranking, paired_variance
+from ml.audit.scores import (
+    AuditTolerances,
+    allowances,
+    average_disparity,
+    frm,
+    verdict,
+)
 
 REFERENCE = {
     "ua": 0.20,
@@ -13,6 +21,7 @@ REFERENCE = {
     "ta": 0.91,
     "mia_auc": 0.50,
     "mia_efficacy": 0.85,
+    "mia_efficacy_auc": 0.55,
     "lira_auc": 0.50,
     "lira_tpr_at_1_fpr": 0.02,
 }
@@ -60,6 +69,7 @@ def test_gates_pass_within_every_tolerance():
         "ta": 0.92,  # exactly 1 of 1: round-off must not fail it
         "mia_auc": 0.515,
         "mia_efficacy": 0.83,
+        "mia_efficacy_auc": 0.56,
         "lira_auc": 0.49,
         "lira_tpr_at_1_fpr": 0.0,  # far below the reference: one-sided, passes
     }
@@ -111,3 +121,67 @@ def test_missing_metrics_skip_gates_and_no_reference_has_no_verdict():
     assert result["skipped_gates"] == ["lira_auc", "lira_tpr_at_1_fpr"]
     for reference in (None, {}):
         assert verdict(metrics=metrics, reference=reference)["verdict"] == "no_reference"
+
+
+# --- gates sized by chance -------------------------------------------------------------------
+
+
+def test_paired_variance_of_proportions_counts_disagreements():
+    first = Proportion(np.array([1, 1, 0, 0, 1, 0, 1, 1], dtype=float))
+    same = paired_variance(first, first)
+    assert same == 0.0
+    second = Proportion(np.array([1, 0, 0, 1, 1, 0, 1, 1], dtype=float))
+    differences = np.array([0, 1, 0, -1, 0, 0, 0, 0], dtype=float)
+    assert paired_variance(first, second) == pytest.approx(differences.var(ddof=1) / 8)
+
+
+def test_paired_variance_of_rankings_is_delongs():
+    rng = np.random.default_rng(0)
+    positives, negatives = rng.normal(0.3, 1, 200), rng.normal(0, 1, 300)
+    first = Ranking(positives, negatives)
+    # A second model whose scores are the first's plus noise: correlated, so the variance of
+    # the difference is far below the sum of the two AUCs' own variances.
+    second = Ranking(positives + rng.normal(0, 0.3, 200), negatives + rng.normal(0, 0.3, 300))
+    own = paired_variance(first, Ranking(rng.normal(0.3, 1, 200), rng.normal(0, 1, 300)))
+    paired = paired_variance(first, second)
+    assert 0 < paired < own / 3
+    placements_positive, placements_negative = first.placements()
+    from sklearn.metrics import roc_auc_score
+
+    auc = roc_auc_score(np.r_[np.ones(200), np.zeros(300)], np.r_[positives, negatives])
+    assert placements_positive.mean() == pytest.approx(auc)
+    assert placements_negative.mean() == pytest.approx(auc)
+
+
+def test_allowances_widen_with_the_references_spread_and_keep_the_floor():
+    floors = AuditTolerances()
+    tight = [dict(REFERENCE, ta=value) for value in (0.910, 0.911, 0.909, 0.910)]
+    loose = [dict(REFERENCE, ta=value) for value in (0.88, 0.94, 0.90, 0.92)]
+    outcomes = Proportion(np.ones(1000))
+    evidence = {"ta": outcomes}
+    narrow = allowances(
+        floors=floors,
+        references=tight,
+        version_evidence=evidence,
+        reference_evidence=[evidence] * 4,
+    )["ta"]
+    assert narrow.tolerance == floors.ta  # the floor: chance alone would allow less
+    wide = allowances(
+        floors=floors,
+        references=loose,
+        version_evidence=evidence,
+        reference_evidence=[evidence] * 4,
+    )["ta"]
+    spread = np.std([0.88, 0.94, 0.90, 0.92], ddof=1)
+    assert wide.reference_sd == pytest.approx(spread)
+    assert wide.tolerance == pytest.approx(3.0 * spread * np.sqrt(1 + 1 / 4))
+    gated = verdict(
+        metrics=dict(REFERENCE, ta=0.96),
+        reference=dict(REFERENCE, ta=0.91),
+        allowed={"ta": wide},
+    )
+    assert "ta" not in {gate["name"] for gate in gated["failed_gates"]}
+    assert (
+        verdict(metrics=dict(REFERENCE, ta=0.96), reference=dict(REFERENCE, ta=0.91))["verdict"]
+        == "fail"
+    )

@@ -50,9 +50,10 @@ def test_audit_certificate_and_gauges(client, admin, key_for, ready_model):
     run_queued_jobs(model_id)
     report = client.get(f"{base}/2/audit", headers=auditor).json()
     assert report["verdict"] in ("pass", "fail") and 0 < report["frm"] <= 1
-    assert report["reference"]["versions"] == [3, 4]
+    assert report["reference"]["versions"] == [3, 4, 5, 6]  # K = 4 by default
     assert report["speedup_vs_reference"] is not None
-    references = [client.get(f"{base}/{n}", headers=admin).json() for n in (3, 4)]
+    assert all(gate["tolerance"] >= gate["floor"] for gate in report["gates"])
+    references = [client.get(f"{base}/{n}", headers=admin).json() for n in (3, 4, 5, 6)]
     assert all(
         v["kind"] == "retrained" and not v["in_lineage"] and v["parent"] == 2 for v in references
     )

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from torch import nn
 
 from ml.datasets import open_source
-from ml.samples import SampleSet
+from ml.samples import SampleSet, validation_and_audit
 from ml.training import TrainingConfig, pick_device
 from ml.unlearners import Artifact, UnlearnContext
 from service.artifacts import store
@@ -49,7 +49,8 @@ class SampleSets:
     forget: SampleSet  # D_f
     forgotten: dict[int, str]  # D_f's sample ids -> the request that forgets each
     retain: SampleSet  # D_r: every active training sample outside D_f
-    holdout: SampleSet  # D_v: never trained on
+    validation: SampleSet  # D_v: held out, never trained on; the methods' stop rules read it
+    holdout: SampleSet  # the rest of the held-out samples: the audit's non-members
     test: SampleSet  # D_t
     class_labels: list[int] | None  # the classes this batch (or audited version) deletes
     masked_classes: list[int]  # every class the model has forgotten, these included
@@ -114,7 +115,7 @@ class JobInputs:
             build_model=self.new_network,
             forget=self.sets.forget,
             retain=self.sets.retain,
-            holdout=self.sets.holdout,
+            holdout=self.sets.validation,
             training=training,
             device=self.device,
             base_version=job_claim.version or 0,
@@ -177,11 +178,13 @@ def _sample_sets(
         chosen = np.flatnonzero(mask)
         return SampleSet(adapter, positions[chosen], labels[chosen], [keys[i] for i in chosen])
 
+    validation, holdout = validation_and_audit(subset(splits == Split.HOLDOUT))
     return SampleSets(
         forget=subset(forget_mask),
         forgotten=forgotten,
         retain=subset(train_mask & active & ~forget_mask),
-        holdout=subset(splits == Split.HOLDOUT),
+        validation=validation,
+        holdout=holdout,
         test=subset(splits == Split.TEST),
         class_labels=sorted(class_labels) or None,
         masked_classes=sorted(class_labels | _forgotten_classes(session, model.id, version)),

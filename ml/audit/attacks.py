@@ -6,7 +6,10 @@ once by the report) and returns a JSON-safe dict::
     {"metrics": {name: float | None | dict, ...}, ...details}
 
 The report merges every attack's ``metrics`` into the audit's flat ``metrics`` (names are
-unique across attacks) and keeps the whole dict under ``attacks[<attack name>]``. A new attack
+unique across attacks) and keeps the rest under ``attacks[<attack name>]``, except
+``evidence``: the per-sample outcomes or scores behind each gated metric
+(``ml.audit.evidence``), which the report uses to size the verdict's gates and does not
+store. A new attack
 (RMIA, online LiRA) is one class here with ``@register_attack``; neither the report's callers
 nor the job change. Attacks that need reference models (trained without the forget set) say
 so with ``needs_references`` and are skipped, with the reason, when none are given.
@@ -14,6 +17,8 @@ so with ``needs_references`` and are skipped, with the reason, when none are giv
 Registered attacks:
 
 - ``svc_mia`` -- MIA-efficacy in the SalUn / Unlearn-Sparse convention (``SVC_MIA``).
+- ``efficacy_auc`` -- the same question without a threshold: the AUC with which true-class
+  confidence ranks retained samples above forgotten ones.
 - ``loss_threshold`` -- loss attack AUC and ROC curve, forget set vs held-out data.
 - ``lira_offline`` -- offline LiRA with a global variance (Carlini et al. 2022).
 - ``entropy_histogram`` -- the output-entropy distribution on the forget set (PGU's figures);
@@ -33,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sklearn.metrics import roc_auc_score, roc_curve
 from sklearn.svm import SVC
 
+from ml.audit.evidence import Evidence, Proportion, Ranking, TailRate
 from ml.audit.outputs import Outputs
 from ml.registry import Registry
 
@@ -46,12 +52,16 @@ __all__ = [
     "roc_points",
     "tpr_at_fpr",
     "SVCMembershipEfficacy",
+    "EfficacyAUC",
     "LossThreshold",
     "OfflineLiRA",
     "EntropyHistogram",
 ]
 
 LOW_FPR = 0.01  # the operating point of "TPR at 1% FPR"
+# A rate at LOW_FPR is reported only when at least this many non-members lie beyond its
+# threshold (1,000 non-members at 1%): with 3 of 300, the threshold is noise.
+MIN_TAIL = 10
 
 
 @dataclass(frozen=True)
@@ -198,6 +208,31 @@ class SVCMembershipEfficacy(Attack):
         return {
             "metrics": {"mia_efficacy": float(1.0 - predicted_member.mean())},
             "fit_size": size,
+            "evidence": {"mia_efficacy": Proportion(1.0 - predicted_member)},
+        }
+
+
+@register_attack
+class EfficacyAUC(Attack):
+    """MIA-efficacy without SVC_MIA's threshold: ``mia_efficacy_auc`` = P(p_y of a retained
+    sample > p_y of a forgotten one), the ROC AUC of true-class confidence with D_r as the
+    positives and D_f as the negatives. 0.5 means D_f looks like training data; a retrained
+    model, for which D_f is unseen, scores its own generalisation gap, the target.
+
+    SVC_MIA fits one RBF boundary on the confidence; where members and non-members both sit
+    at p_y ~ 1 the boundary is arbitrary, and one retrained seed can score 0.03 and the next
+    0.95 on the same forget set. The AUC ranks every pair instead, so it moves smoothly."""
+
+    name = "efficacy_auc"
+
+    def run(self, inputs: AttackInputs) -> dict[str, Any]:
+        members, forgotten = inputs.retain.confidence(), inputs.forget.confidence()
+        auc = _auc(members, forgotten)
+        if auc is None:
+            return {"metrics": {"mia_efficacy_auc": None}}
+        return {
+            "metrics": {"mia_efficacy_auc": auc},
+            "evidence": {"mia_efficacy_auc": Ranking(members, forgotten)},
         }
 
 
@@ -231,6 +266,7 @@ class LossThreshold(Attack):
             "metrics": {"mia_auc": auc},
             "roc": roc_points(labels, scores, max_points=self.params.max_roc_points),
             "tpr_at_1_fpr": tpr_at_fpr(labels, scores),
+            "evidence": {"mia_auc": Ranking(members, nonmembers)},
         }
 
 
@@ -252,7 +288,8 @@ class OfflineLiRA(Attack):
     code does with ``fix_variance``). A global sigma does not change the ranking, so the AUC
     and TPR depend only on phi_target - mu_out; the score's scale matters only for reading
     individual scores. Members = D_f, non-members = held-out samples, both scored the same
-    way. Reports ``lira_auc`` and ``lira_tpr_at_1_fpr`` (the paper's preferred metric).
+    way. Reports ``lira_auc`` and ``lira_tpr_at_1_fpr`` (the paper's preferred metric; None
+    with fewer than 1,000 non-members, see ``MIN_TAIL``).
     Differences from the paper: the mean instead of the median over references, and no
     test-time augmentation (one query per sample).
     """
@@ -285,14 +322,18 @@ class OfflineLiRA(Attack):
         sigma = sigma if sigma > 1e-12 else 1.0
         scores = (target - mean_out) / sigma
         labels = _membership_labels(len(inputs.forget), len(inputs.nonmembers))
+        members, nonmembers = scores[: len(inputs.forget)], scores[len(inputs.forget) :]
+        evidence: dict[str, Evidence] = {"lira_auc": Ranking(members, nonmembers)}
+        tpr = None
+        if len(nonmembers) * LOW_FPR >= MIN_TAIL:
+            tpr = tpr_at_fpr(labels, scores)
+            evidence["lira_tpr_at_1_fpr"] = TailRate(members, nonmembers, LOW_FPR)
         return {
-            "metrics": {
-                "lira_auc": float(roc_auc_score(labels, scores)),
-                "lira_tpr_at_1_fpr": tpr_at_fpr(labels, scores),
-            },
+            "metrics": {"lira_auc": float(roc_auc_score(labels, scores)), "lira_tpr_at_1_fpr": tpr},
             "roc": roc_points(labels, scores, max_points=self.params.max_roc_points),
             "sigma": sigma,
             "references": inputs.reference_count,
+            "evidence": evidence,
         }
 
 

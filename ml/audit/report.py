@@ -26,6 +26,7 @@ nonmember_sample_size + |D_t| + |D_f|) forward passes, whatever |D_r| is):
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -37,8 +38,18 @@ import torch
 from torch import nn
 
 from ml.audit.attacks import AttackInputs, get_attack, list_attacks
+from ml.audit.evidence import Evidence, Proportion
 from ml.audit.outputs import Outputs, outputs_of
-from ml.audit.scores import AuditTolerances, average_disparity, frm, verdict
+from ml.audit.scores import (
+    GATE_Z,
+    Allowance,
+    AuditTolerances,
+    allowances,
+    average_disparity,
+    frm,
+    verdict,
+)
+from ml.class_masking import mask_classes
 from ml.evaluation import test_set
 from ml.samples import SampleSet
 from ml.training import TrainingConfig, train
@@ -133,19 +144,32 @@ def _outputs(model: nn.Module, sets: AuditSets, device: torch.device) -> _SetOut
     )
 
 
+@dataclass(frozen=True)
+class _Measured:
+    metrics: dict[str, Any]  # flat, JSON-safe
+    details: dict[str, Any]  # per attack, JSON-safe
+    skipped: dict[str, str]  # attack -> why it did not run
+    evidence: dict[str, Evidence]  # metric -> its per-sample outcomes or scores
+
+
 def _metrics(
     target: _SetOutputs,
     references: Sequence[_SetOutputs],
     attack_names: Sequence[str],
     attack_params: Mapping[str, Mapping[str, Any]],
     seed: int,
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
-    """(flat metrics, per-attack details, skipped attacks with the reason) for one model."""
+) -> _Measured:
+    """Every metric of one model, with the per-sample evidence behind each."""
     forget_accuracy = target.forget.accuracy()
     metrics: dict[str, Any] = {
         "ua": None if forget_accuracy is None else 1.0 - forget_accuracy,
         "ra": target.retain.accuracy(),
         "ta": target.test.accuracy(),
+    }
+    evidence: dict[str, Evidence] = {
+        "ua": Proportion(~target.forget.correct()),
+        "ra": Proportion(target.retain.correct()),
+        "ta": Proportion(target.test.correct()),
     }
     inputs = AttackInputs(
         forget=target.forget,
@@ -168,8 +192,11 @@ def _metrics(
         if clash:
             raise ValueError(f"attack {name!r} reports metrics already named: {sorted(clash)}")
         metrics.update(result["metrics"])
-        details[name] = {key: value for key, value in result.items() if key != "metrics"}
-    return metrics, details, skipped
+        evidence.update(result.get("evidence", {}))
+        details[name] = {
+            key: value for key, value in result.items() if key not in ("metrics", "evidence")
+        }
+    return _Measured(metrics, details, skipped, evidence)
 
 
 def _mean_metrics(per_model: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -210,6 +237,7 @@ def audit_version(
     retain_sample_size: int = 5000,
     nonmember_sample_size: int = 5000,
     seed: int = 0,
+    gate_z: float = GATE_Z,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Audit ``model`` (a version) for its forget set; JSON-safe, shaped like the API's audit.
@@ -228,6 +256,10 @@ def audit_version(
     ``reference_metrics``: precomputed reference metrics (e.g. stored with the retrained
     version); used as they are, references then only serve LiRA. They must have been
     computed on the same forget set.
+    Each gate's tolerance comes from the references' spread and the paired per-sample
+    disagreements between the version and each reference (``scores.allowances``, ``gate_z``
+    standard deviations), never below the configured ``tolerances``. For a class deletion
+    the references are masked like the version before they are read.
 
     Returns::
 
@@ -266,6 +298,11 @@ def audit_version(
         nonmember_sample_size=nonmember_sample_size,
         seed=seed,
     )
+    # A class deletion's version never predicts the classes it forgot; its references are
+    # read the same way, or masking alone would set them apart.
+    masked = sorted({*(masked_classes or ()), *(class_labels or ())})
+    if masked:
+        references = [mask_classes(copy.deepcopy(model), masked) for model in references]
     total = 1 + len(references)
     notify("auditing", 0, total)
     target = _outputs(model, sets, device)
@@ -275,9 +312,11 @@ def audit_version(
         reference_outputs.append(_outputs(reference_model, sets, device))
         notify("auditing", 2 + index, total)
 
-    metrics, details, skipped = _metrics(target, reference_outputs, names, params, seed)
+    measured = _metrics(target, reference_outputs, names, params, seed)
+    metrics = measured.metrics
 
     reference: dict[str, Any] | None = None
+    allowed: dict[str, Allowance] = {}
     if reference_metrics is not None:
         reference = {"kind": "retrain", "models": None, "metrics": dict(reference_metrics)}
     elif reference_outputs:
@@ -288,19 +327,28 @@ def audit_version(
                 names,
                 params,
                 seed,
-            )[0]
+            )
             for k, own in enumerate(reference_outputs)
         ]
-        mean, spread = _mean_metrics(per_reference)
+        mean, spread = _mean_metrics([r.metrics for r in per_reference])
         reference = {
             "kind": "retrain",
             "models": len(reference_outputs),
             "metrics": mean,
             "spread": spread,
         }
+        allowed = allowances(
+            floors=tolerances or AuditTolerances(),
+            references=[r.metrics for r in per_reference],
+            version_evidence=measured.evidence,
+            reference_evidence=[r.evidence for r in per_reference],
+            z=gate_z,
+        )
 
     reference_values: Mapping[str, Any] | None = reference["metrics"] if reference else None
-    gates = verdict(metrics=metrics, reference=reference_values, tolerances=tolerances)
+    gates = verdict(
+        metrics=metrics, reference=reference_values, tolerances=tolerances, allowed=allowed
+    )
     scores: dict[str, float | None] = {"frm": None, "avg_disparity": None}
     if reference_values is not None:
         scores = {
@@ -310,9 +358,9 @@ def audit_version(
     return {
         "forget_set_size": len(forget),
         "metrics": metrics,
-        "roc": details.get(ROC_SOURCE, {}).get("roc", []),
-        "attacks": details,
-        "attacks_skipped": skipped,
+        "roc": measured.details.get(ROC_SOURCE, {}).get("roc", []),
+        "attacks": measured.details,
+        "attacks_skipped": measured.skipped,
         "reference": reference,
         **scores,
         **gates,

@@ -7,7 +7,18 @@ attack numbers are as low as possible (forgetting "too well" is detectable too).
 
 - :func:`frm` -- ConMU's Forget-Retain-MIA score (eq. 9), 1 = indistinguishable.
 - :func:`average_disparity` -- DAU's mean absolute gap to the reference, in points.
-- :func:`verdict` -- two-sided gates with :class:`AuditTolerances`.
+- :func:`allowances` -- how far each metric may sit from the references' mean by chance.
+- :func:`verdict` -- two-sided gates, each as wide as its allowance.
+
+How wide a gate is. Under the hypothesis "the version is just another retrained model", its
+metric x and the K references' r_1..r_K are draws from one distribution with a model-to-model
+variance s^2 (on these very samples), so x - mean(r) has variance s^2 (1 + 1/K). s^2 is
+estimated twice: from the references' own spread (K - 1 degrees of freedom, noisy at K = 4)
+and from the paired per-sample disagreements between the version and each reference, halved
+(``ml.audit.evidence``; as many degrees of freedom as samples); the larger of the two is used.
+The gate's tolerance is max(floor, z sqrt(s^2 (1 + 1/K))) with z = 3 by default, the floor
+being the configured :class:`AuditTolerances`. A metric without per-sample evidence (reference
+metrics given as numbers) gets its floor alone.
 """
 
 from __future__ import annotations
@@ -17,10 +28,16 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+from ml.audit.evidence import Evidence, paired_variance
 
 __all__ = [
     "AuditTolerances",
+    "Allowance",
+    "allowances",
+    "GATE_Z",
     "Gate",
     "frm",
     "average_disparity",
@@ -105,11 +122,56 @@ class AuditTolerances(BaseModel):
     ra: float | None = Field(0.02, ge=0, le=1)
     mia_auc: float | None = Field(0.02, ge=0, le=1)
     mia_efficacy: float | None = Field(0.03, ge=0, le=1)
+    mia_efficacy_auc: float | None = Field(0.02, ge=0, le=1)
     lira_auc: float | None = Field(0.02, ge=0, le=1)
     lira_tpr_at_1_fpr: float | None = Field(0.01, ge=0, le=1)
 
 
 ONE_SIDED = frozenset({"lira_tpr_at_1_fpr"})
+GATE_Z = 3.0  # standard deviations of chance a gate allows (about 0.3% two-sided)
+
+
+@dataclass(frozen=True)
+class Allowance:
+    """A gate's tolerance and what it was derived from."""
+
+    tolerance: float  # max(floor, z * sqrt(variance * (1 + 1/K)))
+    floor: float  # the configured tolerance
+    reference_sd: float | None  # the references' own spread (K >= 2)
+    paired_sd: float | None  # model-to-model sd from paired per-sample disagreements
+
+
+def allowances(
+    *,
+    floors: AuditTolerances,
+    references: list[Metrics],
+    version_evidence: Mapping[str, Evidence],
+    reference_evidence: list[Mapping[str, Evidence]],
+    z: float = GATE_Z,
+) -> dict[str, Allowance]:
+    """Each gate's tolerance, sized by chance as the module docstring says. ``references``
+    are the K references' own metrics; the evidence is per metric, for the version and for
+    each reference, on the same samples."""
+    if z <= 0:
+        raise ValueError(f"Invalid z: {z}")
+    k = len(references)
+    result: dict[str, Allowance] = {}
+    for name, floor in floors.model_dump().items():
+        if floor is None or not k:
+            continue
+        values = [v for v in (_number(metrics, name) for metrics in references) if v is not None]
+        reference_sd = float(np.std(values, ddof=1)) if len(values) >= 2 else None
+        mine = version_evidence.get(name)
+        paired = [
+            paired_variance(mine, theirs[name]) / 2.0
+            for theirs in reference_evidence
+            if mine is not None and name in theirs
+        ]
+        paired_sd = math.sqrt(float(np.mean(paired))) if paired else None
+        variance = max((reference_sd or 0.0) ** 2, (paired_sd or 0.0) ** 2)
+        tolerance = max(floor, z * math.sqrt(variance * (1.0 + 1.0 / k)))
+        result[name] = Allowance(tolerance, floor, reference_sd, paired_sd)
+    return result
 
 
 @dataclass(frozen=True)
@@ -120,6 +182,9 @@ class Gate:
     tolerance: float
     sided: Literal["two-sided", "upper"]
     passed: bool
+    floor: float
+    reference_sd: float | None = None
+    paired_sd: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,33 +195,50 @@ def verdict(
     metrics: Metrics,
     reference: Metrics | None,
     tolerances: AuditTolerances | None = None,
+    allowed: Mapping[str, Allowance] | None = None,
 ) -> dict[str, Any]:
     """Gates of a version's ``metrics`` against the ``reference`` metrics.
 
-    Returns ``{"verdict": "pass" | "fail" | "no_reference", "gates": [...],
-    "failed_gates": [...], "skipped_gates": [...]}``, each gate as
-    ``{name, value, reference, tolerance, sided, passed}``. A gate whose metric is missing
-    on either side (e.g. LiRA without references) is skipped, never failed; "pass" needs at
-    least one gate evaluated.
+    ``allowed`` (from :func:`allowances`) sizes each gate; a gate without one uses its floor
+    from ``tolerances``. Returns ``{"verdict": "pass" | "fail" | "no_reference", "gates":
+    [...], "failed_gates": [...], "skipped_gates": [...]}``, each gate as ``{name, value,
+    reference, tolerance, sided, passed, floor, reference_sd, paired_sd}``. A gate whose
+    metric is missing on either side (e.g. LiRA without references) is skipped, never
+    failed; "pass" needs at least one gate evaluated.
     """
     tolerances = tolerances or AuditTolerances()
+    allowed = allowed or {}
     if not reference:
         return {"verdict": "no_reference", "gates": [], "failed_gates": [], "skipped_gates": []}
     gates: list[Gate] = []
     skipped: list[str] = []
-    for name, tolerance in tolerances.model_dump().items():
-        if tolerance is None:
+    for name, floor in tolerances.model_dump().items():
+        if floor is None:
             continue
         mine, theirs = _number(metrics, name), _number(reference, name)
         if mine is None or theirs is None:
             skipped.append(name)
             continue
+        allowance = allowed.get(name) or Allowance(floor, floor, None, None)
+        tolerance = allowance.tolerance
         sided: Literal["two-sided", "upper"]
         if name in ONE_SIDED:
             sided, passed = "upper", mine - theirs <= tolerance + _SLACK
         else:
             sided, passed = "two-sided", abs(mine - theirs) <= tolerance + _SLACK
-        gates.append(Gate(name, mine, theirs, tolerance, sided, passed))
+        gates.append(
+            Gate(
+                name,
+                mine,
+                theirs,
+                tolerance,
+                sided,
+                passed,
+                floor,
+                allowance.reference_sd,
+                allowance.paired_sd,
+            )
+        )
     failed = [gate.as_dict() for gate in gates if not gate.passed]
     outcome = "no_reference" if not gates else "fail" if failed else "pass"
     return {

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from torch import nn
 
 from ml import architectures, unlearners
-from ml.audit.scores import AuditTolerances
+from ml.audit.scores import GATE_Z, AuditTolerances
 from ml.registry import UnknownName
 from ml.training import TrainingConfig
 from service.enums import ModelStatus, VersionKind
@@ -79,9 +79,16 @@ class AuditPolicy(BaseModel):
     reference_every: int = Field(
         0, ge=0, description="audit every Nth version against retrained references (0: never)"
     )
-    reference_seeds: int = Field(2, ge=1, le=8, description="K reference models (LiRA needs 2)")
+    reference_seeds: int = Field(
+        4, ge=1, le=8, description="K reference models (LiRA needs 2; the gates' spread 4)"
+    )
     tolerances: AuditTolerances = Field(
-        default_factory=AuditTolerances, description="the verdict's gates against the reference"
+        default_factory=AuditTolerances,
+        description="the least each gate allows; chance (the references' spread and the "
+        "paired per-sample disagreements) may widen it",
+    )
+    gate_z: float = Field(
+        GATE_Z, gt=0, le=10, description="standard deviations of chance a gate allows"
     )
 
 

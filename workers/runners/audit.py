@@ -83,6 +83,7 @@ def run(job_claim: JobClaim, heartbeat: Heartbeat) -> None:
         class_labels=sets.class_labels,
         masked_classes=sets.masked_classes,
         tolerances=policy.tolerances,
+        gate_z=policy.gate_z,
         progress=heartbeat.report,
         seed=number,
     )
