@@ -57,6 +57,10 @@ class ArtifactStore:
     def get_tensors(self, sha256: str) -> dict[str, torch.Tensor]:
         return load(self.get_bytes(sha256))
 
+    def delete(self, sha256: str) -> None:
+        """Remove a file no row refers to any more (garbage collection); gone is fine."""
+        self.path(sha256).unlink(missing_ok=True)
+
 
 def serialize(tensors: dict[str, torch.Tensor]) -> bytes:
     return save({name: t.detach().cpu().contiguous() for name, t in sorted(tensors.items())})

@@ -52,6 +52,7 @@ class JobKind(StrEnum):
     UNLEARN = "unlearn"  # one batch of requests -> one new version
     CACHE = "cache"  # builds an unlearner's per-version artifacts (e.g. PGU's SVD cache)
     AUDIT = "audit"  # audits a version (its own queue)
+    EVALUATE = "evaluate"  # measures UA / RA / TA of a version that came without them
 
 
 class JobStatus(StrEnum):

@@ -22,11 +22,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from ml.unlearners import Need
 from service import audit_log, metrics, outbox
+from service.artifacts import store
 from service.db import on_commit
 from service.deletion_requests.service import log_request
 from service.enums import (
@@ -60,6 +61,8 @@ __all__ = [
     "lock_model",
     "has_artifacts",
     "attach_artifacts",
+    "record_metrics",
+    "collect_artifacts",
     "new_job",
     "requests_of",
     "new_version",
@@ -266,6 +269,8 @@ def attach_artifacts(
     job.result_version = job.base_version
     job.timings = {**job.timings, "cache": seconds}
     move_job(session, job, JobStatus.SUCCEEDED)
+    session.flush()
+    collect_artifacts(session, job.model_id)
     model_id = job.model_id
     on_commit(session, lambda: outbox.enqueue_dispatch(model_id))
 
@@ -364,11 +369,65 @@ def _tombstone(session: Session, model_id: str, forgotten: Mapping[int, str], nu
         )
 
 
+def record_metrics(session: Session, *, job: Job, metrics: dict[str, Any]) -> None:
+    """An evaluate job's end: the version it read gets its UA / RA / TA."""
+    version = session.scalar(
+        select(ModelVersion)
+        .where(ModelVersion.model_id == job.model_id, ModelVersion.number == job.base_version)
+        .with_for_update()
+    )
+    if version is None:
+        raise LookupError(f"model {job.model_id} has no version {job.base_version}")
+    version.metrics = {**version.metrics, **metrics}
+    job.result_version = job.base_version
+    move_job(session, job, JobStatus.SUCCEEDED)
+
+
+def collect_artifacts(session: Session, model_id: str) -> None:
+    """Drop the per-version artifacts (PGU's caches, ~80 MB each) that nothing needs any
+    more: every one but the head's and those of versions a live job reads. Their files go
+    once this transaction commits, unless another row still refers to the same content."""
+    head = session.scalar(select(Model.head_version).where(Model.id == model_id))
+    needed = {head} | set(
+        session.scalars(
+            select(Job.base_version).where(
+                Job.model_id == model_id, Job.status.in_(list(LIVE_JOB_STATUSES))
+            )
+        )
+    )
+    stale = session.execute(
+        select(VersionArtifact.id, VersionArtifact.sha256)
+        .join(ModelVersion, VersionArtifact.version_id == ModelVersion.id)
+        .where(ModelVersion.model_id == model_id, ModelVersion.number.not_in(needed - {None}))
+    ).all()
+    if not stale:
+        return
+    session.execute(delete(VersionArtifact).where(VersionArtifact.id.in_([r.id for r in stale])))
+    shas = {row.sha256 for row in stale}
+    kept = set(
+        session.scalars(select(VersionArtifact.sha256).where(VersionArtifact.sha256.in_(shas)))
+    ) | set(
+        session.scalars(
+            select(ModelVersion.artifact_sha256).where(ModelVersion.artifact_sha256.in_(shas))
+        )
+    )
+    gone = sorted(shas - kept)
+
+    def delete_files() -> None:
+        for sha in gone:
+            store().delete(sha)
+
+    on_commit(session, delete_files)
+
+
 def _after_new_version(session: Session, model: Model, version: ModelVersion) -> None:
-    """Follow-ups of a new head: build the unlearner's artifacts if it needs them, audit a
-    version that forgot something (its audit completes the version's requests), and look at
-    what became pending meanwhile."""
+    """Follow-ups of a new head: build the unlearner's artifacts if it needs them, measure
+    an uploaded version, audit a version that forgot something (its audit completes the
+    version's requests), collect the artifacts nothing needs now, and look at what became
+    pending meanwhile."""
     settings = ModelSettings.of(model)
+    if version.kind == VersionKind.UPLOADED:
+        new_job(session, model, JobKind.EVALUATE, version=version.number)
     if Need.CACHE in settings.unlearner.method.needs and not has_artifacts(
         session, model.id, version.number
     ):
@@ -384,6 +443,8 @@ def _after_new_version(session: Session, model: Model, version: ModelVersion) ->
             request_ids=version.deletion_request_ids,
             params={"reference": reference},
         )
+    session.flush()  # the new jobs count as live for the collection
+    collect_artifacts(session, model.id)
     model_id = model.id
     on_commit(session, lambda: outbox.enqueue_dispatch(model_id))
 

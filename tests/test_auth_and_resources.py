@@ -260,6 +260,12 @@ def test_upload_and_download_weights(client, admin, env):
     assert response.json()["kind"] == "uploaded" and response.json()["number"] == 1
     download = client.get(f"/v1/models/{model['id']}/versions/1/weights", headers=admin)
     assert download.status_code == 200 and download.content == data
+    # An uploaded version is measured like any other, by an evaluate job.
+    assert response.json()["metrics"] == {}
+    run_queued_jobs(model["id"])
+    measured = client.get(f"/v1/models/{model['id']}/versions/1", headers=admin).json()["metrics"]
+    assert measured["ua"] is None  # it forgot nothing
+    assert 0.0 <= measured["ra"] <= 1.0 and 0.0 <= measured["ta"] <= 1.0
 
     wrong = build_model("mlp", {"hidden": [32]}, [1, 8, 8], 10)
     for payload in [b"garbage", save({k: v.contiguous() for k, v in wrong.state_dict().items()})]:

@@ -48,10 +48,10 @@ def test_gradient_ascent_lowers_forget_accuracy_reading_no_retained_sample():
         )
     )
     assert accuracy_of(_unlearned(setup, result), setup.forget) <= before - 0.05
-    assert result.info["epochs"] >= 1 and result.info["unlearning_seconds"] > 0
+    assert result.info["steps"] >= 1 and result.info["unlearning_seconds"] > 0
 
 
-def test_gradient_ascent_without_a_stop_rule_reads_no_holdout_and_runs_every_epoch():
+def test_gradient_ascent_without_a_stop_rule_reads_no_holdout_and_runs_its_budget():
     setup = digits_setup()
     guard = RetainGuard(setup.adapter, setup.holdout.positions)
     result = get_unlearner("gradient_ascent", {"stop": "none", "epochs": 6}).unlearn(
@@ -63,7 +63,7 @@ def test_gradient_ascent_without_a_stop_rule_reads_no_holdout_and_runs_every_epo
             holdout=guard.wrap(setup.holdout),
         )
     )
-    assert result.info["epochs"] == 6 and result.info["stopped_by"] == "epoch cap"
+    assert result.info["steps"] == 6 and result.info["stopped_by"] == "step budget"
     assert not torch.equal(result.state_dict["0.weight"], setup.state_dict["0.weight"])
 
 

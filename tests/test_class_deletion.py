@@ -27,7 +27,7 @@ def _predictions(client, admin, model_id: str, number: int) -> torch.Tensor:
 
 @pytest.mark.parametrize(
     "unlearner",
-    [{"name": "finetune", "params": {"epochs": 1}}, {"name": "pgu", "params": {"max_epochs": 5}}],
+    [{"name": "finetune", "params": {"epochs": 1}}, {"name": "pgu", "params": {"max_steps": 20}}],
     ids=["finetune", "pgu"],
 )
 def test_forgotten_classes_are_never_predicted(client, admin, env, unlearner):

@@ -1,31 +1,45 @@
-"""When to stop unlearning by ascent on the forget set, shared by PGU and gradient ascent.
+"""When to stop unlearning by gradient steps on the forget set, shared by PGU and gradient
+ascent.
 
-Rules (PGU section 3.2.3 and the authors' code), checked before the first epoch and after
-every epoch on fixed random subsets (at most ``eval_size`` samples) of D_f and D_v, so
-evaluation stays cheap however large the holdout is:
+:func:`unlearn_steps` takes one step per mini-batch of D_f and, before the first step and
+then every ``check_every`` forget samples, lets :class:`EarlyStopping` measure the model on
+fixed random subsets (at most ``eval_size`` samples each) of D_f and of the validation set
+D_v. The state closest to the rule's target is kept (a copy), and restored at the end, so a
+step that overshoots is rolled back. What a retrained model shows is the target in every
+rule: forgotten samples should look like samples it never saw, not better known and not
+less (driving them past that is the Streisand effect, which an attacker detects too). A
+run also ends when ``patience`` checks in a row came no closer than the kept state.
 
-- ``holdout_gap`` (random deletion): gap = holdout accuracy - forget accuracy. Stop at
-  the first positive gap and keep whichever of the last two models has the smaller |gap|:
-  forgotten samples should look like unseen ones, not worse (driving forget accuracy to 0
-  is the Streisand effect an attacker detects). A gap already positive before the first
-  epoch leaves the model as it is (the authors' code exits there too).
-- ``class`` (class deletion): stop once the forget accuracy is at or below chance
-  (1 / number of outputs), measured on the unmasked logits. As a guard, also stop if the
-  accuracy on holdout samples of the remaining classes has fallen more than 5 points
-  since the start, keeping the model before that epoch. (The authors stop on the 5-point
-  drop alone and keep the model that dropped; we stop on the target and use the drop only
-  as a brake, and never publish a model past it.)
-- ``none``: run the whole epoch cap.
-- ``auto``: ``class`` when the batch deletes classes, else ``holdout_gap``.
+Rules:
+
+- ``distribution`` (random deletion; the default): the loss-attack AUC of D_f against D_v,
+  P(loss on a forget sample < loss on a held-out one), restricted to the classes D_f holds.
+  A retrained model scores 0.5; the original model more. Stop once the AUC is at or below
+  0.5; keep the state with the smallest |AUC - 0.5|. This matches the whole distribution of
+  confidences, where accuracy alone (below) stops while the outputs are still too sure or
+  already too flat.
+- ``holdout_gap`` (the PGU authors' rule): gap = accuracy on D_v - accuracy on D_f; stop at
+  the first positive gap; keep the state with the smallest |gap|.
+- ``class`` (class deletion): the published model masks the deleted classes, so the rule
+  reads the outputs over the remaining classes only, as the audit does. The target is
+  like-for-like: D_f against held-out samples *of the same classes*, ranked by the masked
+  loss (log-sum-exp of the remaining logits, the loss attack's ranking on a masked model);
+  a retrained model never saw the class, so its AUC is 0.5. The brake comes first: a state
+  whose accuracy on held-out samples of the remaining classes (masked outputs) has fallen
+  more than 5 points below the start ends the run and is never kept.
+- ``none``: run the whole budget, keep the last state.
+- ``auto``: ``class`` when the batch deletes classes, else ``distribution``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Self
 
+import numpy as np
 import torch
+from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from ml.samples import SampleSet
@@ -34,38 +48,52 @@ from ml.training import predict
 if TYPE_CHECKING:
     from ml.unlearners.base import UnlearnContext
 
-__all__ = ["StopRule", "resolve_rule", "EarlyStopping", "Verdict", "unlearn_epochs"]
+__all__ = ["StopRule", "resolve_rule", "Measure", "EarlyStopping", "unlearn_steps"]
 
-StopRule = Literal["auto", "holdout_gap", "class", "none"]
-CLASS_RETAIN_DROP = 0.05  # the authors' class-deletion threshold (5 points)
+StopRule = Literal["auto", "distribution", "holdout_gap", "class", "none"]
+CLASS_RETAIN_DROP = 0.05  # the PGU authors' class-deletion threshold (5 points)
+PATIENCE = 5  # checks without getting closer to the target before giving up
+
+Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 def resolve_rule(rule: StopRule, class_labels: list[int] | None) -> str:
     if rule == "auto":
-        return "class" if class_labels else "holdout_gap"
+        return "class" if class_labels else "distribution"
     if rule == "class" and not class_labels:
         raise ValueError("the 'class' stop rule needs a class deletion (class_labels)")
     return rule
 
 
 @dataclass(frozen=True)
-class Verdict:
-    stop: bool
-    keep_previous: bool = False
-    reason: str = ""
+class Measure:
+    distance: float  # from the target; the kept state minimises it
+    reached: bool  # at or past the target: stop
+    braked: bool = False  # past the brake: stop, and never keep this state
+    record: dict[str, float] = field(default_factory=dict)
 
 
-Batch = tuple[torch.Tensor, torch.Tensor]
+def _auc_lower_first(first: np.ndarray, second: np.ndarray) -> float:
+    """P(a value of ``first`` < a value of ``second``), ties 1/2 (0.5 when one is empty)."""
+    if not len(first) or not len(second):
+        return 0.5
+    labels = np.r_[np.ones(len(first)), np.zeros(len(second))]
+    return float(roc_auc_score(labels, -np.r_[first, second]))
 
 
-def _evaluate(model: nn.Module, data: Batch, device: torch.device) -> tuple[float, int]:
-    """(top-1 accuracy, number of outputs) of ``model`` on (inputs, labels)."""
-    inputs, labels = data
-    logits = predict(model, inputs, device=device)
-    return (logits.argmax(1) == labels).float().mean().item(), logits.shape[1]
+def _loss(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    return torch.nn.functional.cross_entropy(logits.double(), labels, reduction="none").numpy()
+
+
+def _masked_logits(logits: torch.Tensor, classes: list[int]) -> torch.Tensor:
+    masked = logits.double().clone()
+    masked[:, classes] = float("-inf")
+    return masked
 
 
 class EarlyStopping:
+    """Measures models under one rule, keeps the best state, tells when to stop."""
+
     def __init__(
         self,
         rule: StopRule,
@@ -79,22 +107,29 @@ class EarlyStopping:
     ) -> None:
         self.rule = resolve_rule(rule, class_labels)
         self.device = device
+        self.classes = sorted(class_labels or [])
         self.history: list[dict[str, float]] = []
+        self._best: tuple[float, int, dict[str, torch.Tensor]] | None = None
         self._forget: Batch | None = None
-        self._holdout: Batch | None = None
+        self._same_class: Batch | None = None  # class rule: held out, of the deleted classes
+        self._others: Batch | None = None  # held out, of the classes D_f holds / remaining
         if self.rule == "none":
             return  # reads nothing
         self._forget = forget.subset(eval_size, seed=seed).tensors()
         if self.rule == "class":
-            holdout = holdout.without_classes(class_labels or [])
-        elif not len(holdout):
-            raise ValueError("the 'holdout_gap' stop rule needs holdout samples")
-        if len(holdout):
-            self._holdout = holdout.subset(eval_size, seed=seed).tensors()
+            same = holdout.take(np.flatnonzero(np.isin(holdout.labels, self.classes)))
+            others = holdout.without_classes(self.classes)
+            self._same_class = same.subset(eval_size, seed=seed).tensors() if len(same) else None
+        else:
+            others = holdout.take(np.flatnonzero(np.isin(holdout.labels, forget.labels)))
+            if not len(others):
+                raise ValueError(f"the {self.rule!r} stop rule needs held-out samples")
+        if len(others):
+            self._others = others.subset(eval_size, seed=seed).tensors()
 
     @classmethod
     def for_context(cls, rule: StopRule, context: UnlearnContext, *, eval_size: int) -> Self:
-        """The stop rule over an unlearning context's forget and holdout sets."""
+        """The stop rule over an unlearning context's forget and validation sets."""
         return cls(
             rule,
             forget=context.forget,
@@ -105,65 +140,129 @@ class EarlyStopping:
             seed=context.seed,
         )
 
-    def check(self, model: nn.Module) -> Verdict:
-        """Evaluate ``model`` (now the newest of the history) and decide."""
-        if self._forget is None:  # the "none" rule
-            return Verdict(False)
-        forget, outputs = _evaluate(model, self._forget, self.device)
-        holdout = _evaluate(model, self._holdout, self.device)[0] if self._holdout else None
-        record = {"forget_accuracy": forget}
-        if holdout is not None:
-            record |= {"holdout_accuracy": holdout, "gap": holdout - forget}
-        self.history.append(record)
+    def _logits(self, model: nn.Module, data: Batch) -> torch.Tensor:
+        return predict(model, data[0], device=self.device)
+
+    def measure(self, model: nn.Module) -> Measure:
+        """Where ``model`` stands under the rule."""
+        assert self._forget is not None
+        forget_logits, forget_labels = self._logits(model, self._forget), self._forget[1]
+        record = {
+            "forget_accuracy": float((forget_logits.argmax(1) == forget_labels).float().mean())
+        }
+        if self.rule == "class":
+            return self._measure_class(model, forget_logits, record)
+        assert self._others is not None
+        others_logits, others_labels = self._logits(model, self._others), self._others[1]
         if self.rule == "holdout_gap":
-            if record["gap"] <= 0:
-                return Verdict(False)
-            if len(self.history) == 1:
-                return Verdict(True, reason="forget accuracy already at holdout accuracy")
-            closer_before = abs(self.history[-2]["gap"]) < abs(record["gap"])
-            return Verdict(True, keep_previous=closer_before, reason="holdout gap closed")
-        if forget <= 1.0 / outputs:
-            return Verdict(True, reason="forget accuracy at chance")
-        if holdout is not None:
-            start = self.history[0]["holdout_accuracy"]
-            if start - holdout > CLASS_RETAIN_DROP:
-                return Verdict(
-                    True,
-                    keep_previous=len(self.history) > 1,
-                    reason="remaining-class holdout accuracy fell more than 5 points",
-                )
-        return Verdict(False)
+            holdout = float((others_logits.argmax(1) == others_labels).float().mean())
+            gap = holdout - record["forget_accuracy"]
+            record |= {"holdout_accuracy": holdout, "gap": gap}
+            return Measure(abs(gap), gap > 0, record=record)
+        auc = _auc_lower_first(
+            _loss(forget_logits, forget_labels), _loss(others_logits, others_labels)
+        )
+        record |= {"loss_auc": auc}
+        return Measure(abs(auc - 0.5), auc <= 0.5, record=record)
+
+    def _measure_class(
+        self, model: nn.Module, forget_logits: torch.Tensor, record: dict[str, float]
+    ) -> Measure:
+        if self._others is not None:
+            logits = _masked_logits(self._logits(model, self._others), self.classes)
+            accuracy = float((logits.argmax(1) == self._others[1]).float().mean())
+            record["remaining_accuracy"] = accuracy
+            start = self.history[0]["remaining_accuracy"] if self.history else accuracy
+            if start - accuracy > CLASS_RETAIN_DROP:
+                return Measure(float("inf"), True, braked=True, record=record)
+        if self._same_class is None:  # nothing to compare D_f with: the masking is all
+            return Measure(0.0, True, record=record)
+        masked_loss = torch.logsumexp(_masked_logits(forget_logits, self.classes), dim=1).numpy()
+        held_out = _masked_logits(self._logits(model, self._same_class), self.classes)
+        auc = _auc_lower_first(masked_loss, torch.logsumexp(held_out, dim=1).numpy())
+        record["masked_loss_auc"] = auc
+        return Measure(abs(auc - 0.5), auc <= 0.5, record=record)
+
+    def observe(self, model: nn.Module, samples: int) -> Measure:
+        """Measure ``model`` after ``samples`` forget samples, keep it if it is the best."""
+        result = self.measure(model)
+        self.history.append({"samples": float(samples), **result.record})
+        best = self._best[0] if self._best else float("inf")
+        if not result.braked and result.distance < best:
+            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            self._best = (result.distance, len(self.history) - 1, state)
+        return result
+
+    def checks_since_best(self) -> int:
+        """How many checks have passed since the kept state's (0: the last one is it)."""
+        return len(self.history) - 1 - self._best[1] if self._best else len(self.history)
+
+    def restore_best(self, model: nn.Module) -> int | None:
+        """Load the kept state into ``model``; returns the index of its check."""
+        if self._best is None:
+            return None
+        model.load_state_dict(self._best[2])
+        return self._best[1]
 
 
-def unlearn_epochs(
+def unlearn_steps(
     model: nn.Module,
-    train_epoch: Callable[[int], None],
+    batches: Iterable[Batch],
+    step: Callable[[float, torch.Tensor, torch.Tensor], None],
     stopping: EarlyStopping,
     *,
-    max_epochs: int,
+    max_steps: int,
+    check_every: int,
     progress: Callable[[str, int, int], None],
+    patience: int = PATIENCE,
 ) -> dict[str, Any]:
-    """Run ``train_epoch(epoch)`` up to ``max_epochs`` times under ``stopping``.
+    """Run ``step(t, inputs, labels)`` over ``batches``, cycling through them, for at most
+    ``max_steps`` steps under ``stopping``; ``t`` in [0, 1] is the share of the budget spent
+    (for schedules, so they do not depend on the size of D_f). It also stops once
+    ``patience`` checks in a row have come no closer to the target than the kept state.
 
-    Returns JSON-safe facts for the job row: epochs run, the epoch whose weights were
-    kept, why it stopped, and the accuracies seen after each epoch (index 0 = before).
+    Returns JSON-safe facts for the job row: steps and samples run, why it stopped, which
+    check's state was kept, and every check's measures (index 0 = before any step).
     """
-    verdict = stopping.check(model)
-    epochs = kept = 0
-    while not verdict.stop and epochs < max_epochs:
-        previous = None
-        if stopping.rule != "none":
-            previous = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        train_epoch(epochs)
-        epochs = kept = epochs + 1
-        progress("epoch", epochs, max_epochs)
-        verdict = stopping.check(model)
-        if verdict.stop and verdict.keep_previous and previous is not None:
-            model.load_state_dict(previous)
-            kept = epochs - 1
+    if check_every < 1:
+        raise ValueError(f"Invalid check_every: {check_every}")
+    if max_steps < 1:
+        raise ValueError(f"Invalid max_steps: {max_steps}")
+    batches = list(batches)
+    checking = stopping.rule != "none"
+    facts: dict[str, Any] = {"steps": 0, "samples": 0, "stopped_by": "step budget"}
+    measured = stopping.observe(model, 0) if checking else None
+    steps = seen = since_check = 0
+    while batches and steps < max_steps and not (measured and measured.reached):
+        for inputs, labels in batches:
+            step(steps / max(1, max_steps - 1), inputs, labels)
+            steps += 1
+            seen += len(labels)
+            since_check += len(labels)
+            if checking and (since_check >= check_every or steps == max_steps):
+                since_check = 0
+                measured = stopping.observe(model, seen)
+                progress("steps", steps, max_steps)
+                if measured.reached or stopping.checks_since_best() >= patience:
+                    break
+            if steps == max_steps:
+                break
+        if checking and stopping.checks_since_best() >= patience:
+            facts["stopped_by"] = f"no closer to the target in {patience} checks"
+            break
+    if measured is not None and measured.reached:
+        facts["stopped_by"] = _reason(stopping.rule, measured)
+    facts |= {"steps": steps, "samples": seen}
+    if checking:
+        facts |= {"kept_check": stopping.restore_best(model), "checks": stopping.history}
+    return facts
+
+
+def _reason(rule: str, measured: Measure) -> str:
+    if measured.braked:
+        return "remaining-class accuracy fell more than 5 points"
     return {
-        "epochs": epochs,
-        "kept_epoch": kept,
-        "stopped_by": verdict.reason or "epoch cap",
-        "stop_history": stopping.history,
-    }
+        "distribution": "forget losses look held out",
+        "holdout_gap": "holdout gap closed",
+        "class": "forget outputs look like held-out samples of the class",
+    }[rule]

@@ -10,23 +10,26 @@ The ascent is unbounded (CE grows without limit as p_y -> 0), so each step's gra
 is clipped to ``max_grad_norm`` (global L2 norm), and weights that still turn non-finite
 fail the job instead of being published.
 
-It reads D_f and, for the optional early stop, a fixed sample of the holdout D_v: the same
-rules as PGU (``ml.unlearners.early_stopping``: stop once forget accuracy has come
-down to holdout accuracy, or to chance for class deletion), without which GA runs on to
-destroy the model. For class deletion, ``run_unlearner`` masks the forgotten classes in
-the published weights (``ml.class_masking``), as for every method.
+It reads D_f and, for the optional early stop, a fixed sample of the validation set D_v:
+the same rules as PGU (``ml.unlearners.early_stopping``: stop once the forget set's losses
+look held out, or, for class deletion, once its masked outputs look like held-out samples
+of the class, braked by the remaining classes' accuracy; checked every ``check_every``
+forget samples, the best state kept), without which GA runs on to destroy the model.
+For class deletion, ``run_unlearner`` masks the forgotten classes in the published weights
+(``ml.class_masking``), as for every method.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from ml.unlearners.base import Need, UnlearnContext, Unlearner, UnlearnResult, state_dict_of
-from ml.unlearners.early_stopping import EarlyStopping, StopRule, unlearn_epochs
+from ml.unlearners.early_stopping import EarlyStopping, StopRule, unlearn_steps
 from ml.unlearners.registry import register_unlearner
 
 __all__ = ["GradientAscent", "GradientAscentParams"]
@@ -34,11 +37,12 @@ __all__ = ["GradientAscent", "GradientAscentParams"]
 
 class GradientAscentParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    epochs: int = Field(10, ge=1, le=1000)  # the cap when a stop rule is on
+    epochs: int = Field(10, ge=1, le=1000)  # the budget when a stop rule is on
     lr: float = Field(1e-2, gt=0, le=10)
     batch_size: int = Field(64, ge=1, le=8192)
     max_grad_norm: float = Field(1.0, gt=0, le=1e6)
     stop: StopRule = "auto"
+    check_every: int = Field(128, ge=1, le=1_000_000)  # forget samples between checks
     holdout_eval_size: int = Field(500, ge=10, le=100_000)
 
 
@@ -55,22 +59,27 @@ class GradientAscent(Unlearner):
         model, device = context.model, context.device
         stopping = EarlyStopping.for_context(p.stop, context, eval_size=p.holdout_eval_size)
         optimizer = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=0.0)
-        loader = context.forget.loader(p.batch_size, shuffle=True, seed=context.seed)
 
-        def train_epoch(epoch: int) -> None:
+        def step(spent: float, inputs: torch.Tensor, labels: torch.Tensor) -> None:
             model.train()
-            for inputs, labels in loader:
-                optimizer.zero_grad(set_to_none=True)
-                ascent = -F.cross_entropy(model(inputs.to(device)), labels.to(device))
-                ascent.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), p.max_grad_norm)
-                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            ascent = -F.cross_entropy(model(inputs.to(device)), labels.to(device))
+            ascent.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), p.max_grad_norm)
+            optimizer.step()
             model.eval()
 
-        facts = {"epochs": 0, "stopped_by": "empty forget set"}
+        facts: dict[str, Any] = {"steps": 0, "stopped_by": "empty forget set"}
         if len(context.forget):
-            facts = unlearn_epochs(
-                model, train_epoch, stopping, max_epochs=p.epochs, progress=context.progress
+            loader = context.forget.loader(p.batch_size, shuffle=True, seed=context.seed)
+            facts = unlearn_steps(
+                model,
+                loader,
+                step,
+                stopping,
+                max_steps=p.epochs * len(loader),
+                check_every=p.check_every,
+                progress=context.progress,
             )
         if not all(torch.isfinite(t).all() for t in model.state_dict().values()):
             raise RuntimeError(

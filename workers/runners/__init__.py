@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from service.enums import JobKind
 from workers.lease import Heartbeat, JobClaim
-from workers.runners import audit, cache, train, unlearn
+from workers.runners import audit, cache, evaluate, train, unlearn
 
 __all__ = ["Runner", "RUNNERS"]
 
@@ -19,4 +19,5 @@ RUNNERS: dict[JobKind, Runner] = {
     JobKind.UNLEARN: unlearn.run,
     JobKind.CACHE: cache.run,
     JobKind.AUDIT: audit.run,
+    JobKind.EVALUATE: evaluate.run,
 }
