@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from service.api import (
     audits,
+    conditional,
     datasets,
     deletion_requests,
     jobs,
@@ -34,6 +35,7 @@ def create_app(*, lifespan: Lifespan | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
+    conditional.install(app)
     for router in (
         operations.router,
         datasets.router,

@@ -110,6 +110,7 @@ TABLES = [
     "api_keys",
     "tenants",
     "audit_log",
+    "change_stamps",
 ]
 
 
