@@ -15,6 +15,7 @@ from service.api import (
     jobs,
     models,
     operations,
+    overview,
     problems,
 )
 from service.api.middleware import ObserveAndLimit
@@ -43,6 +44,7 @@ def create_app(*, lifespan: Lifespan | None = None) -> FastAPI:
         deletion_requests.router,
         jobs.router,
         audits.router,
+        overview.router,
     ):
         app.include_router(router)
     if settings.metrics_enabled and settings.metrics_port is None:

@@ -1,18 +1,19 @@
 """The reads a dashboard polls: an ETag on every answer, 304 on an unchanged poll (before
-the body is built), 200 with a new ETag after any change the body shows."""
+the body is built), 200 with a new ETag after any change the body shows; and the overview
+in one query."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import insert, select, update
+from sqlalchemy import event, insert, select, update
 
 from service import changes
 from service.changes import Topic
-from service.db import session_scope
+from service.db import get_engine, session_scope
 from service.tables import DeletionRequest, Job, ModelVersion, Tenant
 from tests.conftest import make_key, run_queued_jobs, train_keys
 
@@ -69,10 +70,10 @@ def test_304_until_a_change_the_body_shows(client, admin, ready_model):
         "/v1/models",
         f"/v1/models/{model_id}/versions",
     )
-    requests, jobs = "/v1/deletion-requests", "/v1/jobs"
+    requests, jobs, overview = "/v1/deletion-requests", "/v1/jobs", "/v1/overview"
     poller = Poller(client, admin)
-    poller.watch(model, models, versions, f"{versions}/1", requests, jobs)
-    poller.unchanged(model, models, versions, f"{versions}/1", requests, jobs)
+    poller.watch(model, models, versions, f"{versions}/1", requests, jobs, overview)
+    poller.unchanged(model, models, versions, f"{versions}/1", requests, jobs, overview)
 
     patched = client.patch(model, headers=admin, json={"batching": {"max_requests": 7}})
     assert patched.status_code == 200
@@ -81,19 +82,19 @@ def test_304_until_a_change_the_body_shows(client, admin, ready_model):
 
     keys = train_keys(client, admin, ready_model["dataset_id"], 3)
     request = f"/v1/deletion-requests/{_file(client, admin, ready_model, keys[:1])}"
-    poller.changed(requests, model, models)  # pending_requests, the counts
+    poller.changed(requests, model, models, overview)  # pending_requests, the counts
     poller.watch(request)
     poller.unchanged(request, versions, jobs)
 
     assert client.post(f"{request}/cancel", headers=admin).status_code == 200
-    poller.changed(request, requests, model)
+    poller.changed(request, requests, model, overview)
     assert poller.bodies[request]["status"] == "cancelled"
 
     _file(client, admin, ready_model, keys[1:])
     client.post(f"{model}/flush", headers=admin)
     job_id = dispatch.dispatch_model(model_id)
     assert job_id is not None
-    poller.changed(jobs, requests)
+    poller.changed(jobs, requests, overview)
     job = f"/v1/jobs/{job_id}"
     poller.watch(job)
 
@@ -128,8 +129,9 @@ def test_304_until_a_change_the_body_shows(client, admin, ready_model):
 
 def test_a_304_builds_no_body(client, admin, ready_model, monkeypatch):
     from service.models import service as models
+    from service.overview import service as overview
 
-    urls = ["/v1/models", f"/v1/models/{ready_model['id']}"]
+    urls = ["/v1/models", f"/v1/models/{ready_model['id']}", "/v1/overview"]
     poller = Poller(client, admin)
     poller.watch(*urls)
 
@@ -138,6 +140,7 @@ def test_a_304_builds_no_body(client, admin, ready_model, monkeypatch):
 
     for name in ["list_page", "get_or_raise", "pending_counts", "to_read"]:
         monkeypatch.setattr(models, name, must_not_run)
+    monkeypatch.setattr(overview, "overview", must_not_run)
     poller.unchanged(*urls)
 
 
@@ -235,3 +238,57 @@ def test_stamps_on_the_embedded_default(sqlite_env):
             changes.touch(session, tenant_id, Topic.JOBS)
         assert client.get("/v1/jobs", headers={**headers, "If-None-Match": tag}).status_code == 200
         assert _stamps(tenant_id)[list(Topic).index(Topic.JOBS)] == 1
+
+
+def test_overview_counts_in_one_query(client, admin, key_for, ready_model):
+    from service.overview import service as overview
+
+    keys = train_keys(client, admin, ready_model["dataset_id"], 4)
+    ids = [_file(client, admin, ready_model, [key]) for key in keys]
+    client.post(f"/v1/deletion-requests/{ids[0]}/cancel", headers=admin)
+    empty = key_for(["models:read"], tenant="globex")
+    assert client.get("/v1/overview", headers=empty).json()["pending_by_model"] == []
+
+    tenant_id = _tenant_id("acme")
+    statements: list[str] = []
+    listener = lambda *args: statements.append(args[2])  # noqa: E731
+    event.listen(get_engine(), "before_cursor_execute", listener)
+    try:
+        with session_scope() as session:
+            summary = overview.overview(session, tenant_id=tenant_id)
+    finally:
+        event.remove(get_engine(), "before_cursor_execute", listener)
+    assert len(statements) == 1
+
+    body = client.get("/v1/overview", headers=key_for(["models:read"])).json()
+    assert body == summary.model_dump(mode="json") | {
+        "as_of": body["as_of"],
+        "oldest_pending_age_seconds": body["oldest_pending_age_seconds"],
+    }
+    assert body["requests"] == {
+        "pending": 3,
+        "batched": 0,
+        "unlearning": 0,
+        "auditing": 0,
+        "completed": 0,
+        "cancelled": 1,
+        "failed": 0,
+    }
+    created = [client.get(f"/v1/deletion-requests/{i}", headers=admin).json() for i in ids]
+    assert body["oldest_pending_at"] == created[1]["created_at"]
+    assert body["nearest_due_at"] == created[1]["due_at"]
+    assert body["oldest_pending_age_seconds"] >= 0
+    as_of = datetime.fromisoformat(body["as_of"])
+    age = as_of - datetime.fromisoformat(body["oldest_pending_at"])
+    assert abs(age - timedelta(seconds=body["oldest_pending_age_seconds"])) < timedelta(seconds=1)
+    assert body["pending_by_model"] == [
+        {
+            "model_id": ready_model["id"],
+            "name": ready_model["name"],
+            "pending": 3,
+            "oldest_pending_at": created[1]["created_at"],
+            "nearest_due_at": created[1]["due_at"],
+        }
+    ]
+    assert body["jobs"]["succeeded"] == 1 and body["jobs"]["running"] == 0
+    assert client.get("/v1/overview", headers=key_for(["requests:read"])).status_code == 403
