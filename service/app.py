@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from service.api import (
     audits,
+    caller,
     conditional,
     datasets,
     deletion_requests,
@@ -39,6 +40,7 @@ def create_app(*, lifespan: Lifespan | None = None) -> FastAPI:
     conditional.install(app)
     for router in (
         operations.router,
+        caller.router,
         datasets.router,
         models.router,
         deletion_requests.router,
