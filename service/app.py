@@ -7,6 +7,7 @@ from contextlib import AbstractAsyncContextManager
 
 from fastapi import FastAPI
 
+from service import admin
 from service.api import (
     audits,
     caller,
@@ -49,6 +50,7 @@ def create_app(*, lifespan: Lifespan | None = None) -> FastAPI:
         overview.router,
     ):
         app.include_router(router)
+    admin.mount(app)
     if settings.metrics_enabled and settings.metrics_port is None:
         app.add_api_route(
             "/metrics", operations.metrics_endpoint, methods=["GET"], include_in_schema=False
