@@ -64,6 +64,7 @@ def test_walkthrough_runs_verbatim(tmp_path):
         assert result.returncode == 0, result.stdout + result.stderr
         assert '"state":"forgotten"' in result.stdout.replace(" ", "")
         assert '"parent": 1' in result.stdout and '"number": 2' in result.stdout
+        assert "unchanged poll: 304" in result.stdout
     finally:
         server.terminate()
         output = server.communicate(timeout=30)[0].decode()
