@@ -167,27 +167,42 @@ def screenshots(pytestconfig: pytest.Config) -> Callable[[Any, str], None]:
 
 
 def text_of(driver: Any, selector: str) -> str:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
-    found = driver.find_elements(By.CSS_SELECTOR, selector)
-    return found[0].text if found else ""
+    try:
+        found = driver.find_elements(By.CSS_SELECTOR, selector)
+        return found[0].text if found else ""
+    except StaleElementReferenceException:  # re-rendered by a poll meanwhile
+        return ""
 
 
 def click(driver: Any, selector: str) -> None:
+    """Click the element once it is there; a poll may re-render it between find and click,
+    so a stale element is looked up again."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
-    element = wait_for(selector, lambda: driver.find_elements(By.CSS_SELECTOR, selector))[0]
-    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
-    element.click()
+    def attempt() -> bool:
+        found = driver.find_elements(By.CSS_SELECTOR, selector)
+        if not found:
+            return False
+        try:
+            driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", found[0])
+            found[0].click()
+        except StaleElementReferenceException:
+            return False
+        return True
+
+    wait_for(selector, attempt)
 
 
 def sign_in(driver: Any, server: Server, key: str) -> None:
     from selenium.webdriver.common.by import By
 
     driver.get(f"{server.base}/admin/")
-    if driver.find_elements(By.CSS_SELECTOR, "#sign-out:not([hidden])"):
-        driver.execute_script("sessionStorage.clear()")
-        driver.get(f"{server.base}/admin/")
+    driver.execute_script("sessionStorage.clear()")  # forget an earlier test's key
+    driver.refresh()
     field = wait_for("the sign-in form", lambda: driver.find_elements(By.ID, "api-key"))[0]
     field.send_keys(key)
     click(driver, "#sign-in-form button")
