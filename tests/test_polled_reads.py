@@ -292,3 +292,35 @@ def test_overview_counts_in_one_query(client, admin, key_for, ready_model):
     ]
     assert body["jobs"]["succeeded"] == 1 and body["jobs"]["running"] == 0
     assert client.get("/v1/overview", headers=key_for(["requests:read"])).status_code == 403
+
+
+POLLED = {
+    "/v1/models",
+    "/v1/models/{model_id}",
+    "/v1/models/{model_id}/versions",
+    "/v1/models/{model_id}/versions/{number}",
+    "/v1/models/{model_id}/versions/{number}/audit",
+    "/v1/deletion-requests",
+    "/v1/deletion-requests/{request_id}",
+    "/v1/jobs",
+    "/v1/jobs/{job_id}",
+    "/v1/overview",
+}
+
+
+def test_the_openapi_document_says_which_reads_answer_304(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    conditional = set()
+    for path, operations in paths.items():
+        read = operations.get("get")
+        if read is None:
+            continue
+        headers = {p["name"] for p in read.get("parameters", []) if p["in"] == "header"}
+        if "304" in read["responses"]:
+            assert "if-none-match" in headers, path
+            assert "ETag" in read["responses"]["304"]["headers"], path
+            assert "ETag" in read["responses"]["200"]["headers"], path
+            conditional.add(path)
+        else:
+            assert "if-none-match" not in headers, path
+    assert conditional == POLLED
