@@ -10,8 +10,8 @@ therefore commit together; the stamp row's lock orders concurrent writers of one
 and topic, so a stamp read after a commit is never older than the data it vouches for.
 
 The lock is taken at commit, in a fixed order, and held only while committing: writers of
-one tenant and topic queue behind each other's commit (a few hundred per second on one
-disk); batching many rows into one transaction pays it once per batch.
+one tenant and topic queue behind each other's commit, so a write path built for throughput
+should put many rows in one transaction (it then queues once per batch).
 
 A write that bypasses the ORM session (raw SQL on a connection) must call :func:`touch`.
 """
