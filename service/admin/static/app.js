@@ -74,12 +74,10 @@
 
   // ---------------------------------------------------------------- formatting
 
+  /** In UTC, as the API gives it: deadlines read the same for every operator. */
   function formatTime(iso) {
     if (!iso) return "-";
-    const date = new Date(iso);
-    const pad = (n) => String(n).padStart(2, "0");
-    return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())} ` +
-      `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`;
+    return `${new Date(iso).toISOString().slice(0, 19).replace("T", " ")} UTC`;
   }
 
   function formatDuration(seconds) {
@@ -93,7 +91,9 @@
 
   function formatNumber(value) {
     if (value === null || value === undefined) return "-";
-    if (typeof value === "number") return Number.isInteger(value) ? String(value) : value.toFixed(4);
+    if (typeof value === "number") {
+      return Number.isInteger(value) ? String(value) : value.toFixed(4);
+    }
     if (typeof value === "boolean") return value ? "yes" : "no";
     if (typeof value === "object") return JSON.stringify(value);
     return String(value);
@@ -148,7 +148,10 @@
     if (body !== undefined) headers["Content-Type"] = "application/json";
     // no-store: the page does its own revalidation, so the browser's cache stays out of it.
     const response = await fetch(path, {
-      method, headers, cache: "no-store", body: body === undefined ? undefined : JSON.stringify(body),
+      method,
+      headers,
+      cache: "no-store",
+      body: body === undefined ? undefined : JSON.stringify(body),
     });
     if (response.status === 304) return { status: 304, etag };
     const text = await response.text();
@@ -606,10 +609,10 @@
     }, jobs.body);
   }
 
-  function chartCanvas(view, target, id, config) {
+  function chartCanvas(view, target, id, label, config) {
     const previous = view.charts.findIndex((chart) => chart.canvas.id === id);
     if (previous >= 0) view.charts.splice(previous, 1)[0].destroy();
-    const canvas = h("canvas", { id, role: "img", "aria-label": id });
+    const canvas = h("canvas", { id, role: "img", "aria-label": label });
     fill(target, h("div", { class: "chart" }, canvas));
     const chart = new window.Chart(canvas, config);
     view.charts.push(chart);
@@ -624,7 +627,7 @@
       data: chain.map((v) => (typeof v.metrics[name] === "number" ? v.metrics[name] : null)),
       spanGaps: true,
     }));
-    chartCanvas(view, target, "quality-chart", {
+    chartCanvas(view, target, "quality-chart", "UA, RA and TA of each version in the lineage", {
       type: "line",
       data: { labels: chain.map((v) => `v${v.number}`), datasets: series },
       options: { animation: false, maintainAspectRatio: false,
@@ -656,6 +659,7 @@
         model.head_version === number ? h("span", { class: "head-mark inline" }, "HEAD") : null);
     }, summary.body);
 
+    const auditPath = `/v1/models/${modelId}/versions/${number}/audit`;
     feed(view, `/v1/models/${modelId}/versions/${number}`, (version) => {
       fill(summary.body, definitions([
         ["kind", badge(version.kind)],
@@ -671,16 +675,15 @@
         ["weights sha256", h("code", {}, version.artifact_sha256)],
         ["created", formatTime(version.created_at)],
       ]), h("div", { class: "actions" },
-        version.forgotten_samples ? action("Re-audit", `/v1/models/${modelId}/versions/${number}/audit`,
+        version.forgotten_samples ? action("Re-audit", auditPath,
           { body: { reference: "none" }, scope: "admin", done: () => "Audit job queued." }) : null,
-        version.forgotten_samples ? action("Audit against retrained references",
-          `/v1/models/${modelId}/versions/${number}/audit`, {
+        version.forgotten_samples ? action("Audit against retrained references", auditPath, {
             body: { reference: "retrain" }, scope: "admin", id: "audit-reference",
             confirmText: "This retrains the model from scratch (K times) to compare. Go on?",
             done: () => "Reference audit queued." }) : null));
     }, summary.body);
 
-    feed(view, `/v1/models/${modelId}/versions/${number}/audit`, (audit) => {
+    feed(view, auditPath, (audit) => {
       showAudit(true);
       renderAudit(view, audit, { verdict, roc, entropy, gates, metrics });
     }, verdict.body, (error) => {
@@ -723,7 +726,7 @@
         curves.push({ label: name, points: detail.roc });
       }
     }
-    chartCanvas(view, panels.roc.body, "roc-chart", {
+    chartCanvas(view, panels.roc.body, "roc-chart", "ROC curves of the membership attacks", {
       type: "scatter",
       data: { datasets: [
         ...curves.map((curve, index) => ({
@@ -748,10 +751,11 @@
     ].filter(([, histogram]) => histogram && histogram.counts && histogram.counts.length);
     if (histograms.length) {
       const bins = histograms[0][1].bins;
-      chartCanvas(view, panels.entropy.body, "entropy-chart", {
+      chartCanvas(view, panels.entropy.body, "entropy-chart", "entropy histograms", {
         type: "bar",
         data: {
-          labels: bins.slice(0, -1).map((edge, i) => `${edge.toFixed(2)}-${bins[i + 1].toFixed(2)}`),
+          labels: bins.slice(0, -1)
+            .map((edge, i) => `${edge.toFixed(2)}-${bins[i + 1].toFixed(2)}`),
           datasets: histograms.map(([label, histogram], index) => {
             const total = histogram.counts.reduce((a, b) => a + b, 0) || 1;
             return { label, backgroundColor: COLOURS[index],
