@@ -33,6 +33,7 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.api_ingest
+	$(BIN)/python -m benchmarks.polled_reads
 	$(BIN)/python -m benchmarks.unlearning
 
 clean:

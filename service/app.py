@@ -7,13 +7,17 @@ from contextlib import AbstractAsyncContextManager
 
 from fastapi import FastAPI
 
+from service import admin
 from service.api import (
     audits,
+    caller,
+    conditional,
     datasets,
     deletion_requests,
     jobs,
     models,
     operations,
+    overview,
     problems,
 )
 from service.api.middleware import ObserveAndLimit
@@ -34,15 +38,19 @@ def create_app(*, lifespan: Lifespan | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
+    conditional.install(app)
     for router in (
         operations.router,
+        caller.router,
         datasets.router,
         models.router,
         deletion_requests.router,
         jobs.router,
         audits.router,
+        overview.router,
     ):
         app.include_router(router)
+    admin.mount(app)
     if settings.metrics_enabled and settings.metrics_port is None:
         app.add_api_route(
             "/metrics", operations.metrics_endpoint, methods=["GET"], include_in_schema=False

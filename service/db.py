@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from service import changes
 from service.settings import get_settings
 
 _engine: Engine | None = None
@@ -46,6 +47,7 @@ def get_engine() -> Engine:
         _engine = make_engine(settings.resolved_database_url)
         _engine_pid = os.getpid()
         _sessionmaker = sessionmaker(bind=_engine, expire_on_commit=False)
+        changes.install(_sessionmaker)
     return _engine
 
 

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from service import audit_log
 from service.enums import Scope
 from service.errors import InvalidInput
+from service.schemas import Caller
 from service.tables import ApiKey, Tenant
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "get_or_create_tenant",
     "has_scope",
     "parse_scopes",
+    "describe",
 ]
 
 # Authenticated keys are remembered this long, so the hot path skips a query per request;
@@ -166,3 +168,17 @@ def has_scope(principal: Principal, scope: Scope) -> bool:
 
 def any_key_exists(session: Session) -> bool:
     return session.scalar(select(ApiKey.id).limit(1)) is not None
+
+
+def describe(session: Session, principal: Principal) -> Caller:
+    """The calling key as a client may see it (never its secret or hash)."""
+    key = session.get(ApiKey, principal.key_id)
+    tenant = session.get(Tenant, principal.tenant_id)
+    assert key is not None and tenant is not None
+    return Caller(
+        key_id=key.id,
+        key_name=key.name,
+        tenant_id=tenant.id,
+        tenant=tenant.name,
+        scopes=sorted(principal.scopes),
+    )

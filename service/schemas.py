@@ -20,3 +20,13 @@ class Problem(BaseModel):
     status: int
     detail: str
     errors: list[dict[str, object]] | None = None
+
+
+class Caller(BaseModel):
+    """Who a key is: clients (the admin dashboard) show only what its scopes allow."""
+
+    key_id: str
+    key_name: str
+    tenant_id: str
+    tenant: str
+    scopes: list[str]

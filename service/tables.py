@@ -277,6 +277,18 @@ class Tombstone(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class ChangeStamp(Base):
+    """How many committed transactions changed one tenant's rows of one kind: the validator
+    behind every polled read's ETag (``service.changes``)."""
+
+    __tablename__ = "change_stamps"
+    tenant_id: Mapped[str] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    topic: Mapped[str] = mapped_column(String(16), primary_key=True)
+    stamp: Mapped[int] = mapped_column(BigInteger)
+
+
 class AuditLogEntry(Base):
     """Append-only, hash-chained: ``hash = sha256(prev_hash || canonical entry)``."""
 

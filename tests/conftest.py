@@ -40,6 +40,12 @@ def service_missing(what: str) -> None:
     pytest.skip(message)
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def _port_open(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=1):
@@ -110,6 +116,7 @@ TABLES = [
     "api_keys",
     "tenants",
     "audit_log",
+    "change_stamps",
 ]
 
 

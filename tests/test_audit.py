@@ -108,6 +108,9 @@ def test_report_without_references_has_the_api_shape(digits, deletion):
         assert 0.0 <= metrics[name] <= 1.0, name
     histogram = metrics["forget_entropy_histogram"]
     assert sum(histogram["counts"]) == FORGET_SIZE
+    holdout = metrics["holdout_entropy_histogram"]
+    assert holdout["bins"] == histogram["bins"]
+    assert sum(holdout["counts"]) == report["sizes"]["nonmembers"]
     assert 2 <= len(report["roc"]) <= 100
     assert report["reference"] is None and report["frm"] is None
     assert report["avg_disparity"] is None and report["verdict"] == "no_reference"

@@ -196,12 +196,23 @@ def test_offline_lira_refuses_missing_or_misaligned_references():
 
 def test_entropy_histogram_spans_zero_to_log_classes():
     rng = np.random.default_rng(5)
-    result = get_attack("entropy_histogram", {"bins": 10}).run(
-        inputs_for(rng.uniform(0.1, 1.0, 321))
-    )
+    inputs = inputs_for(rng.uniform(0.1, 1.0, 321))
+    result = get_attack("entropy_histogram", {"bins": 10}).run(inputs)
     histogram = result["metrics"]["forget_entropy_histogram"]
     assert len(histogram["bins"]) == 11 and len(histogram["counts"]) == 10
     assert histogram["bins"][0] == 0.0
     assert histogram["bins"][-1] == pytest.approx(math.log(NUM_CLASSES), abs=1e-6)
     assert sum(histogram["counts"]) == 321
     assert 0 < result["metrics"]["forget_entropy_mean"] < math.log(NUM_CLASSES)
+    holdout = result["metrics"]["holdout_entropy_histogram"]
+    assert holdout["bins"] == histogram["bins"]
+    assert sum(holdout["counts"]) == len(inputs.nonmembers) == 1000
+
+
+def test_entropy_histograms_tell_a_remembered_forget_set_from_held_out_data():
+    rng = np.random.default_rng(6)
+    remembered = inputs_for(rng.uniform(0.97, 1.0, 300))  # confident, like training data
+    metrics = get_attack("entropy_histogram").run(remembered)["metrics"]
+    assert metrics["forget_entropy_mean"] < metrics["holdout_entropy_mean"] / 2
+    forget, holdout = (metrics[f"{s}_entropy_histogram"]["counts"] for s in ("forget", "holdout"))
+    assert forget[0] > 0.5 * sum(forget) and holdout[0] < 0.5 * sum(holdout)

@@ -52,11 +52,19 @@ def test_missing_or_bad_key_is_401(client, headers, admin):
         ("get", "/v1/datasets"),
         ("get", "/v1/deletion-requests"),
         ("get", "/v1/jobs"),
+        ("get", "/v1/me"),
         ("post", "/v1/deletion-requests"),
     ]:
         response = getattr(client, method)(path, headers=headers)
         assert response.status_code == 401, (path, response.text)
         assert response.json()["status"] == 401
+
+
+def test_a_key_can_read_its_own_tenant_and_scopes(client, key_for):
+    headers = key_for(["requests:read", "audit:read"], tenant="globex")
+    caller = client.get("/v1/me", headers=headers).json()
+    assert caller["tenant"] == "globex" and caller["scopes"] == ["audit:read", "requests:read"]
+    assert set(caller) == {"key_id", "key_name", "tenant_id", "tenant", "scopes"}
 
 
 def test_scopes_are_enforced(client, admin, key_for, ready_model):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV_KEY = "unlearnd-dev-admin-key-for-make-run"
@@ -24,15 +25,9 @@ def _walkthrough() -> str:
     return re.search(r"```sh\n(.*?)```", section, re.DOTALL).group(1)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_walkthrough_runs_verbatim(tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "UNLEARN_STATE_DIR": str(tmp_path / "state"),
@@ -69,6 +64,7 @@ def test_walkthrough_runs_verbatim(tmp_path):
         assert result.returncode == 0, result.stdout + result.stderr
         assert '"state":"forgotten"' in result.stdout.replace(" ", "")
         assert '"parent": 1' in result.stdout and '"number": 2' in result.stdout
+        assert "unchanged poll: 304" in result.stdout
     finally:
         server.terminate()
         output = server.communicate(timeout=30)[0].decode()

@@ -57,6 +57,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     install_sender()  # the demo model's training job is sent while preparing
     prepare(announce=_out)
+    _out(f"admin dashboard: http://{args.host}:{args.port}/admin/ (sign in with an API key)")
     if args.workers > 1:
         if get_settings().embedded_worker:
             _out("--workers > 1 needs UNLEARN_BROKER_URL (the embedded worker runs in one process)")

@@ -21,8 +21,9 @@ Registered attacks:
   confidence ranks retained samples above forgotten ones.
 - ``loss_threshold`` -- loss attack AUC and ROC curve, forget set vs held-out data.
 - ``lira_offline`` -- offline LiRA with a global variance (Carlini et al. 2022).
-- ``entropy_histogram`` -- the output-entropy distribution on the forget set (PGU's figures);
-  not an attack strictly, but it reads the same outputs and lands in the same report.
+- ``entropy_histogram`` -- the output-entropy distribution on the forget set and on the
+  held-out non-members (PGU's figures); not an attack strictly, but it reads the same outputs
+  and lands in the same report.
 """
 
 from __future__ import annotations
@@ -349,6 +350,8 @@ class EntropyHistogram(Attack):
     of a model line up). A well-unlearned model looks like the retrained one: confident on
     random deletions it generalises to, uncertain on deleted classes; a collapse to maximal
     entropy (or to zero accuracy) is itself a tell (the Streisand effect).
+    The same histogram over the audit's non-members (held-out data, never trained on) is
+    the baseline to read it against: a forget set that looks like it has been forgotten.
     ``bins`` in the result are the bin edges (len = counts + 1), in nats.
     """
 
@@ -359,14 +362,13 @@ class EntropyHistogram(Attack):
     def run(self, inputs: AttackInputs) -> dict[str, Any]:
         top = math.log(max(inputs.forget.num_classes, 2))
         edges = np.linspace(0.0, top, self.params.bins + 1)
-        entropy = np.clip(inputs.forget.entropy(), 0.0, top)
-        counts, _ = np.histogram(entropy, bins=edges)
-        return {
-            "metrics": {
-                "forget_entropy_histogram": {
-                    "bins": [round(float(edge), 6) for edge in edges],
-                    "counts": [int(count) for count in counts],
-                },
-                "forget_entropy_mean": float(entropy.mean()) if len(entropy) else None,
+        metrics: dict[str, Any] = {}
+        for name, outputs in (("forget", inputs.forget), ("holdout", inputs.nonmembers)):
+            entropy = np.clip(outputs.entropy(), 0.0, top)
+            counts, _ = np.histogram(entropy, bins=edges)
+            metrics[f"{name}_entropy_histogram"] = {
+                "bins": [round(float(edge), 6) for edge in edges],
+                "counts": [int(count) for count in counts],
             }
-        }
+            metrics[f"{name}_entropy_mean"] = float(entropy.mean()) if len(entropy) else None
+        return {"metrics": metrics}

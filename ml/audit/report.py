@@ -266,6 +266,7 @@ def audit_version(
         {"forget_set_size": int,
          "metrics": {"ua", "ra", "ta", "mia_efficacy", "mia_auc",
                      "forget_entropy_histogram": {"bins", "counts"}, "forget_entropy_mean",
+                     "holdout_entropy_histogram" (same bins), "holdout_entropy_mean",
                      "lira_auc", "lira_tpr_at_1_fpr" (with references), ...},
          "roc": [[fpr, tpr], ...],               # loss attack, at most 100 points
          "attacks": {name: details}, "attacks_skipped": {name: reason},

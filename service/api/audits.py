@@ -1,8 +1,10 @@
 from fastapi import APIRouter
 
+from service.api.conditional import polled
 from service.api.deps import CurrentKey, SessionDep, VersionNumber, require
 from service.audits import service
 from service.audits.schemas import AuditCreate, AuditRead, Certificate
+from service.changes import Topic
 from service.enums import Scope
 from service.jobs import service as jobs
 from service.jobs.schemas import JobRead
@@ -13,7 +15,7 @@ router = APIRouter(tags=["audit"])
 @router.get(
     "/v1/models/{model_id}/versions/{number}/audit",
     response_model=AuditRead,
-    dependencies=[require(Scope.AUDIT_READ)],
+    **polled(Topic.AUDITS, scope=Scope.AUDIT_READ),
 )
 def get_audit(
     model_id: str, number: VersionNumber, session: SessionDep, key: CurrentKey

@@ -2,7 +2,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Response
 
+from service.api.conditional import polled
 from service.api.deps import CurrentKey, Limit, SessionDep, require
+from service.changes import Topic
 from service.deletion_requests import service
 from service.deletion_requests.schemas import (
     BulkResult,
@@ -13,7 +15,8 @@ from service.enums import RequestStatus, Scope
 from service.schemas import Page
 
 router = APIRouter(prefix="/v1/deletion-requests", tags=["deletion requests"])
-read, write = [require(Scope.REQUESTS_READ)], [require(Scope.REQUESTS_WRITE)]
+write = [require(Scope.REQUESTS_WRITE)]
+read = polled(Topic.REQUESTS, scope=Scope.REQUESTS_READ)
 
 
 @router.post("", status_code=202, response_model=DeletionRequestRead, dependencies=write)
@@ -40,7 +43,7 @@ def create_bulk(
     return service.create_many(session, tenant_id=key.tenant_id, items=requests)
 
 
-@router.get("", response_model=Page[DeletionRequestRead], dependencies=read)
+@router.get("", response_model=Page[DeletionRequestRead], **read)
 def list_requests(
     session: SessionDep,
     key: CurrentKey,
@@ -62,7 +65,7 @@ def list_requests(
     return Page(items=items, next_cursor=next_cursor)
 
 
-@router.get("/{request_id}", response_model=DeletionRequestRead, dependencies=read)
+@router.get("/{request_id}", response_model=DeletionRequestRead, **read)
 def get_request(request_id: str, session: SessionDep, key: CurrentKey) -> DeletionRequestRead:
     request = service.get_or_raise(session, tenant_id=key.tenant_id, request_id=request_id)
     return service.read_many(session, [request])[0]

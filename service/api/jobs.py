@@ -1,6 +1,8 @@
 from fastapi import APIRouter
 
+from service.api.conditional import polled
 from service.api.deps import CurrentKey, Limit, SessionDep, require
+from service.changes import Topic
 from service.enums import JobStatus, Scope
 from service.jobs import service
 from service.jobs.schemas import JobRead
@@ -9,7 +11,7 @@ from service.schemas import Page
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[require(Scope.MODELS_READ)])
 
 
-@router.get("", response_model=Page[JobRead])
+@router.get("", response_model=Page[JobRead], **polled(Topic.JOBS))
 def list_jobs(
     session: SessionDep,
     key: CurrentKey,
@@ -29,6 +31,6 @@ def list_jobs(
     return Page(items=[service.to_read(r) for r in rows], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobRead)
+@router.get("/{job_id}", response_model=JobRead, **polled(Topic.JOBS))
 def get_job(job_id: str, session: SessionDep, key: CurrentKey) -> JobRead:
     return service.to_read(service.get_or_raise(session, tenant_id=key.tenant_id, job_id=job_id))

@@ -1,13 +1,18 @@
 from fastapi import APIRouter, File, Response, UploadFile
 
+from service.api.conditional import polled
 from service.api.deps import CurrentKey, Limit, SessionDep, VersionNumber, require
+from service.changes import Topic
 from service.enums import Scope
 from service.models import service
 from service.models.schemas import FlushRead, ModelCreate, ModelRead, ModelUpdate, VersionRead
 from service.schemas import Page
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
-read, write = [require(Scope.MODELS_READ)], [require(Scope.MODELS_WRITE)]
+write = [require(Scope.MODELS_WRITE)]
+# A model's body shows its pending requests' count.
+model_read = polled(Topic.MODELS, Topic.REQUESTS, scope=Scope.MODELS_READ)
+version_read = polled(Topic.VERSIONS, scope=Scope.MODELS_READ)
 
 
 def _read(session: SessionDep, model) -> ModelRead:  # type: ignore[no-untyped-def]
@@ -19,7 +24,7 @@ def create_model(spec: ModelCreate, session: SessionDep, key: CurrentKey) -> Mod
     return _read(session, service.create(session, tenant_id=key.tenant_id, spec=spec))
 
 
-@router.get("", response_model=Page[ModelRead], dependencies=read)
+@router.get("", response_model=Page[ModelRead], **model_read)
 def list_models(
     session: SessionDep, key: CurrentKey, limit: Limit = 50, cursor: str | None = None
 ) -> Page[ModelRead]:
@@ -31,7 +36,7 @@ def list_models(
     return Page(items=items, next_cursor=next_cursor)
 
 
-@router.get("/{model_id}", response_model=ModelRead, dependencies=read)
+@router.get("/{model_id}", response_model=ModelRead, **model_read)
 def get_model(model_id: str, session: SessionDep, key: CurrentKey) -> ModelRead:
     return _read(session, service.get_or_raise(session, tenant_id=key.tenant_id, model_id=model_id))
 
@@ -51,7 +56,7 @@ def flush_model(model_id: str, session: SessionDep, key: CurrentKey) -> FlushRea
     return FlushRead(model_id=model_id, pending_requests=pending)
 
 
-@router.get("/{model_id}/versions", response_model=Page[VersionRead], dependencies=read)
+@router.get("/{model_id}/versions", response_model=Page[VersionRead], **version_read)
 def list_versions(
     model_id: str,
     session: SessionDep,
@@ -79,7 +84,7 @@ def upload_version(
     return service.version_read(session, version)
 
 
-@router.get("/{model_id}/versions/{number}", response_model=VersionRead, dependencies=read)
+@router.get("/{model_id}/versions/{number}", response_model=VersionRead, **version_read)
 def get_version(
     model_id: str, number: VersionNumber, session: SessionDep, key: CurrentKey
 ) -> VersionRead:
