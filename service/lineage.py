@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from ml.unlearners import Need
@@ -395,14 +395,16 @@ def collect_artifacts(session: Session, model_id: str) -> None:
             )
         )
     )
-    stale = session.execute(
-        select(VersionArtifact.id, VersionArtifact.sha256)
+    stale = session.scalars(
+        select(VersionArtifact)
         .join(ModelVersion, VersionArtifact.version_id == ModelVersion.id)
         .where(ModelVersion.model_id == model_id, ModelVersion.number.not_in(needed - {None}))
     ).all()
     if not stale:
         return
-    session.execute(delete(VersionArtifact).where(VersionArtifact.id.in_([r.id for r in stale])))
+    for row in stale:  # through the session, so the versions' change stamps move
+        session.delete(row)
+    session.flush()
     shas = {row.sha256 for row in stale}
     kept = set(
         session.scalars(select(VersionArtifact.sha256).where(VersionArtifact.sha256.in_(shas)))
