@@ -132,6 +132,9 @@ from ml.unlearners.registry import register_unlearner
 __all__ = ["PGU", "PGUParams", "CACHE_ARTIFACT", "unlearning_loss"]
 
 CACHE_ARTIFACT = "pgu_cache"
+# Forward passes that only accumulate covariances use large batches: the sum is the same to
+# round-off whatever the batching, and the float64 passes are several times faster so.
+COVARIANCE_BATCH = 256
 
 Gamma = Annotated[float, Field(gt=0, le=1)]
 StepRule = Literal["normalized", "sgd"]
@@ -227,7 +230,7 @@ class PGU(Unlearner):
         covariances = input_covariances(
             context.model,
             context.retain,
-            batch_size=p.batch_size,
+            batch_size=COVARIANCE_BATCH,
             device=context.device,
             progress=lambda done, total: context.progress("cache", done, total),
         )
@@ -262,7 +265,7 @@ class PGU(Unlearner):
             else context.load_version(basis_version)
         )
         forgotten = input_covariances(
-            basis_model, context.forget, batch_size=p.batch_size, device=device
+            basis_model, context.forget, batch_size=COVARIANCE_BATCH, device=device
         )
         retained = {
             name: cache.tensors[name].to(device=device, dtype=torch.float64) - forgotten[name]
