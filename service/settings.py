@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(2_000_000, ge=1024)
     bulk_max_requests: int = Field(100, ge=1)
     request_deadline_days: int = Field(30, ge=1)
+    max_upload_bytes: int = Field(1 << 30, ge=1024, description="uploaded weights")
+    max_model_parameters: int = Field(50_000_000, ge=1000)
 
     dispatch_interval_seconds: float = Field(5.0, gt=0)
     sweep_interval_seconds: float = Field(10.0, gt=0)

@@ -36,8 +36,11 @@ def create_bulk(
     session: SessionDep,
     key: CurrentKey,
     requests: Annotated[list[dict[str, Any]], Body(embed=True)],
+    idempotency_key: Annotated[str | None, Header()] = None,
 ) -> BulkResult:
-    return service.create_many(session, tenant_id=key.tenant_id, items=requests)
+    return service.create_many(
+        session, tenant_id=key.tenant_id, items=requests, idempotency_key=idempotency_key
+    )
 
 
 @router.get("", response_model=Page[DeletionRequestRead], dependencies=read)

@@ -74,7 +74,7 @@ def upload_version(
     key: CurrentKey,
     file: UploadFile = File(description="safetensors weights"),
 ) -> VersionRead:
-    data = file.file.read(service.MAX_UPLOAD_BYTES + 1)
+    data = file.file.read()
     version = service.upload_version(session, tenant_id=key.tenant_id, model_id=model_id, data=data)
     return service.version_read(session, version)
 

@@ -1,20 +1,21 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
 
 from service.enums import RequestStatus
+from service.schemas import Text
 
 
 class DeletionRequestCreate(BaseModel):
     """Exactly one of ``sample_keys`` and ``class_labels``."""
 
     model_config = ConfigDict(extra="forbid")
-    model_id: str = Field(max_length=64)
-    subject_id: str = Field(min_length=1, max_length=200)
-    sample_keys: list[str] | None = Field(
+    model_id: Text = Field(max_length=64)
+    subject_id: Text = Field(min_length=1, max_length=200)
+    sample_keys: list[Annotated[Text, Field(max_length=200)]] | None = Field(
         None, description="training sample keys to forget (limit: UNLEARN_MAX_KEYS_PER_REQUEST)"
     )
     class_labels: list[int] | None = Field(

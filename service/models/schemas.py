@@ -14,6 +14,7 @@ from ml.audit.scores import AuditTolerances
 from ml.registry import UnknownName
 from ml.training import TrainingConfig
 from service.enums import ModelStatus, VersionKind
+from service.schemas import Text
 
 if TYPE_CHECKING:
     from service.tables import Model
@@ -33,13 +34,16 @@ def _checked(validate: Any, name: str, params: dict[str, Any]) -> dict[str, Any]
 
 class ArchitectureSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(max_length=100)
+    name: Text = Field(max_length=100)
     params: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _known(self) -> ArchitectureSpec:
         self.params = _checked(architectures.validate_params, self.name, self.params)
         return self
+
+    def parameter_count(self, input_shape: list[int], num_classes: int) -> int:
+        return architectures.parameter_count(self.name, self.params, input_shape, num_classes)
 
     def build(self, input_shape: list[int], num_classes: int) -> nn.Module:
         """A freshly initialised network for a dataset of this shape."""
@@ -50,7 +54,7 @@ class UnlearnerSpec(BaseModel):
     """An unlearner by registry name; params are checked by the method's own schema."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(max_length=100)
+    name: Text = Field(max_length=100)
     params: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -87,8 +91,8 @@ class AuditPolicy(BaseModel):
 
 class ModelCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=200)
-    dataset_id: str = Field(max_length=64)
+    name: Text = Field(min_length=1, max_length=200)
+    dataset_id: Text = Field(max_length=64)
     architecture: ArchitectureSpec
     unlearner: UnlearnerSpec = Field(default_factory=lambda: UnlearnerSpec(name="finetune"))
     batching: Batching = Field(default_factory=Batching)
