@@ -12,11 +12,13 @@ from service.api import (
     datasets,
     deletion_requests,
     jobs,
+    keys,
     models,
     operations,
     problems,
 )
-from service.api.middleware import ObserveAndLimit
+from service.api.gate import Gate
+from service.api.middleware import Observe
 from service.settings import get_settings
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -41,6 +43,7 @@ def create_app(*, lifespan: Lifespan | None = None) -> FastAPI:
         deletion_requests.router,
         jobs.router,
         audits.router,
+        keys.router,
     ):
         app.include_router(router)
     if settings.metrics_enabled and settings.metrics_port is None:
@@ -48,5 +51,7 @@ def create_app(*, lifespan: Lifespan | None = None) -> FastAPI:
             "/metrics", operations.metrics_endpoint, methods=["GET"], include_in_schema=False
         )
 
-    app.add_middleware(ObserveAndLimit, max_body_bytes=settings.max_body_bytes)
+    # Added last = outermost: every request is observed, then gated, then routed.
+    app.add_middleware(Gate, settings=settings)
+    app.add_middleware(Observe)
     return app

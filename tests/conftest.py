@@ -16,8 +16,9 @@ import torch
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
-from service import keys
+from service import rate_limits
 from service.db import reset_engine, session_scope
+from service.keys import service as keys
 from service.settings import get_settings
 
 torch.set_num_threads(1)
@@ -54,6 +55,7 @@ def configure(monkeypatch: pytest.MonkeyPatch, **settings: Any) -> None:
     get_settings.cache_clear()
     reset_engine()
     keys.forget_cached_keys()
+    rate_limits.limiter_for.cache_clear()  # buckets start empty in every test
 
 
 @pytest.fixture(autouse=True)
