@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     job_soft_time_limit_seconds: int = Field(6 * 3600, ge=1)
 
     metrics_enabled: bool = True
+    metrics_token: SecretStr = Field(
+        SecretStr(""), description="when set, /metrics needs it and adds per-model series"
+    )
     metrics_port: int | None = Field(None, description="serve /metrics on its own port instead")
     worker_metrics_port: int | None = Field(None, description="a worker's own metrics port")
 
