@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from service.api import (
     audits,
+    callbacks,
     datasets,
     deletion_requests,
     jobs,
@@ -44,6 +45,7 @@ def create_app(*, lifespan: Lifespan | None = None) -> FastAPI:
         jobs.router,
         audits.router,
         keys.router,
+        callbacks.router,
     ):
         app.include_router(router)
     if settings.metrics_enabled and settings.metrics_port is None:

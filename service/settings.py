@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 
@@ -45,6 +46,15 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(3, ge=1)
     job_soft_time_limit_seconds: int = Field(6 * 3600, ge=1)
 
+    callback_allowed_networks: str = Field(
+        "", description="comma-separated CIDRs callbacks may reach although not public"
+    )
+    callback_max_attempts: int = Field(10, ge=1, le=100)
+    callback_retry_seconds: float = Field(
+        10.0, gt=0, description="the first retry's delay; doubled per attempt up to an hour"
+    )
+    callback_timeout_seconds: float = Field(10.0, gt=0, le=60)
+
     metrics_enabled: bool = True
     metrics_token: SecretStr = Field(
         SecretStr(""), description="when set, /metrics needs it and adds per-model series"
@@ -61,6 +71,18 @@ class Settings(BaseSettings):
         if value not in {"development", "production"}:
             raise ValueError("environment must be development or production")
         return value
+
+    @field_validator("callback_allowed_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for network in filter(None, (part.strip() for part in value.split(","))):
+            ipaddress.ip_network(network, strict=False)  # ValueError names the bad one
+        return value
+
+    @property
+    def callback_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        parts = (part.strip() for part in self.callback_allowed_networks.split(","))
+        return [ipaddress.ip_network(p, strict=False) for p in parts if p]
 
     @model_validator(mode="after")
     def _no_placeholders_in_production(self) -> Settings:

@@ -97,6 +97,8 @@ def redis_url() -> str:
 
 
 TABLES = [
+    "callback_attempts",
+    "callback_deliveries",
     "audits",
     "version_artifacts",
     "tombstones",

@@ -200,7 +200,7 @@ def parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=cmd_serve)
 
     worker = commands.add_parser("worker", help="a Celery worker")
-    worker.add_argument("--queues", default="gpu,audit,control")
+    worker.add_argument("--queues", default="gpu,audit,control,callbacks")
     worker.add_argument("--concurrency", type=int, default=1)
     worker.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"])
     worker.add_argument("--metrics-port", type=int, default=None)

@@ -9,18 +9,28 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from service import metrics, outbox
+from service import logs, metrics, outbox
+from service.callbacks import delivery as callback_delivery
+from service.callbacks import service as callbacks
 from service.jobs import dispatch as dispatching
 from workers.lease import Heartbeat, LeaseLost, claim, release
 from workers.runners import RUNNERS
 
-__all__ = ["run_job", "dispatch", "sweep", "COMMANDS"]
+__all__ = ["run_job", "dispatch", "sweep", "deliver_callback", "COMMANDS"]
 
 log = logging.getLogger(__name__)
 
 
 def run_job(job_id: str) -> None:
     """Claim the job, run its kind's runner under a heartbeat, release it on failure."""
+    token = logs.context.set({"job_id": job_id})
+    try:
+        _run_job(job_id)
+    finally:
+        logs.context.reset(token)
+
+
+def _run_job(job_id: str) -> None:
     job_claim = claim(job_id)
     if job_claim is None:
         return
@@ -51,11 +61,22 @@ def dispatch(model_id: str | None = None) -> None:
 
 
 def sweep() -> None:
+    """Requeue jobs whose lease expired, re-send lost job messages and due callbacks."""
     dispatching.sweep()
+    callbacks.resend_due()
+
+
+def deliver_callback(delivery_id: str) -> None:
+    token = logs.context.set({"delivery_id": delivery_id})
+    try:
+        callback_delivery.deliver(delivery_id)
+    finally:
+        logs.context.reset(token)
 
 
 COMMANDS: dict[str, Callable[..., Any]] = {
     outbox.RUN_JOB: run_job,
     outbox.DISPATCH: dispatch,
     outbox.SWEEP: sweep,
+    outbox.DELIVER_CALLBACK: deliver_callback,
 }

@@ -3,6 +3,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Response
 
 from service.api.deps import CurrentKey, Limit, SessionDep, require
+from service.callbacks import service as callbacks
+from service.callbacks.schemas import DeliveryList
 from service.deletion_requests import service
 from service.deletion_requests.schemas import (
     BulkResult,
@@ -81,3 +83,9 @@ def cancel_request(request_id: str, session: SessionDep, key: CurrentKey) -> Del
 )
 def retry_request(request_id: str, session: SessionDep, key: CurrentKey) -> DeletionRequestRead:
     return service.retry(session, tenant_id=key.tenant_id, request_id=request_id)
+
+
+@router.get("/{request_id}/callbacks", response_model=DeliveryList, dependencies=read)
+def list_callbacks(request_id: str, session: SessionDep, key: CurrentKey) -> DeliveryList:
+    deliveries = callbacks.deliveries_of(session, tenant_id=key.tenant_id, request_id=request_id)
+    return DeliveryList(items=deliveries)

@@ -5,6 +5,7 @@ from typing import Annotated, Any
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
 
+from service.callbacks.targets import RefusedTarget, check_url
 from service.enums import RequestStatus
 from service.schemas import Text
 
@@ -29,8 +30,13 @@ class DeletionRequestCreate(BaseModel):
             raise ValueError("give exactly one of sample_keys and class_labels")
         if self.sample_keys is not None and not self.sample_keys:
             raise ValueError("sample_keys must not be empty")
-        if self.callback_url is not None and len(str(self.callback_url)) > 2000:
-            raise ValueError("callback_url is longer than 2000 characters")
+        if self.callback_url is not None:
+            if len(str(self.callback_url)) > 2000:
+                raise ValueError("callback_url is longer than 2000 characters")
+            try:
+                check_url(str(self.callback_url))
+            except RefusedTarget as refused:
+                raise ValueError(f"callback_url: {refused}") from None
         return self
 
 
