@@ -15,6 +15,7 @@ from service.api import (
     jobs,
     keys,
     models,
+    openapi,
     operations,
     problems,
 )
@@ -37,6 +38,7 @@ def create_app(*, lifespan: Lifespan | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
+    openapi.install(app)
     for router in (
         operations.router,
         datasets.router,

@@ -3,6 +3,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Response
 
 from service.api.deps import CurrentKey, Limit, SessionDep, require
+from service.api.openapi import conflict
 from service.callbacks import service as callbacks
 from service.callbacks.schemas import DeliveryList
 from service.deletion_requests import service
@@ -73,13 +74,21 @@ def get_request(request_id: str, session: SessionDep, key: CurrentKey) -> Deleti
     return service.read_many(session, [request])[0]
 
 
-@router.post("/{request_id}/cancel", response_model=DeletionRequestRead, dependencies=write)
+@router.post(
+    "/{request_id}/cancel",
+    response_model=DeletionRequestRead,
+    dependencies=write,
+    responses=conflict("the request is not pending"),
+)
 def cancel_request(request_id: str, session: SessionDep, key: CurrentKey) -> DeletionRequestRead:
     return service.cancel(session, tenant_id=key.tenant_id, request_id=request_id)
 
 
 @router.post(
-    "/{request_id}/retry", response_model=DeletionRequestRead, dependencies=[require(Scope.ADMIN)]
+    "/{request_id}/retry",
+    response_model=DeletionRequestRead,
+    dependencies=[require(Scope.ADMIN)],
+    responses=conflict("the request has not failed"),
 )
 def retry_request(request_id: str, session: SessionDep, key: CurrentKey) -> DeletionRequestRead:
     return service.retry(session, tenant_id=key.tenant_id, request_id=request_id)

@@ -3,6 +3,7 @@ from datetime import timedelta
 from fastapi import APIRouter
 
 from service.api.deps import CurrentKey, Limit, SessionDep, require
+from service.api.openapi import conflict
 from service.enums import Scope
 from service.keys import service
 from service.keys.schemas import KeyCreate, KeyCreated, KeyRead, KeyRotate
@@ -52,7 +53,12 @@ def revoke_key(key_id: str, session: SessionDep, key: CurrentKey) -> KeyRead:
     return _read(service.revoke(session, key_id=key_id, tenant_id=key.tenant_id))
 
 
-@router.post("/{key_id}/rotate", status_code=201, response_model=KeyCreated)
+@router.post(
+    "/{key_id}/rotate",
+    status_code=201,
+    response_model=KeyCreated,
+    responses=conflict("the key is revoked, expired or already rotated"),
+)
 def rotate_key(key_id: str, spec: KeyRotate, session: SessionDep, key: CurrentKey) -> KeyCreated:
     grace = timedelta(seconds=spec.grace_seconds)
     new, plaintext = service.rotate(session, key_id=key_id, grace=grace, tenant_id=key.tenant_id)

@@ -1,6 +1,7 @@
 from fastapi import APIRouter, File, Response, UploadFile
 
 from service.api.deps import CurrentKey, Limit, SessionDep, VersionNumber, require
+from service.api.openapi import conflict
 from service.enums import Scope
 from service.models import service
 from service.models.schemas import FlushRead, ModelCreate, ModelRead, ModelUpdate, VersionRead
@@ -14,7 +15,13 @@ def _read(session: SessionDep, model) -> ModelRead:  # type: ignore[no-untyped-d
     return service.to_read(model, service.pending_counts(session, [model.id]).get(model.id, 0))
 
 
-@router.post("", status_code=201, response_model=ModelRead, dependencies=write)
+@router.post(
+    "",
+    status_code=201,
+    response_model=ModelRead,
+    dependencies=write,
+    responses=conflict("a model of this name exists"),
+)
 def create_model(spec: ModelCreate, session: SessionDep, key: CurrentKey) -> ModelRead:
     return _read(session, service.create(session, tenant_id=key.tenant_id, spec=spec))
 
@@ -66,7 +73,11 @@ def list_versions(
 
 
 @router.post(
-    "/{model_id}/versions", status_code=201, response_model=VersionRead, dependencies=write
+    "/{model_id}/versions",
+    status_code=201,
+    response_model=VersionRead,
+    dependencies=write,
+    responses=conflict("a job is writing the model's lineage"),
 )
 def upload_version(
     model_id: str,
