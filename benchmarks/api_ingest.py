@@ -197,7 +197,7 @@ def scratch_database(admin_url: str):  # type: ignore[no-untyped-def]
 @contextmanager
 def served(env: dict[str, str], port: int, log_path: Path):  # type: ignore[no-untyped-def]
     """``unlearnd serve`` as a subprocess; yields it once /healthz answers."""
-    command = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1"]
+    command = [sys.executable, "-m", "workers.cli", "serve", "--host", "127.0.0.1"]
     command += ["--port", str(port), "--no-access-log"]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -447,9 +447,11 @@ def main(argv: list[str] | None = None) -> int:
             UNLEARN_STATE_DIR=str(state_dir / "state"),
             UNLEARN_DATA_ROOT=str(state_dir / "data"),
             PROMETHEUS_MULTIPROC_DIR=str(state_dir / "metrics"),
+            # One key sends everything here: the per-key limit would measure itself.
+            UNLEARN_RATE_LIMIT_PER_SECOND="0",
         )
         migrated = subprocess.run(
-            [sys.executable, "-m", "service.cli", "migrate"],
+            [sys.executable, "-m", "workers.cli", "migrate"],
             env=env,
             timeout=180,
             capture_output=True,

@@ -244,7 +244,7 @@ def test_the_embedded_runner_delivers_callbacks(sqlite_env, monkeypatch):
         callback_allowed_networks="127.0.0.0/8",
     )
     from tests.conftest import create_dataset, create_model
-    from tests.test_lifecycle import wait_for
+    from tests.processes import wait_for
     from workers.runtime import create_app
 
     server = Receiver()

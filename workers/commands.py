@@ -36,6 +36,15 @@ def _run_job(job_id: str) -> None:
         return
     unlearner = job_claim.unlearner.name if job_claim.unlearner else "-"
     outcome = "succeeded"
+    log.info(
+        "job started",
+        extra={
+            "kind": job_claim.kind.value,
+            "attempt": job_claim.attempt,
+            "model_id": job_claim.model_id,
+            "deletion_request_ids": job_claim.request_ids,
+        },
+    )
     with Heartbeat(job_claim) as heartbeat:
         try:
             RUNNERS[job_claim.kind](job_claim, heartbeat)
@@ -47,9 +56,9 @@ def _run_job(job_id: str) -> None:
             log.exception("job %s attempt %s failed", job_id, job_claim.attempt)
             metrics.JOB_FAILURES.labels(job_claim.kind, type(error).__name__).inc()
             release(job_claim, f"{type(error).__name__}: {error}")
-    metrics.JOB_DURATION.labels(job_claim.kind, unlearner, outcome).observe(
-        time.monotonic() - job_claim.started
-    )
+    seconds = time.monotonic() - job_claim.started
+    metrics.JOB_DURATION.labels(job_claim.kind, unlearner, outcome).observe(seconds)
+    log.info("job ended", extra={"outcome": outcome, "seconds": round(seconds, 3)})
 
 
 def dispatch(model_id: str | None = None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections import Counter
 from datetime import timedelta
 from typing import Any
@@ -48,6 +49,8 @@ __all__ = [
     "to_read",
     "read_many",
 ]
+
+log = logging.getLogger(__name__)
 
 MAX_LISTED = 100  # invalid keys listed in a 422
 MAX_IDEMPOTENCY_KEY = 200
@@ -131,6 +134,16 @@ def create(
         if previous is None:
             raise
         return previous
+    # The subject as a digest only: logs never carry personal data (service.logs).
+    log.info(
+        "deletion request accepted",
+        extra={
+            "deletion_request_id": request.id,
+            "model_id": model.id,
+            "subject_sha256": digest(spec.subject_id),
+            "sample_count": count,
+        },
+    )
     return answer
 
 
