@@ -45,6 +45,7 @@ from benchmarks.api_ingest import _flush_broker, _free_port, _quantile, scratch_
 
 ADMIN_KEY = "load-admin-" + "Zx9" * 10  # development-only bootstrap key of the scratch run
 PATH = "/v1/deletion-requests"
+TRANSPORT_ATTEMPTS = 3
 
 
 @dataclass
@@ -64,6 +65,7 @@ class Shard:
     answers: dict[int, str] = field(default_factory=dict)  # send index -> request id
     mismatched_retries: int = 0
     retries_answered: int = 0
+    transport_retries: int = 0  # a connection failed; sent again with the same key
 
 
 def plan(args: argparse.Namespace, model_id: str, keys: list[str]) -> list[list[tuple[int, Send]]]:
@@ -105,15 +107,21 @@ async def _client(
 
         async def one(index: int, send: Send) -> None:
             scheduled = start + send.at
-            try:
-                response = await client.post(
-                    PATH, json=send.body, headers={"Idempotency-Key": send.key}
-                )
+            for attempt in range(1, TRANSPORT_ATTEMPTS + 1):
+                try:
+                    response = await client.post(
+                        PATH, json=send.body, headers={"Idempotency-Key": send.key}
+                    )
+                except httpx.TransportError as error:
+                    # What a client does when a connection fails: send it again, same key.
+                    status = type(error).__name__
+                    if attempt < TRANSPORT_ATTEMPTS:
+                        shard.transport_retries += 1
+                    continue
                 status = str(response.status_code)
                 if response.status_code == 202:
                     shard.answers[index] = response.json()["id"]
-            except httpx.HTTPError as error:
-                status = type(error).__name__
+                break
             shard.latencies.append(time.monotonic() - scheduled)
             shard.statuses[status] += 1
 
@@ -125,7 +133,7 @@ async def _client(
             tasks.append(asyncio.create_task(one(index, send)))
         await asyncio.gather(*tasks)
     for index, send in sends:
-        if send.retry_of is not None and index in shard.answers:
+        if send.retry_of is not None and index in shard.answers and send.retry_of in shard.answers:
             shard.retries_answered += 1
             if shard.answers.get(send.retry_of) != shard.answers[index]:
                 shard.mismatched_retries += 1
@@ -153,8 +161,8 @@ def _dataset(data_root: Path, samples: int, seed: int) -> None:
     np.savez(data_root / "events.npz", x=x, y=y, keys=keys)
 
 
-def prepare(base_url: str, clients: int, samples: int) -> tuple[str, list[str], list[str]]:
-    """A dataset, a trained model, and one API key per client."""
+def prepare(base_url: str, clients: int) -> tuple[str, list[str], list[str]]:
+    """A dataset, a trained model, its training keys, and one API key per client."""
     admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
     with httpx.Client(base_url=base_url, headers=admin, timeout=120) as api:
         dataset = api.post(
@@ -180,14 +188,24 @@ def prepare(base_url: str, clients: int, samples: int) -> tuple[str, list[str], 
             if time.monotonic() > deadline:
                 raise RuntimeError("the model did not train in 600 s")
             time.sleep(1)
+        train: list[str] = []  # holdout and test keys would be refused (never trained on)
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {"split": "train", "limit": 500}
+            if cursor:
+                params["cursor"] = cursor
+            page = api.get(f"/v1/datasets/{dataset.json()['id']}/samples", params=params).json()
+            train += [item["key"] for item in page["items"]]
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
         api_keys = [
             api.post("/v1/keys", json={"name": f"client-{i}", "scopes": ["requests:write"]}).json()[
                 "key"
             ]
             for i in range(clients)
         ]
-    keys = [f"user-{i:07d}/event" for i in range(samples)]
-    return model_id, keys, api_keys
+    return model_id, train, api_keys
 
 
 @contextmanager
@@ -300,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         stack.enter_context(background([*unlearnd, "beat"], env, folder / "beat.log"))
         base_url = f"http://127.0.0.1:{port}"
-        model_id, keys, api_keys = prepare(base_url, args.clients, args.samples)
+        model_id, keys, api_keys = prepare(base_url, args.clients)
         print(
             f"serve on {base_url}; model {model_id} ready; {args.clients} client keys", flush=True
         )
@@ -342,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     errors = sent - statuses.get("202", 0)
     retries = sum(s.retries_answered for s in shards)
     mismatched = sum(s.mismatched_retries for s in shards)
+    transport_retries = sum(s.transport_retries for s in shards)
     turnaround = result["turnaround"]
 
     def spread(values: list[float], scale: float) -> str:
@@ -356,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|",
         f"| sends (in {elapsed:.1f} s, {args.clients} clients) | {sent} ({sent / elapsed:.0f}/s) |",
         f"| answers by status | {dict(sorted(statuses.items()))} |",
-        f"| errors (anything but 202) | {errors} |",
+        f"| errors (anything but 202, after up to {TRANSPORT_ATTEMPTS} tries) | {errors} |",
+        f"| sends repeated after a connection error (same key) | {transport_retries} |",
         f"| latency p50 / p90 / p99 / max (ms) | {spread(latencies, 1000)} |",
         f"| distinct idempotency keys / stored requests | {distinct} / {result['stored']} |",
         f"| retries answered with the first answer | {retries - mismatched} of {retries} |",

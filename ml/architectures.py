@@ -33,7 +33,7 @@ Channels = Annotated[int, Field(ge=1, le=1024)]  # feature maps of a conv layer
 
 
 class MLPParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     hidden: list[Width] = Field(default_factory=lambda: [128, 64], min_length=1, max_length=8)
 
 
@@ -51,8 +51,8 @@ architectures.register("mlp")(Architecture(MLPParams, _mlp))
 
 
 class SmallCNNParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    channels: tuple[Channels, Channels] = (32, 64)
+    model_config = ConfigDict(extra="forbid", strict=True)
+    channels: list[Channels] = Field(default_factory=lambda: [32, 64], min_length=2, max_length=2)
     hidden: int = Field(128, ge=8, le=4096)
 
 

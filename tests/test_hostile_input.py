@@ -276,3 +276,22 @@ def test_uploaded_weights_must_be_finite(client, admin, ready_model):
         files={"file": ("w.safetensors", io.BytesIO(save(state)), "application/octet-stream")},
     )
     assert response.status_code == 201, response.text
+
+
+def test_two_calls_racing_for_one_name_answer_409_not_500(client, admin, monkeypatch):
+    """The name check passes for both; the unique index refuses the second."""
+    from sqlalchemy import false
+
+    from service.datasets import service as datasets
+    from service.tables import Dataset
+
+    real_select = datasets.select
+
+    def blind_name_check(*columns):  # as if the twin had not committed yet
+        statement = real_select(*columns)
+        return statement.where(false()) if columns[0] is Dataset.id else statement
+
+    monkeypatch.setattr(datasets, "select", blind_name_check)
+    body = {"name": "twin", "source": {"kind": "builtin", "name": "sklearn-digits"}}
+    assert client.post("/v1/datasets", headers=admin, json=body).status_code == 201
+    assert_problem(client.post("/v1/datasets", headers=admin, json=body), 409)

@@ -9,10 +9,17 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError, StatementError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, StatementError
 from starlette.exceptions import HTTPException
 
-from service.errors import DomainError, InvalidInput, TooLarge, client_error, problem_body
+from service.errors import (
+    Conflict,
+    DomainError,
+    InvalidInput,
+    TooLarge,
+    client_error,
+    problem_body,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +65,11 @@ def answer_for(exc: Exception) -> JSONResponse | None:
     refused = client_error(exc)
     if refused is not None:
         return problem_response(refused.problem())
+    if isinstance(exc, IntegrityError):
+        # Two calls raced for one unique thing (a name, a model's one live job): the
+        # loser's state check passed before the winner committed.
+        log.warning("integrity conflict: %s", type(exc.orig).__name__)
+        return problem_response(Conflict("a concurrent change conflicts with this one").problem())
     return None
 
 

@@ -10,20 +10,20 @@ from service.schemas import Text
 
 
 class BuiltinSource(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     kind: Literal["builtin"]
     name: Literal["sklearn-digits"]
 
 
 class TorchvisionSource(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     kind: Literal["torchvision"]
     name: Literal["FashionMNIST", "MNIST", "KMNIST"]
     root: Text = Field(".", max_length=1000, description="folder under the data root")
 
 
 class NpzSource(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     kind: Literal["npz"]
     path: Text = Field(max_length=1000, description="file under the data root")
 
@@ -32,7 +32,7 @@ Source = Annotated[BuiltinSource | TorchvisionSource | NpzSource, Field(discrimi
 
 
 class DatasetCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: Text = Field(min_length=1, max_length=200)
     source: Source
     holdout_fraction: float = Field(0.1, ge=0.0, lt=1.0)

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, Strict, model_validator
 
 from service.callbacks.targets import RefusedTarget, check_url
 from service.enums import RequestStatus
@@ -13,7 +13,7 @@ from service.schemas import Text
 class DeletionRequestCreate(BaseModel):
     """Exactly one of ``sample_keys`` and ``class_labels``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     model_id: Text = Field(max_length=64)
     subject_id: Text = Field(min_length=1, max_length=200)
     sample_keys: list[Annotated[Text, Field(max_length=200)]] | None = Field(
@@ -22,7 +22,9 @@ class DeletionRequestCreate(BaseModel):
     class_labels: list[int] | None = Field(
         None, min_length=1, description="forget every training sample of these classes"
     )
-    callback_url: AnyHttpUrl | None = Field(None, description="status changes are POSTed here")
+    callback_url: Annotated[AnyHttpUrl, Strict(False)] | None = Field(
+        None, description="status changes are POSTed here"
+    )
 
     @model_validator(mode="after")
     def _exactly_one_target(self) -> DeletionRequestCreate:

@@ -1,23 +1,25 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict
 
 from service.enums import Scope
 from service.schemas import Text
 
 
 class KeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: Text = Field("", max_length=200)
-    scopes: list[Scope] = Field(min_length=1)
-    expires_at: datetime | None = Field(None, description="none: the key never expires")
+    scopes: list[Annotated[Scope, Strict(False)]] = Field(min_length=1)
+    expires_at: Annotated[datetime, Strict(False)] | None = Field(
+        None, description="none: the key never expires"
+    )
 
 
 class KeyRotate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     grace_seconds: int = Field(
         3600, ge=0, le=30 * 86400, description="how long the old key keeps working"
     )

@@ -33,7 +33,7 @@ def _checked(validate: Any, name: str, params: dict[str, Any]) -> dict[str, Any]
 
 
 class ArchitectureSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: Text = Field(max_length=100)
     params: dict[str, Any] = Field(default_factory=dict)
 
@@ -53,7 +53,7 @@ class ArchitectureSpec(BaseModel):
 class UnlearnerSpec(BaseModel):
     """An unlearner by registry name; params are checked by the method's own schema."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: Text = Field(max_length=100)
     params: dict[str, Any] = Field(default_factory=dict)
 
@@ -71,7 +71,7 @@ class UnlearnerSpec(BaseModel):
 
 
 class Batching(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     max_requests: int = Field(100, ge=1, le=100_000, description="dispatch at this many pending")
     max_wait_seconds: float = Field(
         300, ge=0, le=30 * 86400, description="or once the oldest has waited this long"
@@ -79,7 +79,7 @@ class Batching(BaseModel):
 
 
 class AuditPolicy(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     reference_every: int = Field(
         0, ge=0, description="audit every Nth version against retrained references (0: never)"
     )
@@ -90,7 +90,7 @@ class AuditPolicy(BaseModel):
 
 
 class ModelCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: Text = Field(min_length=1, max_length=200)
     dataset_id: Text = Field(max_length=64)
     architecture: ArchitectureSpec
@@ -124,7 +124,7 @@ class ModelSettings(BaseModel):
 
 
 class ModelUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     unlearner: UnlearnerSpec | None = None
     batching: Batching | None = None
     audit: AuditPolicy | None = None
