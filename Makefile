@@ -37,7 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.api_ingest
 	$(BIN)/python -m benchmarks.unlearning
 
-FUZZ_EXAMPLES ?= 100
+FUZZ_EXAMPLES ?= 400
 fuzz: $(STAMP)
 	UNLEARN_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -s tests/test_fuzz.py
 
