@@ -1,13 +1,15 @@
 # make run   - install into .venv, migrate, serve the embedded default with a demo model
 # make test  - install into .venv (with dev tools), lint, type-check, run the suite
 # make bench - the benchmarks (API ingest, unlearning, audit)
+# make fuzz  - schemathesis against the served API, thousands of cases (prints the count)
+# make drills - the fault drills, DRILL_RUNS times each (prints runs and failures)
 
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench fuzz drills clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +37,14 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.api_ingest
 	$(BIN)/python -m benchmarks.polled_reads
 	$(BIN)/python -m benchmarks.unlearning
+
+FUZZ_EXAMPLES ?= 400
+fuzz: $(STAMP)
+	UNLEARN_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -s tests/test_fuzz.py
+
+DRILL_RUNS ?= 5
+drills: $(STAMP)
+	$(BIN)/python -m tests.drills --runs $(DRILL_RUNS)
 
 clean:
 	rm -rf $(VENV) .state .pytest_cache .mypy_cache .ruff_cache

@@ -447,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
             UNLEARN_STATE_DIR=str(state_dir / "state"),
             UNLEARN_DATA_ROOT=str(state_dir / "data"),
             PROMETHEUS_MULTIPROC_DIR=str(state_dir / "metrics"),
+            # One key sends everything here: the per-key limit would measure itself.
+            UNLEARN_RATE_LIMIT_PER_SECOND="0",
         )
         migrated = subprocess.run(
             [sys.executable, "-m", "workers.cli", "migrate"],

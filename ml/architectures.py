@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from ml.registry import Registry
 
-__all__ = ["Architecture", "architectures", "build_model"]
+__all__ = ["Architecture", "architectures", "build_model", "parameter_count"]
 
 
 class Architecture:
@@ -27,9 +28,13 @@ class Architecture:
 architectures: Registry[Architecture] = Registry("architecture")
 
 
+Width = Annotated[int, Field(ge=1, le=4096)]  # units of a linear layer
+Channels = Annotated[int, Field(ge=1, le=1024)]  # feature maps of a conv layer
+
+
 class MLPParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    hidden: list[int] = Field(default_factory=lambda: [128, 64], min_length=1, max_length=8)
+    model_config = ConfigDict(extra="forbid", strict=True)
+    hidden: list[Width] = Field(default_factory=lambda: [128, 64], min_length=1, max_length=8)
 
 
 def _mlp(input_shape: list[int], num_classes: int, params: MLPParams) -> nn.Module:
@@ -46,8 +51,8 @@ architectures.register("mlp")(Architecture(MLPParams, _mlp))
 
 
 class SmallCNNParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    channels: tuple[int, int] = (32, 64)
+    model_config = ConfigDict(extra="forbid", strict=True)
+    channels: list[Channels] = Field(default_factory=lambda: [32, 64], min_length=2, max_length=2)
     hidden: int = Field(128, ge=8, le=4096)
 
 
@@ -78,6 +83,16 @@ architectures.register("small_cnn")(Architecture(SmallCNNParams, _small_cnn))
 def validate_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
     """Checked params with defaults filled in (raises UnknownName or ValidationError)."""
     return architectures.get(name).Params.model_validate(params).model_dump(mode="json")
+
+
+def parameter_count(
+    name: str, params: dict[str, Any], input_shape: list[int], num_classes: int
+) -> int:
+    """How many parameters the network would have, without allocating them (built on the
+    meta device), so a request cannot make the service allocate a huge model to find out."""
+    with torch.device("meta"):
+        network = build_model(name, params, input_shape, num_classes)
+    return sum(p.numel() for p in network.parameters())
 
 
 def build_model(

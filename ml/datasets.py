@@ -8,6 +8,7 @@ promise that it reads no retained data is tested by an adapter that fails on suc
 from __future__ import annotations
 
 import json
+import zipfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import lru_cache
@@ -46,15 +47,22 @@ class DatasetAdapter(ABC):
     def read(self, positions: np.ndarray) -> torch.Tensor:
         """Inputs (float32) of the samples at these positions, in that order."""
 
-    def confined(self, raw: str) -> Path:
-        """``raw`` resolved (relative paths against the data root) and kept inside it."""
+    def confined(self, raw: str, *, directory: bool = False) -> Path:
+        """``raw`` resolved (relative paths against the data root), kept inside it, and a
+        regular file (or a folder): a FIFO or a device would block or never end a read."""
         root = self.data_root.resolve()
-        path = Path(raw)
-        path = (path if path.is_absolute() else root / path).resolve()
+        try:
+            path = Path(raw)
+            path = (path if path.is_absolute() else root / path).resolve()
+        except (ValueError, OSError) as error:  # NUL, loops, names too long
+            raise InvalidSource(f"path {raw!r} is not usable: {error}") from None
         if not path.is_relative_to(root):
             raise InvalidSource(f"path {raw!r} lies outside the data root")
         if not path.exists():
             raise InvalidSource(f"path {raw!r} does not exist under the data root")
+        if not (path.is_dir() if directory else path.is_file()):
+            kind = "a folder" if directory else "a regular file"
+            raise InvalidSource(f"path {raw!r} is not {kind}")
         return path
 
 
@@ -121,7 +129,7 @@ class TorchvisionAdapter(InMemoryAdapter):
         name = self.source.get("name")
         if name not in self.NAMES:
             raise InvalidSource(f"torchvision dataset must be one of {', '.join(self.NAMES)}")
-        root = self.confined(str(self.source.get("root", ".")))
+        root = self.confined(str(self.source.get("root", ".")), directory=True)
         try:
             train = getattr(tv, name)(str(root), train=True, download=False)
             test = getattr(tv, name)(str(root), train=False, download=False)
@@ -138,26 +146,49 @@ class TorchvisionAdapter(InMemoryAdapter):
 
 @adapters.register("npz")
 class NpzAdapter(InMemoryAdapter):
-    """A ``.npz`` file with ``x`` (N, ...), integer ``y`` (N,), string ``keys`` (N,), and an
-    optional ``split`` (N,) of ``train``/``test`` (absent: everything is training data)."""
+    """A ``.npz`` file with numeric ``x`` (N, ...), integer ``y`` (N,) in ``0..MAX_CLASSES-1``,
+    string ``keys`` (N,), and an optional ``split`` (N,) of ``train``/``test`` (absent:
+    everything is training data). Anything else is an InvalidSource, never a crash."""
+
+    MAX_CLASSES = 100_000
+    MAX_KEY_CHARS = 200  # the samples table's key column
 
     def load(self) -> tuple[torch.Tensor, SourceIndex]:
         path = self.confined(str(self.source.get("path", "")))
         try:
             with np.load(path, allow_pickle=False) as file:
+                if not isinstance(file, np.lib.npyio.NpzFile):
+                    raise ValueError("not an npz archive")
                 x, y, keys = file["x"], file["y"], file["keys"]
                 split = file["split"] if "split" in file.files else None
-        except (OSError, ValueError, KeyError) as error:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
             raise InvalidSource(f"unreadable npz file: {error}") from None
+        if x.ndim < 2 or y.ndim != 1 or keys.ndim != 1:
+            raise InvalidSource("x must be (N, ...) with N >= 1, y and keys (N,)")
         n = len(x)
-        if x.ndim < 2 or len(y) != n or len(keys) != n or (split is not None and len(split) != n):
+        if len(y) != n or len(keys) != n or (split is not None and len(split) != n):
             raise InvalidSource("x, y, keys (and split) must have the same first dimension")
-        if not np.issubdtype(y.dtype, np.integer) or (n and y.min() < 0):
-            raise InvalidSource("y must hold non-negative integer class labels")
-        key_list = [str(k) for k in keys]
+        if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_) or np.iscomplexobj(x):
+            raise InvalidSource("x must hold real numbers")
+        if n and not np.isfinite(x).all():
+            raise InvalidSource("x holds NaN or infinite values")
+        if not np.issubdtype(y.dtype, np.integer) or (
+            n and not 0 <= int(y.min()) <= int(y.max()) < self.MAX_CLASSES
+        ):
+            raise InvalidSource(f"y must hold class labels in 0..{self.MAX_CLASSES - 1}")
+        if keys.dtype.kind not in "US" or (split is not None and split.dtype.kind not in "US"):
+            raise InvalidSource("keys (and split) must be string arrays")
+        key_list = [k.decode("utf-8", "replace") if isinstance(k, bytes) else str(k) for k in keys]
         if len(set(key_list)) != n:
             raise InvalidSource("keys must be unique")
-        splits = [str(s) for s in split] if split is not None else ["train"] * n
+        if not all(_storable_key(k, self.MAX_KEY_CHARS) for k in key_list):
+            raise InvalidSource(
+                f"keys must be 1 to {self.MAX_KEY_CHARS} characters of valid Unicode, without NUL"
+            )
+        splits = [
+            s.decode("utf-8", "replace") if isinstance(s, bytes) else str(s)
+            for s in (split if split is not None else ["train"] * n)
+        ]
         if not set(splits) <= {"train", "test"}:
             raise InvalidSource("split values must be 'train' or 'test'")
         inputs = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32)
@@ -167,6 +198,14 @@ class NpzAdapter(InMemoryAdapter):
         return inputs, SourceIndex(
             key_list, y.astype(np.int64), splits, num_classes, list(inputs.shape[1:])
         )
+
+
+def _storable_key(key: str, max_chars: int) -> bool:
+    try:
+        key.encode("utf-8")  # a lone surrogate has no encoding
+    except UnicodeEncodeError:
+        return False
+    return 0 < len(key) <= max_chars and "\x00" not in key
 
 
 @lru_cache(maxsize=8)

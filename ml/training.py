@@ -19,7 +19,7 @@ Progress = Callable[[str, int, int], None]
 class TrainingConfig(BaseModel):
     """How a model is trained from scratch (version 1, retrain, references)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     epochs: int = Field(10, ge=1, le=1000)
     batch_size: int = Field(128, ge=1, le=8192)
     optimizer: Literal["sgd", "adam"] = "adam"

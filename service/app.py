@@ -10,17 +10,21 @@ from fastapi import FastAPI
 from service import admin
 from service.api import (
     audits,
+    callbacks,
     caller,
     conditional,
     datasets,
     deletion_requests,
     jobs,
+    keys,
     models,
+    openapi,
     operations,
     overview,
     problems,
 )
-from service.api.middleware import ObserveAndLimit
+from service.api.gate import Gate
+from service.api.middleware import Observe
 from service.settings import get_settings
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -39,6 +43,7 @@ def create_app(*, lifespan: Lifespan | None = None) -> FastAPI:
     )
     problems.install(app)
     conditional.install(app)
+    openapi.install(app)
     for router in (
         operations.router,
         caller.router,
@@ -48,6 +53,8 @@ def create_app(*, lifespan: Lifespan | None = None) -> FastAPI:
         jobs.router,
         audits.router,
         overview.router,
+        keys.router,
+        callbacks.router,
     ):
         app.include_router(router)
     admin.mount(app)
@@ -56,5 +63,7 @@ def create_app(*, lifespan: Lifespan | None = None) -> FastAPI:
             "/metrics", operations.metrics_endpoint, methods=["GET"], include_in_schema=False
         )
 
-    app.add_middleware(ObserveAndLimit, max_body_bytes=settings.max_body_bytes)
+    # Added last = outermost: every request is observed, then gated, then routed.
+    app.add_middleware(Gate, settings=settings)
+    app.add_middleware(Observe)
     return app

@@ -6,13 +6,18 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from service import keys
 from service.db import session_scope
+from service.keys import service as keys
 from service.settings import get_settings
 from service.tables import Model
 
 DEMO_TENANT = "default"
+
+
+class RefusedToStart(RuntimeError):
+    """Serving now would be unsafe; the message says what the operator must do."""
 
 
 def prepare(*, announce: Callable[[str], None]) -> None:
@@ -21,14 +26,14 @@ def prepare(*, announce: Callable[[str], None]) -> None:
         from service.migrate import upgrade
 
         upgrade()
+    bootstrap_key = settings.bootstrap_admin_key.get_secret_value()
     with session_scope() as session:
+        if settings.environment == "production":
+            _refuse_development_keys(session)
         if not keys.any_key_exists(session):
-            if settings.bootstrap_admin_key:
+            if bootstrap_key:
                 keys.create_key_from_plaintext(
-                    session,
-                    tenant_name=DEMO_TENANT,
-                    scopes=["admin"],
-                    plaintext=settings.bootstrap_admin_key,
+                    session, tenant_name=DEMO_TENANT, scopes=["admin"], plaintext=bootstrap_key
                 )
                 announce("installed UNLEARN_BOOTSTRAP_ADMIN_KEY as the admin key of 'default'")
             else:
@@ -36,8 +41,26 @@ def prepare(*, announce: Callable[[str], None]) -> None:
                     session, tenant_name=DEMO_TENANT, scopes=["admin"], name="first admin"
                 )
                 announce(f"created the first admin key (shown once): {plaintext}")
+        elif bootstrap_key and not keys.is_stored(session, bootstrap_key):
+            announce(
+                "UNLEARN_BOOTSTRAP_ADMIN_KEY was NOT installed: keys already exist, and it only "
+                "seeds an empty database. Create keys with `unlearnd keys create` or rotate "
+                "them with `unlearnd keys rotate`."
+            )
     if settings.demo_model:
         register_demo(announce)
+
+
+def _refuse_development_keys(session: Session) -> None:
+    """Production never serves while a published development key is stored unrevoked:
+    authentication refuses it anyway, and the operator should know it is there."""
+    found = keys.stored_development_keys(session)
+    if found:
+        ids = ", ".join(key.id for key in found)
+        raise RefusedToStart(
+            f"a development API key is stored ({ids}); production refuses it. "
+            f"Revoke it with `unlearnd keys revoke <id>` before serving."
+        )
 
 
 def register_demo(announce: Callable[[str], None]) -> None:

@@ -26,13 +26,24 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
 
 
 def make_engine(url: str) -> Engine:
+    # Parameters are client data (subject ids, sample keys): never in an error or a log.
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     # No pre-ping: it costs a round trip per checkout; a dead connection surfaces as a
-    # 503 once and is replaced.
-    return create_engine(url, pool_size=10, max_overflow=20, pool_recycle=1800)
+    # 503 once and is replaced. A short connect timeout makes an unreachable database a
+    # fast 503 rather than a hung request.
+    return create_engine(
+        url,
+        pool_size=10,
+        max_overflow=20,
+        pool_recycle=1800,
+        hide_parameters=True,
+        connect_args={"connect_timeout": 3},
+    )
 
 
 def get_engine() -> Engine:

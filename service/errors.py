@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sqlalchemy.exc import DataError, StatementError
+
 PROBLEM_TYPE_BASE = "https://unlearnd.dev/problems/"
 
 
@@ -55,8 +57,15 @@ class InvalidInput(DomainError):
 
     @classmethod
     def from_errors(cls, raw: Sequence[Mapping[str, Any]]) -> InvalidInput:
-        """From pydantic's error list (a request body's or a bulk item's)."""
-        errors = [{"loc": list(e.get("loc", [])), "msg": str(e.get("msg", ""))} for e in raw]
+        """From pydantic's error list (a request body's or a bulk item's). Locations echo
+        the client's own keys, which may not be encodable text: they are escaped."""
+        errors = [
+            {
+                "loc": [p if isinstance(p, int) else printable(p) for p in e.get("loc", [])],
+                "msg": printable(e.get("msg", "")),
+            }
+            for e in raw
+        ]
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:5])
         return cls(detail, errors)
 
@@ -71,3 +80,19 @@ class Unauthenticated(DomainError):
 
 class Forbidden(DomainError):
     status, title, slug = 403, "Forbidden", "forbidden"
+
+
+def printable(value: object) -> str:
+    """``value`` as text that always encodes (lone surrogates escaped)."""
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def client_error(error: BaseException) -> DomainError | None:
+    """The client's input behind a driver or codec error, as a 422; None when the error is
+    the service's own. The one place that decides it (the HTTP edge and ``:bulk`` ask)."""
+    cause = error.orig if isinstance(error, StatementError) else error
+    if isinstance(error, DataError) or isinstance(cause, UnicodeError):
+        # A value the database cannot hold (out of range, malformed) or cannot encode.
+        reason = printable(cause).splitlines()[0][:200] if str(cause) else type(cause).__name__
+        return InvalidInput("a value is out of range or malformed", [{"loc": [], "msg": reason}])
+    return None

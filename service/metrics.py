@@ -73,7 +73,11 @@ REQUEST_END_TO_END = Histogram(
 
 
 class DomainCollector(Collector):
-    """Gauges read from the database on each scrape."""
+    """Gauges read from the database on each scrape. Per-model series name model ids, so
+    they are served only to an authenticated scrape (``per_model``)."""
+
+    def __init__(self, *, per_model: bool) -> None:
+        self.per_model = per_model
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         from service.db import session_scope
@@ -109,10 +113,13 @@ class DomainCollector(Collector):
         pending.add_metric([], counts.get(RequestStatus.PENDING.value, 0))
         oldest.add_metric([], (utcnow() - first).total_seconds() if first else 0.0)
         yield from (by_status, pending, oldest)
-        yield from _audit_gauges(head_audits)
+        if self.per_model:
+            yield from _audit_gauges(head_audits)
+        else:
+            yield _verdict_counts(head_audits)
 
 
-def exposition(*, include_domain: bool = True) -> bytes:
+def exposition(*, include_domain: bool = True, per_model: bool = False) -> bytes:
     """The text format for this process (all processes' files in multiprocess mode)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
@@ -122,7 +129,7 @@ def exposition(*, include_domain: bool = True) -> bytes:
         for collector in list(REGISTRY._collector_to_names):  # type: ignore[attr-defined]
             registry.register(collector)
     if include_domain:
-        registry.register(DomainCollector())
+        registry.register(DomainCollector(per_model=per_model))
     return generate_latest(registry)
 
 
@@ -146,6 +153,19 @@ def _head_audits(session) -> list[tuple[str, dict]]:  # type: ignore[no-untyped-
     for model_id, report in session.execute(latest):
         seen.setdefault(model_id, report)
     return list(seen.items())
+
+
+def _verdict_counts(head_audits) -> GaugeMetricFamily:  # type: ignore[no-untyped-def]
+    """How many models' head versions pass, fail or lack a reference, without naming them."""
+    family = GaugeMetricFamily(
+        "unlearn_head_audit_verdicts",
+        "Models by their head version's audit verdict",
+        labels=["verdict"],
+    )
+    verdicts = [report.get("verdict") for _, report in head_audits]
+    for verdict in VERDICT_VALUE:
+        family.add_metric([verdict], float(verdicts.count(verdict)))
+    return family
 
 
 def _audit_gauges(head_audits) -> Iterator[GaugeMetricFamily]:  # type: ignore[no-untyped-def]

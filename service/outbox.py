@@ -30,13 +30,16 @@ __all__ = [
     "queue_for",
     "enqueue_job",
     "enqueue_dispatch",
+    "enqueue_callback",
 ]
 
 log = logging.getLogger(__name__)
 
 RUN_JOB, DISPATCH, SWEEP = "unlearnd.run_job", "unlearnd.dispatch", "unlearnd.sweep"
-GPU, AUDIT, CONTROL = "gpu", "audit", "control"
-QUEUES = (GPU, AUDIT, CONTROL)
+DELIVER_CALLBACK = "unlearnd.deliver_callback"
+GPU, AUDIT, CONTROL, CALLBACKS = "gpu", "audit", "control", "callbacks"
+# Callbacks have their own queue: a slow receiver never holds up a job or the dispatcher.
+QUEUES = (GPU, AUDIT, CONTROL, CALLBACKS)
 # Audits have their own queue so that they never hold up the next deletion batch.
 JOB_QUEUES: dict[JobKind, str] = {JobKind.AUDIT: AUDIT}
 
@@ -97,3 +100,11 @@ def enqueue_dispatch(model_id: str | None = None) -> None:
         _sender(DISPATCH, [model_id] if model_id else [], CONTROL)
     except Exception:
         log.exception("could not enqueue a dispatch; beat will dispatch on its next tick")
+
+
+def enqueue_callback(delivery_id: str) -> None:
+    """Ask for a callback delivery attempt. Never raises: the sweeper re-sends due ones."""
+    try:
+        _sender(DELIVER_CALLBACK, [delivery_id], CALLBACKS)
+    except Exception:
+        log.exception("could not enqueue callback delivery %s; the sweeper will", delivery_id)

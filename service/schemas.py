@@ -1,10 +1,27 @@
 """Schemas shared by every resource."""
 
-from typing import Generic, TypeVar
+from typing import Annotated, Generic, TypeVar
 
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel
 
 T = TypeVar("T")
+
+
+def storable(value: str) -> str:
+    """Text a database can hold: no NUL (Postgres refuses it in text columns, C-level file
+    APIs truncate at it) and no lone surrogate (it has no UTF-8 encoding). Refused here,
+    so neither reaches a driver as a 500."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (a lone surrogate is not)") from None
+    return value
+
+
+# Every client-supplied string that is stored, logged or used as a path.
+Text = Annotated[str, AfterValidator(storable)]
 
 
 class Page(BaseModel, Generic[T]):

@@ -2,29 +2,43 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PLACEHOLDER_KEYS = {"changeme", "change-me", "secret", "unlearnd-dev-admin-key-for-make-run"}
+from service.keys.policy import weakness
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="UNLEARN_", extra="ignore")
+    # Errors never echo what was given: a bootstrap key must not reach a log or a terminal.
+    model_config = SettingsConfigDict(
+        env_prefix="UNLEARN_", extra="ignore", hide_input_in_errors=True
+    )
 
     environment: str = Field("development", description="`development` or `production`")
     state_dir: Path = Field(Path(".state"), description="artifacts, caches, the SQLite file")
     database_url: str = Field("", description="SQLAlchemy URL; empty = SQLite under state_dir")
     broker_url: str = Field("", description="Celery broker; empty = the in-process worker")
     data_root: Path = Field(Path("data"), description="the only folder dataset paths may use")
-    bootstrap_admin_key: str = Field("", description="first admin key of tenant `default`")
+    bootstrap_admin_key: SecretStr = Field(
+        SecretStr(""), description="first admin key of tenant `default`"
+    )
 
     max_keys_per_request: int = Field(10_000, ge=1)
     max_body_bytes: int = Field(2_000_000, ge=1024)
     bulk_max_requests: int = Field(100, ge=1)
     request_deadline_days: int = Field(30, ge=1)
+    max_upload_bytes: int = Field(1 << 30, ge=1024, description="uploaded weights")
+    max_model_parameters: int = Field(50_000_000, ge=1000)
+
+    rate_limit_per_second: float = Field(100.0, ge=0, description="per key; 0: no limit")
+    rate_limit_burst: int = Field(200, ge=1, description="calls a key may make at once")
+    auth_failures_per_minute: int = Field(
+        30, ge=0, description="failed authentications per client address; 0: no limit"
+    )
 
     dispatch_interval_seconds: float = Field(5.0, gt=0)
     sweep_interval_seconds: float = Field(10.0, gt=0)
@@ -32,7 +46,19 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(3, ge=1)
     job_soft_time_limit_seconds: int = Field(6 * 3600, ge=1)
 
+    callback_allowed_networks: str = Field(
+        "", description="comma-separated CIDRs callbacks may reach although not public"
+    )
+    callback_max_attempts: int = Field(10, ge=1, le=100)
+    callback_retry_seconds: float = Field(
+        10.0, gt=0, description="the first retry's delay; doubled per attempt up to an hour"
+    )
+    callback_timeout_seconds: float = Field(10.0, gt=0, le=60)
+
     metrics_enabled: bool = True
+    metrics_token: SecretStr = Field(
+        SecretStr(""), description="when set, /metrics needs it and adds per-model series"
+    )
     metrics_port: int | None = Field(None, description="serve /metrics on its own port instead")
     worker_metrics_port: int | None = Field(None, description="a worker's own metrics port")
 
@@ -46,13 +72,27 @@ class Settings(BaseSettings):
             raise ValueError("environment must be development or production")
         return value
 
+    @field_validator("callback_allowed_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for network in filter(None, (part.strip() for part in value.split(","))):
+            ipaddress.ip_network(network, strict=False)  # ValueError names the bad one
+        return value
+
+    @property
+    def callback_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        parts = (part.strip() for part in self.callback_allowed_networks.split(","))
+        return [ipaddress.ip_network(p, strict=False) for p in parts if p]
+
     @model_validator(mode="after")
     def _no_placeholders_in_production(self) -> Settings:
         if self.environment == "production":
             if not self.database_url or self.database_url.startswith("sqlite"):
                 raise ValueError("production needs UNLEARN_DATABASE_URL pointing at Postgres")
-            if self.bootstrap_admin_key in PLACEHOLDER_KEYS:
-                raise ValueError("UNLEARN_BOOTSTRAP_ADMIN_KEY is a placeholder")
+            key = self.bootstrap_admin_key.get_secret_value()
+            problem = weakness(key) if key else None
+            if problem:
+                raise ValueError(f"UNLEARN_BOOTSTRAP_ADMIN_KEY is refused in production: {problem}")
         return self
 
     @property

@@ -1,7 +1,8 @@
 """The one place where requests and jobs change state (docs/architecture.md, rule 8).
 
 Each move is checked against the allowed-transitions table and writes its event row in
-the caller's transaction.
+the caller's transaction, with the callback delivery that announces it (if the request
+has a callback URL).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from service.callbacks import service as callbacks
 from service.enums import JobStatus, RequestStatus
 from service.tables import DeletionRequest, Job, JobEvent, RequestEvent, utcnow
 
@@ -62,6 +64,7 @@ def move_request(
         request.completed_at = at
     event = RequestEvent(request_id=request.id, status=to, detail=detail, at=at)
     session.add(event)
+    callbacks.schedule(session, request, to, at)  # announced only if this commits
     return event
 
 

@@ -16,8 +16,9 @@ import torch
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
-from service import keys
+from service import rate_limits
 from service.db import reset_engine, session_scope
+from service.keys import service as keys
 from service.settings import get_settings
 
 torch.set_num_threads(1)
@@ -60,6 +61,7 @@ def configure(monkeypatch: pytest.MonkeyPatch, **settings: Any) -> None:
     get_settings.cache_clear()
     reset_engine()
     keys.forget_cached_keys()
+    rate_limits.limiter_for.cache_clear()  # buckets start empty in every test
 
 
 @pytest.fixture(autouse=True)
@@ -101,6 +103,8 @@ def redis_url() -> str:
 
 
 TABLES = [
+    "callback_attempts",
+    "callback_deliveries",
     "audits",
     "version_artifacts",
     "tombstones",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from service.jobs import dispatch
-from tests.conftest import run_queued_jobs, train_keys
+from tests.conftest import configure, run_queued_jobs, train_keys
 
 
 def _forget(client, admin, model, keys):
@@ -21,7 +21,7 @@ def _forget(client, admin, model, keys):
     return response.json()["id"]
 
 
-def test_audit_certificate_and_gauges(client, admin, key_for, ready_model):
+def test_audit_certificate_and_gauges(client, admin, key_for, ready_model, monkeypatch):
     model_id = ready_model["id"]
     keys = train_keys(client, admin, ready_model["dataset_id"], 150)
     request_id = _forget(client, admin, ready_model, keys)
@@ -59,7 +59,10 @@ def test_audit_certificate_and_gauges(client, admin, key_for, ready_model):
     )
     assert client.get(f"/v1/models/{model_id}", headers=admin).json()["head_version"] == 2
 
-    metrics = client.get("/metrics").text
+    # Per-model series name model ids: only a scrape with the metrics token gets them.
+    configure(monkeypatch, metrics_token="scrape-token-0123456789abcdef")
+    scrape = {"Authorization": "Bearer scrape-token-0123456789abcdef"}
+    metrics = client.get("/metrics", headers=scrape).text
     assert re.search(rf'unlearn_head_audit_frm{{model="{model_id}"}} [0-9.]+', metrics)
     assert f'unlearn_head_audit_mia_auc{{model="{model_id}"}}' in metrics
 

@@ -13,7 +13,7 @@ def _value(text: str, series: str) -> float:
     return float(match.group(1))
 
 
-def test_http_and_domain_series(client, admin, ready_model):
+def test_http_and_domain_series(client, admin, ready_model, monkeypatch):
     from service.jobs import dispatch
 
     keys = train_keys(client, admin, ready_model["dataset_id"], 3)
@@ -50,3 +50,32 @@ def test_http_and_domain_series(client, admin, ready_model):
     )
     assert _value(text, "unlearn_request_end_to_end_seconds_count") >= 3
     assert _value(text, "unlearn_batch_requests_count") >= 1
+    # The head is audited now: open metrics count verdicts without naming the model ...
+    assert ready_model["id"] not in text
+    assert _value(text, 'unlearn_head_audit_verdicts{verdict="no_reference"}') == 1
+    # ... and a scrape with the metrics token gets the per-model series.
+    from tests.conftest import configure
+
+    configure(monkeypatch, metrics_token="scrape-token-0123456789abcdef")
+    scraped = client.get(
+        "/metrics", headers={"Authorization": "Bearer scrape-token-0123456789abcdef"}
+    )
+    assert f'unlearn_head_audit_mia_auc{{model="{ready_model["id"]}"}}' in scraped.text
+
+
+def test_open_metrics_name_no_model_and_a_token_unlocks_them(
+    client, admin, ready_model, monkeypatch
+):
+    from tests.conftest import configure
+
+    open_text = client.get("/metrics").text
+    assert ready_model["id"] not in open_text
+    assert 'unlearn_head_audit_verdicts{verdict="pass"}' in open_text
+    configure(monkeypatch, metrics_token="scrape-token-0123456789abcdef")
+    assert client.get("/metrics").status_code == 401
+    wrong = client.get("/metrics", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and wrong.headers["content-type"] == "application/problem+json"
+    scraped = client.get(
+        "/metrics", headers={"Authorization": "Bearer scrape-token-0123456789abcdef"}
+    )
+    assert scraped.status_code == 200 and "unlearn_pending_requests" in scraped.text

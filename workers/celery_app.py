@@ -25,6 +25,7 @@ def create_celery(broker_url: str) -> Celery:
             outbox.RUN_JOB: {"queue": outbox.GPU},
             outbox.DISPATCH: {"queue": outbox.CONTROL},
             outbox.SWEEP: {"queue": outbox.CONTROL},
+            outbox.DELIVER_CALLBACK: {"queue": outbox.CALLBACKS},
         },
         broker_transport_options={
             "visibility_timeout": settings.job_soft_time_limit_seconds + 3600,

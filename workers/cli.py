@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import shutil
 import sys
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 
@@ -35,14 +35,71 @@ def cmd_migrate(_: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_keys_create(args: argparse.Namespace) -> int:
-    from service import keys
-    from service.db import session_scope
+def duration(raw: str) -> timedelta:
+    """``90d``, ``12h``, ``30m``, ``45s`` or plain seconds."""
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    number, unit = (raw[:-1], raw[-1]) if raw[-1:] in units else (raw, "s")
+    try:
+        return timedelta(seconds=float(number) * units[unit])
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"not a duration: {raw!r} (e.g. 90d, 12h)") from None
 
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from service.db import session_scope
+    from service.keys import service as keys
+    from service.tables import utcnow
+
+    expires_at = utcnow() + args.expires_in if args.expires_in else None
     with session_scope() as session:
         _, plaintext = keys.create_key(
-            session, tenant_name=args.tenant, scopes=args.scopes.split(","), name=args.name
+            session,
+            tenant_name=args.tenant,
+            scopes=[s.strip() for s in args.scopes.split(",")],
+            name=args.name,
+            expires_at=expires_at,
         )
+    _out(plaintext)
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from service.db import session_scope
+    from service.keys import service as keys
+    from service.tables import ApiKey, Tenant
+
+    with session_scope() as session:
+        statement = select(ApiKey, Tenant.name).join(Tenant).order_by(ApiKey.created_at)
+        if args.tenant:
+            statement = statement.where(Tenant.name == args.tenant)
+        _out("id\ttenant\tname\tprefix\tscopes\tstatus\tcreated\texpires")
+        for key, tenant in session.execute(statement):
+            expires = key.expires_at.isoformat(timespec="seconds") if key.expires_at else "-"
+            _out(
+                f"{key.id}\t{tenant}\t{key.name or '-'}\t{key.prefix}\t{','.join(key.scopes)}\t"
+                f"{keys.status_of(key)}\t{key.created_at.isoformat(timespec='seconds')}\t{expires}"
+            )
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from service.db import session_scope
+    from service.keys import service as keys
+
+    with session_scope() as session:
+        keys.revoke(session, key_id=args.key_id)
+    _out(f"revoked {args.key_id}")
+    return 0
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    from service.db import session_scope
+    from service.keys import service as keys
+
+    with session_scope() as session:
+        _, plaintext = keys.rotate(session, key_id=args.key_id, grace=args.grace)
     _out(plaintext)
     return 0
 
@@ -51,6 +108,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _multiprocess_metrics("serve")
     import uvicorn
 
+    from service import logs
     from service.bootstrap import prepare
     from service.settings import get_settings
     from workers.runtime import create_app, install_sender
@@ -58,6 +116,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     install_sender()  # the demo model's training job is sent while preparing
     prepare(announce=_out)
     _out(f"admin dashboard: http://{args.host}:{args.port}/admin/ (sign in with an API key)")
+    # uvicorn's access log is off (it logs raw paths); ours is structured (service.logs).
+    log_config = logs.config(access_log=args.access_log)
     if args.workers > 1:
         if get_settings().embedded_worker:
             _out("--workers > 1 needs UNLEARN_BROKER_URL (the embedded worker runs in one process)")
@@ -68,12 +128,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             workers=args.workers,
-            log_level="info",
-            access_log=args.access_log,
+            log_config=log_config,
+            access_log=False,
         )
         return 0
     uvicorn.run(
-        create_app(), host=args.host, port=args.port, log_level="info", access_log=args.access_log
+        create_app(), host=args.host, port=args.port, log_config=log_config, access_log=False
     )
     return 0
 
@@ -141,7 +201,7 @@ def parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=cmd_serve)
 
     worker = commands.add_parser("worker", help="a Celery worker")
-    worker.add_argument("--queues", default="gpu,audit,control")
+    worker.add_argument("--queues", default="gpu,audit,control,callbacks")
     worker.add_argument("--concurrency", type=int, default=1)
     worker.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"])
     worker.add_argument("--metrics-port", type=int, default=None)
@@ -155,7 +215,18 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--tenant", required=True)
     create.add_argument("--scopes", required=True, help="comma-separated, e.g. admin")
     create.add_argument("--name", default="")
+    create.add_argument("--expires-in", type=duration, default=None, help="e.g. 90d")
     create.set_defaults(run=cmd_keys_create)
+    listing = keys.add_parser("list", help="keys without their secrets")
+    listing.add_argument("--tenant", default=None)
+    listing.set_defaults(run=cmd_keys_list)
+    revoke = keys.add_parser("revoke", help="revoke a key now")
+    revoke.add_argument("key_id")
+    revoke.set_defaults(run=cmd_keys_revoke)
+    rotate = keys.add_parser("rotate", help="a new key; the old one expires after --grace")
+    rotate.add_argument("key_id")
+    rotate.add_argument("--grace", type=duration, default=timedelta(hours=1), help="e.g. 1h")
+    rotate.set_defaults(run=cmd_keys_rotate)
 
     audit = commands.add_parser("audit", help="the audit log").add_subparsers(
         dest="audit", required=True
@@ -165,9 +236,22 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from pydantic import ValidationError
+
+    from service import logs
+    from service.bootstrap import RefusedToStart
+    from service.errors import DomainError
+
     args = parser().parse_args(argv)
-    return int(args.run(args) or 0)
+    logs.configure(access_log=getattr(args, "access_log", True))
+    try:
+        return int(args.run(args) or 0)
+    except (DomainError, RefusedToStart) as error:
+        sys.stderr.write(f"unlearnd: {error}\n")
+        return 2
+    except ValidationError as error:  # the settings; their errors never echo values
+        sys.stderr.write(f"unlearnd: invalid configuration: {error}\n")
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The embedded default's worker: the same commands as Celery, run on threads of the
-serving process. One thread runs tasks one at a time (as one GPU worker would); one ticks
-the dispatcher and the sweeper like beat does."""
+serving process. One thread runs tasks one at a time (as one GPU worker would), another
+delivers callbacks (a slow receiver must not hold up jobs), and one ticks the dispatcher
+and the sweeper like beat does."""
 
 from __future__ import annotations
 
@@ -16,15 +17,20 @@ from workers.commands import COMMANDS
 log = logging.getLogger(__name__)
 
 
+Tasks = queue.Queue[tuple[str, list[str]]]
+
+
 class EmbeddedRunner:
     def __init__(self) -> None:
-        self._tasks: queue.Queue[tuple[str, list[str]]] = queue.Queue()
+        self._tasks: Tasks = queue.Queue()
+        self._callbacks: Tasks = queue.Queue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
     def send(self, task: str, args: list[str], queue_name: str) -> str | None:
-        """``service.outbox``'s sender: one queue for every kind, in order of sending."""
-        self._tasks.put((task, args))
+        """``service.outbox``'s sender: callbacks on their own thread, every other kind on
+        one queue, in order of sending."""
+        (self._callbacks if queue_name == outbox.CALLBACKS else self._tasks).put((task, args))
         return None
 
     def start(self) -> None:
@@ -32,7 +38,12 @@ class EmbeddedRunner:
             return
         self._stop.clear()
         self._threads = [
-            threading.Thread(target=self._work, name="unlearnd-worker", daemon=True),
+            threading.Thread(
+                target=self._work, args=(self._tasks,), name="unlearnd-worker", daemon=True
+            ),
+            threading.Thread(
+                target=self._work, args=(self._callbacks,), name="unlearnd-callbacks", daemon=True
+            ),
             threading.Thread(target=self._tick, name="unlearnd-beat", daemon=True),
         ]
         for thread in self._threads:
@@ -41,13 +52,14 @@ class EmbeddedRunner:
     def stop(self) -> None:
         self._stop.set()
         self._tasks.put(("", []))
+        self._callbacks.put(("", []))
         for thread in self._threads:
             thread.join(timeout=30)
         self._threads = []
 
-    def _work(self) -> None:
+    def _work(self, tasks: Tasks) -> None:
         while not self._stop.is_set():
-            task, args = self._tasks.get()
+            task, args = tasks.get()
             if not task:
                 continue
             try:

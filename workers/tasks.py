@@ -24,3 +24,8 @@ def dispatch(model_id: str | None = None) -> None:
 @app.task(name=outbox.SWEEP, soft_time_limit=120, time_limit=180)
 def sweep() -> None:
     commands.sweep()
+
+
+@app.task(name=outbox.DELIVER_CALLBACK, soft_time_limit=120, time_limit=180)
+def deliver_callback(delivery_id: str) -> None:
+    commands.deliver_callback(delivery_id)

@@ -116,7 +116,7 @@ class AuditTolerances(BaseModel):
     is the most direct sign of an unlearning that did not happen (or overshot).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     ua: float | None = Field(0.03, ge=0, le=1)
     ta: float | None = Field(0.01, ge=0, le=1)
     ra: float | None = Field(0.02, ge=0, le=1)

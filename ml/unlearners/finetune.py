@@ -16,7 +16,7 @@ __all__ = ["Finetune"]
 
 
 class FinetuneParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     epochs: int = Field(2, ge=1, le=100)
     lr: float = Field(1e-2, gt=0, le=1)
     batch_size: int = Field(128, ge=1, le=8192)

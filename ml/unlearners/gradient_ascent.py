@@ -36,7 +36,7 @@ __all__ = ["GradientAscent", "GradientAscentParams"]
 
 
 class GradientAscentParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     epochs: int = Field(10, ge=1, le=1000)  # the budget when a stop rule is on
     lr: float = Field(1e-2, gt=0, le=10)
     batch_size: int = Field(64, ge=1, le=8192)

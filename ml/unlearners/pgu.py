@@ -142,7 +142,11 @@ StepRule = Literal["normalized", "sgd"]
 
 class PGUParams(BaseModel):
     model_config = ConfigDict(
-        extra="forbid", validate_by_name=True, validate_by_alias=True, serialize_by_alias=True
+        extra="forbid",
+        strict=True,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
     )
     gamma: Gamma = 0.9
     layer_gamma: dict[str, Gamma] = Field(default_factory=dict)  # module name -> gamma

@@ -2,6 +2,7 @@ from fastapi import APIRouter
 
 from service.api.conditional import polled
 from service.api.deps import CurrentKey, SessionDep, VersionNumber, require
+from service.api.openapi import conflict
 from service.audits import service
 from service.audits.schemas import AuditCreate, AuditRead, Certificate
 from service.changes import Topic
@@ -30,6 +31,7 @@ def get_audit(
     status_code=202,
     response_model=JobRead,
     dependencies=[require(Scope.ADMIN)],
+    responses=conflict("the version forgot nothing"),
 )
 def request_audit(
     model_id: str, number: VersionNumber, spec: AuditCreate, session: SessionDep, key: CurrentKey
@@ -44,6 +46,7 @@ def request_audit(
     "/v1/deletion-requests/{request_id}/certificate",
     response_model=Certificate,
     dependencies=[require(Scope.REQUESTS_READ)],
+    responses=conflict("the request is not completed"),
 )
 def get_certificate(request_id: str, session: SessionDep, key: CurrentKey) -> Certificate:
     return service.certificate(session, tenant_id=key.tenant_id, request_id=request_id)

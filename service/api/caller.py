@@ -1,7 +1,7 @@
 from fastapi import APIRouter
 
-from service import keys
 from service.api.deps import CurrentKey, SessionDep
+from service.keys import service as keys
 from service.schemas import Caller
 
 router = APIRouter(tags=["keys"])

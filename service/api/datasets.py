@@ -3,6 +3,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from service.api.deps import CurrentKey, Limit, SessionDep, require
+from service.api.openapi import conflict
 from service.datasets import service
 from service.datasets.schemas import DatasetCreate, DatasetRead, ForgottenBy, SampleRead
 from service.enums import SampleState, Scope, Split
@@ -13,7 +14,11 @@ read = [require(Scope.MODELS_READ)]
 
 
 @router.post(
-    "", status_code=201, response_model=DatasetRead, dependencies=[require(Scope.MODELS_WRITE)]
+    "",
+    status_code=201,
+    response_model=DatasetRead,
+    dependencies=[require(Scope.MODELS_WRITE)],
+    responses=conflict("a dataset of this name exists"),
 )
 def register_dataset(spec: DatasetCreate, session: SessionDep, key: CurrentKey) -> DatasetRead:
     dataset = service.register(session, tenant_id=key.tenant_id, spec=spec)

@@ -4,6 +4,9 @@ from fastapi import APIRouter, Body, Header, Response
 
 from service.api.conditional import polled
 from service.api.deps import CurrentKey, Limit, SessionDep, require
+from service.api.openapi import conflict
+from service.callbacks import service as callbacks
+from service.callbacks.schemas import DeliveryList
 from service.changes import Topic
 from service.deletion_requests import service
 from service.deletion_requests.schemas import (
@@ -39,8 +42,11 @@ def create_bulk(
     session: SessionDep,
     key: CurrentKey,
     requests: Annotated[list[dict[str, Any]], Body(embed=True)],
+    idempotency_key: Annotated[str | None, Header()] = None,
 ) -> BulkResult:
-    return service.create_many(session, tenant_id=key.tenant_id, items=requests)
+    return service.create_many(
+        session, tenant_id=key.tenant_id, items=requests, idempotency_key=idempotency_key
+    )
 
 
 @router.get("", response_model=Page[DeletionRequestRead], **read)
@@ -71,13 +77,31 @@ def get_request(request_id: str, session: SessionDep, key: CurrentKey) -> Deleti
     return service.read_many(session, [request])[0]
 
 
-@router.post("/{request_id}/cancel", response_model=DeletionRequestRead, dependencies=write)
+@router.post(
+    "/{request_id}/cancel",
+    response_model=DeletionRequestRead,
+    dependencies=write,
+    responses=conflict("the request is not pending"),
+)
 def cancel_request(request_id: str, session: SessionDep, key: CurrentKey) -> DeletionRequestRead:
     return service.cancel(session, tenant_id=key.tenant_id, request_id=request_id)
 
 
 @router.post(
-    "/{request_id}/retry", response_model=DeletionRequestRead, dependencies=[require(Scope.ADMIN)]
+    "/{request_id}/retry",
+    response_model=DeletionRequestRead,
+    dependencies=[require(Scope.ADMIN)],
+    responses=conflict("the request has not failed"),
 )
 def retry_request(request_id: str, session: SessionDep, key: CurrentKey) -> DeletionRequestRead:
     return service.retry(session, tenant_id=key.tenant_id, request_id=request_id)
+
+
+@router.get(
+    "/{request_id}/callbacks",
+    response_model=DeliveryList,
+    dependencies=[require(Scope.REQUESTS_READ)],  # deliveries carry no change stamp: not polled
+)
+def list_callbacks(request_id: str, session: SessionDep, key: CurrentKey) -> DeliveryList:
+    deliveries = callbacks.deliveries_of(session, tenant_id=key.tenant_id, request_id=request_id)
+    return DeliveryList(items=deliveries)

@@ -1,55 +1,77 @@
-"""Plain ASGI middleware (cheaper than Starlette's BaseHTTPMiddleware on the hot path):
-HTTP metrics by route template, and the body-size limit."""
+"""The outermost layer (plain ASGI, cheaper than Starlette's BaseHTTPMiddleware on the hot
+path): a request id for every request (``X-Request-ID``, the client's own when it is a sane
+token), HTTP metrics by route template, and one structured access-log line.
+
+The access log names the route template and never the raw path or query string: those
+carry subject ids (``?subject_id=``) and sample keys (``/samples/train/00017``).
+"""
 
 from __future__ import annotations
 
+import logging
+import re
 import time
+import uuid
 
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import metrics
-from service.api.problems import problem
+from service import logs, metrics
+
+access = logging.getLogger("unlearnd.access")
+SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
-class ObserveAndLimit:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+class Observe:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = {"code": 500}
+        offered = Headers(scope=scope).get("x-request-id", "")
+        request_id = offered if SANE_REQUEST_ID.match(offered) else uuid.uuid4().hex
+        token = logs.context.set({"request_id": request_id})
+        status = 500
 
         async def send_observed(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                status["code"] = message["status"]
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"],
+                    (b"x-request-id", request_id.encode()),
+                ]
             await send(message)
 
-        if self._too_large(scope):
-            response = problem(
-                413,
-                "Payload too large",
-                f"the body is over {self.max_body_bytes} bytes",
-                "too-large",
-            )
-            await response(scope, receive, send_observed)
-        else:
+        try:
             await self.app(scope, receive, send_observed)
-        route = scope.get("route")
-        handler = getattr(route, "path", "unmatched")  # never the raw path: bounded labels
-        if handler == "/metrics":
+        finally:
+            self._record(scope, status, time.perf_counter() - started)
+            logs.context.reset(token)
+
+    @staticmethod
+    def _record(scope: Scope, status: int, seconds: float) -> None:
+        route = getattr(scope.get("route"), "path", "unmatched")  # bounded labels, no raw path
+        if route == "/metrics":
             return
         method = scope["method"]
-        metrics.HTTP_REQUESTS.labels(method, handler, str(status["code"])).inc()
-        metrics.HTTP_DURATION.labels(method, handler).observe(time.perf_counter() - started)
-
-    def _too_large(self, scope: Scope) -> bool:
-        if scope["method"] == "POST" and scope["path"].endswith("/versions"):
-            return False  # weight uploads have their own, larger limit
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                return value.isdigit() and int(value) > self.max_body_bytes
-        return False
+        metrics.HTTP_REQUESTS.labels(method, route, str(status)).inc()
+        metrics.HTTP_DURATION.labels(method, route).observe(seconds)
+        if access.isEnabledFor(logging.INFO):
+            principal = scope.get("state", {}).get("principal")
+            access.info(
+                "request",
+                extra={
+                    "method": method,
+                    "route": route,
+                    "status": status,
+                    "ms": round(seconds * 1000, 2),
+                    "client": (scope.get("client") or ("-",))[0],
+                    "key_id": getattr(principal, "key_id", None),
+                    "tenant_id": getattr(principal, "tenant_id", None),
+                },
+            )

@@ -2,6 +2,7 @@ from fastapi import APIRouter, File, Response, UploadFile
 
 from service.api.conditional import polled
 from service.api.deps import CurrentKey, Limit, SessionDep, VersionNumber, require
+from service.api.openapi import conflict
 from service.changes import Topic
 from service.enums import Scope
 from service.models import service
@@ -19,7 +20,13 @@ def _read(session: SessionDep, model) -> ModelRead:  # type: ignore[no-untyped-d
     return service.to_read(model, service.pending_counts(session, [model.id]).get(model.id, 0))
 
 
-@router.post("", status_code=201, response_model=ModelRead, dependencies=write)
+@router.post(
+    "",
+    status_code=201,
+    response_model=ModelRead,
+    dependencies=write,
+    responses=conflict("a model of this name exists"),
+)
 def create_model(spec: ModelCreate, session: SessionDep, key: CurrentKey) -> ModelRead:
     return _read(session, service.create(session, tenant_id=key.tenant_id, spec=spec))
 
@@ -71,7 +78,11 @@ def list_versions(
 
 
 @router.post(
-    "/{model_id}/versions", status_code=201, response_model=VersionRead, dependencies=write
+    "/{model_id}/versions",
+    status_code=201,
+    response_model=VersionRead,
+    dependencies=write,
+    responses=conflict("a job is writing the model's lineage"),
 )
 def upload_version(
     model_id: str,
@@ -79,7 +90,7 @@ def upload_version(
     key: CurrentKey,
     file: UploadFile = File(description="safetensors weights"),
 ) -> VersionRead:
-    data = file.file.read(service.MAX_UPLOAD_BYTES + 1)
+    data = file.file.read()
     version = service.upload_version(session, tenant_id=key.tenant_id, model_id=model_id, data=data)
     return service.version_read(session, version)
 

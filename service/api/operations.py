@@ -1,9 +1,12 @@
-from fastapi import APIRouter, Response
+import hmac
+
+from fastapi import APIRouter, Request, Response
 from sqlalchemy import text
 
 from service import metrics, outbox
 from service.db import session_scope
-from service.errors import DomainError
+from service.errors import DomainError, Unauthenticated
+from service.settings import get_settings
 
 router = APIRouter(tags=["operations"])
 
@@ -33,5 +36,14 @@ def readyz() -> dict[str, str]:
     return {"status": "ready", **checks}
 
 
-def metrics_endpoint() -> Response:
-    return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+def metrics_endpoint(request: Request) -> Response:
+    """Prometheus text. With ``UNLEARN_METRICS_TOKEN`` set, only a scrape bearing it is
+    served, and it also gets the per-model series (they name model ids); without it the
+    endpoint is open (API.md) and serves aggregates only."""
+    token = get_settings().metrics_token.get_secret_value()
+    if token:
+        offered = request.headers.get("authorization", "").partition(" ")[2].strip()
+        if not hmac.compare_digest(offered.encode(), token.encode()):
+            raise Unauthenticated("this /metrics needs 'Authorization: Bearer <metrics token>'")
+    body = metrics.exposition(per_model=bool(token))
+    return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -2,36 +2,92 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError, DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, StatementError
 from starlette.exceptions import HTTPException
 
-from service.errors import DomainError, InvalidInput, problem_body
+from service.errors import (
+    Conflict,
+    DomainError,
+    InvalidInput,
+    TooLarge,
+    client_error,
+    problem_body,
+)
 
 log = logging.getLogger(__name__)
 
 PROBLEM = "application/problem+json"
 
 
+class ProblemResponse(JSONResponse):
+    media_type = PROBLEM
+
+    def render(self, content: Any) -> bytes:
+        # ASCII escapes: a problem may echo client text that has no UTF-8 encoding.
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode()
+
+
 def problem_response(body: dict[str, Any]) -> JSONResponse:
     retry_after = body.get("retry_after")
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return JSONResponse(body, status_code=body["status"], media_type=PROBLEM, headers=headers)
+    return ProblemResponse(body, status_code=body["status"], headers=headers)
 
 
 def problem(status: int, title: str, detail: str, slug: str, **extra: Any) -> JSONResponse:
     return problem_response(problem_body(status, title, detail, slug, **extra))
 
 
+def unavailable(detail: str) -> JSONResponse:
+    return problem(503, "Service unavailable", detail, "unavailable", retry_after=5)
+
+
+def internal_error() -> JSONResponse:
+    return problem(500, "Internal error", "an unexpected error occurred", "internal")
+
+
+def answer_for(exc: Exception) -> JSONResponse | None:
+    """The answer to an error that reached the edge: a domain error, a client's value the
+    database refused (422), the database away (503); None for the service's own bugs."""
+    if isinstance(exc, DomainError):
+        return problem_response(exc.problem())
+    if isinstance(exc, OperationalError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    ):
+        log.warning("database unavailable: %s", type(exc.orig).__name__)
+        return unavailable("the database is unreachable")
+    refused = client_error(exc)
+    if refused is not None:
+        return problem_response(refused.problem())
+    if isinstance(exc, IntegrityError):
+        # Two calls raced for one unique thing (a name, a model's one live job): the
+        # loser's state check passed before the winner committed.
+        log.warning("integrity conflict: %s", type(exc.orig).__name__)
+        return problem_response(Conflict("a concurrent change conflicts with this one").problem())
+    return None
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
-    async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
-        return problem_response(exc.problem())
+    @app.exception_handler(StatementError)
+    async def known_error(_: Request, exc: Exception) -> JSONResponse:
+        answer = answer_for(exc)
+        if answer is None:
+            log.error("database error: %s", type(exc).__name__, exc_info=exc)
+            return internal_error()
+        return answer
+
+    @app.exception_handler(UnicodeError)
+    async def undecodable(_: Request, exc: Exception) -> JSONResponse:
+        answer = answer_for(exc)
+        assert answer is not None
+        return answer
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -39,40 +95,19 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # The framework's only 400: a body it could not parse (invalid UTF-8, broken
+            # multipart). The contract calls malformed input 422.
+            return problem_response(
+                InvalidInput("the body could not be parsed: " + str(exc.detail)).problem()
+            )
+        if exc.status_code == 413:
+            return problem_response(TooLarge(str(exc.detail)).problem())
         slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
         return problem(exc.status_code, str(exc.detail), str(exc.detail), slug)
 
-    @app.exception_handler(OperationalError)
-    async def database_down(_: Request, exc: OperationalError) -> JSONResponse:
-        log.warning("database unavailable: %s", exc)
-        return problem(
-            503,
-            "Service unavailable",
-            "the database is unreachable",
-            "unavailable",
-            retry_after=5,
-        )
-
-    @app.exception_handler(DataError)
-    async def database_refused_value(_: Request, exc: DataError) -> JSONResponse:
-        # A value the database cannot hold (out of range, malformed): the client's input.
-        return problem(
-            422,
-            "Invalid input",
-            "a value is out of range or malformed",
-            "invalid-input",
-            errors=[{"loc": [], "msg": str(exc.orig)[:200]}],
-        )
-
-    @app.exception_handler(DBAPIError)
-    async def database_error(_: Request, exc: DBAPIError) -> JSONResponse:
-        if exc.connection_invalidated:
-            return problem(
-                503,
-                "Service unavailable",
-                "the database connection was lost",
-                "unavailable",
-                retry_after=5,
-            )
-        log.exception("database error")
-        return problem(500, "Internal error", "an unexpected error occurred", "internal")
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # A bug of ours: logged with its traceback (SQL parameters are hidden by the
+        # engine), answered as problem+json like every other error.
+        return internal_error()

@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict
 
 
 class AuditCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     reference: Literal["retrain", "none"] = "none"
 
 

@@ -6,36 +6,37 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.enums import SampleState, Split
+from service.schemas import Text
 
 
 class BuiltinSource(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     kind: Literal["builtin"]
     name: Literal["sklearn-digits"]
 
 
 class TorchvisionSource(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     kind: Literal["torchvision"]
     name: Literal["FashionMNIST", "MNIST", "KMNIST"]
-    root: str = Field(".", max_length=1000, description="folder under the data root")
+    root: Text = Field(".", max_length=1000, description="folder under the data root")
 
 
 class NpzSource(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     kind: Literal["npz"]
-    path: str = Field(max_length=1000, description="file under the data root")
+    path: Text = Field(max_length=1000, description="file under the data root")
 
 
 Source = Annotated[BuiltinSource | TorchvisionSource | NpzSource, Field(discriminator="kind")]
 
 
 class DatasetCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=200)
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: Text = Field(min_length=1, max_length=200)
     source: Source
     holdout_fraction: float = Field(0.1, ge=0.0, lt=1.0)
-    seed: int = Field(0, ge=0, description="seeds the holdout split")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="seeds the holdout split")
 
 
 class SplitCounts(BaseModel):

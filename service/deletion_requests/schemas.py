@@ -1,26 +1,30 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, Strict, model_validator
 
+from service.callbacks.targets import RefusedTarget, check_url
 from service.enums import RequestStatus
+from service.schemas import Text
 
 
 class DeletionRequestCreate(BaseModel):
     """Exactly one of ``sample_keys`` and ``class_labels``."""
 
-    model_config = ConfigDict(extra="forbid")
-    model_id: str = Field(max_length=64)
-    subject_id: str = Field(min_length=1, max_length=200)
-    sample_keys: list[str] | None = Field(
+    model_config = ConfigDict(extra="forbid", strict=True)
+    model_id: Text = Field(max_length=64)
+    subject_id: Text = Field(min_length=1, max_length=200)
+    sample_keys: list[Annotated[Text, Field(max_length=200)]] | None = Field(
         None, description="training sample keys to forget (limit: UNLEARN_MAX_KEYS_PER_REQUEST)"
     )
     class_labels: list[int] | None = Field(
         None, min_length=1, description="forget every training sample of these classes"
     )
-    callback_url: AnyHttpUrl | None = Field(None, description="status changes are POSTed here")
+    callback_url: Annotated[AnyHttpUrl, Strict(False)] | None = Field(
+        None, description="status changes are POSTed here"
+    )
 
     @model_validator(mode="after")
     def _exactly_one_target(self) -> DeletionRequestCreate:
@@ -28,8 +32,13 @@ class DeletionRequestCreate(BaseModel):
             raise ValueError("give exactly one of sample_keys and class_labels")
         if self.sample_keys is not None and not self.sample_keys:
             raise ValueError("sample_keys must not be empty")
-        if self.callback_url is not None and len(str(self.callback_url)) > 2000:
-            raise ValueError("callback_url is longer than 2000 characters")
+        if self.callback_url is not None:
+            if len(str(self.callback_url)) > 2000:
+                raise ValueError("callback_url is longer than 2000 characters")
+            try:
+                check_url(str(self.callback_url))
+            except RefusedTarget as refused:
+                raise ValueError(f"callback_url: {refused}") from None
         return self
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections import Counter
 from datetime import timedelta
 from typing import Any
@@ -22,7 +23,7 @@ from service.deletion_requests.schemas import (
     HistoryEntry,
 )
 from service.enums import RequestStatus, Split
-from service.errors import Conflict, DomainError, InvalidInput, TooLarge
+from service.errors import Conflict, DomainError, InvalidInput, TooLarge, client_error
 from service.pagination import paginate
 from service.settings import get_settings
 from service.states import move_request
@@ -49,7 +50,11 @@ __all__ = [
     "read_many",
 ]
 
+log = logging.getLogger(__name__)
+
 MAX_LISTED = 100  # invalid keys listed in a 422
+MAX_IDEMPOTENCY_KEY = 200
+MAX_BULK_KEY = MAX_IDEMPOTENCY_KEY - 4  # room for "#<index>"
 
 
 def digest(value: str) -> str:
@@ -69,8 +74,8 @@ def create(
 ) -> dict[str, Any]:
     """Create a request and answer its JSON; a repeated idempotency key answers the first."""
     if idempotency_key is not None:
-        if not 1 <= len(idempotency_key) <= 200:
-            raise InvalidInput("Idempotency-Key must be 1 to 200 characters")
+        if not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+            raise InvalidInput(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
         previous = _idempotent_answer(session, tenant_id, idempotency_key, body_digest(spec))
         if previous is not None:
             return previous
@@ -129,15 +134,36 @@ def create(
         if previous is None:
             raise
         return previous
+    # The subject as a digest only: logs never carry personal data (service.logs).
+    log.info(
+        "deletion request accepted",
+        extra={
+            "deletion_request_id": request.id,
+            "model_id": model.id,
+            "subject_sha256": digest(spec.subject_id),
+            "sample_count": count,
+        },
+    )
     return answer
 
 
-def create_many(session: Session, *, tenant_id: str, items: list[dict[str, Any]]) -> BulkResult:
-    """``:bulk``: each item validated and created on its own; the answer lists what was
-    accepted and, by index, the problem of each item that was not."""
+def create_many(
+    session: Session,
+    *,
+    tenant_id: str,
+    items: list[dict[str, Any]],
+    idempotency_key: str | None = None,
+) -> BulkResult:
+    """``:bulk``: each item validated and created in its own transaction; the answer lists
+    what was accepted and, by index, the problem of each item that was not. Once an item
+    is stored the call answers 200 whatever later items do, so the answer always says
+    what was stored. With an ``Idempotency-Key``, item ``i`` is idempotent under
+    ``<key>#<i>``: retrying the whole call stores nothing twice."""
     limit = get_settings().bulk_max_requests
     if len(items) > limit:
         raise TooLarge(f"{len(items)} requests; at most {limit} per bulk call")
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_BULK_KEY:
+        raise InvalidInput(f"Idempotency-Key must be 1 to {MAX_BULK_KEY} characters on :bulk")
     accepted, rejected = [], []
     for index, raw in enumerate(items):
         try:
@@ -145,11 +171,15 @@ def create_many(session: Session, *, tenant_id: str, items: list[dict[str, Any]]
                 spec = DeletionRequestCreate.model_validate(raw)
             except ValidationError as error:
                 raise InvalidInput.from_errors(error.errors()) from None
-            answer = create(session, tenant_id=tenant_id, spec=spec)
+            item_key = f"{idempotency_key}#{index}" if idempotency_key is not None else None
+            answer = create(session, tenant_id=tenant_id, spec=spec, idempotency_key=item_key)
             accepted.append(DeletionRequestRead.model_validate(answer))
-        except DomainError as error:
+        except Exception as error:
             session.rollback()
-            rejected.append(BulkRejection(index=index, problem=error.problem()))
+            problem = error if isinstance(error, DomainError) else client_error(error)
+            if problem is None:
+                raise
+            rejected.append(BulkRejection(index=index, problem=problem.problem()))
     return BulkResult(accepted=accepted, rejected=rejected)
 
 

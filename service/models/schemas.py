@@ -14,6 +14,7 @@ from ml.audit.scores import GATE_Z, AuditTolerances
 from ml.registry import UnknownName
 from ml.training import TrainingConfig
 from service.enums import ModelStatus, VersionKind
+from service.schemas import Text
 
 if TYPE_CHECKING:
     from service.tables import Model
@@ -32,14 +33,17 @@ def _checked(validate: Any, name: str, params: dict[str, Any]) -> dict[str, Any]
 
 
 class ArchitectureSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(max_length=100)
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: Text = Field(max_length=100)
     params: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _known(self) -> ArchitectureSpec:
         self.params = _checked(architectures.validate_params, self.name, self.params)
         return self
+
+    def parameter_count(self, input_shape: list[int], num_classes: int) -> int:
+        return architectures.parameter_count(self.name, self.params, input_shape, num_classes)
 
     def build(self, input_shape: list[int], num_classes: int) -> nn.Module:
         """A freshly initialised network for a dataset of this shape."""
@@ -49,8 +53,8 @@ class ArchitectureSpec(BaseModel):
 class UnlearnerSpec(BaseModel):
     """An unlearner by registry name; params are checked by the method's own schema."""
 
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(max_length=100)
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: Text = Field(max_length=100)
     params: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -67,7 +71,7 @@ class UnlearnerSpec(BaseModel):
 
 
 class Batching(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     max_requests: int = Field(100, ge=1, le=100_000, description="dispatch at this many pending")
     max_wait_seconds: float = Field(
         300, ge=0, le=30 * 86400, description="or once the oldest has waited this long"
@@ -75,7 +79,7 @@ class Batching(BaseModel):
 
 
 class AuditPolicy(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     reference_every: int = Field(
         0, ge=0, description="audit every Nth version against retrained references (0: never)"
     )
@@ -93,9 +97,9 @@ class AuditPolicy(BaseModel):
 
 
 class ModelCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=200)
-    dataset_id: str = Field(max_length=64)
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: Text = Field(min_length=1, max_length=200)
+    dataset_id: Text = Field(max_length=64)
     architecture: ArchitectureSpec
     unlearner: UnlearnerSpec = Field(default_factory=lambda: UnlearnerSpec(name="finetune"))
     batching: Batching = Field(default_factory=Batching)
@@ -127,7 +131,7 @@ class ModelSettings(BaseModel):
 
 
 class ModelUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     unlearner: UnlearnerSpec | None = None
     batching: Batching | None = None
     audit: AuditPolicy | None = None

@@ -20,7 +20,7 @@ from service.enums import (
     RequestStatus,
     VersionKind,
 )
-from service.errors import Conflict, InvalidInput, NotFound, TooLarge
+from service.errors import Conflict, InvalidInput, NotFound
 from service.models.schemas import (
     ArtifactRead,
     ModelCreate,
@@ -30,6 +30,7 @@ from service.models.schemas import (
     VersionRead,
 )
 from service.pagination import paginate
+from service.settings import get_settings
 from service.tables import (
     DeletionRequest,
     Model,
@@ -50,8 +51,6 @@ __all__ = [
     "upload_version",
 ]
 
-MAX_UPLOAD_BYTES = 1 << 30
-
 
 def create(session: Session, *, tenant_id: str, spec: ModelCreate) -> Model:
     dataset = datasets.get_or_raise(session, tenant_id=tenant_id, dataset_id=spec.dataset_id)
@@ -60,11 +59,15 @@ def create(session: Session, *, tenant_id: str, spec: ModelCreate) -> Model:
     ):
         raise Conflict(f"a model named {spec.name!r} already exists")
     try:
-        spec.architecture.build(dataset.input_shape, dataset.num_classes)
+        parameters = spec.architecture.parameter_count(dataset.input_shape, dataset.num_classes)
     except ValueError as error:
         raise InvalidInput(
             str(error), [{"loc": ["body", "architecture"], "msg": str(error)}]
         ) from None
+    limit = get_settings().max_model_parameters
+    if parameters > limit:
+        message = f"{parameters} parameters on this dataset; at most {limit}"
+        raise InvalidInput(message, [{"loc": ["body", "architecture"], "msg": message}])
     model = Model(
         tenant_id=tenant_id,
         dataset_id=dataset.id,
@@ -225,9 +228,8 @@ def weights_bytes(session: Session, *, tenant_id: str, model_id: str, number: in
 
 
 def upload_version(session: Session, *, tenant_id: str, model_id: str, data: bytes) -> ModelVersion:
-    """Uploaded safetensors weights become the next version (kind ``uploaded``)."""
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise TooLarge(f"weights over {MAX_UPLOAD_BYTES} bytes")
+    """Uploaded safetensors weights become the next version (kind ``uploaded``); their
+    size was bounded at the edge (``UNLEARN_MAX_UPLOAD_BYTES``)."""
     model = get_or_raise(session, tenant_id=tenant_id, model_id=model_id, lock=True)
     if lineage.live_lineage_job(session, model.id) is not None:
         raise Conflict("a job is writing this model's lineage; upload when it has finished")
@@ -250,4 +252,11 @@ def _checked_state_dict(session: Session, model: Model, data: bytes) -> dict[str
     except RuntimeError as error:
         message = str(error).replace("\n", " ")
         raise InvalidInput(f"weights do not fit the architecture: {message}") from None
+    broken = sorted(
+        name
+        for name, tensor in state_dict.items()
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    )
+    if broken:
+        raise InvalidInput(f"weights hold NaN or infinite values: {', '.join(broken[:10])}")
     return {name: tensor.detach() for name, tensor in network.state_dict().items()}

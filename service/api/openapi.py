@@ -1,0 +1,117 @@
+"""The OpenAPI document says what the service answers: every error as
+``application/problem+json`` with the statuses each operation can give.
+
+FastAPI documents successes from the routes; the errors come from layers it does not see
+(the gate's 401/413/429, the problem handlers' 422/503, the scope checks' 403), so they are
+added here, once, by rule:
+
+- every ``/v1`` operation: 401 (no or bad key), 403 (a scope missing), 404 (unknown, or
+  another tenant's), 429 (rate limited, with ``Retry-After``), 503 (database down, with
+  ``Retry-After``);
+- one that takes parameters or a body: 422;
+- one that takes a body: 413;
+- 409 where the route declares it (``conflict(...)``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from service.api.problems import PROBLEM
+
+__all__ = ["conflict", "install"]
+
+DESCRIPTIONS = {
+    401: "no API key, or an unknown, revoked or expired one",
+    403: "the key lacks the scope this operation needs",
+    404: "unknown, or another tenant's",
+    409: "the object's state does not allow this",
+    413: "the body, or a list in it, is over its limit",
+    422: "invalid input (`errors` lists each problem)",
+    429: "rate limited; retry after `Retry-After` seconds",
+    503: "the database (or, for /readyz, the broker) is unreachable; retry after `Retry-After`",
+}
+RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "description": "RFC 9457 problem details",
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["loc", "msg"],
+                "properties": {
+                    "loc": {"type": "array", "items": {"type": ["string", "integer"]}},
+                    "msg": {"type": "string"},
+                },
+            },
+        },
+    },
+    "additionalProperties": True,
+}
+
+
+def conflict(when: str) -> dict[int | str, dict[str, Any]]:
+    """A route's ``responses=`` entry: it answers 409 ``when``."""
+    return {409: {"description": when}}
+
+
+def _problem(status: int, description: str | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description or DESCRIPTIONS[status],
+        "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+    if status in (429, 503):
+        response["headers"] = RETRY_AFTER
+    return response
+
+
+def _document_errors(operation: dict[str, Any], *, guarded: bool) -> None:
+    responses: dict[str, Any] = operation["responses"]
+    statuses: set[int] = set()
+    if guarded:
+        statuses |= {401, 403, 404, 429, 503}
+    if operation.get("parameters") or operation.get("requestBody"):
+        statuses.add(422)
+    if operation.get("requestBody"):
+        statuses.add(413)
+    declared = {int(code): value for code, value in responses.items() if int(code) >= 400}
+    statuses |= set(declared)
+    for status in sorted(statuses):
+        description = declared.get(status, {}).get("description")
+        if status == 422:
+            description = None  # FastAPI's own "Validation Error" is replaced by ours
+        responses[str(status)] = _problem(status, description)
+
+
+def install(app: FastAPI) -> None:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        document = get_openapi(
+            title=app.title,
+            version=app.version,
+            summary=app.summary,
+            routes=app.routes,
+        )
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(unused, None)
+        schemas["Problem"] = PROBLEM_SCHEMA
+        for path, operations in document.get("paths", {}).items():
+            for operation in operations.values():
+                _document_errors(operation, guarded=path.startswith("/v1/"))
+        app.openapi_schema = document
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,80 @@
+"""One delivery attempt: resolve and check the target, POST the signed body to the checked
+address (the hostname still names the TLS certificate and the Host header), and record
+what happened. Redirects are not followed: they could point anywhere."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from service.callbacks import service
+from service.callbacks.signing import signature_header
+from service.callbacks.targets import RefusedTarget, Target, resolve
+from service.settings import get_settings
+
+__all__ = ["deliver"]
+
+log = logging.getLogger(__name__)
+
+
+def deliver(delivery_id: str) -> str | None:
+    """Attempt a due delivery; returns its status after the attempt (None: not due)."""
+    claimed = service.claim(delivery_id)
+    if claimed is None:
+        return None
+    delivery, secrets_in_use = claimed
+    body = json.dumps(delivery.payload, sort_keys=True, separators=(",", ":")).encode()
+    started = time.monotonic()
+    response_status, error, final = None, None, False
+    try:
+        target = resolve(delivery.url)
+        response_status = _post(target, body, secrets_in_use, delivery.id)
+    except RefusedTarget as refused:
+        error, final = f"refused target: {refused}", True
+    except (httpx.HTTPError, ConnectionError, OSError) as failure:
+        error = f"{type(failure).__name__}: {failure}"[:500]
+    status = service.record(
+        delivery,
+        response_status=response_status,
+        error=error,
+        seconds=time.monotonic() - started,
+        final=final,
+    )
+    log.info(
+        "callback attempt",
+        extra={
+            "delivery_id": delivery.id,
+            "attempt": delivery.attempts,
+            "response_status": response_status,
+            "outcome": status,
+        },
+    )
+    return status
+
+
+def _post(target: Target, body: bytes, secrets_in_use: list[str], delivery_id: str) -> int:
+    parts = urlsplit(target.url)
+    address = f"[{target.address}]" if target.address.version == 6 else str(target.address)
+    pinned = urlunsplit(
+        (target.scheme, f"{address}:{target.port}", parts.path or "/", parts.query, "")
+    )
+    default_port = 443 if target.scheme == "https" else 80
+    host = target.host if target.port == default_port else f"{target.host}:{target.port}"
+    headers = {
+        "Host": host,
+        "Content-Type": "application/json",
+        "User-Agent": "unlearnd-callbacks/1",
+        "X-Unlearn-Event": service.EVENT,
+        "X-Unlearn-Delivery": delivery_id,
+        "X-Unlearn-Signature": signature_header(secrets_in_use, body),
+    }
+    extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+    timeout = get_settings().callback_timeout_seconds
+    with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+        request = client.build_request("POST", pinned, content=body, headers=headers)
+        request.extensions.update(extensions)
+        return client.send(request).status_code
