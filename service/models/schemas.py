@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from torch import nn
 
@@ -49,6 +50,11 @@ class ArchitectureSpec(BaseModel):
         """A freshly initialised network for a dataset of this shape."""
         return architectures.build_model(self.name, self.params, input_shape, num_classes)
 
+    def shape(self, input_shape: list[int], num_classes: int) -> nn.Module:
+        """The network's structure on the meta device (nothing allocated), for checks."""
+        with torch.device("meta"):
+            return self.build(input_shape, num_classes)
+
 
 class UnlearnerSpec(BaseModel):
     """An unlearner by registry name; params are checked by the method's own schema."""
@@ -68,6 +74,10 @@ class UnlearnerSpec(BaseModel):
 
     def build(self) -> unlearners.Unlearner:
         return unlearners.get_unlearner(self.name, self.params)
+
+    def unsuitable_for(self, network: nn.Module) -> str | None:
+        """Why the method cannot unlearn ``network`` (None: it can)."""
+        return self.method.unsuitable_for(network)
 
 
 class Batching(BaseModel):
