@@ -9,6 +9,7 @@ from ml.unlearners import (  # noqa: F401  (registration)
     pgu,
     random_labels,
     retrain,
+    rfu_ss,
 )
 from ml.unlearners.base import (
     Artifact,
