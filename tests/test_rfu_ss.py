@@ -6,10 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ml.architectures import build_model
+from ml.training import TrainingConfig, train
 from ml.unlearners import Need, get_unlearner, list_unlearners
 from ml.unlearners.rfu_ss import closed_form_alpha, loss_ratio_alpha
 from tests.conftest import create_dataset
 from tests.service_unlearning import unlearn_once
+from tests.unlearning_setup import DEVICE, context_for, digits_setup
 
 VIB_MLP = {"name": "vib_mlp", "params": {"representer": [64], "z_dim": 16, "approximator": [64]}}
 MEMORISING = {"epochs": 40, "batch_size": 32, "lr": 0.003, "beta": 0.001}
@@ -47,6 +50,26 @@ def test_loss_ratio_alpha_is_the_authors_weighting_clipped():
     assert loss_ratio_alpha(1.0, 3.0) == 0.25
     assert loss_ratio_alpha(-1.0, 3.0) == 0.0
     assert 0.0 <= loss_ratio_alpha(-5.0, 3.0) <= 1.0
+
+
+@pytest.mark.parametrize("weighting", ["closed_form", "loss_ratio"])
+def test_every_steps_alpha_lies_in_0_1_and_plain_networks_are_refused(weighting):
+    setup = digits_setup()
+    torch.manual_seed(0)
+    model = build_model(VIB_MLP["name"], VIB_MLP["params"], [1, 8, 8], 10)
+    train(model, setup.train, TrainingConfig(epochs=5, batch_size=32, lr=3e-3), device=DEVICE)
+    original = model.state_dict()["representer.1.weight"].clone()
+    params = {"weighting": weighting, "epochs": 4, "batch_size": 16, "stop": "none"}
+    result = get_unlearner("rfu_ss", params).unlearn(
+        context_for(setup, model, forget=setup.forget, retain=setup.retain)
+    )
+    low, high = result.info["alpha_range"]
+    assert 0.0 <= low <= high <= 1.0 and result.info["steps"] == 16
+    assert not torch.equal(result.state_dict["representer.1.weight"], original)
+    with pytest.raises(ValueError, match="bottleneck"):
+        get_unlearner("rfu_ss").unlearn(
+            context_for(setup, setup.model(), forget=setup.forget, retain=setup.retain)
+        )
 
 
 def test_rfu_ss_is_registered_with_its_needs():
