@@ -168,7 +168,14 @@ class ConMU(Unlearner):
         proxy = context.build_model().to(device)
         if p.delta:
             recipe = context.training.model_copy(update={"epochs": p.delta, "seed": context.seed})
-            train(proxy, context.retain, recipe, device=device, stage="proxy")
+            train(
+                proxy,
+                context.retain,
+                recipe,
+                device=device,
+                progress=context.progress,
+                stage="proxy",
+            )
         proxy.eval().requires_grad_(False)
         proxied = time.perf_counter()
         inputs, labels, _ = noised_unlearning_set(
