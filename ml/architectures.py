@@ -13,7 +13,7 @@ from torch import nn
 from ml.registry import Registry
 from ml.vib import VariationalBottleneck
 
-__all__ = ["Architecture", "architectures", "build_model", "parameter_count"]
+__all__ = ["Architecture", "architectures", "build_model", "parameter_count", "structure"]
 
 
 class Architecture:
@@ -147,9 +147,16 @@ def parameter_count(
 ) -> int:
     """How many parameters the network would have, without allocating them (built on the
     meta device), so a request cannot make the service allocate a huge model to find out."""
-    with torch.device("meta"):
-        network = build_model(name, params, input_shape, num_classes)
+    network = structure(name, params, input_shape, num_classes)
     return sum(p.numel() for p in network.parameters())
+
+
+def structure(
+    name: str, params: dict[str, Any], input_shape: list[int], num_classes: int
+) -> nn.Module:
+    """The network's modules on the meta device (nothing allocated), for checks."""
+    with torch.device("meta"):
+        return build_model(name, params, input_shape, num_classes)
 
 
 def build_model(

@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from torch import nn
 
@@ -50,10 +49,9 @@ class ArchitectureSpec(BaseModel):
         """A freshly initialised network for a dataset of this shape."""
         return architectures.build_model(self.name, self.params, input_shape, num_classes)
 
-    def shape(self, input_shape: list[int], num_classes: int) -> nn.Module:
-        """The network's structure on the meta device (nothing allocated), for checks."""
-        with torch.device("meta"):
-            return self.build(input_shape, num_classes)
+    def structure(self, input_shape: list[int], num_classes: int) -> nn.Module:
+        """The network's modules on the meta device (nothing allocated), for checks."""
+        return architectures.structure(self.name, self.params, input_shape, num_classes)
 
 
 class UnlearnerSpec(BaseModel):

@@ -104,7 +104,7 @@ def _check_method_fits(
 ) -> None:
     """422 when the method cannot unlearn this architecture (its ``unsuitable_for`` says
     why), before anything is stored."""
-    network = architecture.shape(dataset.input_shape, dataset.num_classes)
+    network = architecture.structure(dataset.input_shape, dataset.num_classes)
     reason = unlearner.unsuitable_for(network)
     if reason is not None:
         message = f"unlearner {unlearner.name!r} cannot unlearn {architecture.name!r}: {reason}"
