@@ -120,7 +120,7 @@ def test_pruned_weights_stay_zero_through_fine_tuning():
 
 def test_conmu_through_the_service_forgets_and_keeps_test_accuracy(client, admin):
     params = {
-        "alpha": 2.0,
+        "alpha": 1.0,
         "delta": 30,
         "retain_z1": 100.0,
         "retain_z2": 100.0,
