@@ -4,6 +4,7 @@ Importing this package imports every method module so that each registers itself
 """
 
 from ml.unlearners import (  # noqa: F401  (registration)
+    dau,
     finetune,
     gradient_ascent,
     pgu,
