@@ -7,6 +7,7 @@ from ml.unlearners import (  # noqa: F401  (registration)
     dau,
     finetune,
     gradient_ascent,
+    ltu,
     pgu,
     random_labels,
     retrain,
