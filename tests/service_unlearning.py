@@ -114,9 +114,11 @@ def unlearn_through_service(client, admin, method: str, params: dict[str, Any]) 
     jobs = client.get("/v1/jobs", headers=admin, params={"model_id": model_id}).json()["items"]
     (job,) = [j for j in jobs if j["kind"] == "unlearn"]
     assert job["status"] == "succeeded", job
-    return ServiceRun(
+    run = ServiceRun(
         before=_accuracies(sets, store().get_tensors(v1["artifact_sha256"])),
         after=_accuracies(sets, store().get_tensors(v2["artifact_sha256"])),
         version=v2,
         job=job,
     )
+    print(f"{method}: v1 {run.before}, v2 {run.after}, timings {job['timings']}")  # on failure
+    return run
