@@ -67,6 +67,10 @@ def _accuracies(sets: dict[str, SampleSet], state: dict[str, torch.Tensor]) -> A
 
 def unlearn_through_service(client, admin, method: str, params: dict[str, Any]) -> ServiceRun:
     """Train version 1, forget ``FORGET_SIZE`` training samples with ``method``, measure."""
+    # The same version 1 whatever ran before: the worker builds the network from the global
+    # generator before seeding its training, and threads change float sums.
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
     response = client.post(
         "/v1/datasets",
         headers=admin,

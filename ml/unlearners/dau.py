@@ -46,8 +46,8 @@ Choices where the paper is silent (also in ``docs/unlearners.md``):
 - Optimisers: plain SGD for the defender (Algorithm 1's update), Adam for the attacker;
   transformer width 32 with feed-forward 64 and no dropout.
 - Pre-training reads the attacker's inputs once (the defender is frozen then, so one noise
-  draw per sample); the pool is at most ``holdout_eval_size`` samples of D_f, of D_r and
-  of D_v.
+  draw per sample); the pool is at most ``holdout_eval_size`` samples of D_f and of D_v,
+  and as many of D_r as of D_v.
 
 Deviations:
 
@@ -220,6 +220,14 @@ class DAU(Unlearner):
             return UnlearnResult(state_dict_of(model), info=info)
         if not len(context.holdout):
             raise ValueError("dau needs held-out samples (D_v) for its attacker")
+        stopping = EarlyStopping.for_context(p.stop, context, eval_size=p.holdout_eval_size)
+        if stopping.rule != "none" and stopping.measure(model).reached:
+            info = {
+                "unlearning_seconds": time.perf_counter() - started,
+                "steps": 0,
+                "stopped_by": "D_f already at the stop rule's target",
+            }
+            return UnlearnResult(state_dict_of(model), info=info)
         num_classes = context.forget.adapter.index().num_classes
         torch.manual_seed(context.seed)
         generator = torch.Generator(device=device).manual_seed(context.seed)
@@ -250,18 +258,20 @@ class DAU(Unlearner):
         model.eval()
         eval_members = tokens(context.forget.subset(size, seed=context.seed))
         eval_nonmembers = tokens(context.holdout.subset(size, seed=context.seed))
-        pool = torch.cat([eval_members, tokens(context.retain.subset(size, seed=context.seed))])
+        retained_pool = context.retain.subset(len(eval_nonmembers), seed=context.seed)
+        pool = torch.cat([eval_members, tokens(retained_pool)])
+        half = p.batch_size
         for _ in range(p.attacker_pretrain_steps):
-            members = pool[torch.randint(len(pool), (p.batch_size,), device=device)]
+            members = pool[torch.randint(len(pool), (half,), device=device)]
             nonmembers = eval_nonmembers[
-                torch.randint(len(eval_nonmembers), (p.batch_size,), device=device)
+                torch.randint(len(eval_nonmembers), (half,), device=device)
             ]
+            scores = attacker(torch.cat([members, nonmembers]))  # one pass for both sides
             attacker_optimizer.zero_grad(set_to_none=True)
-            (-attacker_log_likelihood(attacker(members), attacker(nonmembers))).backward()
+            (-attacker_log_likelihood(scores[:half], scores[half:])).backward()
             attacker_optimizer.step()
         accuracy_before = _accuracy(attacker, eval_members, eval_nonmembers)
 
-        stopping = EarlyStopping.for_context(p.stop, context, eval_size=p.holdout_eval_size)
         optimizer = torch.optim.SGD(model.parameters(), lr=p.lr)
         retained = _cycle(context.retain.loader(p.batch_size, shuffle=True, seed=context.seed))
         held_out = _cycle(context.holdout.loader(p.batch_size, shuffle=True, seed=context.seed))

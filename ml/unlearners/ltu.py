@@ -1,5 +1,5 @@
 """LTU: Learning to Unlearn, meta-learning with a small accessible part of the retained
-data (Foo et al., ECCV 2024, "Learning to Unlearn for Robust Machine Unlearning"; seed
+data (Huang, Foo and Liu, ECCV 2024, "Learning to Unlearn for Robust Machine Unlearning"; seed
 ``ltu_*``).
 
 Inputs: the model theta, the forget set D_f, an accessible share D_r' of D_r
@@ -261,6 +261,14 @@ class LTU(Unlearner):
         )
         if not len(accessible):
             raise ValueError("ltu needs retained samples (D_r) for its query sets")
+        stopping = EarlyStopping.for_context(p.stop, context, eval_size=p.holdout_eval_size)
+        if stopping.rule != "none" and stopping.measure(model).reached:
+            info = {
+                "unlearning_seconds": time.perf_counter() - started,
+                "steps": 0,
+                "stopped_by": "D_f already at the stop rule's target",
+            }
+            return UnlearnResult(state_dict_of(model), info=info)
         num_classes = forget.adapter.index().num_classes
 
         # Everything the original model tells, read once with its weights frozen.
@@ -294,7 +302,6 @@ class LTU(Unlearner):
         def logits(params: Params, inputs: torch.Tensor) -> torch.Tensor:
             return functional_call(model, ({**params, **buffers},), (inputs,))
 
-        stopping = EarlyStopping.for_context(p.stop, context, eval_size=p.holdout_eval_size)
         projected = 0
 
         def step(spent: float, _inputs: torch.Tensor, rows: torch.Tensor) -> None:
