@@ -61,7 +61,8 @@ Deviations:
   rules of ``ml.unlearners.early_stopping`` (by default once the forget set's losses look
   held out; for class deletion, once its masked outputs look like held-out samples of the
   class), checked every ``check_every`` forget samples, keeping the state closest to the
-  target; ``stop="none"`` runs the paper's fixed budget.
+  target; ``stop="none"`` runs the paper's fixed budget. When D_f already sits at the
+  rule's target, the base weights come back at once, before the attacker is pre-trained.
 
 ``info`` reports the attacker's balanced accuracy on fixed subsets of D_f vs D_v before
 and after the game. For class deletion, ``run_unlearner`` masks the forgotten classes

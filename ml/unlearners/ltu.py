@@ -51,7 +51,9 @@ Deviation: the paper unlearns for a fixed number of iterations. Here the loop al
 under the shared rules of ``ml.unlearners.early_stopping`` (by default once the forget
 set's losses look held out; for class deletion, once its masked outputs look like held-out
 samples of the class), keeping the state closest to the target; ``stop="none"`` runs the
-fixed budget. For class deletion, ``run_unlearner`` masks the forgotten classes.
+fixed budget. When D_f already sits at the rule's target, the base weights come back at
+once, before any membership model is trained. For class deletion, ``run_unlearner`` masks
+the forgotten classes.
 """
 
 from __future__ import annotations
