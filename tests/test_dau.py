@@ -3,15 +3,17 @@ fights, and its params."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
 
+from ml.training import predict
 from ml.unlearners import Need, get_unlearner, run_unlearner
 from ml.unlearners.dau import Attacker, attacker_inputs, barlow_twins
 from tests.conftest import create_dataset
 from tests.service_unlearning import unlearn_through_service
-from tests.unlearning_setup import context_for, digits_setup
+from tests.unlearning_setup import DEVICE, context_for, digits_setup
 
 
 def test_dau_through_the_service_moves_forget_accuracy_toward_holdout(client, admin, env):
@@ -86,3 +88,25 @@ def test_bad_params_answer_422_through_the_service_and_store_nothing(client, adm
     response = client.post("/v1/models", headers=admin, json=body)
     assert response.status_code == 422, response.text
     assert client.get("/v1/models", headers=admin).json()["items"] == []
+
+
+def test_class_deletion_runs_the_game_and_masks_the_class():
+    setup = digits_setup()
+    forgotten = 5
+    rows = np.flatnonzero(setup.train.labels == forgotten)
+    params = {"stop": "none", "iterations": 3, "attacker_pretrain_steps": 5}
+    result = run_unlearner(
+        get_unlearner("dau", {**params, "class_alpha_iterations": 1}),
+        context_for(
+            setup,
+            setup.model(),
+            forget=setup.train.take(rows),
+            retain=setup.train.take(np.setdiff1d(np.arange(len(setup.train)), rows)),
+            class_labels=[forgotten],
+        ),
+    )
+    assert result.info["steps"] == 3
+    model = setup.build()
+    model.load_state_dict(result.state_dict)
+    inputs, _ = setup.test.tensors()
+    assert not (predict(model, inputs, device=DEVICE).argmax(1) == forgotten).any()

@@ -11,11 +11,12 @@ from pydantic import ValidationError
 from torch import nn
 from torch.func import functional_call
 
-from ml.unlearners import Need, get_unlearner
+from ml.training import predict
+from ml.unlearners import Need, get_unlearner, run_unlearner
 from ml.unlearners.ltu import QuerySampler, harmonise, meta_gradient
 from tests.conftest import create_dataset
 from tests.service_unlearning import unlearn_through_service
-from tests.unlearning_setup import RetainGuard, context_for, digits_setup
+from tests.unlearning_setup import DEVICE, RetainGuard, context_for, digits_setup
 
 
 def test_ltu_through_the_service_moves_forget_accuracy_toward_holdout(client, admin, env):
@@ -161,3 +162,25 @@ def test_bad_params_answer_422_through_the_service_and_store_nothing(client, adm
     response = client.post("/v1/models", headers=admin, json=body)
     assert response.status_code == 422, response.text
     assert client.get("/v1/models", headers=admin).json()["items"] == []
+
+
+@pytest.mark.parametrize("order", ["second", "first"])
+def test_class_deletion_runs_and_masks_the_class(order):
+    setup = digits_setup()
+    forgotten = 5
+    rows = np.flatnonzero(setup.train.labels == forgotten)
+    result = run_unlearner(
+        get_unlearner("ltu", {"stop": "none", "iterations": 3, "mi_steps": 5, "order": order}),
+        context_for(
+            setup,
+            setup.model(),
+            forget=setup.train.take(rows),
+            retain=setup.train.take(np.setdiff1d(np.arange(len(setup.train)), rows)),
+            class_labels=[forgotten],
+        ),
+    )
+    assert result.info["steps"] == 3
+    model = setup.build()
+    model.load_state_dict(result.state_dict)
+    inputs, _ = setup.test.tensors()
+    assert not (predict(model, inputs, device=DEVICE).argmax(1) == forgotten).any()
