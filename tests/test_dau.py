@@ -29,7 +29,7 @@ def test_dau_through_the_service_moves_forget_accuracy_toward_holdout(client, ad
 def test_attacker_accuracy_on_forget_vs_holdout_falls_during_unlearning():
     setup = digits_setup()
     result = run_unlearner(
-        get_unlearner("dau", {"stop": "none", "iterations": 30}),
+        get_unlearner("dau", {"stop": "none", "iterations": 15}),
         context_for(setup, setup.model(), forget=setup.forget, retain=setup.retain),
     )
     attacker = result.info["attacker_accuracy"]
