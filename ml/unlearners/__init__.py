@@ -4,8 +4,10 @@ Importing this package imports every method module so that each registers itself
 """
 
 from ml.unlearners import (  # noqa: F401  (registration)
+    dau,
     finetune,
     gradient_ascent,
+    ltu,
     pgu,
     random_labels,
     retrain,
