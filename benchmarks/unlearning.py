@@ -1,5 +1,5 @@
-"""Unlearning quality and speed on Fashion-MNIST: retrain, FT, GA, RandL, PGU, RFU-SS and
-ConMU side by side.
+"""Unlearning quality and speed on Fashion-MNIST: retrain, FT, GA, RandL, PGU, LTU, DAU,
+RFU-SS and ConMU side by side.
 
     python -m benchmarks.unlearning [--fraction F] [--quick] [--methods pgu,finetune,...]
                                     [--state-dir DIR] [--output FILE]
@@ -59,10 +59,11 @@ Then PGU's scaling: one deletion (fixed forget set, fixed steps, no stop rule, s
 work is the same) on a model trained on 10% and one trained on 100% of the training set;
 and the incremental cache update (Eq. 3) against rebuilding the cache from the data.
 ``--methods`` runs only those rows (retrain always runs; PGU's cost sections need pgu).
-Targets are printed with PASS/FAIL; for RFU-SS and ConMU (issue 9): FRM >= 0.85 against
-the references in at least one scenario, and >= 5x faster than the retrain row of the
-same table in every scenario. ``--quick`` trains 3 epochs, runs 2 incremental
-batches, and is meant for checking that everything runs, not for the numbers.
+Targets are printed with PASS/FAIL. The seed methods (issues 9 and 13) must reach FRM >=
+0.85 against the references in at least one scenario (checked after the last table) and
+beat the retrain row of the same table in every scenario: LTU and DAU faster, RFU-SS and
+ConMU at least 5x faster. ``--quick`` trains 3 epochs, runs 2 incremental batches, and is
+meant for checking that everything runs, not for the numbers.
 ``--markdown FILE`` writes the tables with the command, the commit and the machine.
 """
 
@@ -100,11 +101,18 @@ METHODS: dict[str, dict[str, Any]] = {
     # small_cnn is a small VGG-like net: gamma 0.95 as the PGU paper uses for those. The
     # step is the default normalised one: no learning rate tuned for this network.
     "pgu": {"gamma": 0.95},
+    # The two seed methods without public code, at their defaults (``docs/unlearners.md``).
+    "ltu": {},
+    "dau": {},
     # The paper's conv-representer learning rate; m = 100 and beta_u = 0.1 are defaults.
     "rfu_ss": {"lr": 5e-4},
     "conmu": {},  # the paper's CIFAR-10 random-deletion row (its Table 2)
 }
-NEW_METHODS = ("rfu_ss", "conmu")  # issue 9's targets
+# The seed methods' targets: FRM >= 0.85 against the retrained references in at least one
+# scenario, and this speed-up over the retrain row in every scenario (issue 13: LTU and
+# DAU faster; issue 9: RFU-SS and ConMU at least 5x).
+SEED_SPEEDUP = {"ltu": 1.0, "dau": 1.0, "rfu_ss": 5.0, "conmu": 5.0}
+SEED_FRM = 0.85
 REFERENCES = 4  # K, as the service's audit defaults to
 FORGOTTEN_CLASS = 0  # T-shirt/top
 BACKDOOR_TARGET = 8  # Bag
@@ -288,6 +296,35 @@ def targets_for(
         targets.append(
             ("PGU passes every gate", pgu.audit.get("verdict") == "pass", ", ".join(failed) or "-")
         )
+    return targets
+
+
+def seed_speed_targets(rows: list[Row]) -> list[tuple[str, bool, str]]:
+    """The seed methods (those that ran) against the retrain row's time in one table."""
+    targets = []
+    for r in rows:
+        if r.method not in SEED_SPEEDUP:
+            continue
+        least = SEED_SPEEDUP[r.method]
+        if least == 1.0:
+            targets.append((f"{r.method} faster than retrain", r.speedup > 1, f"{r.speedup:.1f}x"))
+        else:
+            name = f"{r.method} >= {least:g}x faster than retrain"
+            targets.append((name, r.speedup >= least, f"{r.speedup:.1f}x"))
+    return targets
+
+
+def seed_frm_targets(scenarios: list[list[Row]]) -> list[tuple[str, bool, str]]:
+    """The seed methods (those that ran): FRM >= 0.85 in at least one scenario."""
+    targets = []
+    for method in SEED_SPEEDUP:
+        found = [audit_of(r, "frm") for rows in scenarios for r in rows if r.method == method]
+        if found:
+            best = max((f for f in found if f == f), default=NAN)
+            values = ", ".join(f"{f:.3f}" for f in found)
+            targets.append(
+                (f"{method} FRM >= {SEED_FRM:g} in at least one scenario", best >= SEED_FRM, values)
+            )
     return targets
 
 
@@ -653,6 +690,7 @@ def backdoor_scenario(base: Bench, order: np.ndarray, scenarios: dict[str, list[
             bench, titled(title, bench), original.state_dict, original.cache, rows
         )
         scenarios.setdefault("backdoor", []).extend(table_rows)
+        bench.emit(verdicts(seed_speed_targets(table_rows)))
         lines = [
             f"\n== backdoor success rate, {bench.architecture} ==",
             "| model | backdoor success % | clean TA % | gap to retrain (points) |",
@@ -672,34 +710,6 @@ def backdoor_scenario(base: Bench, order: np.ndarray, scenarios: dict[str, list[
             gap = 100 * (rates[name] - rates.get("retrain", NAN))
             lines.append(f"| {name} | {100 * rates[name]:.2f} | {100 * clean:.2f} | {gap:+.2f} |")
         bench.emit("\n".join(lines))
-
-
-def new_method_targets(scenarios: dict[str, list[Row]]) -> list[tuple[str, bool, str]]:
-    """Issue 9: FRM >= 0.85 in at least one scenario, >= 5x faster than retrain in all."""
-    targets = []
-    for method in NEW_METHODS:
-        found = {
-            name: row for name, rows in scenarios.items() for row in rows if row.method == method
-        }
-        if not found:
-            continue
-        frms = {name: audit_of(row, "frm") for name, row in found.items()}
-        best = max(frms, key=lambda name: -1 if np.isnan(frms[name]) else frms[name])
-        speedups = {name: row.speedup for name, row in found.items()}
-        slowest = min(speedups, key=lambda name: np.nan_to_num(speedups[name], nan=-1))
-        targets += [
-            (
-                f"{method} FRM >= 0.85 in at least one scenario",
-                frms[best] >= 0.85,
-                f"best {frms[best]:.3f} ({best})",
-            ),
-            (
-                f"{method} >= 5x faster than retrain in every scenario",
-                all(speedup >= 5 for speedup in speedups.values()),
-                f"slowest {speedups[slowest]:.1f}x ({slowest})",
-            ),
-        ]
-    return targets
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -771,7 +781,11 @@ def main(argv: list[str] | None = None) -> int:
             order[:size],
         )
         scenarios.setdefault("random", []).extend(rows)
-        bench.emit(verdicts(targets_for(rows, ta_gap=0.5, speedup=25, gates=True)))
+        bench.emit(
+            verdicts(
+                targets_for(rows, ta_gap=0.5, speedup=25, gates=True) + seed_speed_targets(rows)
+            )
+        )
         if pgu_result is not None:
             pgu_batch = (original, pgu_result, retain)
     class_rows = np.flatnonzero(data.train.labels == FORGOTTEN_CLASS)
@@ -786,7 +800,11 @@ def main(argv: list[str] | None = None) -> int:
             class_labels=[FORGOTTEN_CLASS],
         )
         scenarios.setdefault("class", []).extend(rows)
-        bench.emit(verdicts(targets_for(rows, ta_gap=1, speedup=20, gates=False)))
+        bench.emit(
+            verdicts(
+                targets_for(rows, ta_gap=1, speedup=20, gates=False) + seed_speed_targets(rows)
+            )
+        )
     half = max(1, round(0.005 * n))
     chunks = [order[size + i * half : size + (i + 1) * half] for i in range(batches)]
     for original in clean if "incremental" in wanted else []:  # 3. batches of 0.5%
@@ -799,7 +817,11 @@ def main(argv: list[str] | None = None) -> int:
             chunks,
         )
         scenarios.setdefault("incremental", []).extend(rows)
-        bench.emit(verdicts(targets_for(rows, ta_gap=1, speedup=20, gates=False)))
+        bench.emit(
+            verdicts(
+                targets_for(rows, ta_gap=1, speedup=20, gates=False) + seed_speed_targets(rows)
+            )
+        )
 
     if "backdoor" in wanted:  # 4. a backdoor, forgotten
         backdoor_scenario(base, order, scenarios)
@@ -807,8 +829,8 @@ def main(argv: list[str] | None = None) -> int:
     if pgu_batch is not None:
         original, pgu_result, retain = pgu_batch
         pgu_costs(original.bench, original.state_dict, original.cache, pgu_result, retain, order)
-    if targets := new_method_targets(scenarios):
-        base.emit("\n== RFU-SS and ConMU (issue 9) ==\n" + verdicts(targets))
+    if seed := seed_frm_targets(list(scenarios.values())):
+        base.emit("\n== the seed methods across the scenarios ==\n" + verdicts(seed))
 
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)

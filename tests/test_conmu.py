@@ -17,7 +17,7 @@ from ml.unlearners.conmu import (
     select_important,
 )
 from tests.conftest import create_dataset
-from tests.service_unlearning import unlearn_once
+from tests.service_unlearning import unlearn_through_service
 from tests.unlearning_setup import DEVICE, context_for, digits_setup
 
 SMALL_CNN = {"name": "small_cnn", "params": {"channels": [16, 32], "hidden": 64}}
@@ -126,18 +126,14 @@ def test_conmu_through_the_service_forgets_and_keeps_test_accuracy(client, admin
         "retain_z2": 100.0,
         "batch_size": 32,
     }
-    before, after, _ = unlearn_once(
-        client,
-        admin,
-        architecture=SMALL_CNN,
-        unlearner={"name": "conmu", "params": params},
-        training=MEMORISING,
-        forget_size=30,
+    run = unlearn_through_service(
+        client, admin, "conmu", params, architecture=SMALL_CNN, training=MEMORISING, forget_size=30
     )
-    assert before["forget"] > before["holdout"], before  # a gap to close
-    assert after["forget"] < before["forget"], (before, after)
-    assert abs(after["forget"] - before["holdout"]) < abs(before["forget"] - before["holdout"])
-    assert after["test"] >= before["test"] - 0.03, (before, after)
+    before, after = run.before, run.after
+    assert before.forget > before.holdout  # a gap to close
+    assert after.forget < before.forget
+    assert abs(after.forget - before.holdout) < abs(before.forget - before.holdout)
+    assert after.test >= before.test - 0.03
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from ml.training import TrainingConfig, train
 from ml.unlearners import Need, get_unlearner, list_unlearners
 from ml.unlearners.rfu_ss import closed_form_alpha, loss_ratio_alpha
 from tests.conftest import create_dataset
-from tests.service_unlearning import unlearn_once
+from tests.service_unlearning import unlearn_through_service
 from tests.unlearning_setup import DEVICE, context_for, digits_setup
 
 VIB_MLP = {"name": "vib_mlp", "params": {"representer": [64], "z_dim": 16, "approximator": [64]}}
@@ -78,18 +78,21 @@ def test_rfu_ss_is_registered_with_its_needs():
 
 
 def test_rfu_ss_through_the_service_forgets_and_keeps_test_accuracy(client, admin):
-    before, after, version = unlearn_once(
+    run = unlearn_through_service(
         client,
         admin,
+        "rfu_ss",
+        {"epochs": 300, "lr": 0.003, "stop": "none"},
         architecture=VIB_MLP,
-        unlearner={"name": "rfu_ss", "params": {"epochs": 300, "lr": 0.003, "stop": "none"}},
         training=MEMORISING,
         forget_size=60,
     )
-    assert before["forget"] > before["holdout"], before  # a gap to close
-    assert after["forget"] < before["forget"], (before, after, version["metrics"])
-    assert abs(after["forget"] - before["holdout"]) < abs(before["forget"] - before["holdout"])
-    assert after["test"] >= before["test"] - 0.03, (before, after)
+    before, after = run.before, run.after
+    assert before.forget > before.holdout  # a gap to close
+    assert after.forget < before.forget
+    assert abs(after.forget - before.holdout) < abs(before.forget - before.holdout)
+    assert after.test >= before.test - 0.03
+    assert run.job["unlearner"]["name"] == "rfu_ss"
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,10 @@ Importing this package imports every method module so that each registers itself
 
 from ml.unlearners import (  # noqa: F401  (registration)
     conmu,
+    dau,
     finetune,
     gradient_ascent,
+    ltu,
     pgu,
     random_labels,
     retrain,
