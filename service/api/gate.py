@@ -88,7 +88,7 @@ class Gate:
         address = (scope.get("client") or ("unknown",))[0]
         failures = f"auth-fail:{address}"
         if self.failure_rate and (
-            wait := self.limiter.take(failures, self.failure_rate, consume=False)
+            wait := await self.limiter.take(failures, self.failure_rate, consume=False)
         ):
             return _rate_limited(wait, "too many failed authentications from this address")
         token = _bearer(Headers(scope=scope).get("authorization", ""))
@@ -104,7 +104,7 @@ class Gate:
                     raise
                 return answer
         if principal is None:
-            if self.failure_rate and (wait := self.limiter.take(failures, self.failure_rate)):
+            if self.failure_rate and (wait := await self.limiter.take(failures, self.failure_rate)):
                 return _rate_limited(wait, "too many failed authentications from this address")
             detail = (
                 "unknown, revoked or expired API key"
@@ -112,7 +112,8 @@ class Gate:
                 else "send an API key as 'Authorization: Bearer <key>'"
             )
             return problem(401, "Unauthorized", detail, "unauthorized")
-        if self.key_rate and (wait := self.limiter.take(f"key:{principal.key_id}", self.key_rate)):
+        key_bucket = f"key:{principal.key_id}"
+        if self.key_rate and (wait := await self.limiter.take(key_bucket, self.key_rate)):
             return _rate_limited(wait, "this key's request rate is over its limit")
         scope.setdefault("state", {})[PRINCIPAL] = principal
         return None
