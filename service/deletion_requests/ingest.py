@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
-from service import db
+from service import db, metrics
 from service.deletion_requests import service
 from service.deletion_requests.schemas import BulkRejection, BulkResult, DeletionRequestRead
 from service.deletion_requests.service import Outcome, Submission
@@ -91,6 +91,7 @@ class Batcher:
         self._wake.set()
 
     async def _commit(self, batch: list[tuple[Submission, asyncio.Future[dict[str, Any]]]]) -> None:
+        metrics.INGEST_BATCH.observe(len(batch))
         claimed = {_pair(item) for item, _ in batch if item.idempotency_key is not None}
         self._claimed |= claimed
         outcomes: list[Outcome | _Failed]

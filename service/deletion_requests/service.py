@@ -9,10 +9,11 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import String, cast, column, func, select, text, tuple_, values
+from sqlalchemy import String, cast, column, func, insert, select, text, tuple_, values
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
@@ -194,6 +195,7 @@ def _stage(
     now = utcnow()
     deadline = now + timedelta(days=get_settings().request_deadline_days)
     claims: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
     created: list[dict[str, Any]] = []
     for i in live:
         if outcomes[i] is not None:
@@ -210,7 +212,7 @@ def _stage(
         except DomainError as error:
             outcomes[i] = error
             continue
-        answer = _stored(session, item, model, keys, already, count, now, deadline)
+        answer = _stored(session, rows, item, model, keys, already, count, now, deadline)
         outcomes[i] = answer
         created.append(answer)
         if item.idempotency_key is not None:
@@ -224,6 +226,7 @@ def _stage(
                     "created_at": now,
                 }
             )
+    _insert(session, rows)
     session.flush()  # the requests first: the idempotency keys refer to them
     if claims:
         _claim(session, claims)
@@ -352,6 +355,7 @@ def _samples(session: Session, wanted: list[tuple[str, str]]) -> dict[tuple[str,
 
 def _stored(
     session: Session,
+    rows: list[dict[str, Any]],
     item: Submission,
     model: Any,
     keys: list[str] | None,
@@ -360,36 +364,56 @@ def _stored(
     now: datetime,
     deadline: datetime,
 ) -> dict[str, Any]:
-    """Add one checked request (and its first event) to the session; its JSON."""
+    """One checked request, its JSON. A pending one becomes a row of ``rows`` (inserted with
+    its batch-mates by :func:`_insert`); one with nothing left to do (every key forgotten
+    by earlier requests) is completed at once through the session (its move, callback and
+    audit entry)."""
     spec = item.spec
-    request = DeletionRequest(
-        id=new_id(),
-        tenant_id=item.tenant_id,
-        model_id=model.id,
-        subject_id=spec.subject_id,
-        sample_keys=keys,
-        class_labels=spec.class_labels,
-        already_forgotten=already,
-        sample_count=count,
-        callback_url=str(spec.callback_url) if spec.callback_url else None,
-        status=RequestStatus.PENDING,
-        created_at=now,
-        updated_at=now,
-        due_at=deadline,
+    row = {
+        "id": new_id(),
+        "tenant_id": item.tenant_id,
+        "model_id": model.id,
+        "subject_id": spec.subject_id,
+        "sample_keys": keys,
+        "class_labels": spec.class_labels,
+        "already_forgotten": already,
+        "sample_count": count,
+        "callback_url": str(spec.callback_url) if spec.callback_url else None,
+        "status": RequestStatus.PENDING.value,
+        "job_id": None,
+        "result_version": None,
+        "error": None,
+        "created_at": now,
+        "updated_at": now,
+        "due_at": deadline,
+        "completed_at": None,
+    }
+    first = RequestEvent(request_id=row["id"], status=RequestStatus.PENDING, at=now)
+    if keys is None or len(already) < len(keys):
+        rows.append(row)
+        return to_read(SimpleNamespace(**row), [first]).model_dump(mode="json")  # type: ignore[arg-type]
+    request = DeletionRequest(**row)
+    session.add_all([request, first])
+    request.result_version = model.head_version
+    log_received(session, request)
+    done = move_request(
+        session, request, RequestStatus.COMPLETED, detail="already forgotten", at=now
     )
-    session.add(request)
-    history = [RequestEvent(request_id=request.id, status=RequestStatus.PENDING, at=now)]
-    session.add(history[0])
-    if keys is not None and len(already) == len(keys):
-        # Every key was forgotten by earlier requests: nothing left to do.
-        request.result_version = model.head_version
-        log_received(session, request)
-        history.append(
-            move_request(
-                session, request, RequestStatus.COMPLETED, detail="already forgotten", at=now
-            )
-        )
-    return to_read(request, history).model_dump(mode="json")
+    return to_read(request, [first, done]).model_dump(mode="json")
+
+
+def _insert(session: Session, rows: list[dict[str, Any]]) -> None:
+    """The batch's pending requests and their first events: two executemany inserts of
+    one short statement each (the driver pipelines them; no RETURNING, so no statement
+    grows with the batch)."""
+    if not rows:
+        return
+    session.execute(insert(DeletionRequest).execution_options(render_nulls=True), rows)
+    events = [
+        {"request_id": row["id"], "status": row["status"], "detail": None, "at": row["created_at"]}
+        for row in rows
+    ]
+    session.execute(insert(RequestEvent).execution_options(render_nulls=True), events)
 
 
 def _claim(session: Session, claims: list[dict[str, Any]]) -> None:
