@@ -52,12 +52,14 @@ def create_app(*, lifespan: Lifespan | None = None) -> FastAPI:
     problems.install(app)
     conditional.install(app)
     openapi.install(app)
+    # The ingest routes first: every request walks the routes in order until one matches,
+    # and these carry the bursts (no path of another router overlaps theirs).
     for router in (
+        deletion_requests.router,
         operations.router,
         caller.router,
         datasets.router,
         models.router,
-        deletion_requests.router,
         jobs.router,
         audits.router,
         overview.router,

@@ -308,3 +308,18 @@ def test_the_embedded_default_ingests_through_the_same_path(sqlite_env):
         assert len(bulk["accepted"]) == 1 and bulk["rejected"][0]["index"] == 1
         listed = client.get("/v1/deletion-requests", headers=admin).json()["items"]
         assert len(listed) == 2
+
+
+def test_the_benchmark_rewrites_only_its_section(tmp_path):
+    from benchmarks.api_ingest import MARK_END, MARK_START, write_docs
+
+    docs = tmp_path / "benchmarks.md"
+    write_docs("| first |", docs)  # a missing file is created with the section
+    assert docs.read_text().count(MARK_START) == 1 and "| first |" in docs.read_text()
+    docs.write_text("# B\n\nbefore\n\n" + docs.read_text().split("\n", 1)[1] + "\nafter\n")
+    write_docs("| second |", docs)
+    text = docs.read_text()
+    assert "| first |" not in text and "| second |" in text
+    assert (
+        text.index("before") < text.index(MARK_START) < text.index(MARK_END) < text.index("after")
+    )
