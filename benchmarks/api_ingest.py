@@ -201,7 +201,7 @@ def served(command: list[str], env: dict[str, str], port: int, log_path: Path, c
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 300
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"server exited with {process.returncode}:\n{_tail(log_path)}")
@@ -211,7 +211,7 @@ def served(command: list[str], env: dict[str, str], port: int, log_path: Path, c
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"server did not answer in 90 s:\n{_tail(log_path)}")
+                raise RuntimeError(f"server did not answer in 300 s:\n{_tail(log_path)}")
             time.sleep(0.2)
         time.sleep(1.0)  # uvicorn's other workers come up meanwhile
         yield process

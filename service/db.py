@@ -110,9 +110,9 @@ def async_session() -> AsyncSession | None:
             made[1].sync_engine.dispose(close=False)
         engine = create_async_engine(
             url,
-            # The ingest batcher holds one connection at a time; a few spare for overlap.
-            pool_size=2,
-            max_overflow=4,
+            # One connection per ingest batch in flight (UNLEARN_INGEST_BATCHES_IN_FLIGHT).
+            pool_size=get_settings().ingest_batches_in_flight,
+            max_overflow=2,
             pool_recycle=1800,
             hide_parameters=True,
             connect_args={"connect_timeout": 3},
