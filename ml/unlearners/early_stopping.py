@@ -14,17 +14,22 @@ Rules:
 
 - ``distribution`` (random deletion; the default): the loss-attack AUC of D_f against D_v,
   P(loss on a forget sample < loss on a held-out one), restricted to the classes D_f holds.
-  A retrained model scores 0.5; the original model more. Stop once the AUC is at or below
-  0.5; keep the state with the smallest |AUC - 0.5|. This matches the whole distribution of
-  confidences, where accuracy alone (below) stops while the outputs are still too sure or
-  already too flat.
+  A retrained model scores 0.5 up to sampling noise; the original model more. Stop once
+  the AUC is within one standard error of 0.5 (the Mann-Whitney statistic's under "no
+  difference", sqrt((n_f + n_v + 1) / (12 n_f n_v)) for the two subsets measured), and keep
+  the first state inside that band: closer than the noise no test can tell apart, and
+  driving further only forgets more than a retrained model would (on a forget set that
+  happens to be easy, a retrained model itself scores above 0.5 by about that much). This
+  matches the whole distribution of confidences, where accuracy alone (below) stops while
+  the outputs are still too sure or already too flat.
 - ``holdout_gap`` (the PGU authors' rule): gap = accuracy on D_v - accuracy on D_f; stop at
   the first positive gap; keep the state with the smallest |gap|.
 - ``class`` (class deletion): the published model masks the deleted classes, so the rule
   reads the outputs over the remaining classes only, as the audit does. The target is
   like-for-like: D_f against held-out samples *of the same classes*, ranked by the masked
   loss (log-sum-exp of the remaining logits, the loss attack's ranking on a masked model);
-  a retrained model never saw the class, so its AUC is 0.5. The brake comes first: a state
+  a retrained model never saw the class, so its AUC is 0.5, and the band around it is the
+  same as the distribution rule's. The brake comes first: a state
   whose accuracy on held-out samples of the remaining classes (masked outputs) has fallen
   more than 5 points below the start ends the run and is never kept.
 - ``none``: run the whole budget, keep the last state.
@@ -33,6 +38,7 @@ Rules:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Self
@@ -79,6 +85,20 @@ def _auc_lower_first(first: np.ndarray, second: np.ndarray) -> float:
         return 0.5
     labels = np.r_[np.ones(len(first)), np.zeros(len(second))]
     return float(roc_auc_score(labels, -np.r_[first, second]))
+
+
+def _chance_band(first: int, second: int) -> float:
+    """One standard error of the Mann-Whitney AUC of two samples of these sizes drawn from
+    one distribution (Hanley & McNeil 1982 at AUC = 0.5)."""
+    if not first or not second:
+        return 0.0
+    return float(np.sqrt((first + second + 1) / (12 * first * second)))
+
+
+def _towards_chance(auc: float, band: float) -> Measure:
+    """How far an AUC is from chance, counting the band as there: the first state inside
+    it has distance 0 and stays kept."""
+    return Measure(max(0.0, abs(auc - 0.5) - band), auc <= 0.5 + band)
 
 
 def _loss(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
@@ -162,8 +182,9 @@ class EarlyStopping:
         auc = _auc_lower_first(
             _loss(forget_logits, forget_labels), _loss(others_logits, others_labels)
         )
-        record |= {"loss_auc": auc}
-        return Measure(abs(auc - 0.5), auc <= 0.5, record=record)
+        band = _chance_band(len(forget_labels), len(others_labels))
+        record |= {"loss_auc": auc, "band": band}
+        return dataclasses.replace(_towards_chance(auc, band), record=record)
 
     def _measure_class(
         self, model: nn.Module, forget_logits: torch.Tensor, record: dict[str, float]
@@ -180,8 +201,9 @@ class EarlyStopping:
         masked_loss = torch.logsumexp(_masked_logits(forget_logits, self.classes), dim=1).numpy()
         held_out = _masked_logits(self._logits(model, self._same_class), self.classes)
         auc = _auc_lower_first(masked_loss, torch.logsumexp(held_out, dim=1).numpy())
-        record["masked_loss_auc"] = auc
-        return Measure(abs(auc - 0.5), auc <= 0.5, record=record)
+        band = _chance_band(len(masked_loss), len(held_out))
+        record |= {"masked_loss_auc": auc, "band": band}
+        return dataclasses.replace(_towards_chance(auc, band), record=record)
 
     def observe(self, model: nn.Module, samples: int) -> Measure:
         """Measure ``model`` after ``samples`` forget samples, keep it if it is the best."""

@@ -35,7 +35,8 @@ Layers l: every Conv2d and Linear weight W^l, viewed as (out x d) (``ml.pgu``).
        learning rate, ``lr_start`` -> ``lr_end``. Every ``check_every`` forget samples the
        stop rule (``ml.unlearners.early_stopping``) measures the model; the state closest
        to its target is kept. Random deletion: D_f's losses against the validation set's,
-       stopping once their AUC reaches 0.5 (what a retrained model shows).
+       stopping once their AUC is within one standard error of 0.5 (what a retrained
+       model shows, up to sampling noise); the first state inside that band is kept.
     4. Class deletion (``context.class_labels`` set; the worker makes D_f every active
        training sample of those classes): the rule reads the outputs over the remaining
        classes, as the masked published model will show them, against held-out samples of
