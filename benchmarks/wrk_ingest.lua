@@ -19,6 +19,15 @@ end
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer " .. key
+-- UNLEARN_DELAY_MS paces each connection (a fixed offered rate: connections * 1000 /
+-- delay per second while answers come back well within the delay), jittered +-50% so the
+-- connections do not send in lockstep.
+local delay_ms = tonumber(os.getenv("UNLEARN_DELAY_MS") or "")
+if delay_ms then
+  delay = function()
+    return math.floor(delay_ms * (0.5 + math.random()))
+  end
+end
 local counter = 0
 request = function()
   counter = counter + 1
