@@ -1,19 +1,30 @@
-"""Ingest throughput and latency of ``POST /v1/deletion-requests`` on the production backend.
+"""Ingest throughput and latency of ``POST /v1/deletion-requests`` on the production backend,
+against the ceiling of the stack on the same machine.
 
-One ``unlearnd serve`` process on a fresh scratch Postgres database (created here, migrated
-with ``unlearnd migrate``, dropped at the end) with a Redis broker, so no embedded worker
-shares the measured process; a digits dataset and a model are registered (its training job
-stays queued: no worker runs) and load generator processes (asyncio + httpx, one connection
-pool each) post requests naming 1-3 random training samples, in two phases:
+Each measured server is ``unlearnd serve`` (``--workers N``) on a fresh scratch Postgres
+database (created here, migrated with ``unlearnd migrate``, dropped at the end) with a Redis
+broker, so no embedded worker shares the measured processes; a digits dataset and a model
+are registered (its training job stays queued: no worker runs). Then:
 
-  max throughput  closed loop, ``--concurrency`` requests in flight for ``--seconds``
-  fixed rate      open loop at ``--rate`` req/s for ``--seconds``; latency counts from each
-                  request's scheduled send time, so a stalled server cannot hide its queue
+  saturation   ``wrk`` (Debian's, the native generator) with ``benchmarks/wrk_ingest.lua``,
+               ``--connections`` open for ``--seconds``: accepted (202) req/s, p50/p99, and
+               the server's CPU per accepted request (the serve process tree, from /proc)
+  fixed rate   about ``--rate`` req/s for ``--seconds``: wrk paced (rate x 100 ms
+               connections, each sending about every 100 ms after its answer; a server
+               slower than the pace shows as a lower accepted rate), or with
+               ``--fixed-rate python`` the Python open loop below (latency from each
+               request's scheduled send time, but the generator needs most of a core)
+  ceiling      ``benchmarks/bare_app.py`` (a FastAPI endpoint that answers 202 with no
+               database work) served the same way (uvicorn, same workers), under the same
+               wrk load: the service's rate is reported as a share of it
 
-Targets: >= 1000 accepted req/s sustained; p99 < 50 ms at 300 req/s. The generator runs on
-the same machine as the server and its CPU time is in the table: read the numbers with it.
+``--before PATH`` measures a second checkout (e.g. the main branch's) the same way in the
+same run, its code first on the server's PYTHONPATH. Targets: >= 1000 accepted req/s,
+p99 < 50 ms at 300 req/s, >= 50% of the ceiling. The generators run on the same machine as
+the server; the table goes to stdout and, with ``--docs``, between the ``ingest`` markers
+of ``docs/benchmarks.md``.
 
-    python -m benchmarks.api_ingest --seconds 10 --output bench-results/api_ingest.txt
+    python -m benchmarks.api_ingest --seconds 10 --workers 2 --before /work/main --docs
 
 The Redis database given by ``--redis-url`` (default 15) is emptied at the end.
 """
@@ -25,6 +36,7 @@ import asyncio
 import multiprocessing
 import os
 import random
+import re
 import shlex
 import shutil
 import signal
@@ -94,27 +106,6 @@ def _client(base_url: str, connections: int) -> httpx.AsyncClient:
     )
 
 
-async def _closed_loop(plan: dict[str, Any]) -> Shard:
-    shard, loop = Shard(), asyncio.get_running_loop()
-    async with _client(plan["base_url"], plan["concurrency"]) as client:
-        started = loop.time()
-        deadline = started + plan["seconds"]
-
-        async def user(index: int) -> None:
-            rng = random.Random(plan["seed"] * 10_000 + index)
-            serial = 0
-            while loop.time() < deadline:
-                serial += 1
-                body = _body(rng, plan["model_id"], plan["keys"], serial)
-                sent = loop.time()
-                await _post(client, body, shard)
-                shard.latencies.append(loop.time() - sent)
-
-        await asyncio.gather(*(user(index) for index in range(plan["concurrency"])))
-        shard.elapsed = loop.time() - started
-    return shard
-
-
 async def _open_loop(plan: dict[str, Any]) -> Shard:
     shard, loop = Shard(), asyncio.get_running_loop()
     rng = random.Random(plan["seed"])
@@ -153,13 +144,12 @@ async def _open_loop(plan: dict[str, Any]) -> Shard:
 
 def _generate(plan: dict[str, Any]) -> Shard:
     began = time.process_time()
-    runner = _open_loop if plan["mode"] == "open" else _closed_loop
-    shard = asyncio.run(runner(plan))
+    shard = asyncio.run(_open_loop(plan))
     shard.cpu_seconds = time.process_time() - began
     return shard
 
 
-# --- the measured server and its database -------------------------------------------------
+# --- the measured servers and their database ----------------------------------------------
 
 
 def _free_port() -> int:
@@ -168,13 +158,26 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _server_cpu_seconds(pid: int) -> float:
-    """user + system CPU of a process, from /proc (Linux); NaN elsewhere."""
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """user + system CPU of a process and its live children (uvicorn's workers), from /proc
+    (Linux); NaN elsewhere."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total = sum(int(x) for x in _stat(pid)[11:13])
     except OSError:
         return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = _stat(int(entry.name))
+            except (OSError, IndexError):
+                continue
+            if fields[1] == str(pid):
+                total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 @contextmanager
@@ -195,25 +198,24 @@ def scratch_database(admin_url: str):  # type: ignore[no-untyped-def]
 
 
 @contextmanager
-def served(env: dict[str, str], port: int, log_path: Path):  # type: ignore[no-untyped-def]
-    """``unlearnd serve`` as a subprocess; yields it once /healthz answers."""
-    command = [sys.executable, "-m", "workers.cli", "serve", "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--no-access-log"]
+def served(command: list[str], env: dict[str, str], port: int, log_path: Path, cwd: Path):  # type: ignore[no-untyped-def]
+    """A server as a subprocess; yields it once /healthz (or any answer) comes back."""
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"serve exited with {process.returncode}:\n{_tail(log_path)}")
+                raise RuntimeError(f"server exited with {process.returncode}:\n{_tail(log_path)}")
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"serve did not answer /healthz in 60 s:\n{_tail(log_path)}")
+                raise RuntimeError(f"server did not answer in 300 s:\n{_tail(log_path)}")
             time.sleep(0.2)
+        time.sleep(1.0)  # uvicorn's other workers come up meanwhile
         yield process
     finally:
         if process.poll() is None:
@@ -275,44 +277,129 @@ def prepare_model(base_url: str, samples: int) -> tuple[str, list[str]]:
     return model.json()["id"], keys
 
 
-# --- phases and the report ----------------------------------------------------------------
+# --- measurements -------------------------------------------------------------------------
 
 
 @dataclass
-class Phase:
-    name: str
-    shards: list[Shard]
-    server_cpu: float  # server CPU seconds during the phase
-    wall: float
+class Row:
+    """One line of the table."""
+
+    server: str
+    load: str
+    sent: int
+    accepted: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    server_cpu: float  # seconds of the serve process tree during the phase
 
     @property
-    def statuses(self) -> Counter[str]:
-        total: Counter[str] = Counter()
-        for shard in self.shards:
-            total.update(shard.statuses)
-        return total
+    def rate(self) -> float:
+        return self.accepted / self.seconds if self.seconds else 0.0
 
     @property
-    def accepted(self) -> int:
-        return self.statuses["202"]
+    def cpu_ms_per_request(self) -> float:
+        return 1000 * self.server_cpu / self.accepted if self.accepted else float("nan")
 
-    @property
-    def sent(self) -> int:
-        return sum(self.statuses.values())
 
-    @property
-    def errors(self) -> int:
-        return self.sent - self.accepted
+WRK_SCRIPT = Path(__file__).with_name("wrk_ingest.lua")
+_WRK_LATENCY = re.compile(r"^\s*(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
-    @property
-    def elapsed(self) -> float:
-        return max(shard.elapsed for shard in self.shards)
 
-    def latency_ms(self, q: float) -> float:
-        return _quantile([x for s in self.shards for x in s.latencies], q) * 1000
+def run_wrk(
+    label: str,
+    server: str,
+    base_url: str,
+    pid: int,
+    args: argparse.Namespace,
+    env: dict[str, str],
+    connections: int | None = None,
+) -> Row:
+    """Load ``base_url`` with wrk (saturating, or paced when ``env`` sets UNLEARN_DELAY_MS);
+    the accepted (2xx) rate, latency, server CPU."""
+    connections = connections or args.connections
+    command = ["wrk", f"-t{args.wrk_threads}", f"-c{connections}", f"-d{args.seconds:g}s"]
+    command += ["-s", str(WRK_SCRIPT), "--latency", base_url]
+    before = tree_cpu_seconds(pid)
+    output = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=args.seconds + 60, check=True
+    ).stdout
+    cpu = tree_cpu_seconds(pid) - before
+    total = re.search(r"(\d+) requests in ([\d.]+)(ms|s|m)", output)
+    if total is None:
+        raise RuntimeError(f"unexpected wrk output:\n{output}")
+    sent = int(total.group(1))
+    seconds = float(total.group(2)) * {"ms": 0.001, "s": 1.0, "m": 60.0}[total.group(3)]
+    failed = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    accepted = sent - (int(failed.group(1)) if failed else 0)
+    if errors:
+        accepted -= sum(int(n) for n in errors.groups()[1:3])  # read/write errors: no answer
+    latency = {q: float(v) * _UNITS[u] for q, v, u in _WRK_LATENCY.findall(output)}
+    return Row(
+        server,
+        label,
+        sent,
+        max(0, accepted),
+        seconds,
+        latency.get("50", float("nan")),
+        latency.get("99", float("nan")),
+        cpu,
+    )
 
-    def lag_ms(self, q: float) -> float:
-        return _quantile([x for s in self.shards for x in s.lags], q) * 1000
+
+def run_open_loop(
+    server: str, base_url: str, pid: int, model_id: str, keys: list[str], args: argparse.Namespace
+) -> Row:
+    plans = [
+        {
+            "base_url": base_url,
+            "model_id": model_id,
+            "keys": keys,
+            "seconds": args.seconds,
+            "seed": 1000 + index,
+            "concurrency": max(1, args.connections // args.processes),
+            "rate": args.rate / args.processes,
+            "offset": 0.05 + index / args.rate,  # interleave the processes' schedules
+        }
+        for index in range(args.processes)
+    ]
+    before = tree_cpu_seconds(pid)
+    with multiprocessing.get_context("spawn").Pool(args.processes) as pool:
+        shards = pool.map(_generate, plans)
+    cpu = tree_cpu_seconds(pid) - before
+    statuses: Counter[str] = Counter()
+    for shard in shards:
+        statuses.update(shard.statuses)
+    latencies = [x for shard in shards for x in shard.latencies]
+    return Row(
+        server,
+        f"open loop {args.rate:g} req/s",
+        sum(statuses.values()),
+        statuses["202"],
+        max(shard.elapsed for shard in shards),
+        _quantile(latencies, 0.50) * 1000,
+        _quantile(latencies, 0.99) * 1000,
+        cpu,
+    )
+
+
+PACE_SECONDS = 0.1  # each paced wrk connection sends about every 100 ms
+
+
+def run_paced(
+    server: str, base_url: str, pid: int, args: argparse.Namespace, env: dict[str, str]
+) -> Row:
+    """wrk at about ``--rate`` req/s: rate x 100 ms connections, each sending every 100 ms
+    (+-50%) after its answer. Latency counts from each send; a server slower than the pace
+    shows as an accepted rate under the offered one."""
+    connections = max(1, round(args.rate * PACE_SECONDS))
+    paced = {**env, "UNLEARN_DELAY_MS": str(round(1000 * connections / args.rate))}
+    label = f"wrk paced ~{args.rate:g} req/s"
+    return run_wrk(label, server, base_url, pid, args, paced, connections)
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -322,97 +409,183 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
 
 
-def run_phase(
-    name: str, plans: list[dict[str, Any]], server_pid: int, pool: Any, seconds: float
-) -> Phase:
-    cpu_before, wall_before = _server_cpu_seconds(server_pid), time.monotonic()
-    pending = pool.map_async(_generate, plans)
-    shards = pending.get(timeout=seconds + 2 * REQUEST_TIMEOUT + 60)  # generators bound themselves
-    return Phase(
-        name,
-        shards,
-        _server_cpu_seconds(server_pid) - cpu_before,
-        time.monotonic() - wall_before,
-    )
+def _server_env(root: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNLEARN_")}
+    env["PYTHONPATH"] = str(root)
+    return env
 
 
-def plans_for(
-    mode: str,
-    args: argparse.Namespace,
-    base_url: str,
-    model_id: str,
-    keys: list[str],
-    seconds: float,
-) -> list[dict[str, Any]]:
-    processes = args.processes
-    return [
-        {
-            "mode": mode,
-            "base_url": base_url,
-            "model_id": model_id,
-            "keys": keys,
-            "seconds": seconds,
-            "seed": index + (1000 if mode == "open" else 0),
-            "concurrency": max(1, args.concurrency // processes),
-            "rate": args.rate / processes,
-            "offset": 0.05 + index / args.rate,  # interleave the processes' schedules
-        }
-        for index in range(processes)
-    ]
-
-
-def report(phases: list[Phase], args: argparse.Namespace, command: str) -> str:
-    header = (
-        f"{'phase':<30} {'sent':>7} {'202':>7} {'errors':>6} {'req/s':>8} {'p50 ms':>7} "
-        f"{'p95 ms':>7} {'p99 ms':>7} {'server CPU':>10} {'gen CPU':>8}  target"
-    )
-    rows = [header, "-" * len(header)]
-    for index, phase in enumerate(phases):
-        rate = phase.accepted / phase.elapsed if phase.elapsed else 0.0
-        gen_cpu = sum(s.cpu_seconds for s in phase.shards) / phase.wall
-        if index == 0:
-            met = rate >= THROUGHPUT_TARGET
-            target = f">= {THROUGHPUT_TARGET:.0f} req/s: {'met' if met else 'MISSED'}"
-        else:
-            met = phase.latency_ms(0.99) < P99_TARGET_MS and phase.errors == 0
-            achieved = f"{args.rate:g} req/s offered"
-            target = (
-                f"p99 < {P99_TARGET_MS:.0f} ms, 0 errors: {'met' if met else 'MISSED'} ({achieved})"
-            )
-        rows.append(
-            f"{phase.name:<30} {phase.sent:>7} {phase.accepted:>7} {phase.errors:>6} {rate:>8.1f} "
-            f"{phase.latency_ms(0.50):>7.1f} {phase.latency_ms(0.95):>7.1f} "
-            f"{phase.latency_ms(0.99):>7.1f} {phase.server_cpu / phase.wall:>9.0%} "
-            f"{gen_cpu:>8.0%}  {target}"
+def measure_ceiling(args: argparse.Namespace, state_dir: Path) -> Row:
+    port = _free_port()
+    command = [sys.executable, "-m", "uvicorn", "benchmarks.bare_app:app", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--workers", str(args.workers), "--no-access-log"]
+    command += ["--log-level", "warning"]
+    root = Path(__file__).resolve().parents[1]
+    env = _server_env(root)
+    with served(command, env, port, state_dir / "bare.log", root) as server:
+        wrk_env = {**os.environ, "UNLEARN_KEY": "-", "UNLEARN_MODEL": "-"}
+        base = f"http://127.0.0.1:{port}"
+        run_wrk("warm-up", "ceiling", base, server.pid, _warmup(args), wrk_env)
+        return run_wrk(
+            f"wrk C={args.connections}",
+            "ceiling: bare FastAPI 202",
+            base,
+            server.pid,
+            args,
+            wrk_env,
         )
+
+
+def _warmup(args: argparse.Namespace) -> argparse.Namespace:
+    return argparse.Namespace(**{**vars(args), "seconds": args.warmup})
+
+
+def measure_service(label: str, root: Path, args: argparse.Namespace, state_dir: Path) -> list[Row]:
+    """Saturation and fixed rate against ``unlearnd serve`` run from the checkout ``root``."""
+    with ExitStack() as stack:
+        database_url = stack.enter_context(scratch_database(args.pg_url))
+        stack.callback(_flush_broker, args.redis_url)
+        run_dir = state_dir / label.replace(" ", "-")
+        (run_dir / "metrics").mkdir(parents=True)
+        env = _server_env(root)
+        env.update(
+            UNLEARN_ENVIRONMENT="production",
+            UNLEARN_DATABASE_URL=database_url,
+            UNLEARN_BROKER_URL=args.redis_url,
+            UNLEARN_BOOTSTRAP_ADMIN_KEY=ADMIN_KEY,
+            UNLEARN_STATE_DIR=str(run_dir / "state"),
+            UNLEARN_DATA_ROOT=str(run_dir / "data"),
+            PROMETHEUS_MULTIPROC_DIR=str(run_dir / "metrics"),
+            # One key sends everything here: the per-key limit would measure itself.
+            UNLEARN_RATE_LIMIT_PER_SECOND="0",
+        )
+        migrated = subprocess.run(
+            [sys.executable, "-m", "workers.cli", "migrate"],
+            env=env,
+            cwd=root,
+            timeout=180,
+            capture_output=True,
+            text=True,
+        )
+        if migrated.returncode != 0:
+            raise RuntimeError(f"unlearnd migrate failed:\n{migrated.stdout}{migrated.stderr}")
+        port = _free_port()
+        command = [sys.executable, "-m", "workers.cli", "serve", "--host", "127.0.0.1"]
+        command += ["--port", str(port), "--no-access-log"]
+        if args.workers > 1:
+            command += ["--workers", str(args.workers)]
+        server = stack.enter_context(served(command, env, port, run_dir / "serve.log", root))
+        base_url = f"http://127.0.0.1:{port}"
+        model_id, keys = prepare_model(base_url, args.samples)
+        keys_file = run_dir / "keys.txt"
+        keys_file.write_text("\n".join(keys) + "\n")
+        wrk_env = {
+            **os.environ,
+            "UNLEARN_KEY": ADMIN_KEY,
+            "UNLEARN_MODEL": model_id,
+            "UNLEARN_KEYS_FILE": str(keys_file),
+        }
+        print(f"{label}: serve pid {server.pid} on {base_url}; {len(keys)} keys", flush=True)
+        run_wrk("warm-up", label, base_url, server.pid, _warmup(args), wrk_env)
+        saturated = run_wrk(f"wrk C={args.connections}", label, base_url, server.pid, args, wrk_env)
+        if args.fixed_rate == "python":
+            fixed = run_open_loop(label, base_url, server.pid, model_id, keys, args)
+        else:
+            fixed = run_paced(label, base_url, server.pid, args, wrk_env)
+        return [saturated, fixed]
+
+
+def report(
+    rows: list[Row], ceiling: Row, args: argparse.Namespace, command: str, load: tuple[str, str]
+) -> str:
+    lines = [
+        "| server | load | sent | accepted | accepted req/s | p50 ms | p99 ms "
+        "| server CPU ms/request | share of ceiling |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in [ceiling, *rows]:
+        saturating = row.load.startswith("wrk C=")
+        share = f"{row.rate / ceiling.rate:.0%}" if saturating and ceiling.rate else "-"
+        lines.append(
+            f"| {row.server} | {row.load} | {row.sent:,} | {row.accepted:,} | {row.rate:,.0f} "
+            f"| {row.p50_ms:.1f} | {row.p99_ms:.1f} | {row.cpu_ms_per_request:.2f} | {share} |"
+        )
+    after = [row for row in rows if row.server == "after"]
+    verdicts = []
+    if after:
+        saturated, fixed = after
+        calm = (
+            fixed.p99_ms < P99_TARGET_MS
+            and fixed.accepted == fixed.sent
+            and fixed.rate >= 0.9 * args.rate  # the offered rate was held
+        )
+        verdicts = [
+            "",
+            f"Targets (after): >= {THROUGHPUT_TARGET:.0f} accepted req/s: "
+            f"{'met' if saturated.rate >= THROUGHPUT_TARGET else 'MISSED'} "
+            f"({saturated.rate:,.0f}); p99 < {P99_TARGET_MS:.0f} ms at {args.rate:g} req/s: "
+            f"{'met' if calm else 'MISSED'} "
+            f"({fixed.p99_ms:.1f} ms at {fixed.rate:,.0f} req/s); >= 50% of the ceiling: "
+            f"{'met' if ceiling.rate and saturated.rate >= 0.5 * ceiling.rate else 'MISSED'} "
+            f"({saturated.rate / ceiling.rate:.0%}).",
+        ]
     notes = [
         "",
-        f"command: {command}",
-        f"{args.seconds:g} s per phase after a {args.warmup:g} s warm-up; "
-        f"{args.processes} generator process(es); cores: {os.cpu_count()}",
-        "req/s counts 202 answers only; latency is per request (open loop: from its "
-        "scheduled send time); CPU is a share of one core over the phase's wall time.",
+        f"Command: `{command}` ({args.workers} serve worker(s), wrk -t{args.wrk_threads} "
+        f"-c{args.connections}, {args.seconds:g} s per phase after a {args.warmup:g} s "
+        f"warm-up, {os.cpu_count()} cores, load average {load[0]} before and {load[1]} after).",
+        "accepted counts 2xx answers; wrk's latency is per request from its send (paced: "
+        f"{max(1, round(args.rate * PACE_SECONDS))} connections each sending about every "
+        f"{PACE_SECONDS * 1000:.0f} ms after its answer), the Python open loop's from each "
+        "request's scheduled send time; server CPU is the serve process tree's (Postgres and "
+        "the generators excluded), per accepted request.",
     ]
-    for phase in phases:
-        statuses = ", ".join(f"{k}: {v}" for k, v in sorted(phase.statuses.items()))
-        notes.append(f"{phase.name}: statuses {{{statuses}}}")
-        if any(s.lags for s in phase.shards):
-            notes.append(
-                f"{phase.name}: generator send lag p50 {phase.lag_ms(0.5):.1f} ms, "
-                f"p99 {phase.lag_ms(0.99):.1f} ms (time the generator itself was late)"
-            )
-    return "\n".join(rows + notes)
+    return "\n".join(lines + verdicts + notes)
+
+
+def _load_average() -> str:
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "?"
+
+
+MARK_START, MARK_END = "<!-- ingest:start -->", "<!-- ingest:end -->"
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+
+
+def write_docs(table: str, path: Path = DOCS) -> None:
+    """Put ``table`` between the ingest markers of ``path``, keeping everything else."""
+    section = f"{MARK_START}\n{table}\n{MARK_END}"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    if MARK_START in text and MARK_END in text:
+        head, rest = text.split(MARK_START, 1)
+        text = head + section + rest.split(MARK_END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n## Ingest\n\n" + section + "\n"
+    path.write_text(text)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.api_ingest", description=__doc__)
-    parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
+    parser.add_argument("--seconds", type=float, default=15.0, help="length of each phase")
     parser.add_argument("--rate", type=float, default=300.0, help="open-loop rate (req/s)")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections")
+    parser.add_argument("--wrk-threads", type=int, default=1, help="wrk threads")
     parser.add_argument(
-        "--concurrency", type=int, default=64, help="requests in flight (closed loop) / pool size"
+        "--workers", type=int, default=2, help="serve --workers (and the ceiling's)"
     )
-    parser.add_argument("--processes", type=int, default=1, help="load generator processes")
-    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured warm-up seconds")
+    parser.add_argument("--processes", type=int, default=1, help="open-loop generator processes")
+    parser.add_argument(
+        "--fixed-rate",
+        choices=["wrk", "python"],
+        default="wrk",
+        help="the fixed-rate phase: wrk paced (cheap), or the Python open loop (latency from "
+        "each scheduled send, but it needs most of a core itself)",
+    )
+    parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured warm-up seconds")
+    parser.add_argument("--before", type=Path, default=None, help="also measure this checkout")
+    parser.add_argument("--docs", action="store_true", help="write the table to docs/benchmarks.md")
     parser.add_argument("--output", type=Path, default=None, help="also write the table here")
     parser.add_argument(
         "--pg-url",
@@ -426,75 +599,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--samples", type=int, default=1500, help="training keys to draw from")
     args = parser.parse_args(argv)
-    if args.seconds <= 0 or args.rate <= 0 or args.concurrency < 1 or args.processes < 1:
-        parser.error("--seconds, --rate, --concurrency and --processes must be positive")
-    # A terminated benchmark still stops its server and drops its database (ExitStack below).
+    if min(args.seconds, args.rate, args.connections, args.processes, args.workers) <= 0:
+        parser.error("--seconds, --rate, --connections, --processes and --workers must be positive")
+    if shutil.which("wrk") is None:
+        parser.error("wrk is not installed (Debian: apt-get install wrk)")
+    # A terminated benchmark still stops its servers and drops its databases.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     command = shlex.join(["python", "-m", "benchmarks.api_ingest", *(argv or sys.argv[1:])])
-
+    load_before = _load_average()
     with ExitStack() as stack:
         state_dir = Path(tempfile.mkdtemp(prefix="unlearnd-bench-"))
         stack.callback(shutil.rmtree, state_dir, ignore_errors=True)
-        database_url = stack.enter_context(scratch_database(args.pg_url))
-        stack.callback(_flush_broker, args.redis_url)
-        (state_dir / "metrics").mkdir()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("UNLEARN_")}
-        env.update(
-            UNLEARN_ENVIRONMENT="production",
-            UNLEARN_DATABASE_URL=database_url,
-            UNLEARN_BROKER_URL=args.redis_url,
-            UNLEARN_BOOTSTRAP_ADMIN_KEY=ADMIN_KEY,
-            UNLEARN_STATE_DIR=str(state_dir / "state"),
-            UNLEARN_DATA_ROOT=str(state_dir / "data"),
-            PROMETHEUS_MULTIPROC_DIR=str(state_dir / "metrics"),
-            # One key sends everything here: the per-key limit would measure itself.
-            UNLEARN_RATE_LIMIT_PER_SECOND="0",
-        )
-        migrated = subprocess.run(
-            [sys.executable, "-m", "workers.cli", "migrate"],
-            env=env,
-            timeout=180,
-            capture_output=True,
-            text=True,
-        )
-        if migrated.returncode != 0:
-            raise RuntimeError(f"unlearnd migrate failed:\n{migrated.stdout}{migrated.stderr}")
-        port = _free_port()
-        server = stack.enter_context(served(env, port, state_dir / "serve.log"))
-        base_url = f"http://127.0.0.1:{port}"
-        model_id, keys = prepare_model(base_url, args.samples)
-        print(f"serve pid {server.pid} on {base_url}; model {model_id}; {len(keys)} keys")
-
-        pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(args.processes))
-        if args.warmup > 0:
-            run_phase(
-                "warm-up",
-                plans_for("closed", args, base_url, model_id, keys, args.warmup),
-                server.pid,
-                pool,
-                args.warmup,
-            )
-        phases = [
-            run_phase(
-                f"max throughput (C={args.concurrency})",
-                plans_for("closed", args, base_url, model_id, keys, args.seconds),
-                server.pid,
-                pool,
-                args.seconds,
-            ),
-            run_phase(
-                f"open loop {args.rate:g} req/s",
-                plans_for("open", args, base_url, model_id, keys, args.seconds),
-                server.pid,
-                pool,
-                args.seconds,
-            ),
-        ]
-        table = report(phases, args, command)
-        print(table)
-        if args.output is not None:
-            args.output.parent.mkdir(parents=True, exist_ok=True)
-            args.output.write_text(table + "\n")
+        ceiling = measure_ceiling(args, state_dir)
+        rows = []
+        if args.before is not None:
+            rows += measure_service("before", args.before.resolve(), args, state_dir)
+        rows += measure_service("after", Path(__file__).resolve().parents[1], args, state_dir)
+    table = report(rows, ceiling, args, command, (load_before, _load_average()))
+    print(table)
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(table + "\n")
+    if args.docs:
+        write_docs(table)
     return 0
 
 

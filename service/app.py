@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 
 from fastapi import FastAPI
 
@@ -25,6 +25,7 @@ from service.api import (
 )
 from service.api.gate import Gate
 from service.api.middleware import Observe
+from service.deletion_requests import ingest
 from service.settings import get_settings
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -34,22 +35,31 @@ def create_app(*, lifespan: Lifespan | None = None) -> FastAPI:
     """The HTTP API. ``lifespan`` is the runtime's hook around serving (``workers.runtime``
     starts the embedded worker with it); the API itself starts nothing."""
     settings = get_settings()
+
+    @asynccontextmanager
+    async def serving(app: FastAPI) -> AsyncIterator[None]:
+        async with lifespan(app) if lifespan is not None else nullcontext():
+            yield
+        await ingest.close()  # the ingest batcher and its async engine, on this loop
+
     app = FastAPI(
         title="unlearnd",
         version="0.1.0",
         summary="Right-to-be-forgotten for trained models: deletion requests, machine "
         "unlearning, audits and model lineage.",
-        lifespan=lifespan,
+        lifespan=serving,
     )
     problems.install(app)
     conditional.install(app)
     openapi.install(app)
+    # The ingest routes first: every request walks the routes in order until one matches,
+    # and these carry the bursts (no path of another router overlaps theirs).
     for router in (
+        deletion_requests.router,
         operations.router,
         caller.router,
         datasets.router,
         models.router,
-        deletion_requests.router,
         jobs.router,
         audits.router,
         overview.router,

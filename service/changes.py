@@ -82,8 +82,8 @@ def read(session: Session, *, tenant_id: str, topics: Sequence[Topic]) -> tuple[
     return tuple(rows.get(topic, 0) for topic in topics)
 
 
-def install(factory: sessionmaker[Session]) -> None:
-    """Keep the stamps for every session this factory makes."""
+def install(factory: sessionmaker[Session] | type[Session]) -> None:
+    """Keep the stamps for every session this factory (or session class) makes."""
     event.listen(factory, "after_flush", _note_flushed)
     event.listen(factory, "do_orm_execute", _note_bulk)
     event.listen(factory, "before_commit", _advance)

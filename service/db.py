@@ -1,12 +1,21 @@
-"""Engine and sessions. One engine per process, created lazily, safe after fork."""
+"""Engine and sessions. One engine per process, created lazily, safe after fork; on
+Postgres also an async engine per event loop (psycopg's async driver) for the ingest path."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from service import changes
@@ -63,12 +72,65 @@ def get_engine() -> Engine:
 
 
 def reset_engine() -> None:
-    """Forget the engine (tests switch databases; settings changed)."""
+    """Forget the engines (tests switch databases; settings changed)."""
     global _engine, _sessionmaker
     if _engine is not None:
         _engine.dispose()
     _engine = None
     _sessionmaker = None
+    for _, engine, _ in list(_async.values()):
+        engine.sync_engine.dispose(close=False)  # its loop closes its connections
+    _async.clear()
+
+
+class TrackedSession(Session):
+    """The session class behind async sessions: change stamps are kept for it as for the
+    sync factory's sessions (``service.changes``)."""
+
+
+changes.install(TrackedSession)
+
+# Async engines are bound to the loop they were made on: one per live loop (a served
+# process has one; tests open a loop per client), dropped with it.
+_async: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, tuple[str, AsyncEngine, async_sessionmaker[AsyncSession]]
+] = weakref.WeakKeyDictionary()
+
+
+def async_session() -> AsyncSession | None:
+    """A session on this loop's async engine (Postgres over psycopg's async driver); None
+    on SQLite, whose driver has no async side (callers run sync sessions in a thread)."""
+    url = get_settings().resolved_database_url
+    if not url.startswith("postgresql"):
+        return None
+    loop = asyncio.get_running_loop()
+    made = _async.get(loop)
+    if made is None or made[0] != url:
+        if made is not None:
+            made[1].sync_engine.dispose(close=False)
+        engine = create_async_engine(
+            url,
+            # One connection per ingest batch in flight (UNLEARN_INGEST_BATCHES_IN_FLIGHT).
+            pool_size=get_settings().ingest_batches_in_flight,
+            max_overflow=2,
+            pool_recycle=1800,
+            hide_parameters=True,
+            connect_args={"connect_timeout": 3},
+        )
+        made = (
+            url,
+            engine,
+            async_sessionmaker(engine, expire_on_commit=False, sync_session_class=TrackedSession),
+        )
+        _async[loop] = made
+    return made[2]()
+
+
+async def close_async_engine() -> None:
+    """Close this loop's async engine, if it has one (at shutdown)."""
+    made = _async.pop(asyncio.get_running_loop(), None)
+    if made is not None:
+        await made[1].dispose()
 
 
 def new_session() -> Session:

@@ -74,6 +74,15 @@ class TooLarge(DomainError):
     status, title, slug = 413, "Payload too large", "too-large"
 
 
+class Unavailable(DomainError):
+    """503: the database failed mid-way; nothing was stored, the call may be retried."""
+
+    status, title, slug = 503, "Service unavailable", "unavailable"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, retry_after=5)
+
+
 class Unauthenticated(DomainError):
     status, title, slug = 401, "Unauthorized", "unauthorized"
 

@@ -37,6 +37,11 @@ BATCH_SIZE = Histogram(
     "Deletion requests per dispatched batch",
     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 5000),
 )
+INGEST_BATCH = Histogram(
+    "unlearn_ingest_batch_requests",
+    "Deletion requests stored per ingest transaction (group commit)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+)
 BATCH_SAMPLES = Histogram(
     "unlearn_batch_samples",
     "Samples named per dispatched batch",

@@ -13,14 +13,18 @@ arrival time (TAT): a call at ``now`` is allowed when ``max(TAT, now) + T - now 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Protocol
 
 import redis
+import redis.asyncio
+from redis.commands.core import AsyncScript
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +42,7 @@ class Rate:
 
 
 class Limiter(Protocol):
-    def take(self, bucket: str, rate: Rate, *, consume: bool = True) -> float:
+    async def take(self, bucket: str, rate: Rate, *, consume: bool = True) -> float:
         """0 when a call is allowed now (and counted, unless ``consume`` is false);
         otherwise the seconds until it would be."""
         ...
@@ -53,7 +57,10 @@ class LocalLimiter:
         self._tats: dict[str, float] = {}
         self._lock = threading.Lock()
 
-    def take(self, bucket: str, rate: Rate, *, consume: bool = True) -> float:
+    async def take(self, bucket: str, rate: Rate, *, consume: bool = True) -> float:
+        return self.take_now(bucket, rate, consume=consume)
+
+    def take_now(self, bucket: str, rate: Rate, *, consume: bool = True) -> float:
         now = time.monotonic()
         with self._lock:
             tat = max(self._tats.get(bucket, now), now)
@@ -91,24 +98,35 @@ return '0'
 
 
 class RedisLimiter:
-    """Buckets shared by every API process through Redis."""
+    """Buckets shared by every API process through Redis, asked without blocking the event
+    loop (redis' asyncio client: one per loop, since its connections belong to one)."""
 
     PREFIX = "unlearnd:rate:"
     FALLBACK_SECONDS = 5.0
 
     def __init__(self, url: str) -> None:
-        self._client = redis.Redis.from_url(
-            url, socket_timeout=0.25, socket_connect_timeout=0.25, health_check_interval=30
+        self._url = url
+        self._scripts: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncScript] = (
+            weakref.WeakKeyDictionary()
         )
-        self._script = self._client.register_script(_GCRA)
         self._local = LocalLimiter()
         self._redis_back_at = 0.0
 
-    def take(self, bucket: str, rate: Rate, *, consume: bool = True) -> float:
+    def _script(self) -> AsyncScript:
+        loop = asyncio.get_running_loop()
+        script = self._scripts.get(loop)
+        if script is None:
+            client = redis.asyncio.Redis.from_url(
+                self._url, socket_timeout=0.25, socket_connect_timeout=0.25
+            )
+            script = self._scripts[loop] = client.register_script(_GCRA)
+        return script
+
+    async def take(self, bucket: str, rate: Rate, *, consume: bool = True) -> float:
         if time.monotonic() < self._redis_back_at:
-            return self._local.take(bucket, rate, consume=consume)
+            return self._local.take_now(bucket, rate, consume=consume)
         try:
-            excess = self._script(
+            excess = await self._script()(
                 keys=[self.PREFIX + bucket],
                 args=[repr(rate.interval), rate.burst, "1" if consume else "0"],
             )
@@ -119,7 +137,7 @@ class RedisLimiter:
                 self.FALLBACK_SECONDS,
             )
             self._redis_back_at = time.monotonic() + self.FALLBACK_SECONDS
-            return self._local.take(bucket, rate, consume=consume)
+            return self._local.take_now(bucket, rate, consume=consume)
         return float(excess)
 
 

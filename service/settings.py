@@ -34,6 +34,16 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(1 << 30, ge=1024, description="uploaded weights")
     max_model_parameters: int = Field(50_000_000, ge=1000)
 
+    ingest_batch_max: int = Field(
+        256, ge=1, le=5000, description="deletion requests stored per ingest transaction"
+    )
+    ingest_batches_in_flight: int = Field(
+        4, ge=1, le=16, description="ingest transactions one API process runs at once"
+    )
+    ingest_batch_wait_ms: float = Field(
+        0.0, ge=0, le=1000, description="how long a batch lingers for company before it runs"
+    )
+
     rate_limit_per_second: float = Field(100.0, ge=0, description="per key; 0: no limit")
     rate_limit_burst: int = Field(200, ge=1, description="calls a key may make at once")
     auth_failures_per_minute: int = Field(

@@ -20,7 +20,9 @@ from tests.unlearning_setup import DEVICE, RetainGuard, context_for, digits_setu
 
 
 def test_ltu_through_the_service_moves_forget_accuracy_toward_holdout(client, admin, env):
-    run = unlearn_through_service(client, admin, "ltu", {})
+    # The accuracy rule, which aims at what this test reads; under the default rule a
+    # 50-sample forget set can already sit within one standard error of chance.
+    run = unlearn_through_service(client, admin, "ltu", {"stop": "holdout_gap"})
     before, after = run.before, run.after
     assert before.forget > before.holdout  # the memorised gap to close
     assert after.forget < before.forget

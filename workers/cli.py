@@ -196,7 +196,12 @@ def parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="the HTTP API")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1, help="API processes (needs a broker)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="API processes, one per core the API may use (needs a broker; README, Ingest)",
+    )
     serve.add_argument("--no-access-log", dest="access_log", action="store_false")
     serve.set_defaults(run=cmd_serve)
 

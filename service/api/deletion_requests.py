@@ -1,6 +1,7 @@
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Response
+from fastapi import APIRouter, Body, Header
+from fastapi.responses import JSONResponse
 
 from service.api.conditional import polled
 from service.api.deps import CurrentKey, Limit, SessionDep, require
@@ -8,7 +9,7 @@ from service.api.openapi import conflict
 from service.callbacks import service as callbacks
 from service.callbacks.schemas import DeliveryList
 from service.changes import Topic
-from service.deletion_requests import service
+from service.deletion_requests import ingest, service
 from service.deletion_requests.schemas import (
     BulkResult,
     DeletionRequestCreate,
@@ -22,30 +23,29 @@ write = [require(Scope.REQUESTS_WRITE)]
 read = polled(Topic.REQUESTS, scope=Scope.REQUESTS_READ)
 
 
+# The ingest path (service.deletion_requests.ingest): async, no session of its own, the
+# answer already JSON (returned as is, not validated again against the response model).
 @router.post("", status_code=202, response_model=DeletionRequestRead, dependencies=write)
-def create_request(
+async def create_request(
     spec: DeletionRequestCreate,
-    session: SessionDep,
     key: CurrentKey,
-    response: Response,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> Any:
-    answer = service.create(
-        session, tenant_id=key.tenant_id, spec=spec, idempotency_key=idempotency_key
+    item = service.submission(tenant_id=key.tenant_id, spec=spec, idempotency_key=idempotency_key)
+    answer = await ingest.submit(item)
+    return JSONResponse(
+        answer, status_code=202, headers={"Location": f"/v1/deletion-requests/{answer['id']}"}
     )
-    response.headers["Location"] = f"/v1/deletion-requests/{answer['id']}"
-    return answer
 
 
 @router.post(":bulk", response_model=BulkResult, dependencies=write)
-def create_bulk(
-    session: SessionDep,
+async def create_bulk(
     key: CurrentKey,
     requests: Annotated[list[dict[str, Any]], Body(embed=True)],
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> BulkResult:
-    return service.create_many(
-        session, tenant_id=key.tenant_id, items=requests, idempotency_key=idempotency_key
+    return await ingest.submit_bulk(
+        tenant_id=key.tenant_id, items=requests, idempotency_key=idempotency_key
     )
 
 

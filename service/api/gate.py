@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
@@ -32,6 +33,11 @@ from service.settings import Settings
 __all__ = ["Gate", "BodyTooLarge", "PRINCIPAL"]
 
 PRINCIPAL = "principal"  # the key in the request state
+# An address seen not locked out is not asked about again for this long (unless it fails
+# here meanwhile): the check is a Redis round trip, on every call otherwise. A lockout
+# caused through another API process therefore reaches this one within a second.
+CLEAR_SECONDS = 1.0
+MAX_CLEAR = 10_000
 UPLOAD = re.compile(r"^/v1/models/[^/]+/versions$")
 
 
@@ -55,6 +61,7 @@ class Gate:
         )
         failures = settings.auth_failures_per_minute
         self.failure_rate = Rate(failures / 60.0, failures) if failures > 0 else None
+        self._clear: dict[str, float] = {}  # address -> until when it counts as not locked
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -87,10 +94,13 @@ class Gate:
         """None when the caller may go on; the refusal otherwise."""
         address = (scope.get("client") or ("unknown",))[0]
         failures = f"auth-fail:{address}"
-        if self.failure_rate and (
-            wait := self.limiter.take(failures, self.failure_rate, consume=False)
-        ):
-            return _rate_limited(wait, "too many failed authentications from this address")
+        if self.failure_rate and not self._clear_now(address):
+            wait = await self.limiter.take(failures, self.failure_rate, consume=False)
+            if wait:
+                return _rate_limited(wait, "too many failed authentications from this address")
+            if len(self._clear) >= MAX_CLEAR:
+                self._clear.clear()
+            self._clear[address] = time.monotonic() + CLEAR_SECONDS
         token = _bearer(Headers(scope=scope).get("authorization", ""))
         principal = None
         if token:
@@ -104,7 +114,8 @@ class Gate:
                     raise
                 return answer
         if principal is None:
-            if self.failure_rate and (wait := self.limiter.take(failures, self.failure_rate)):
+            self._clear.pop(address, None)  # this process asks the shared bucket again
+            if self.failure_rate and (wait := await self.limiter.take(failures, self.failure_rate)):
                 return _rate_limited(wait, "too many failed authentications from this address")
             detail = (
                 "unknown, revoked or expired API key"
@@ -112,10 +123,22 @@ class Gate:
                 else "send an API key as 'Authorization: Bearer <key>'"
             )
             return problem(401, "Unauthorized", detail, "unauthorized")
-        if self.key_rate and (wait := self.limiter.take(f"key:{principal.key_id}", self.key_rate)):
+        key_bucket = f"key:{principal.key_id}"
+        if self.key_rate and (wait := await self.limiter.take(key_bucket, self.key_rate)):
             return _rate_limited(wait, "this key's request rate is over its limit")
         scope.setdefault("state", {})[PRINCIPAL] = principal
         return None
+
+    def _clear_now(self, address: str) -> bool:
+        """Whether this address was seen not locked out less than CLEAR_SECONDS ago (and
+        has not failed here since)."""
+        until = self._clear.get(address)
+        if until is None:
+            return False
+        if until > time.monotonic():
+            return True
+        del self._clear[address]
+        return False
 
     def _body_limit(self, scope: Scope) -> int:
         if scope["method"] == "POST" and UPLOAD.match(scope["path"]):

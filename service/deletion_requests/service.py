@@ -6,24 +6,33 @@ import hashlib
 import json
 import logging
 from collections import Counter
-from datetime import timedelta
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import String, cast, column, func, insert, select, text, tuple_, values
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from service import audit_log, lookup
 from service.deletion_requests.schemas import (
-    BulkRejection,
-    BulkResult,
     DeletionRequestCreate,
     DeletionRequestRead,
     HistoryEntry,
 )
 from service.enums import RequestStatus, Split
-from service.errors import Conflict, DomainError, InvalidInput, TooLarge, client_error
+from service.errors import (
+    Conflict,
+    DomainError,
+    InvalidInput,
+    NotFound,
+    TooLarge,
+    Unavailable,
+)
 from service.pagination import paginate
 from service.settings import get_settings
 from service.states import move_request
@@ -40,8 +49,11 @@ from service.tables import (
 )
 
 __all__ = [
-    "create",
-    "create_many",
+    "Submission",
+    "Outcome",
+    "submission",
+    "bulk_submissions",
+    "create_batch",
     "get_or_raise",
     "list_page",
     "cancel",
@@ -65,122 +77,371 @@ def body_digest(spec: DeletionRequestCreate) -> str:
     return digest(json.dumps(spec.model_dump(mode="json"), sort_keys=True))
 
 
-def create(
-    session: Session,
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """One request on its way in: its body valid by the schema, not yet checked against the
+    database. ``body_sha256`` is set when it carries an idempotency key."""
+
+    tenant_id: str
+    spec: DeletionRequestCreate
+    idempotency_key: str | None = None
+    body_sha256: str = ""
+
+
+Outcome = dict[str, Any] | DomainError  # the request's JSON, or why it was refused
+
+
+def submission(
     *,
     tenant_id: str,
     spec: DeletionRequestCreate,
     idempotency_key: str | None = None,
-) -> dict[str, Any]:
-    """Create a request and answer its JSON; a repeated idempotency key answers the first."""
-    if idempotency_key is not None:
-        if not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
-            raise InvalidInput(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
-        previous = _idempotent_answer(session, tenant_id, idempotency_key, body_digest(spec))
-        if previous is not None:
-            return previous
-    model = lookup.get_or_raise(session, Model, spec.model_id, tenant_id=tenant_id, what="model")
-    if spec.sample_keys is not None:
-        keys, already, count = _checked_keys(session, model, spec.sample_keys)
-    else:
-        keys, already, count = None, [], _checked_classes(session, model, spec.class_labels or [])
-    now = utcnow()
-    request = DeletionRequest(
-        id=new_id(),
-        tenant_id=tenant_id,
-        model_id=model.id,
-        subject_id=spec.subject_id,
-        sample_keys=keys,
-        class_labels=spec.class_labels,
-        already_forgotten=already,
-        sample_count=count,
-        callback_url=str(spec.callback_url) if spec.callback_url else None,
-        status=RequestStatus.PENDING,
-        created_at=now,
-        updated_at=now,
-        due_at=now + timedelta(days=get_settings().request_deadline_days),
-    )
-    session.add(request)
-    history = [RequestEvent(request_id=request.id, status=RequestStatus.PENDING, at=now)]
-    session.add(history[0])
-    if keys is not None and len(already) == len(keys):
-        # Every key was forgotten by earlier requests: nothing left to do.
-        request.result_version = model.head_version
-        log_received(session, request)
-        history.append(
-            move_request(
-                session, request, RequestStatus.COMPLETED, detail="already forgotten", at=now
-            )
-        )
-    answer = to_read(request, history).model_dump(mode="json")
-    if idempotency_key is not None:
-        session.add(
-            IdempotencyKey(
-                tenant_id=tenant_id,
-                key=idempotency_key,
-                body_sha256=body_digest(spec),
-                request_id=request.id,
-                response=answer,
-            )
-        )
-    try:
-        session.commit()
-    except IntegrityError:
-        # A concurrent call with the same idempotency key won: answer as it did.
-        session.rollback()
-        if idempotency_key is None:
-            raise
-        previous = _idempotent_answer(session, tenant_id, idempotency_key, body_digest(spec))
-        if previous is None:
-            raise
-        return previous
-    # The subject as a digest only: logs never carry personal data (service.logs).
-    log.info(
-        "deletion request accepted",
-        extra={
-            "deletion_request_id": request.id,
-            "model_id": model.id,
-            "subject_sha256": digest(spec.subject_id),
-            "sample_count": count,
-        },
-    )
-    return answer
+    max_key: int = MAX_IDEMPOTENCY_KEY,
+) -> Submission:
+    """A submission for the ingest batcher; 422 on a malformed idempotency key."""
+    if idempotency_key is None:
+        return Submission(tenant_id, spec)
+    if not 1 <= len(idempotency_key) <= max_key:
+        raise InvalidInput(f"Idempotency-Key must be 1 to {max_key} characters")
+    return Submission(tenant_id, spec, idempotency_key, body_digest(spec))
 
 
-def create_many(
-    session: Session,
-    *,
-    tenant_id: str,
-    items: list[dict[str, Any]],
-    idempotency_key: str | None = None,
-) -> BulkResult:
-    """``:bulk``: each item validated and created in its own transaction; the answer lists
-    what was accepted and, by index, the problem of each item that was not. Once an item
-    is stored the call answers 200 whatever later items do, so the answer always says
-    what was stored. With an ``Idempotency-Key``, item ``i`` is idempotent under
-    ``<key>#<i>``: retrying the whole call stores nothing twice."""
+def bulk_submissions(
+    *, tenant_id: str, items: list[dict[str, Any]], idempotency_key: str | None = None
+) -> list[Submission | DomainError]:
+    """``:bulk``'s items, each a submission or the problem of its body. With an
+    ``Idempotency-Key``, item ``i`` is idempotent under ``<key>#<i>``: retrying the whole
+    call stores nothing twice."""
     limit = get_settings().bulk_max_requests
     if len(items) > limit:
         raise TooLarge(f"{len(items)} requests; at most {limit} per bulk call")
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_BULK_KEY:
         raise InvalidInput(f"Idempotency-Key must be 1 to {MAX_BULK_KEY} characters on :bulk")
-    accepted, rejected = [], []
+    answers: list[Submission | DomainError] = []
     for index, raw in enumerate(items):
         try:
-            try:
-                spec = DeletionRequestCreate.model_validate(raw)
-            except ValidationError as error:
-                raise InvalidInput.from_errors(error.errors()) from None
-            item_key = f"{idempotency_key}#{index}" if idempotency_key is not None else None
-            answer = create(session, tenant_id=tenant_id, spec=spec, idempotency_key=item_key)
-            accepted.append(DeletionRequestRead.model_validate(answer))
-        except Exception as error:
+            spec = DeletionRequestCreate.model_validate(raw)
+        except ValidationError as error:
+            answers.append(InvalidInput.from_errors(error.errors()))
+            continue
+        item_key = f"{idempotency_key}#{index}" if idempotency_key is not None else None
+        answers.append(submission(tenant_id=tenant_id, spec=spec, idempotency_key=item_key))
+    return answers
+
+
+class IdempotencyRace(Exception):
+    """Another transaction committed one of the batch's idempotency keys first."""
+
+
+RACE_ATTEMPTS = 5
+
+
+def create_batch(session: Session, items: Sequence[Submission]) -> list[Outcome]:
+    """Validate and store many requests in one transaction, and answer each: its JSON (a
+    repeated idempotency key with the same body answers the first answer) or its problem.
+
+    A request's problem never touches its batch-mates: every check is made before anything
+    is written, and a refused request writes nothing. The database is asked a fixed number
+    of set-based questions per batch, whatever its size (earlier answers of the idempotency
+    keys, the models, the sample keys), then the requests are inserted and the keys claimed
+    with ``INSERT ... ON CONFLICT DO NOTHING``. A key claimed meanwhile by another process
+    (its insert waits for that transaction) rolls the batch back and runs it again, which
+    then answers that key as a replay. A database error raises: nothing is stored.
+
+    Items must carry distinct (tenant, idempotency key) pairs; the batcher
+    (``service.deletion_requests.ingest``) holds repeats back for the next batch.
+    """
+    for _ in range(RACE_ATTEMPTS):
+        try:
+            outcomes, created = _stage(session, items)
+            session.commit()
+        except IdempotencyRace:
             session.rollback()
-            problem = error if isinstance(error, DomainError) else client_error(error)
-            if problem is None:
-                raise
-            rejected.append(BulkRejection(index=index, problem=problem.problem()))
-    return BulkResult(accepted=accepted, rejected=rejected)
+            continue
+        except BaseException:
+            session.rollback()
+            raise
+        for answer in created:
+            _log_accepted(answer)
+        return outcomes
+    raise Unavailable("idempotency keys kept racing with another process; retry")
+
+
+def _stage(
+    session: Session, items: Sequence[Submission]
+) -> tuple[list[Outcome], list[dict[str, Any]]]:
+    """Everything :func:`create_batch` does before the commit: each item's outcome, and the
+    answers of the requests it added."""
+    outcomes: list[Outcome | None] = [None] * len(items)
+    _lock_keys(session, items)
+    _replay(session, items, outcomes)
+    live = [i for i, outcome in enumerate(outcomes) if outcome is None]
+    models = _models(session, {items[i].spec.model_id for i in live})
+    wanted: list[tuple[str, str]] = []
+    for i in live:
+        item = items[i]
+        model = models.get(item.spec.model_id)
+        try:
+            if model is None or model.tenant_id != item.tenant_id:
+                raise NotFound("model", item.spec.model_id)
+            if item.spec.sample_keys is not None:
+                _check_key_list(item.spec.sample_keys)
+                wanted += [(model.id, key) for key in item.spec.sample_keys]
+            else:
+                _check_classes(model.num_classes, item.spec.class_labels or [])
+        except DomainError as error:
+            outcomes[i] = error
+    found = _samples(session, wanted)
+    now = utcnow()
+    deadline = now + timedelta(days=get_settings().request_deadline_days)
+    claims: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
+    created: list[dict[str, Any]] = []
+    for i in live:
+        if outcomes[i] is not None:
+            continue
+        item, spec = items[i], items[i].spec
+        model = models[spec.model_id]
+        try:
+            if spec.sample_keys is not None:
+                keys, already = spec.sample_keys, _checked_keys(model.id, spec.sample_keys, found)
+                count = len(keys)
+            else:
+                keys, already = None, []
+                count = _class_count(session, model.dataset_id, spec.class_labels or [])
+        except DomainError as error:
+            outcomes[i] = error
+            continue
+        answer = _stored(session, rows, item, model, keys, already, count, now, deadline)
+        outcomes[i] = answer
+        created.append(answer)
+        if item.idempotency_key is not None:
+            claims.append(
+                {
+                    "tenant_id": item.tenant_id,
+                    "key": item.idempotency_key,
+                    "body_sha256": item.body_sha256,
+                    "request_id": answer["id"],
+                    "response": answer,
+                    "created_at": now,
+                }
+            )
+    _insert(session, rows)
+    session.flush()  # the requests first: the idempotency keys refer to them
+    if claims:
+        _claim(session, claims)
+    assert all(outcome is not None for outcome in outcomes)
+    return outcomes, created  # type: ignore[return-value]
+
+
+_KEY_LOCKS = 0x494E4754  # pg advisory lock namespace (two-key form) of idempotency keys
+
+
+def _lock_keys(session: Session, items: Sequence[Submission]) -> None:
+    """On Postgres, lock the batch's idempotency keys (transaction-scoped advisory locks,
+    taken in one statement in a fixed order): a batch of another process holding one of
+    them is waited for, and its answer is then read as a replay instead of racing it. The
+    unique index stays the guarantee (``_claim``); the locks make its conflicts rare."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    slots = sorted(
+        {
+            int.from_bytes(
+                hashlib.sha256(f"{item.tenant_id}\n{item.idempotency_key}".encode()).digest()[:4],
+                "big",
+                signed=True,
+            )
+            for item in items
+            if item.idempotency_key is not None
+        }
+    )
+    if slots:
+        session.execute(
+            text(
+                "SELECT pg_advisory_xact_lock(:space, slot) "
+                "FROM unnest(CAST(:slots AS integer[])) WITH ORDINALITY AS s(slot, n) ORDER BY n"
+            ),
+            {"space": _KEY_LOCKS, "slots": slots},
+        )
+
+
+def _replay(session: Session, items: Sequence[Submission], outcomes: list[Outcome | None]) -> None:
+    """Answer the items whose idempotency key was used before: its first answer for the
+    same body, 422 for another."""
+    keyed = [(i, (item.tenant_id, item.idempotency_key)) for i, item in enumerate(items)]
+    keyed = [(i, pair) for i, pair in keyed if pair[1] is not None]
+    if not keyed:
+        return
+    rows = session.execute(
+        select(
+            IdempotencyKey.tenant_id,
+            IdempotencyKey.key,
+            IdempotencyKey.body_sha256,
+            IdempotencyKey.response,
+        ).where(tuple_(IdempotencyKey.tenant_id, IdempotencyKey.key).in_([p for _, p in keyed]))
+    ).all()
+    earlier = {(row.tenant_id, row.key): row for row in rows}
+    for i, pair in keyed:
+        row = earlier.get(pair)  # type: ignore[arg-type]
+        if row is not None:
+            outcomes[i] = row.response if row.body_sha256 == items[i].body_sha256 else _reused()
+
+
+def _reused() -> InvalidInput:
+    return InvalidInput(
+        "this Idempotency-Key was used with a different body",
+        [{"loc": ["header", "Idempotency-Key"], "msg": "reused with a different body"}],
+    )
+
+
+def _models(session: Session, model_ids: set[str]) -> dict[str, Any]:
+    """The batch's models with what validation needs of them, in one query."""
+    if not model_ids:
+        return {}
+    rows = session.execute(
+        select(
+            Model.id,
+            Model.tenant_id,
+            Model.dataset_id,
+            Model.head_version,
+            Dataset.num_classes,
+        )
+        .join(Dataset, Dataset.id == Model.dataset_id)
+        .where(Model.id.in_(model_ids))
+    ).all()
+    return {row.id: row for row in rows}
+
+
+def _samples(session: Session, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], Any]:
+    """(model id, key) -> (split, forgotten by that model) for every wanted pair that names a
+    sample of the model's dataset: one query for the whole batch on Postgres (the pairs
+    travel as two arrays), one per 5,000 pairs on SQLite (bound parameters are limited)."""
+    if not wanted:
+        return {}
+    if session.get_bind().dialect.name == "postgresql":
+        model_ids, keys = zip(*wanted, strict=True)
+        want = select(
+            func.unnest(cast(list(model_ids), ARRAY(String))).label("model_id"),
+            func.unnest(cast(list(keys), ARRAY(String))).label("key"),
+        ).subquery("want")
+        chunks: list[Any] = [want]
+    else:
+        chunks = [
+            values(column("model_id", String), column("key", String), name="want")
+            .data(wanted[start : start + 5000])
+            .cte("want")
+            for start in range(0, len(wanted), 5000)
+        ]
+    found: dict[tuple[str, str], Any] = {}
+    for want in chunks:
+        rows = session.execute(
+            select(
+                want.c.model_id,
+                Sample.key,
+                Sample.split,
+                Tombstone.id.is_not(None).label("forgotten"),
+            )
+            .select_from(want)
+            .join(Model, Model.id == want.c.model_id)
+            .join(Sample, (Sample.dataset_id == Model.dataset_id) & (Sample.key == want.c.key))
+            .outerjoin(
+                Tombstone,
+                (Tombstone.sample_id == Sample.id) & (Tombstone.model_id == want.c.model_id),
+            )
+        ).all()
+        found.update(((row.model_id, row.key), row) for row in rows)
+    return found
+
+
+def _stored(
+    session: Session,
+    rows: list[dict[str, Any]],
+    item: Submission,
+    model: Any,
+    keys: list[str] | None,
+    already: list[str],
+    count: int,
+    now: datetime,
+    deadline: datetime,
+) -> dict[str, Any]:
+    """One checked request, its JSON. A pending one becomes a row of ``rows`` (inserted with
+    its batch-mates by :func:`_insert`); one with nothing left to do (every key forgotten
+    by earlier requests) is completed at once through the session (its move, callback and
+    audit entry)."""
+    spec = item.spec
+    row = {
+        "id": new_id(),
+        "tenant_id": item.tenant_id,
+        "model_id": model.id,
+        "subject_id": spec.subject_id,
+        "sample_keys": keys,
+        "class_labels": spec.class_labels,
+        "already_forgotten": already,
+        "sample_count": count,
+        "callback_url": str(spec.callback_url) if spec.callback_url else None,
+        "status": RequestStatus.PENDING.value,
+        "job_id": None,
+        "result_version": None,
+        "error": None,
+        "created_at": now,
+        "updated_at": now,
+        "due_at": deadline,
+        "completed_at": None,
+    }
+    first = RequestEvent(request_id=row["id"], status=RequestStatus.PENDING, at=now)
+    if keys is None or len(already) < len(keys):
+        rows.append(row)
+        return to_read(SimpleNamespace(**row), [first]).model_dump(mode="json")  # type: ignore[arg-type]
+    request = DeletionRequest(**row)
+    session.add_all([request, first])
+    request.result_version = model.head_version
+    log_received(session, request)
+    done = move_request(
+        session, request, RequestStatus.COMPLETED, detail="already forgotten", at=now
+    )
+    return to_read(request, [first, done]).model_dump(mode="json")
+
+
+def _insert(session: Session, rows: list[dict[str, Any]]) -> None:
+    """The batch's pending requests and their first events: two executemany inserts of
+    one short statement each (the driver pipelines them; no RETURNING, so no statement
+    grows with the batch)."""
+    if not rows:
+        return
+    session.execute(insert(DeletionRequest).execution_options(render_nulls=True), rows)
+    events = [
+        {"request_id": row["id"], "status": row["status"], "detail": None, "at": row["created_at"]}
+        for row in rows
+    ]
+    session.execute(insert(RequestEvent).execution_options(render_nulls=True), events)
+
+
+def _claim(session: Session, claims: list[dict[str, Any]]) -> None:
+    """Insert the idempotency keys, in a fixed order (two batches never wait crosswise);
+    IdempotencyRace when another transaction holds one already."""
+    claims.sort(key=lambda claim: (claim["tenant_id"], claim["key"]))
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = (
+        dialect.insert(IdempotencyKey)
+        .values(claims)
+        .on_conflict_do_nothing(index_elements=[IdempotencyKey.tenant_id, IdempotencyKey.key])
+        .returning(IdempotencyKey.key)
+    )
+    if len(session.execute(statement).all()) != len(claims):
+        raise IdempotencyRace
+
+
+def _log_accepted(answer: dict[str, Any]) -> None:
+    # The subject as a digest only: logs never carry personal data (service.logs).
+    log.info(
+        "deletion request accepted",
+        extra={
+            "deletion_request_id": answer["id"],
+            "model_id": answer["model_id"],
+            "subject_sha256": digest(answer["subject_id"]),
+            "sample_count": answer["sample_count"],
+        },
+    )
 
 
 def log_request(session: Session, request: DeletionRequest, action: str, **payload: Any) -> None:
@@ -216,48 +477,29 @@ def log_received(session: Session, request: DeletionRequest) -> None:
     )
 
 
-def _idempotent_answer(
-    session: Session, tenant_id: str, key: str, body_sha256: str
-) -> dict[str, Any] | None:
-    record = session.get(IdempotencyKey, (tenant_id, key))
-    if record is None:
-        return None
-    if record.body_sha256 != body_sha256:
-        raise InvalidInput(
-            "this Idempotency-Key was used with a different body",
-            [{"loc": ["header", "Idempotency-Key"], "msg": "reused with a different body"}],
-        )
-    return record.response
-
-
-def _checked_keys(
-    session: Session, model: Model, keys: list[str]
-) -> tuple[list[str], list[str], int]:
-    """(keys, the ones this model already forgot, count); 413/422 on bad lists."""
+def _check_key_list(keys: list[str]) -> None:
+    """413 over the per-request limit, 422 for duplicated keys (no database needed)."""
     limit = get_settings().max_keys_per_request
     if len(keys) > limit:
         raise TooLarge(f"{len(keys)} sample keys; at most {limit} per request", limit=limit)
     duplicated = sorted(key for key, n in Counter(keys).items() if n > 1)
     if duplicated:
         raise _key_problem("duplicated sample keys", "duplicated", duplicated)
-    rows = session.execute(
-        select(Sample.key, Sample.split, Tombstone.id.is_not(None).label("forgotten"))
-        .outerjoin(Tombstone, (Tombstone.sample_id == Sample.id) & (Tombstone.model_id == model.id))
-        .where(Sample.dataset_id == model.dataset_id, Sample.key.in_(keys))
-    ).all()
-    found = {row.key: row for row in rows}
-    unknown = [key for key in keys if key not in found]
+
+
+def _checked_keys(model_id: str, keys: list[str], found: dict[tuple[str, str], Any]) -> list[str]:
+    """The keys this model already forgot; 422 for unknown or never-trained-on keys."""
+    unknown = [key for key in keys if (model_id, key) not in found]
     if unknown:
         raise _key_problem("unknown sample keys", "unknown", unknown)
-    not_training = [key for key in keys if found[key].split != Split.TRAIN]
+    not_training = [key for key in keys if found[model_id, key].split != Split.TRAIN]
     if not_training:
         raise _key_problem(
             "sample keys in the holdout or test split (never trained on)",
             "not_training",
             not_training,
         )
-    already = [key for key in keys if found[key].forgotten]
-    return keys, already, len(keys)
+    return [key for key in keys if found[model_id, key].forgotten]
 
 
 def _key_problem(title: str, field: str, keys: list[str]) -> InvalidInput:
@@ -269,23 +511,24 @@ def _key_problem(title: str, field: str, keys: list[str]) -> InvalidInput:
     )
 
 
-def _checked_classes(session: Session, model: Model, labels: list[int]) -> int:
-    dataset = session.get(Dataset, model.dataset_id)
-    assert dataset is not None
-    bad = sorted({label for label in labels if not 0 <= label < dataset.num_classes})
+def _check_classes(num_classes: int, labels: list[int]) -> None:
+    bad = sorted({label for label in labels if not 0 <= label < num_classes})
     if bad:
         raise InvalidInput(
-            f"class labels out of range 0..{dataset.num_classes - 1}: {bad}",
+            f"class labels out of range 0..{num_classes - 1}: {bad}",
             [{"loc": ["body", "class_labels"], "msg": f"unknown class {label}"} for label in bad],
         )
     if len(set(labels)) != len(labels):
         raise InvalidInput("duplicated class labels")
-    if len(set(labels)) >= dataset.num_classes:
+    if len(set(labels)) >= num_classes:
         raise InvalidInput("a model cannot forget every class")
+
+
+def _class_count(session: Session, dataset_id: str, labels: list[int]) -> int:
     return int(
         session.scalar(
             select(func.count()).where(
-                Sample.dataset_id == model.dataset_id,
+                Sample.dataset_id == dataset_id,
                 Sample.split == Split.TRAIN,
                 Sample.label.in_(labels),
             )
