@@ -11,8 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from ml.registry import Registry
+from ml.vib import VariationalBottleneck
 
-__all__ = ["Architecture", "architectures", "build_model", "parameter_count"]
+__all__ = ["Architecture", "architectures", "build_model", "parameter_count", "structure"]
 
 
 class Architecture:
@@ -37,14 +38,17 @@ class MLPParams(BaseModel):
     hidden: list[Width] = Field(default_factory=lambda: [128, 64], min_length=1, max_length=8)
 
 
+def _dense(width: int, hidden: list[int], out: int) -> list[nn.Module]:
+    """Linear + ReLU per hidden width, then a linear layer to ``out`` units."""
+    layers: list[nn.Module] = []
+    for units in hidden:
+        layers += [nn.Linear(width, units), nn.ReLU()]
+        width = units
+    return [*layers, nn.Linear(width, out)]
+
+
 def _mlp(input_shape: list[int], num_classes: int, params: MLPParams) -> nn.Module:
-    layers: list[nn.Module] = [nn.Flatten()]
-    width = math.prod(input_shape)
-    for hidden in params.hidden:
-        layers += [nn.Linear(width, hidden), nn.ReLU()]
-        width = hidden
-    layers.append(nn.Linear(width, num_classes))
-    return nn.Sequential(*layers)
+    return nn.Sequential(nn.Flatten(), *_dense(math.prod(input_shape), params.hidden, num_classes))
 
 
 architectures.register("mlp")(Architecture(MLPParams, _mlp))
@@ -56,28 +60,81 @@ class SmallCNNParams(BaseModel):
     hidden: int = Field(128, ge=8, le=4096)
 
 
-def _small_cnn(input_shape: list[int], num_classes: int, params: SmallCNNParams) -> nn.Module:
-    """Two 3x3 conv blocks with max-pooling, then two linear layers."""
+def _conv_blocks(name: str, input_shape: list[int], channels: list[int]) -> list[nn.Module]:
+    """Two 3x3 conv blocks with max-pooling, flattened (``_conv_width`` features)."""
     if len(input_shape) != 3:
-        raise ValueError(f"small_cnn needs an image input (C, H, W), got {input_shape}")
-    in_channels, height, width = input_shape
-    c1, c2 = params.channels
-    flat = c2 * (height // 4) * (width // 4)
-    return nn.Sequential(
-        nn.Conv2d(in_channels, c1, 3, padding=1),
+        raise ValueError(f"{name} needs an image input (C, H, W), got {input_shape}")
+    c1, c2 = channels
+    return [
+        nn.Conv2d(input_shape[0], c1, 3, padding=1),
         nn.ReLU(),
         nn.MaxPool2d(2),
         nn.Conv2d(c1, c2, 3, padding=1),
         nn.ReLU(),
         nn.MaxPool2d(2),
         nn.Flatten(),
-        nn.Linear(flat, params.hidden),
-        nn.ReLU(),
-        nn.Linear(params.hidden, num_classes),
+    ]
+
+
+def _conv_width(input_shape: list[int], channels: list[int]) -> int:
+    return channels[1] * (input_shape[1] // 4) * (input_shape[2] // 4)
+
+
+def _small_cnn(input_shape: list[int], num_classes: int, params: SmallCNNParams) -> nn.Module:
+    """Two 3x3 conv blocks with max-pooling, then two linear layers."""
+    return nn.Sequential(
+        *_conv_blocks("small_cnn", input_shape, params.channels),
+        *_dense(_conv_width(input_shape, params.channels), [params.hidden], num_classes),
     )
 
 
 architectures.register("small_cnn")(Architecture(SmallCNNParams, _small_cnn))
+
+ZDim = Annotated[int, Field(ge=1, le=1024)]  # dimensions of the bottleneck z
+
+
+class VIBMLPParams(BaseModel):
+    """The RFU-SS authors' MNIST VIB by default: representer 784-96-2x49, approximator
+    49-96-10."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    representer: list[Width] = Field(default_factory=lambda: [96], max_length=8)
+    z_dim: ZDim = 49
+    approximator: list[Width] = Field(default_factory=lambda: [96], max_length=8)
+
+
+def _vib_mlp(input_shape: list[int], num_classes: int, params: VIBMLPParams) -> nn.Module:
+    representer = nn.Sequential(
+        nn.Flatten(), *_dense(math.prod(input_shape), params.representer, 2 * params.z_dim)
+    )
+    approximator = nn.Sequential(*_dense(params.z_dim, params.approximator, num_classes))
+    return VariationalBottleneck(representer, approximator, params.z_dim)
+
+
+architectures.register("vib_mlp")(Architecture(VIBMLPParams, _vib_mlp))
+
+
+class VIBCNNParams(BaseModel):
+    """small_cnn's conv blocks as the representer, then a linear layer to z's statistics;
+    a linear approximator by default (the paper's CIFAR-10 shape: a conv representer, a
+    linear approximator)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    channels: list[Channels] = Field(default_factory=lambda: [32, 64], min_length=2, max_length=2)
+    z_dim: ZDim = 64
+    approximator: list[Width] = Field(default_factory=list, max_length=8)
+
+
+def _vib_cnn(input_shape: list[int], num_classes: int, params: VIBCNNParams) -> nn.Module:
+    representer = nn.Sequential(
+        *_conv_blocks("vib_cnn", input_shape, params.channels),
+        nn.Linear(_conv_width(input_shape, params.channels), 2 * params.z_dim),
+    )
+    approximator = nn.Sequential(*_dense(params.z_dim, params.approximator, num_classes))
+    return VariationalBottleneck(representer, approximator, params.z_dim)
+
+
+architectures.register("vib_cnn")(Architecture(VIBCNNParams, _vib_cnn))
 
 
 def validate_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -90,9 +147,16 @@ def parameter_count(
 ) -> int:
     """How many parameters the network would have, without allocating them (built on the
     meta device), so a request cannot make the service allocate a huge model to find out."""
-    with torch.device("meta"):
-        network = build_model(name, params, input_shape, num_classes)
+    network = structure(name, params, input_shape, num_classes)
     return sum(p.numel() for p in network.parameters())
+
+
+def structure(
+    name: str, params: dict[str, Any], input_shape: list[int], num_classes: int
+) -> nn.Module:
+    """The network's modules on the meta device (nothing allocated), for checks."""
+    with torch.device("meta"):
+        return build_model(name, params, input_shape, num_classes)
 
 
 def build_model(

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from ml.samples import SampleSet
+from ml.vib import VariationalBottleneck, vib_loss
 
 __all__ = ["TrainingConfig", "pick_device", "sgd_recipe", "train", "accuracy", "predict"]
 
@@ -27,6 +28,9 @@ class TrainingConfig(BaseModel):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0, le=1)
     seed: int = 0
+    # The VIB loss's weight on KL(q(z|x) || N(0, I)) (the RFU-SS authors' MNIST value);
+    # read only by architectures with a bottleneck (vib_mlp, vib_cnn).
+    beta: float = Field(1e-3, ge=0, le=100)
 
 
 def sgd_recipe(
@@ -70,7 +74,8 @@ def train(
     progress: Progress | None = None,
     stage: str = "training",
 ) -> nn.Module:
-    """Plain supervised training with cross-entropy; returns the model (trained in place)."""
+    """Supervised training from the recipe, trained in place and returned: cross-entropy, or
+    the VIB loss with ``config.beta`` for a network with a bottleneck (``ml.vib``)."""
     torch.manual_seed(config.seed)
     model.to(device).train()
     optimizer = make_optimizer(model, config)
@@ -80,7 +85,10 @@ def train(
         for inputs, labels in loader:
             inputs, labels = inputs.to(device), labels.to(device)
             optimizer.zero_grad(set_to_none=True)
-            loss_fn(model(inputs), labels).backward()
+            if isinstance(model, VariationalBottleneck):
+                vib_loss(model, inputs, labels, config.beta).backward()
+            else:
+                loss_fn(model(inputs), labels).backward()
             optimizer.step()
         if progress is not None:
             progress(stage, epoch + 1, config.epochs)

@@ -54,8 +54,10 @@ def _keys(client, headers, dataset_id: str, split: str) -> list[str]:
     return [item["key"] for item in response.json()["items"]]
 
 
-def _accuracies(sets: dict[str, SampleSet], state: dict[str, torch.Tensor]) -> Accuracies:
-    model = build_model(SMALL_CNN["name"], SMALL_CNN["params"], [1, 8, 8], 10)
+def _accuracies(
+    sets: dict[str, SampleSet], state: dict[str, torch.Tensor], architecture: dict[str, Any]
+) -> Accuracies:
+    model = build_model(architecture["name"], architecture["params"], [1, 8, 8], 10)
     model.load_state_dict(state)
     found = {}
     for name, samples in sets.items():
@@ -65,8 +67,17 @@ def _accuracies(sets: dict[str, SampleSet], state: dict[str, torch.Tensor]) -> A
     return Accuracies(**found)
 
 
-def unlearn_through_service(client, admin, method: str, params: dict[str, Any]) -> ServiceRun:
-    """Train version 1, forget ``FORGET_SIZE`` training samples with ``method``, measure."""
+def unlearn_through_service(
+    client,
+    admin,
+    method: str,
+    params: dict[str, Any],
+    *,
+    architecture: dict[str, Any] = SMALL_CNN,
+    training: dict[str, Any] = MEMORISING,
+    forget_size: int = FORGET_SIZE,
+) -> ServiceRun:
+    """Train version 1, forget ``forget_size`` training samples with ``method``, measure."""
     # The same version 1 whatever ran before: the worker builds the network from the global
     # generator before seeding its training, and threads change float sums.
     torch.set_num_threads(1)
@@ -82,13 +93,13 @@ def unlearn_through_service(client, admin, method: str, params: dict[str, Any]) 
         client,
         admin,
         dataset["id"],
-        architecture=SMALL_CNN,
-        training=MEMORISING,
+        architecture=architecture,
+        training=training,
         unlearner={"name": method, "params": params},
     )
     model_id = model["id"]
     run_queued_jobs(model_id)
-    forgotten = train_keys(client, admin, dataset["id"], FORGET_SIZE)
+    forgotten = train_keys(client, admin, dataset["id"], forget_size)
     response = client.post(
         "/v1/deletion-requests",
         headers=admin,
@@ -119,8 +130,8 @@ def unlearn_through_service(client, admin, method: str, params: dict[str, Any]) 
     (job,) = [j for j in jobs if j["kind"] == "unlearn"]
     assert job["status"] == "succeeded", job
     run = ServiceRun(
-        before=_accuracies(sets, store().get_tensors(v1["artifact_sha256"])),
-        after=_accuracies(sets, store().get_tensors(v2["artifact_sha256"])),
+        before=_accuracies(sets, store().get_tensors(v1["artifact_sha256"]), architecture),
+        after=_accuracies(sets, store().get_tensors(v2["artifact_sha256"]), architecture),
         version=v2,
         job=job,
     )

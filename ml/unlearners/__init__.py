@@ -4,6 +4,7 @@ Importing this package imports every method module so that each registers itself
 """
 
 from ml.unlearners import (  # noqa: F401  (registration)
+    conmu,
     dau,
     finetune,
     gradient_ascent,
@@ -11,6 +12,7 @@ from ml.unlearners import (  # noqa: F401  (registration)
     pgu,
     random_labels,
     retrain,
+    rfu_ss,
 )
 from ml.unlearners.base import (
     Artifact,

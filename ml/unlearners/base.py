@@ -98,6 +98,14 @@ class Unlearner(ABC):
     def __init__(self, params: dict[str, Any] | None = None) -> None:
         self.params = self.Params.model_validate(params or {})
 
+    @classmethod
+    def unsuitable_for(cls, network: nn.Module) -> str | None:
+        """Why this method cannot unlearn ``network``, or None when it can (the default).
+        The service asks before it stores a model's choice of method, so a mismatch (RFU-SS
+        on a network without a bottleneck) answers 422 instead of failing a job later.
+        ``network`` may live on the meta device: look at its structure, not its values."""
+        return None
+
     @abstractmethod
     def unlearn(self, context: UnlearnContext) -> UnlearnResult: ...
 

@@ -49,6 +49,10 @@ class ArchitectureSpec(BaseModel):
         """A freshly initialised network for a dataset of this shape."""
         return architectures.build_model(self.name, self.params, input_shape, num_classes)
 
+    def structure(self, input_shape: list[int], num_classes: int) -> nn.Module:
+        """The network's modules on the meta device (nothing allocated), for checks."""
+        return architectures.structure(self.name, self.params, input_shape, num_classes)
+
 
 class UnlearnerSpec(BaseModel):
     """An unlearner by registry name; params are checked by the method's own schema."""
@@ -68,6 +72,10 @@ class UnlearnerSpec(BaseModel):
 
     def build(self) -> unlearners.Unlearner:
         return unlearners.get_unlearner(self.name, self.params)
+
+    def unsuitable_for(self, network: nn.Module) -> str | None:
+        """Why the method cannot unlearn ``network`` (None: it can)."""
+        return self.method.unsuitable_for(network)
 
 
 class Batching(BaseModel):

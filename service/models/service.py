@@ -22,16 +22,19 @@ from service.enums import (
 )
 from service.errors import Conflict, InvalidInput, NotFound
 from service.models.schemas import (
+    ArchitectureSpec,
     ArtifactRead,
     ModelCreate,
     ModelRead,
     ModelSettings,
     ModelUpdate,
+    UnlearnerSpec,
     VersionRead,
 )
 from service.pagination import paginate
 from service.settings import get_settings
 from service.tables import (
+    Dataset,
     DeletionRequest,
     Model,
     ModelVersion,
@@ -68,6 +71,7 @@ def create(session: Session, *, tenant_id: str, spec: ModelCreate) -> Model:
     if parameters > limit:
         message = f"{parameters} parameters on this dataset; at most {limit}"
         raise InvalidInput(message, [{"loc": ["body", "architecture"], "msg": message}])
+    _check_method_fits(spec.unlearner, spec.architecture, dataset)
     model = Model(
         tenant_id=tenant_id,
         dataset_id=dataset.id,
@@ -93,6 +97,18 @@ def create(session: Session, *, tenant_id: str, spec: ModelCreate) -> Model:
     )
     session.commit()
     return model
+
+
+def _check_method_fits(
+    unlearner: UnlearnerSpec, architecture: ArchitectureSpec, dataset: Dataset
+) -> None:
+    """422 when the method cannot unlearn this architecture (its ``unsuitable_for`` says
+    why), before anything is stored."""
+    network = architecture.structure(dataset.input_shape, dataset.num_classes)
+    reason = unlearner.unsuitable_for(network)
+    if reason is not None:
+        message = f"unlearner {unlearner.name!r} cannot unlearn {architecture.name!r}: {reason}"
+        raise InvalidInput(message, [{"loc": ["body", "unlearner"], "msg": message}])
 
 
 def get_or_raise(session: Session, *, tenant_id: str, model_id: str, lock: bool = False) -> Model:
@@ -146,6 +162,10 @@ def update(session: Session, *, tenant_id: str, model_id: str, spec: ModelUpdate
     model = get_or_raise(session, tenant_id=tenant_id, model_id=model_id, lock=True)
     changes: dict[str, Any] = {}
     if spec.unlearner is not None:
+        dataset = datasets.get_or_raise(session, tenant_id=tenant_id, dataset_id=model.dataset_id)
+        _check_method_fits(
+            spec.unlearner, ArchitectureSpec.model_validate(model.architecture), dataset
+        )
         model.unlearner = changes["unlearner"] = spec.unlearner.model_dump(mode="json")
     if spec.batching is not None:
         model.batching = changes["batching"] = spec.batching.model_dump(mode="json")
