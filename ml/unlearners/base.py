@@ -10,6 +10,7 @@ is a promise the tests can hold a method to (PGU reads no retained data).
 from __future__ import annotations
 
 import dataclasses
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ __all__ = [
     "Artifact",
     "run_unlearner",
     "state_dict_of",
+    "unchanged",
 ]
 
 Tensors = dict[str, torch.Tensor]
@@ -135,6 +137,12 @@ def run_unlearner(
         mask_classes(context.model, classes)
         result.state_dict = state_dict_of(context.model)
     return result
+
+
+def unchanged(model: nn.Module, started: float, why: str) -> UnlearnResult:
+    """The base weights as they are: nothing to do (``why`` goes to the job row)."""
+    info = {"unlearning_seconds": time.perf_counter() - started, "steps": 0, "stopped_by": why}
+    return UnlearnResult(state_dict_of(model), info=info)
 
 
 def state_dict_of(model: nn.Module) -> Tensors:

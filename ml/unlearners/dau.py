@@ -84,7 +84,14 @@ from torch.utils.data import DataLoader
 
 from ml.features import logits_and_features
 from ml.samples import SampleSet
-from ml.unlearners.base import Need, UnlearnContext, Unlearner, UnlearnResult, state_dict_of
+from ml.unlearners.base import (
+    Need,
+    UnlearnContext,
+    Unlearner,
+    UnlearnResult,
+    state_dict_of,
+    unchanged,
+)
 from ml.unlearners.early_stopping import EarlyStopping, StopRule, unlearn_steps
 from ml.unlearners.registry import register_unlearner
 
@@ -217,18 +224,12 @@ class DAU(Unlearner):
         started = time.perf_counter()
         model, device = context.model, context.device
         if not len(context.forget):
-            info = {"unlearning_seconds": 0.0, "steps": 0, "stopped_by": "empty forget set"}
-            return UnlearnResult(state_dict_of(model), info=info)
+            return unchanged(model, started, "empty forget set")
         if not len(context.holdout):
             raise ValueError("dau needs held-out samples (D_v) for its attacker")
         stopping = EarlyStopping.for_context(p.stop, context, eval_size=p.holdout_eval_size)
-        if stopping.rule != "none" and stopping.measure(model).reached:
-            info = {
-                "unlearning_seconds": time.perf_counter() - started,
-                "steps": 0,
-                "stopped_by": "D_f already at the stop rule's target",
-            }
-            return UnlearnResult(state_dict_of(model), info=info)
+        if stopping.already_reached(model):
+            return unchanged(model, started, "D_f already at the stop rule's target")
         num_classes = context.forget.adapter.index().num_classes
         torch.manual_seed(context.seed)
         generator = torch.Generator(device=device).manual_seed(context.seed)

@@ -205,6 +205,10 @@ class EarlyStopping:
         record |= {"masked_loss_auc": auc, "band": band}
         return dataclasses.replace(_towards_chance(auc, band), record=record)
 
+    def already_reached(self, model: nn.Module) -> bool:
+        """Whether ``model`` is at the target before any step (never under ``none``)."""
+        return self.rule != "none" and self.measure(model).reached
+
     def observe(self, model: nn.Module, samples: int) -> Measure:
         """Measure ``model`` after ``samples`` forget samples, keep it if it is the best."""
         result = self.measure(model)

@@ -71,7 +71,14 @@ from torch import nn
 from torch.func import functional_call
 
 from ml.features import logits_and_features
-from ml.unlearners.base import Need, UnlearnContext, Unlearner, UnlearnResult, state_dict_of
+from ml.unlearners.base import (
+    Need,
+    UnlearnContext,
+    Unlearner,
+    UnlearnResult,
+    state_dict_of,
+    unchanged,
+)
 from ml.unlearners.early_stopping import EarlyStopping, StopRule, unlearn_steps
 from ml.unlearners.random_labels import random_wrong_labels
 from ml.unlearners.registry import register_unlearner
@@ -254,8 +261,7 @@ class LTU(Unlearner):
         model, device, seed = context.model, context.device, context.seed
         forget = context.forget
         if not len(forget):
-            info = {"unlearning_seconds": 0.0, "steps": 0, "stopped_by": "empty forget set"}
-            return UnlearnResult(state_dict_of(model), info=info)
+            return unchanged(model, started, "empty forget set")
         if not len(context.holdout):
             raise ValueError("ltu needs held-out samples (D_v) for its membership models")
         accessible = context.retain.subset(
@@ -264,13 +270,8 @@ class LTU(Unlearner):
         if not len(accessible):
             raise ValueError("ltu needs retained samples (D_r) for its query sets")
         stopping = EarlyStopping.for_context(p.stop, context, eval_size=p.holdout_eval_size)
-        if stopping.rule != "none" and stopping.measure(model).reached:
-            info = {
-                "unlearning_seconds": time.perf_counter() - started,
-                "steps": 0,
-                "stopped_by": "D_f already at the stop rule's target",
-            }
-            return UnlearnResult(state_dict_of(model), info=info)
+        if stopping.already_reached(model):
+            return unchanged(model, started, "D_f already at the stop rule's target")
         num_classes = forget.adapter.index().num_classes
 
         # Everything the original model tells, read once with its weights frozen.
