@@ -17,9 +17,9 @@ from ml.samples import SampleSet
 from ml.training import accuracy
 from service.artifacts import store
 from service.jobs import dispatch
-from tests.conftest import DIGITS, create_model, run_queued_jobs, train_keys
+from tests.conftest import DIGITS, create_dataset, create_model, run_queued_jobs, train_keys
 
-__all__ = ["Accuracies", "ServiceRun", "unlearn_through_service"]
+__all__ = ["Accuracies", "ServiceRun", "unlearn_through_service", "assert_model_refused"]
 
 SMALL_CNN = {"name": "small_cnn", "params": {"channels": [16, 32], "hidden": 64}}
 # Most of digits held out, so that the model trains on about 290 samples and memorises
@@ -137,3 +137,19 @@ def unlearn_through_service(
     )
     print(f"{method}: v1 {run.before}, v2 {run.after}, timings {job['timings']}")  # on failure
     return run
+
+
+def assert_model_refused(
+    client, headers, architecture: dict[str, Any], unlearner: dict[str, Any]
+) -> None:
+    """Creating a model with this architecture and unlearner answers 422 and stores none."""
+    dataset = create_dataset(client, headers)
+    body = {
+        "name": "refused",
+        "dataset_id": dataset["id"],
+        "architecture": architecture,
+        "unlearner": unlearner,
+    }
+    response = client.post("/v1/models", headers=headers, json=body)
+    assert response.status_code == 422, response.text
+    assert client.get("/v1/models", headers=headers).json()["items"] == []

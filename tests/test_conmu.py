@@ -16,8 +16,7 @@ from ml.unlearners.conmu import (
     noised_unlearning_set,
     select_important,
 )
-from tests.conftest import create_dataset
-from tests.service_unlearning import unlearn_through_service
+from tests.service_unlearning import assert_model_refused, unlearn_through_service
 from tests.unlearning_setup import DEVICE, context_for, digits_setup
 
 SMALL_CNN = {"name": "small_cnn", "params": {"channels": [16, 32], "hidden": 64}}
@@ -140,13 +139,4 @@ def test_conmu_through_the_service_forgets_and_keeps_test_accuracy(client, admin
     "params", [{"alpha": -1.0}, {"sigma": "1"}, {"prune_ratio": 1.0}, {"delta": 1.5}, {"z1": 0.1}]
 )
 def test_invalid_params_answer_422_and_store_nothing(client, admin, params):
-    dataset = create_dataset(client, admin)
-    body = {
-        "name": "refused",
-        "dataset_id": dataset["id"],
-        "architecture": SMALL_CNN,
-        "unlearner": {"name": "conmu", "params": params},
-    }
-    response = client.post("/v1/models", headers=admin, json=body)
-    assert response.status_code == 422, response.text
-    assert client.get("/v1/models", headers=admin).json()["items"] == []
+    assert_model_refused(client, admin, SMALL_CNN, {"name": "conmu", "params": params})

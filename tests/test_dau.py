@@ -11,8 +11,7 @@ from pydantic import ValidationError
 from ml.training import predict
 from ml.unlearners import Need, get_unlearner, run_unlearner
 from ml.unlearners.dau import Attacker, attacker_inputs, barlow_twins
-from tests.conftest import create_dataset
-from tests.service_unlearning import unlearn_through_service
+from tests.service_unlearning import assert_model_refused, unlearn_through_service
 from tests.unlearning_setup import DEVICE, context_for, digits_setup
 
 
@@ -78,16 +77,8 @@ def test_invalid_params_are_refused(params, field):
 
 
 def test_bad_params_answer_422_through_the_service_and_store_nothing(client, admin, env):
-    dataset = create_dataset(client, admin)
-    body = {
-        "name": "bad-dau",
-        "dataset_id": dataset["id"],
-        "architecture": {"name": "mlp", "params": {"hidden": [16]}},
-        "unlearner": {"name": "dau", "params": {"alpha": "lots"}},
-    }
-    response = client.post("/v1/models", headers=admin, json=body)
-    assert response.status_code == 422, response.text
-    assert client.get("/v1/models", headers=admin).json()["items"] == []
+    mlp = {"name": "mlp", "params": {"hidden": [16]}}
+    assert_model_refused(client, admin, mlp, {"name": "dau", "params": {"alpha": "lots"}})
 
 
 def test_class_deletion_runs_the_game_and_masks_the_class():

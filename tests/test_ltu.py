@@ -14,8 +14,7 @@ from torch.func import functional_call
 from ml.training import predict
 from ml.unlearners import Need, get_unlearner, run_unlearner
 from ml.unlearners.ltu import QuerySampler, harmonise, meta_gradient
-from tests.conftest import create_dataset
-from tests.service_unlearning import unlearn_through_service
+from tests.service_unlearning import assert_model_refused, unlearn_through_service
 from tests.unlearning_setup import DEVICE, RetainGuard, context_for, digits_setup
 
 
@@ -154,16 +153,8 @@ def test_invalid_params_are_refused(params, field):
 
 
 def test_bad_params_answer_422_through_the_service_and_store_nothing(client, admin, env):
-    dataset = create_dataset(client, admin)
-    body = {
-        "name": "bad-ltu",
-        "dataset_id": dataset["id"],
-        "architecture": {"name": "mlp", "params": {"hidden": [16]}},
-        "unlearner": {"name": "ltu", "params": {"retain_fraction": 2.0}},
-    }
-    response = client.post("/v1/models", headers=admin, json=body)
-    assert response.status_code == 422, response.text
-    assert client.get("/v1/models", headers=admin).json()["items"] == []
+    mlp = {"name": "mlp", "params": {"hidden": [16]}}
+    assert_model_refused(client, admin, mlp, {"name": "ltu", "params": {"retain_fraction": 2.0}})
 
 
 @pytest.mark.parametrize("order", ["second", "first"])

@@ -11,7 +11,7 @@ from ml.training import TrainingConfig, train
 from ml.unlearners import Need, get_unlearner, list_unlearners
 from ml.unlearners.rfu_ss import closed_form_alpha, loss_ratio_alpha
 from tests.conftest import create_dataset
-from tests.service_unlearning import unlearn_through_service
+from tests.service_unlearning import assert_model_refused, unlearn_through_service
 from tests.unlearning_setup import DEVICE, context_for, digits_setup
 
 VIB_MLP = {"name": "vib_mlp", "params": {"representer": [64], "z_dim": 16, "approximator": [64]}}
@@ -100,16 +100,7 @@ def test_rfu_ss_through_the_service_forgets_and_keeps_test_accuracy(client, admi
     [{"unlearning_rate": -1.0}, {"weighting": "mgda"}, {"lr": 0}, {"epochs": "5"}, {"m": 100}],
 )
 def test_invalid_params_answer_422_and_store_nothing(client, admin, params):
-    dataset = create_dataset(client, admin)
-    body = {
-        "name": "refused",
-        "dataset_id": dataset["id"],
-        "architecture": VIB_MLP,
-        "unlearner": {"name": "rfu_ss", "params": params},
-    }
-    response = client.post("/v1/models", headers=admin, json=body)
-    assert response.status_code == 422, response.text
-    assert client.get("/v1/models", headers=admin).json()["items"] == []
+    assert_model_refused(client, admin, VIB_MLP, {"name": "rfu_ss", "params": params})
 
 
 def test_rfu_ss_on_a_network_without_a_bottleneck_answers_422_saying_why(client, admin):
