@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from ml.class_masking import MASKED_LOGIT, mask_classes
+from ml.datasets import DatasetAdapter
 from ml.pgu import (
     core_gradient_space,
     discover_layers,
@@ -19,6 +22,7 @@ from ml.pgu import (
 )
 from ml.pgu.core_space import singular_values
 from ml.pgu.representations import input_representation
+from ml.samples import SampleSet
 from ml.training import predict, train
 from ml.unlearners import early_stopping, get_unlearner, run_unlearner, validate_params
 from ml.unlearners.pgu import CACHE_ARTIFACT, unlearning_loss
@@ -290,7 +294,7 @@ def test_the_best_state_is_kept_when_the_target_is_passed(monkeypatch):
         [Measure(0.06, False), Measure(0.04, False), Measure(0.01, False), Measure(0.03, True)],
     )
     assert (facts["steps"], facts["kept_check"], weight) == (3, 2, 2.0)
-    assert facts["stopped_by"] == "forget losses look held out"
+    assert facts["stopped_by"] == "forget losses and accuracy look held out"
     # a closer state at the crossing itself is kept
     facts, weight = _scripted_run(monkeypatch, [Measure(0.06, False), Measure(0.0, True)])
     assert (facts["steps"], facts["kept_check"], weight) == (1, 1, 1.0)
@@ -378,6 +382,53 @@ def test_the_distribution_rule_tells_members_from_unseen_samples():
     assert abs(stopping.measure(retrained).record["loss_auc"] - 0.5) < 0.08
 
 
+def _logit_samples(rows: list[tuple[int, int]], offset: int = 0) -> SampleSet:
+    """Samples whose inputs are their logits (read through nn.Identity): (label, argmax)
+    per row, a margin of 3 on the argmax."""
+    inputs = torch.zeros(len(rows), 10)
+    for i, (_, argmax) in enumerate(rows):
+        inputs[i, argmax] = 3.0
+
+    class Rows(DatasetAdapter):
+        def index(self):
+            raise NotImplementedError
+
+        def read(self, positions):
+            return inputs[torch.as_tensor(positions, dtype=torch.long)]
+
+    labels = np.array([label for label, _ in rows], dtype=np.int64)
+    keys = [f"k{offset + i}" for i in range(len(rows))]
+    return SampleSet(Rows({}, Path(".")), np.arange(len(rows)), labels, keys)
+
+
+def test_the_distribution_rule_also_wants_d_f_no_better_classified_than_held_out_data():
+    """A well-generalising model: D_f's losses rank like held-out ones within the AUC's
+    noise band, yet 5 more points of D_f are right. Loss AUC alone would stop; the rule
+    goes on until D_f is classified no better than D_v."""
+
+    def samples(wrong: int, offset: int) -> SampleSet:
+        rows = [(i % 10, (i + 1) % 10 if i < wrong else i % 10) for i in range(100)]
+        return _logit_samples(rows, offset)
+
+    def rule(forget_wrong: int) -> early_stopping.EarlyStopping:
+        return early_stopping.EarlyStopping(
+            "distribution",
+            forget=samples(forget_wrong, 0),
+            holdout=samples(10, 1000),
+            eval_size=500,
+            device=DEVICE,
+        )
+
+    knows_more = rule(forget_wrong=5).measure(nn.Identity())
+    assert abs(knows_more.record["loss_auc"] - 0.5) <= knows_more.record["band"]
+    assert knows_more.record["accuracy_excess"] == pytest.approx(0.05)
+    assert not knows_more.reached and knows_more.distance > 0
+    like_held_out = rule(forget_wrong=10).measure(nn.Identity())
+    assert like_held_out.reached and like_held_out.distance == 0.0
+    forgot_more = rule(forget_wrong=30).measure(nn.Identity())  # overshot: stop, not kept
+    assert forgot_more.reached and forgot_more.distance > 0
+
+
 def test_the_class_rule_reads_masked_outputs_against_held_out_samples_of_the_class():
     setup = digits_setup()
     forgotten = 3
@@ -452,7 +503,7 @@ def test_pgu_makes_forget_losses_look_held_out_without_reading_retained_data():
 
     unlearned = setup.build()
     unlearned.load_state_dict(result.state_dict)
-    assert result.info["stopped_by"] == "forget losses look held out", result.info
+    assert result.info["stopped_by"] == "forget losses and accuracy look held out", result.info
     assert abs(_forget_vs_holdout_auc(unlearned, setup) - 0.5) <= 0.03, result.info
     assert test_before - accuracy_of(unlearned, setup.test) <= 0.02, result.info
     assert {"cache", "core-space", "steps"} <= set(stages)

@@ -12,16 +12,24 @@ run also ends when ``patience`` checks in a row came no closer than the kept sta
 
 Rules:
 
-- ``distribution`` (random deletion; the default): the loss-attack AUC of D_f against D_v,
-  P(loss on a forget sample < loss on a held-out one), restricted to the classes D_f holds.
-  A retrained model scores 0.5 up to sampling noise; the original model more. Stop once
-  the AUC is within one standard error of 0.5 (the Mann-Whitney statistic's under "no
-  difference", sqrt((n_f + n_v + 1) / (12 n_f n_v)) for the two subsets measured), and keep
-  the first state inside that band: closer than the noise no test can tell apart, and
-  driving further only forgets more than a retrained model would (on a forget set that
-  happens to be easy, a retrained model itself scores above 0.5 by about that much). This
-  matches the whole distribution of confidences, where accuracy alone (below) stops while
-  the outputs are still too sure or already too flat.
+- ``distribution`` (random deletion; the default): two measures of D_f against D_v, both
+  restricted to the classes D_f holds. The loss-attack AUC, P(loss on a forget sample <
+  loss on a held-out one): a retrained model scores 0.5 up to sampling noise, the original
+  model more; its band is one standard error of the Mann-Whitney statistic under "no
+  difference", sqrt((n_f + n_v + 1) / (12 n_f n_v)) for the two subsets measured. And the
+  accuracy gap, accuracy on D_f - accuracy on D_v: about 0 for a retrained model. The
+  target is reached once the AUC is within its band of 0.5 *and* D_f is no better
+  classified than D_v; the first such state is kept: closer than the noise no test can
+  tell apart, and driving further only forgets more than a retrained model would (on a
+  forget set that happens to be easy, a retrained model itself scores above 0.5 by about
+  that much). The AUC matches the whole distribution of confidences, where accuracy alone
+  stops while the outputs are still too sure or already too flat; the accuracy gap
+  catches the case the AUC misses, a well-generalising model (Fashion-MNIST at full size)
+  whose forget losses already rank like held-out ones in bulk while a few more points of
+  D_f sit on the right side of the boundary (what the UA and LiRA audits see). Each
+  measure counts toward the distance only beyond its band (the accuracy gap's is one
+  binomial standard error of the difference), so a state that overshoots either one is
+  not kept over an earlier one that did not.
 - ``holdout_gap`` (the PGU authors' rule): gap = accuracy on D_v - accuracy on D_f; stop at
   the first positive gap; keep the state with the smallest |gap|.
 - ``class`` (class deletion): the published model masks the deleted classes, so the rule
@@ -93,6 +101,15 @@ def _chance_band(first: int, second: int) -> float:
     if not first or not second:
         return 0.0
     return float(np.sqrt((first + second + 1) / (12 * first * second)))
+
+
+def _gap_band(accuracy: float, first: int, second: int) -> float:
+    """One standard error of the difference of two accuracies of these sample sizes when
+    both have the rate ``accuracy`` (binomial), at least one sample's worth."""
+    if not first or not second:
+        return 0.0
+    spread = float(np.sqrt(accuracy * (1 - accuracy) * (1 / first + 1 / second)))
+    return max(spread, 1 / min(first, second))
 
 
 def _towards_chance(auc: float, band: float) -> Measure:
@@ -183,8 +200,14 @@ class EarlyStopping:
             _loss(forget_logits, forget_labels), _loss(others_logits, others_labels)
         )
         band = _chance_band(len(forget_labels), len(others_labels))
-        record |= {"loss_auc": auc, "band": band}
-        return dataclasses.replace(_towards_chance(auc, band), record=record)
+        holdout = float((others_logits.argmax(1) == others_labels).float().mean())
+        excess = record["forget_accuracy"] - holdout  # a retrained model: about 0
+        excess_band = _gap_band(holdout, len(forget_labels), len(others_labels))
+        record |= {"loss_auc": auc, "band": band, "holdout_accuracy": holdout}
+        record |= {"accuracy_excess": excess, "excess_band": excess_band}
+        by_auc = _towards_chance(auc, band)
+        distance = by_auc.distance + max(0.0, excess) + max(0.0, -excess - excess_band)
+        return Measure(distance, by_auc.reached and excess <= 0.0, record=record)
 
     def _measure_class(
         self, model: nn.Module, forget_logits: torch.Tensor, record: dict[str, float]
@@ -288,7 +311,7 @@ def _reason(rule: str, measured: Measure) -> str:
     if measured.braked:
         return "remaining-class accuracy fell more than 5 points"
     return {
-        "distribution": "forget losses look held out",
+        "distribution": "forget losses and accuracy look held out",
         "holdout_gap": "holdout gap closed",
         "class": "forget outputs look like held-out samples of the class",
     }[rule]
