@@ -13,7 +13,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import String, cast, column, func, insert, select, text, tuple_, values
+from sqlalchemy import String, cast, column, func, insert, select, text, values
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
@@ -268,21 +268,29 @@ def _lock_keys(session: Session, items: Sequence[Submission]) -> None:
 def _replay(session: Session, items: Sequence[Submission], outcomes: list[Outcome | None]) -> None:
     """Answer the items whose idempotency key was used before: its first answer for the
     same body, 422 for another."""
-    keyed = [(i, (item.tenant_id, item.idempotency_key)) for i, item in enumerate(items)]
-    keyed = [(i, pair) for i, pair in keyed if pair[1] is not None]
+    keyed = [
+        (i, (item.tenant_id, item.idempotency_key))
+        for i, item in enumerate(items)
+        if item.idempotency_key is not None
+    ]
     if not keyed:
         return
-    rows = session.execute(
-        select(
-            IdempotencyKey.tenant_id,
-            IdempotencyKey.key,
-            IdempotencyKey.body_sha256,
-            IdempotencyKey.response,
-        ).where(tuple_(IdempotencyKey.tenant_id, IdempotencyKey.key).in_([p for _, p in keyed]))
-    ).all()
-    earlier = {(row.tenant_id, row.key): row for row in rows}
+    earlier: dict[tuple[str, str], Any] = {}
+    for want in _pair_tables(session, ("tenant_id", "key"), [pair for _, pair in keyed]):
+        rows = session.execute(
+            select(
+                IdempotencyKey.tenant_id,
+                IdempotencyKey.key,
+                IdempotencyKey.body_sha256,
+                IdempotencyKey.response,
+            ).join(
+                want,
+                (IdempotencyKey.tenant_id == want.c.tenant_id) & (IdempotencyKey.key == want.c.key),
+            )
+        ).all()
+        earlier.update(((row.tenant_id, row.key), row) for row in rows)
     for i, pair in keyed:
-        row = earlier.get(pair)  # type: ignore[arg-type]
+        row = earlier.get(pair)
         if row is not None:
             outcomes[i] = row.response if row.body_sha256 == items[i].body_sha256 else _reused()
 
@@ -312,28 +320,37 @@ def _models(session: Session, model_ids: set[str]) -> dict[str, Any]:
     return {row.id: row for row in rows}
 
 
+def _pair_tables(
+    session: Session, names: tuple[str, str], pairs: list[tuple[str, str]]
+) -> list[Any]:
+    """Pairs of strings as tables to join with, columns ``names``: on Postgres one, the
+    pairs travelling as two array parameters (a short statement whatever the batch size:
+    compiled and parsed once, where an IN list of pairs is a new statement per size); on
+    SQLite a VALUES table per 5,000 pairs (bound parameters are limited)."""
+    if not pairs:
+        return []
+    first, second = names
+    if session.get_bind().dialect.name == "postgresql":
+        left, right = zip(*pairs, strict=True)
+        return [
+            select(
+                func.unnest(cast(list(left), ARRAY(String))).label(first),
+                func.unnest(cast(list(right), ARRAY(String))).label(second),
+            ).subquery("want")
+        ]
+    return [
+        values(column(first, String), column(second, String), name="want")
+        .data(pairs[start : start + 5000])
+        .cte("want")
+        for start in range(0, len(pairs), 5000)
+    ]
+
+
 def _samples(session: Session, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], Any]:
     """(model id, key) -> (split, forgotten by that model) for every wanted pair that names a
-    sample of the model's dataset: one query for the whole batch on Postgres (the pairs
-    travel as two arrays), one per 5,000 pairs on SQLite (bound parameters are limited)."""
-    if not wanted:
-        return {}
-    if session.get_bind().dialect.name == "postgresql":
-        model_ids, keys = zip(*wanted, strict=True)
-        want = select(
-            func.unnest(cast(list(model_ids), ARRAY(String))).label("model_id"),
-            func.unnest(cast(list(keys), ARRAY(String))).label("key"),
-        ).subquery("want")
-        chunks: list[Any] = [want]
-    else:
-        chunks = [
-            values(column("model_id", String), column("key", String), name="want")
-            .data(wanted[start : start + 5000])
-            .cte("want")
-            for start in range(0, len(wanted), 5000)
-        ]
+    sample of the model's dataset, in one query per :func:`_pair_tables` table."""
     found: dict[tuple[str, str], Any] = {}
-    for want in chunks:
+    for want in _pair_tables(session, ("model_id", "key"), wanted):
         rows = session.execute(
             select(
                 want.c.model_id,
@@ -421,13 +438,16 @@ def _claim(session: Session, claims: list[dict[str, Any]]) -> None:
     IdempotencyRace when another transaction holds one already."""
     claims.sort(key=lambda claim: (claim["tenant_id"], claim["key"]))
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    # One short statement executed for many rows (SQLAlchemy's "insertmanyvalues" sends
+    # them as one multi-row INSERT ... RETURNING): compiled once and cached, where a
+    # statement built with .values(claims) was compiled again for every batch.
+    keys = IdempotencyKey.__table__
     statement = (
-        dialect.insert(IdempotencyKey)
-        .values(claims)
-        .on_conflict_do_nothing(index_elements=[IdempotencyKey.tenant_id, IdempotencyKey.key])
-        .returning(IdempotencyKey.key)
+        dialect.insert(keys)
+        .on_conflict_do_nothing(index_elements=[keys.c.tenant_id, keys.c.key])
+        .returning(keys.c.key)
     )
-    if len(session.execute(statement).all()) != len(claims):
+    if len(session.execute(statement, claims).all()) != len(claims):
         raise IdempotencyRace
 
 
