@@ -382,7 +382,7 @@ def test_the_distribution_rule_tells_members_from_unseen_samples():
     assert abs(stopping.measure(retrained).record["loss_auc"] - 0.5) < 0.08
 
 
-def _logit_samples(rows: list[tuple[int, int]], offset: int = 0) -> SampleSet:
+def _logit_samples(rows: list[tuple[int, int]]) -> SampleSet:
     """Samples whose inputs are their logits (read through nn.Identity): (label, argmax)
     per row, a margin of 3 on the argmax."""
     inputs = torch.zeros(len(rows), 10)
@@ -397,7 +397,7 @@ def _logit_samples(rows: list[tuple[int, int]], offset: int = 0) -> SampleSet:
             return inputs[torch.as_tensor(positions, dtype=torch.long)]
 
     labels = np.array([label for label, _ in rows], dtype=np.int64)
-    keys = [f"k{offset + i}" for i in range(len(rows))]
+    keys = [f"k{i}" for i in range(len(rows))]
     return SampleSet(Rows({}, Path(".")), np.arange(len(rows)), labels, keys)
 
 
@@ -406,15 +406,14 @@ def test_the_distribution_rule_also_wants_d_f_no_better_classified_than_held_out
     noise band, yet 5 more points of D_f are right. Loss AUC alone would stop; the rule
     goes on until D_f is classified no better than D_v."""
 
-    def samples(wrong: int, offset: int) -> SampleSet:
-        rows = [(i % 10, (i + 1) % 10 if i < wrong else i % 10) for i in range(100)]
-        return _logit_samples(rows, offset)
+    def samples(wrong: int) -> SampleSet:
+        return _logit_samples([(i % 10, (i + 1) % 10 if i < wrong else i % 10) for i in range(100)])
 
     def rule(forget_wrong: int) -> early_stopping.EarlyStopping:
         return early_stopping.EarlyStopping(
             "distribution",
-            forget=samples(forget_wrong, 0),
-            holdout=samples(10, 1000),
+            forget=samples(forget_wrong),
+            holdout=samples(10),
             eval_size=500,
             device=DEVICE,
         )

@@ -191,19 +191,19 @@ class EarlyStopping:
             return self._measure_class(model, forget_logits, record)
         assert self._others is not None
         others_logits, others_labels = self._logits(model, self._others), self._others[1]
+        holdout = float((others_logits.argmax(1) == others_labels).float().mean())
+        record["holdout_accuracy"] = holdout
         if self.rule == "holdout_gap":
-            holdout = float((others_logits.argmax(1) == others_labels).float().mean())
             gap = holdout - record["forget_accuracy"]
-            record |= {"holdout_accuracy": holdout, "gap": gap}
+            record["gap"] = gap
             return Measure(abs(gap), gap > 0, record=record)
         auc = _auc_lower_first(
             _loss(forget_logits, forget_labels), _loss(others_logits, others_labels)
         )
         band = _chance_band(len(forget_labels), len(others_labels))
-        holdout = float((others_logits.argmax(1) == others_labels).float().mean())
         excess = record["forget_accuracy"] - holdout  # a retrained model: about 0
         excess_band = _gap_band(holdout, len(forget_labels), len(others_labels))
-        record |= {"loss_auc": auc, "band": band, "holdout_accuracy": holdout}
+        record |= {"loss_auc": auc, "band": band}
         record |= {"accuracy_excess": excess, "excess_band": excess_band}
         by_auc = _towards_chance(auc, band)
         distance = by_auc.distance + max(0.0, excess) + max(0.0, -excess - excess_band)
