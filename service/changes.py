@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import event, select
+from sqlalchemy import bindparam, event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.session import ORMExecuteState
@@ -149,16 +149,27 @@ def _advance(session: Session) -> None:
     noted = session.info.pop(_NOTED, None)
     if not noted:
         return
-    # One statement, rows in a fixed order, so two writers never wait on each other crosswise.
-    rows = [{"tenant_id": t, "topic": str(topic), "stamp": 1} for t, topic in sorted(noted)]
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(ChangeStamp).values(rows)
-    session.execute(
-        statement.on_conflict_do_update(
-            index_elements=[ChangeStamp.tenant_id, ChangeStamp.topic],
-            set_={"stamp": ChangeStamp.stamp + 1},
-        )
+    # Rows in a fixed order, so two writers never wait on each other crosswise.
+    rows = [{"tenant_id": t, "topic": str(topic)} for t, topic in sorted(noted)]
+    dialect = session.get_bind().dialect.name
+    session.connection().execute(_ADVANCE[dialect], rows)
+
+
+def _advance_statement(dialect: Any) -> Any:
+    """Upsert one stamp, plus one. Built once per dialect and run for each noted stamp:
+    its compiled form is cached (a multi-row statement built per commit was compiled
+    anew each time, which cost more than the rest of a small ingest batch)."""
+    stamps = ChangeStamp.__table__
+    statement = dialect.insert(stamps).values(
+        tenant_id=bindparam("tenant_id"), topic=bindparam("topic"), stamp=1
     )
+    return statement.on_conflict_do_update(
+        index_elements=[stamps.c.tenant_id, stamps.c.topic],
+        set_={"stamp": stamps.c.stamp + 1},
+    )
+
+
+_ADVANCE = {"postgresql": _advance_statement(postgresql), "sqlite": _advance_statement(sqlite)}
 
 
 def _forget(session: Session) -> None:

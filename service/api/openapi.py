@@ -19,10 +19,11 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
 
 from service.api.problems import PROBLEM
 
-__all__ = ["conflict", "install"]
+__all__ = ["conflict", "read_by_hand", "install"]
 
 DESCRIPTIONS = {
     401: "no API key, or an unknown, revoked or expired one",
@@ -64,6 +65,32 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 def conflict(when: str) -> dict[int | str, dict[str, Any]]:
     """A route's ``responses=`` entry: it answers 409 ``when``."""
     return {409: {"description": when}}
+
+
+_BY_HAND: dict[str, Any] = {}  # schemas of the bodies routes read by hand
+
+
+def read_by_hand(body: type[BaseModel], headers: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``openapi_extra`` of a route that reads its JSON body and its headers itself
+    (``deps.caller`` and ``deps.json_body``, solving no dependencies: the ingest path):
+    they are documented as FastAPI documents a body model and ``Header`` parameters, and
+    the route as one that needs the bearer key."""
+    schema = body.model_json_schema(ref_template="#/components/schemas/{model}")
+    _BY_HAND.update(schema.pop("$defs", {}))
+    _BY_HAND[body.__name__] = schema
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{body.__name__}"}}
+            },
+        },
+        "parameters": [
+            {"name": name, "in": "header", "required": False, "schema": header}
+            for name, header in headers.items()
+        ],
+        "security": [{"HTTPBearer": []}],
+    }
 
 
 def _problem(status: int, description: str | None = None) -> dict[str, Any]:
@@ -108,6 +135,7 @@ def install(app: FastAPI) -> None:
         for unused in ("HTTPValidationError", "ValidationError"):
             schemas.pop(unused, None)
         schemas["Problem"] = PROBLEM_SCHEMA
+        schemas.update(_BY_HAND)
         for path, operations in document.get("paths", {}).items():
             for operation in operations.values():
                 _document_errors(operation, guarded=path.startswith("/v1/"))

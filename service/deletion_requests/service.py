@@ -13,12 +13,11 @@ from types import SimpleNamespace
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import String, cast, column, func, insert, select, text, values
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service import audit_log, lookup
+from service.deletion_requests import storage
 from service.deletion_requests.schemas import (
     DeletionRequestCreate,
     DeletionRequestRead,
@@ -37,13 +36,8 @@ from service.pagination import paginate
 from service.settings import get_settings
 from service.states import move_request
 from service.tables import (
-    Dataset,
     DeletionRequest,
-    IdempotencyKey,
-    Model,
     RequestEvent,
-    Sample,
-    Tombstone,
     new_id,
     utcnow,
 )
@@ -143,17 +137,19 @@ def create_batch(session: Session, items: Sequence[Submission]) -> list[Outcome]
     A request's problem never touches its batch-mates: every check is made before anything
     is written, and a refused request writes nothing. The database is asked a fixed number
     of set-based questions per batch, whatever its size (earlier answers of the idempotency
-    keys, the models, the sample keys), then the requests are inserted and the keys claimed
-    with ``INSERT ... ON CONFLICT DO NOTHING``. A key claimed meanwhile by another process
-    (its insert waits for that transaction) rolls the batch back and runs it again, which
-    then answers that key as a replay. A database error raises: nothing is stored.
+    keys, the models, the sample keys: ``storage``), then the requests are inserted and the
+    keys claimed with ``INSERT ... ON CONFLICT DO NOTHING``. A key claimed meanwhile by
+    another process (its insert waits for that transaction) rolls the batch back and runs
+    it again, which then answers that key as a replay. A database error raises: nothing is
+    stored.
 
     Items must carry distinct (tenant, idempotency key) pairs; the batcher
     (``service.deletion_requests.ingest``) holds repeats back for the next batch.
     """
+    store = storage.for_session(session)
     for _ in range(RACE_ATTEMPTS):
         try:
-            outcomes, created = _stage(session, items)
+            outcomes, created = _stage(store, items)
             session.commit()
         except IdempotencyRace:
             session.rollback()
@@ -168,15 +164,24 @@ def create_batch(session: Session, items: Sequence[Submission]) -> list[Outcome]
 
 
 def _stage(
-    session: Session, items: Sequence[Submission]
+    store: storage.BatchStorage, items: Sequence[Submission]
 ) -> tuple[list[Outcome], list[dict[str, Any]]]:
     """Everything :func:`create_batch` does before the commit: each item's outcome, and the
     answers of the requests it added."""
     outcomes: list[Outcome | None] = [None] * len(items)
-    _lock_keys(session, items)
-    _replay(session, items, outcomes)
+    keyed = [i for i, item in enumerate(items) if item.idempotency_key is not None]
+    if keyed:
+        pairs = [(items[i].tenant_id, items[i].idempotency_key or "") for i in keyed]
+        store.lock_keys(sorted(pairs))
+        earlier = store.replays(pairs)
+        for i, pair in zip(keyed, pairs, strict=True):
+            first = earlier.get(pair)
+            if first is not None:
+                same = first.body_sha256 == items[i].body_sha256
+                outcomes[i] = first.response if same else _reused()
     live = [i for i, outcome in enumerate(outcomes) if outcome is None]
-    models = _models(session, {items[i].spec.model_id for i in live})
+    model_ids = sorted({items[i].spec.model_id for i in live})
+    models = store.models(model_ids) if model_ids else {}
     wanted: list[tuple[str, str]] = []
     for i in live:
         item = items[i]
@@ -191,7 +196,7 @@ def _stage(
                 _check_classes(model.num_classes, item.spec.class_labels or [])
         except DomainError as error:
             outcomes[i] = error
-    found = _samples(session, wanted)
+    found = store.samples(wanted) if wanted else {}
     now = utcnow()
     deadline = now + timedelta(days=get_settings().request_deadline_days)
     claims: list[dict[str, Any]] = []
@@ -208,11 +213,11 @@ def _stage(
                 count = len(keys)
             else:
                 keys, already = None, []
-                count = _class_count(session, model.dataset_id, spec.class_labels or [])
+                count = store.class_count(model.dataset_id, spec.class_labels or [])
         except DomainError as error:
             outcomes[i] = error
             continue
-        answer = _stored(session, rows, item, model, keys, already, count, now, deadline)
+        answer = _stored(store.session, rows, item, model, keys, already, count, now, deadline)
         outcomes[i] = answer
         created.append(answer)
         if item.idempotency_key is not None:
@@ -226,73 +231,11 @@ def _stage(
                     "created_at": now,
                 }
             )
-    _insert(session, rows)
-    session.flush()  # the requests first: the idempotency keys refer to them
-    if claims:
-        _claim(session, claims)
+    claims.sort(key=lambda claim: (claim["tenant_id"], claim["key"]))
+    if not store.write(rows, claims):
+        raise IdempotencyRace
     assert all(outcome is not None for outcome in outcomes)
     return outcomes, created  # type: ignore[return-value]
-
-
-_KEY_LOCKS = 0x494E4754  # pg advisory lock namespace (two-key form) of idempotency keys
-
-
-def _lock_keys(session: Session, items: Sequence[Submission]) -> None:
-    """On Postgres, lock the batch's idempotency keys (transaction-scoped advisory locks,
-    taken in one statement in a fixed order): a batch of another process holding one of
-    them is waited for, and its answer is then read as a replay instead of racing it. The
-    unique index stays the guarantee (``_claim``); the locks make its conflicts rare."""
-    if session.get_bind().dialect.name != "postgresql":
-        return
-    slots = sorted(
-        {
-            int.from_bytes(
-                hashlib.sha256(f"{item.tenant_id}\n{item.idempotency_key}".encode()).digest()[:4],
-                "big",
-                signed=True,
-            )
-            for item in items
-            if item.idempotency_key is not None
-        }
-    )
-    if slots:
-        session.execute(
-            text(
-                "SELECT pg_advisory_xact_lock(:space, slot) "
-                "FROM unnest(CAST(:slots AS integer[])) WITH ORDINALITY AS s(slot, n) ORDER BY n"
-            ),
-            {"space": _KEY_LOCKS, "slots": slots},
-        )
-
-
-def _replay(session: Session, items: Sequence[Submission], outcomes: list[Outcome | None]) -> None:
-    """Answer the items whose idempotency key was used before: its first answer for the
-    same body, 422 for another."""
-    keyed = [
-        (i, (item.tenant_id, item.idempotency_key))
-        for i, item in enumerate(items)
-        if item.idempotency_key is not None
-    ]
-    if not keyed:
-        return
-    earlier: dict[tuple[str, str], Any] = {}
-    for want in _pair_tables(session, ("tenant_id", "key"), [pair for _, pair in keyed]):
-        rows = session.execute(
-            select(
-                IdempotencyKey.tenant_id,
-                IdempotencyKey.key,
-                IdempotencyKey.body_sha256,
-                IdempotencyKey.response,
-            ).join(
-                want,
-                (IdempotencyKey.tenant_id == want.c.tenant_id) & (IdempotencyKey.key == want.c.key),
-            )
-        ).all()
-        earlier.update(((row.tenant_id, row.key), row) for row in rows)
-    for i, pair in keyed:
-        row = earlier.get(pair)
-        if row is not None:
-            outcomes[i] = row.response if row.body_sha256 == items[i].body_sha256 else _reused()
 
 
 def _reused() -> InvalidInput:
@@ -302,87 +245,19 @@ def _reused() -> InvalidInput:
     )
 
 
-def _models(session: Session, model_ids: set[str]) -> dict[str, Any]:
-    """The batch's models with what validation needs of them, in one query."""
-    if not model_ids:
-        return {}
-    rows = session.execute(
-        select(
-            Model.id,
-            Model.tenant_id,
-            Model.dataset_id,
-            Model.head_version,
-            Dataset.num_classes,
-        )
-        .join(Dataset, Dataset.id == Model.dataset_id)
-        .where(Model.id.in_(model_ids))
-    ).all()
-    return {row.id: row for row in rows}
-
-
-def _pair_tables(
-    session: Session, names: tuple[str, str], pairs: list[tuple[str, str]]
-) -> list[Any]:
-    """Pairs of strings as tables to join with, columns ``names``: on Postgres one, the
-    pairs travelling as two array parameters (a short statement whatever the batch size:
-    compiled and parsed once, where an IN list of pairs is a new statement per size); on
-    SQLite a VALUES table per 5,000 pairs (bound parameters are limited)."""
-    if not pairs:
-        return []
-    first, second = names
-    if session.get_bind().dialect.name == "postgresql":
-        left, right = zip(*pairs, strict=True)
-        return [
-            select(
-                func.unnest(cast(list(left), ARRAY(String))).label(first),
-                func.unnest(cast(list(right), ARRAY(String))).label(second),
-            ).subquery("want")
-        ]
-    return [
-        values(column(first, String), column(second, String), name="want")
-        .data(pairs[start : start + 5000])
-        .cte("want")
-        for start in range(0, len(pairs), 5000)
-    ]
-
-
-def _samples(session: Session, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], Any]:
-    """(model id, key) -> (split, forgotten by that model) for every wanted pair that names a
-    sample of the model's dataset, in one query per :func:`_pair_tables` table."""
-    found: dict[tuple[str, str], Any] = {}
-    for want in _pair_tables(session, ("model_id", "key"), wanted):
-        rows = session.execute(
-            select(
-                want.c.model_id,
-                Sample.key,
-                Sample.split,
-                Tombstone.id.is_not(None).label("forgotten"),
-            )
-            .select_from(want)
-            .join(Model, Model.id == want.c.model_id)
-            .join(Sample, (Sample.dataset_id == Model.dataset_id) & (Sample.key == want.c.key))
-            .outerjoin(
-                Tombstone,
-                (Tombstone.sample_id == Sample.id) & (Tombstone.model_id == want.c.model_id),
-            )
-        ).all()
-        found.update(((row.model_id, row.key), row) for row in rows)
-    return found
-
-
 def _stored(
     session: Session,
     rows: list[dict[str, Any]],
     item: Submission,
-    model: Any,
+    model: storage.ModelFacts,
     keys: list[str] | None,
     already: list[str],
     count: int,
     now: datetime,
     deadline: datetime,
 ) -> dict[str, Any]:
-    """One checked request, its JSON. A pending one becomes a row of ``rows`` (inserted with
-    its batch-mates by :func:`_insert`); one with nothing left to do (every key forgotten
+    """One checked request, its JSON. A pending one becomes a row of ``rows`` (written
+    with its batch-mates by the storage); one with nothing left to do (every key forgotten
     by earlier requests) is completed at once through the session (its move, callback and
     audit entry)."""
     spec = item.spec
@@ -417,38 +292,6 @@ def _stored(
         session, request, RequestStatus.COMPLETED, detail="already forgotten", at=now
     )
     return to_read(request, [first, done]).model_dump(mode="json")
-
-
-def _insert(session: Session, rows: list[dict[str, Any]]) -> None:
-    """The batch's pending requests and their first events: two executemany inserts of
-    one short statement each (the driver pipelines them; no RETURNING, so no statement
-    grows with the batch)."""
-    if not rows:
-        return
-    session.execute(insert(DeletionRequest).execution_options(render_nulls=True), rows)
-    events = [
-        {"request_id": row["id"], "status": row["status"], "detail": None, "at": row["created_at"]}
-        for row in rows
-    ]
-    session.execute(insert(RequestEvent).execution_options(render_nulls=True), events)
-
-
-def _claim(session: Session, claims: list[dict[str, Any]]) -> None:
-    """Insert the idempotency keys, in a fixed order (two batches never wait crosswise);
-    IdempotencyRace when another transaction holds one already."""
-    claims.sort(key=lambda claim: (claim["tenant_id"], claim["key"]))
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    # One short statement executed for many rows (SQLAlchemy's "insertmanyvalues" sends
-    # them as one multi-row INSERT ... RETURNING): compiled once and cached, where a
-    # statement built with .values(claims) was compiled again for every batch.
-    keys = IdempotencyKey.__table__
-    statement = (
-        dialect.insert(keys)
-        .on_conflict_do_nothing(index_elements=[keys.c.tenant_id, keys.c.key])
-        .returning(keys.c.key)
-    )
-    if len(session.execute(statement, claims).all()) != len(claims):
-        raise IdempotencyRace
 
 
 def _log_accepted(answer: dict[str, Any]) -> None:
@@ -507,7 +350,9 @@ def _check_key_list(keys: list[str]) -> None:
         raise _key_problem("duplicated sample keys", "duplicated", duplicated)
 
 
-def _checked_keys(model_id: str, keys: list[str], found: dict[tuple[str, str], Any]) -> list[str]:
+def _checked_keys(
+    model_id: str, keys: list[str], found: dict[tuple[str, str], storage.SampleFacts]
+) -> list[str]:
     """The keys this model already forgot; 422 for unknown or never-trained-on keys."""
     unknown = [key for key in keys if (model_id, key) not in found]
     if unknown:
@@ -542,19 +387,6 @@ def _check_classes(num_classes: int, labels: list[int]) -> None:
         raise InvalidInput("duplicated class labels")
     if len(set(labels)) >= num_classes:
         raise InvalidInput("a model cannot forget every class")
-
-
-def _class_count(session: Session, dataset_id: str, labels: list[int]) -> int:
-    return int(
-        session.scalar(
-            select(func.count()).where(
-                Sample.dataset_id == dataset_id,
-                Sample.split == Split.TRAIN,
-                Sample.label.in_(labels),
-            )
-        )
-        or 0
-    )
 
 
 def get_or_raise(
