@@ -38,7 +38,7 @@ class Settings(BaseSettings):
         256, ge=1, le=5000, description="deletion requests stored per ingest transaction"
     )
     ingest_batches_in_flight: int = Field(
-        4, ge=1, le=16, description="ingest transactions one API process runs at once"
+        2, ge=1, le=16, description="ingest transactions one API process runs at once"
     )
     ingest_batch_wait_ms: float = Field(
         0.0, ge=0, le=1000, description="how long a batch lingers for company before it runs"

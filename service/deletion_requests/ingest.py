@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 
 class Batcher:
-    def __init__(self, *, max_size: int, wait_seconds: float, in_flight: int = 4) -> None:
+    def __init__(self, *, max_size: int, wait_seconds: float, in_flight: int = 2) -> None:
         self.max_size = max_size
         self.wait_seconds = wait_seconds
         self.in_flight = in_flight

@@ -280,10 +280,11 @@ def _stored(
         "due_at": deadline,
         "completed_at": None,
     }
-    first = RequestEvent(request_id=row["id"], status=RequestStatus.PENDING, at=now)
     if keys is None or len(already) < len(keys):
-        rows.append(row)
-        return to_read(SimpleNamespace(**row), [first]).model_dump(mode="json")  # type: ignore[arg-type]
+        rows.append(row)  # its first event is written with it (the storage's write)
+        pending = SimpleNamespace(status=RequestStatus.PENDING, at=now, detail=None)
+        return to_read(SimpleNamespace(**row), [pending]).model_dump(mode="json")  # type: ignore[arg-type,list-item]
+    first = RequestEvent(request_id=row["id"], status=RequestStatus.PENDING, at=now)
     request = DeletionRequest(**row)
     session.add_all([request, first])
     request.result_version = model.head_version
