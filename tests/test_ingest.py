@@ -16,9 +16,10 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 
-from tests.conftest import create_dataset, make_key, train_keys
+from service.tables import DeletionRequest
+from tests.conftest import create_dataset, create_model, make_key, train_keys
 from tests.processes import Processes, wait_for
 from tests.services import free_port
 
@@ -272,6 +273,110 @@ def test_a_database_failure_mid_batch_answers_the_batch_503_and_stores_none(serv
     assert [answer.status_code for answer in again] == [202] * len(calls)
     requests, keys, _ = _stored(env)
     assert len(requests) == len(keys) == len(calls)
+
+
+def test_the_postgres_storage_answers_and_writes_as_the_reference_does(client, admin):
+    """PostgresStorage's own SQL against BatchStorage's SQLAlchemy queries (the reference,
+    which SQLite runs), on the same Postgres transaction: the same answers to every
+    question, and the same rows written."""
+    from datetime import timedelta
+
+    from service.db import session_scope
+    from service.deletion_requests.storage import BatchStorage, PostgresStorage
+    from service.tables import IdempotencyKey, RequestEvent, Sample, Tombstone, utcnow
+
+    dataset = create_dataset(client, admin)
+    model = create_model(client, admin, dataset["id"])
+    train = train_keys(client, admin, dataset["id"], 4)
+    holdout = client.get(
+        f"/v1/datasets/{dataset['id']}/samples",
+        params={"split": "holdout", "limit": 1},
+        headers=admin,
+    ).json()["items"][0]["key"]
+    body = {"model_id": model["id"], "subject_id": "s", "sample_keys": train[:1]}
+    first = client.post(
+        "/v1/deletion-requests", headers={**admin, "Idempotency-Key": "k1"}, json=body
+    )
+    assert first.status_code == 202, first.text
+    with session_scope() as session:
+        request = session.get(DeletionRequest, first.json()["id"])
+        assert request is not None
+        tenant = request.tenant_id
+        forgotten = session.scalar(
+            select(Sample.id).where(Sample.dataset_id == dataset["id"], Sample.key == train[1])
+        )
+        session.add(
+            Tombstone(
+                model_id=model["id"], sample_id=forgotten, request_id=request.id, version_number=1
+            )
+        )
+        session.flush()
+        reference, postgres = BatchStorage(session), PostgresStorage(session)
+
+        wanted = [(model["id"], key) for key in [*train, holdout, "no/such/key"]]
+        wanted.append(("no-such-model", train[0]))
+        samples = postgres.samples(wanted)
+        assert samples == reference.samples(wanted)
+        assert len(samples) == 5 and samples[model["id"], train[1]].forgotten
+        assert samples[model["id"], holdout].split == "holdout"
+        ids = [model["id"], "no-such-model"]
+        assert postgres.models(ids) == reference.models(ids)
+        assert list(postgres.models(ids)) == [model["id"]]
+        pairs = [(tenant, "k1"), (tenant, "k2"), ("other", "k1")]
+        assert postgres.replays(pairs) == reference.replays(pairs)
+        assert postgres.replays(pairs)[tenant, "k1"].response == first.json()
+
+        now = utcnow()
+        written = {}
+        for name, store in (("reference", reference), ("postgres", postgres)):
+            row = {
+                "id": f"request-{name}",
+                "tenant_id": tenant,
+                "model_id": model["id"],
+                "subject_id": "t",
+                "sample_keys": None if name == "reference" else train[2:],
+                "class_labels": [3] if name == "reference" else None,
+                "already_forgotten": [],
+                "sample_count": 7,
+                "callback_url": None,
+                "status": "pending",
+                "job_id": None,
+                "result_version": None,
+                "error": None,
+                "created_at": now,
+                "updated_at": now,
+                "due_at": now + timedelta(days=30),
+                "completed_at": None,
+            }
+            claim = {
+                "tenant_id": tenant,
+                "key": f"key-{name}",
+                "body_sha256": "0" * 64,
+                "request_id": row["id"],
+                "response": {"status": "pending", "sample_count": 7},
+                "created_at": now,
+            }
+            assert store.write([row], [claim])
+            assert not store.write([], [{**claim, "request_id": request.id}])  # taken: a race
+            stored = session.get(DeletionRequest, row["id"])
+            key = session.get(IdempotencyKey, (tenant, claim["key"]))
+            events = session.scalars(
+                select(RequestEvent).where(RequestEvent.request_id == row["id"])
+            ).all()
+            assert stored is not None and key is not None and len(events) == 1
+            written[name] = (
+                {column: getattr(stored, column) for column in row if column != "id"},
+                (key.body_sha256, key.response, key.created_at),
+                (events[0].status, events[0].detail, events[0].at),
+            )
+        reference_row = written["reference"][0]
+        assert reference_row["sample_keys"] is None and reference_row["class_labels"] == [3]
+        postgres_row = written["postgres"][0]
+        assert postgres_row["sample_keys"] == train[2:] and postgres_row["class_labels"] is None
+        swapped = {**postgres_row, "sample_keys": None, "class_labels": [3]}
+        assert swapped == reference_row
+        assert written["postgres"][1:] == written["reference"][1:]
+        session.rollback()
 
 
 def test_the_embedded_default_ingests_through_the_same_path(sqlite_env):
