@@ -2,7 +2,8 @@
 on Postgres (service.deletion_requests.ingest): group commit never weakens idempotency
 (across processes too), a request is unaffected by its batch-mates' problems, and a
 database failure mid-batch answers the whole batch 503 and stores none of it. Plus the
-same domain code on the embedded SQLite default."""
+same domain code on the embedded SQLite default, and the Postgres storage's own SQL held
+to the SQLAlchemy reference."""
 
 from __future__ import annotations
 
