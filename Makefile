@@ -35,6 +35,7 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.api_ingest
+	$(BIN)/python -m benchmarks.ingest_cpu
 	$(BIN)/python -m benchmarks.polled_reads
 	$(BIN)/python -m benchmarks.unlearning
 
