@@ -5,8 +5,9 @@ set-based: a fixed handful of statements per batch, whatever its size.
 embedded SQLite default). :class:`PostgresStorage` answers the same questions with SQL of
 its own on the session's connection: every batch's values travel as array parameters of
 a few fixed statements (in binary: psycopg's text form of an array costs several times
-more CPU; each statement is prepared once per connection), and a batch's
-requests, their first events and their idempotency claims are written by one statement.
+more CPU; a fixed statement is also one psycopg prepares after its first few uses on a
+connection), and a batch's requests, their first events and their idempotency claims are
+written by one statement.
 That path carries the bursts; on it, the ORM's per-statement work (cache keys, compiled
 parameters, bulk-insert bookkeeping) cost more than the database itself (profiled with
 py-spy: docs/benchmarks.md).
