@@ -443,6 +443,36 @@ def _warmup(args: argparse.Namespace) -> argparse.Namespace:
     return argparse.Namespace(**{**vars(args), "seconds": args.warmup})
 
 
+def service_settings(database_url: str, redis_url: str, run_dir: Path) -> dict[str, str]:
+    """The measured service's environment: production, on ``database_url`` with the Redis
+    broker, its state under ``run_dir`` (which must hold a ``metrics`` folder)."""
+    return {
+        "UNLEARN_ENVIRONMENT": "production",
+        "UNLEARN_DATABASE_URL": database_url,
+        "UNLEARN_BROKER_URL": redis_url,
+        "UNLEARN_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
+        "UNLEARN_STATE_DIR": str(run_dir / "state"),
+        "UNLEARN_DATA_ROOT": str(run_dir / "data"),
+        "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics"),
+        # One key sends everything here: the per-key limit would measure itself.
+        "UNLEARN_RATE_LIMIT_PER_SECOND": "0",
+    }
+
+
+def migrate(env: dict[str, str], root: Path) -> None:
+    """``unlearnd migrate`` from the checkout ``root``."""
+    migrated = subprocess.run(
+        [sys.executable, "-m", "workers.cli", "migrate"],
+        env=env,
+        cwd=root,
+        timeout=180,
+        capture_output=True,
+        text=True,
+    )
+    if migrated.returncode != 0:
+        raise RuntimeError(f"unlearnd migrate failed:\n{migrated.stdout}{migrated.stderr}")
+
+
 def measure_service(label: str, root: Path, args: argparse.Namespace, state_dir: Path) -> list[Row]:
     """Saturation and fixed rate against ``unlearnd serve`` run from the checkout ``root``."""
     with ExitStack() as stack:
@@ -450,28 +480,9 @@ def measure_service(label: str, root: Path, args: argparse.Namespace, state_dir:
         stack.callback(_flush_broker, args.redis_url)
         run_dir = state_dir / label.replace(" ", "-")
         (run_dir / "metrics").mkdir(parents=True)
-        env = _server_env(root)
-        env.update(
-            UNLEARN_ENVIRONMENT="production",
-            UNLEARN_DATABASE_URL=database_url,
-            UNLEARN_BROKER_URL=args.redis_url,
-            UNLEARN_BOOTSTRAP_ADMIN_KEY=ADMIN_KEY,
-            UNLEARN_STATE_DIR=str(run_dir / "state"),
-            UNLEARN_DATA_ROOT=str(run_dir / "data"),
-            PROMETHEUS_MULTIPROC_DIR=str(run_dir / "metrics"),
-            # One key sends everything here: the per-key limit would measure itself.
-            UNLEARN_RATE_LIMIT_PER_SECOND="0",
-        )
-        migrated = subprocess.run(
-            [sys.executable, "-m", "workers.cli", "migrate"],
-            env=env,
-            cwd=root,
-            timeout=180,
-            capture_output=True,
-            text=True,
-        )
-        if migrated.returncode != 0:
-            raise RuntimeError(f"unlearnd migrate failed:\n{migrated.stdout}{migrated.stderr}")
+        settings = service_settings(database_url, args.redis_url, run_dir)
+        env = {**_server_env(root), **settings}
+        migrate(env, root)
         port = _free_port()
         command = [sys.executable, "-m", "workers.cli", "serve", "--host", "127.0.0.1"]
         command += ["--port", str(port), "--no-access-log"]

@@ -20,7 +20,6 @@ import asyncio
 import json
 import logging.config
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -168,26 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as scratch, served.scratch_database(args.pg_url) as url:
         run_dir = Path(scratch)
         (run_dir / "metrics").mkdir()
-        settings = {
-            "UNLEARN_ENVIRONMENT": "production",
-            "UNLEARN_DATABASE_URL": url,
-            "UNLEARN_BROKER_URL": args.redis_url,
-            "UNLEARN_BOOTSTRAP_ADMIN_KEY": served.ADMIN_KEY,
-            "UNLEARN_STATE_DIR": str(run_dir / "state"),
-            "UNLEARN_DATA_ROOT": str(run_dir / "data"),
-            "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics"),
-            "UNLEARN_RATE_LIMIT_PER_SECOND": "0",
-        }
+        settings = served.service_settings(url, args.redis_url, run_dir)
         env = {**served._server_env(ROOT), **settings}
         try:
-            subprocess.run(
-                [sys.executable, "-m", "workers.cli", "migrate"],
-                env=env,
-                cwd=ROOT,
-                check=True,
-                capture_output=True,
-                timeout=180,
-            )
+            served.migrate(env, ROOT)
             port = served._free_port()
             command = [sys.executable, "-m", "workers.cli", "serve", "--host", "127.0.0.1"]
             command += ["--port", str(port)]

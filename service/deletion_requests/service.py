@@ -172,7 +172,7 @@ def _stage(
     keyed = [i for i, item in enumerate(items) if item.idempotency_key is not None]
     if keyed:
         pairs = [(items[i].tenant_id, items[i].idempotency_key or "") for i in keyed]
-        store.lock_keys(sorted(pairs))
+        store.lock_keys(pairs)
         earlier = store.replays(pairs)
         for i, pair in zip(keyed, pairs, strict=True):
             first = earlier.get(pair)
