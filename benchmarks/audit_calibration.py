@@ -66,7 +66,7 @@ def run(architecture: str, forget_size: int, seeds: int, trials: int) -> list[st
             model,
             forget=forget,
             retain=retain,
-            holdout=holdout,
+            audit_nonmembers=holdout,
             test=test,
             device=CPU,
             references=references,

@@ -141,7 +141,7 @@ class Data:
     adapter: DatasetAdapter
     train: SampleSet
     validation: SampleSet  # D_v: what the methods' stop rules read
-    holdout: SampleSet  # the audit's non-members, disjoint from D_v (as in the service)
+    audit_nonmembers: SampleSet  # disjoint from D_v (as in the service)
     test: SampleSet
 
 
@@ -157,12 +157,12 @@ def load_data(state_dir: Path, fraction: float, seed: int) -> Data:
         positions = rng.permutation(np.flatnonzero(mask))
         return positions[: max(1, round(fraction * len(positions)))]
 
-    validation, holdout = validation_and_audit(samples_at(adapter, share(held)))
+    validation, audit_nonmembers = validation_and_audit(samples_at(adapter, share(held)))
     return Data(
         adapter,
         train=samples_at(adapter, share((splits == "train") & ~held)),
         validation=validation,
-        holdout=holdout,
+        audit_nonmembers=audit_nonmembers,
         test=samples_at(adapter, share(splits == "test")),
     )
 
@@ -202,7 +202,7 @@ def measure(
     *,
     forget: SampleSet,
     retain: SampleSet,
-    holdout: SampleSet,
+    audit_nonmembers: SampleSet,
     test: SampleSet,
     references: list[nn.Module],
     class_labels: list[int] | None,
@@ -214,7 +214,7 @@ def measure(
         model,
         forget=forget,
         retain=retain,
-        holdout=holdout,
+        audit_nonmembers=audit_nonmembers,
         test=test,
         device=device,
         references=references,
@@ -452,7 +452,7 @@ def audit_rows(
             seconds,
             forget=forget,
             retain=retain,
-            holdout=bench.data.holdout,
+            audit_nonmembers=bench.data.audit_nonmembers,
             test=bench.data.test,
             references=references,
             class_labels=class_labels,
@@ -755,8 +755,8 @@ def main(argv: list[str] | None = None) -> int:
     n = len(data.train)
     base.emit(
         f"Fashion-MNIST, small_cnn, {epochs} training epochs, fraction {args.fraction}: "
-        f"{n} train, {len(data.validation)} validation (D_v), {len(data.holdout)} holdout "
-        f"(the audit's non-members), {len(data.test)} test; "
+        f"{n} train, {len(data.validation)} validation (D_v), "
+        f"{len(data.audit_nonmembers)} holdout (the audit's non-members), {len(data.test)} test; "
         f"device {base.device}, {torch.get_num_threads()} threads"
     )
     rng = np.random.default_rng(args.seed + 1)

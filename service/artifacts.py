@@ -10,14 +10,24 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load, save
 
 from service.settings import get_settings
 
-__all__ = ["ArtifactStore", "store"]
+__all__ = ["ArtifactStore", "StoredArtifact", "store"]
+
+
+@dataclass(frozen=True)
+class StoredArtifact:
+    """An artifact already written to the store: its content address and metadata."""
+
+    sha256: str
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 class ArtifactStore:

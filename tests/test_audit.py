@@ -92,7 +92,7 @@ def audit(model: nn.Module, digits: Digits, deletion: dict, **options) -> dict:
         model,
         forget=deletion["forget"],
         retain=deletion["retain"],
-        holdout=digits.holdout,
+        audit_nonmembers=digits.holdout,
         test=digits.test,
         device=CPU,
         **options,
@@ -241,7 +241,7 @@ def test_class_deletion_reads_remaining_classes_for_ta_and_the_class_for_nonmemb
     sets = audit_sets(
         forget=forget,
         retain=retain,
-        holdout=digits.holdout,
+        audit_nonmembers=digits.holdout,
         test=digits.test,
         class_labels=forgotten,
     )
@@ -256,12 +256,19 @@ def test_a_later_random_deletion_keeps_earlier_forgotten_classes_out(digits):
     retain = digits.samples(digits.pool).without_classes([3])
     forget = retain.take(np.arange(50))
     sets = audit_sets(
-        forget=forget, retain=retain, holdout=digits.holdout, test=digits.test, masked_classes=[3]
+        forget=forget,
+        retain=retain,
+        audit_nonmembers=digits.holdout,
+        test=digits.test,
+        masked_classes=[3],
     )
     assert 3 not in set(sets.test.labels) and 3 not in set(sets.nonmembers.labels)
     assert len(sets.nonmembers) == (digits.holdout.labels != 3).sum()
     without_test = audit_sets(
-        forget=forget, retain=retain, holdout=digits.holdout, test=digits.test.take(np.arange(0))
+        forget=forget,
+        retain=retain,
+        audit_nonmembers=digits.holdout,
+        test=digits.test.take(np.arange(0)),
     )
     assert without_test.test.keys == digits.holdout.keys  # no test split: TA on the holdout
 
@@ -275,7 +282,7 @@ def test_class_deletion_audit_of_a_masked_model_stays_finite(digits, deletion):
         masked,
         forget=forget,
         retain=train_pool.without_classes(forgotten),
-        holdout=digits.holdout,
+        audit_nonmembers=digits.holdout,
         test=digits.test,
         device=CPU,
         class_labels=forgotten,
@@ -303,7 +310,7 @@ def test_class_deletion_masks_the_references_like_the_version(digits, deletion):
         version,
         forget=forget,
         retain=retain,
-        holdout=digits.holdout,
+        audit_nonmembers=digits.holdout,
         test=digits.test,
         device=CPU,
         class_labels=forgotten,

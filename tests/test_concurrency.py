@@ -9,13 +9,11 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from service import lineage
 from service.db import session_scope
 from service.enums import JobKind, JobStatus
-from service.jobs import dispatch
+from service.jobs import dispatch, lease, lifecycle
 from service.tables import DeletionRequest, Job, utcnow
 from tests.conftest import train_keys
-from workers import lease
 from workers.commands import run_job
 from workers.runners import RUNNERS
 
@@ -51,7 +49,7 @@ def test_racing_dispatchers_never_share_a_request(client, admin, ready_model, mo
     _pending(client, admin, ready_model, 40)
     client.post(f"/v1/models/{ready_model['id']}/flush", headers=admin)
     # Drop the friendly pre-check so every racer reaches the claim and the insert.
-    monkeypatch.setattr(lineage, "live_lineage_job", lambda session, model_id: None)
+    monkeypatch.setattr(lifecycle, "live_lineage_job", lambda session, model_id: None)
     created = [job for job in _race(6, lambda: dispatch.dispatch_model(ready_model["id"])) if job]
     assert len(created) == 1
     with session_scope() as session:
@@ -129,7 +127,7 @@ def test_a_job_is_claimed_by_one_worker(client, admin, ready_model):
     client.post(f"/v1/models/{ready_model['id']}/flush", headers=admin)
     job_id = dispatch.dispatch_model(ready_model["id"])
     claims = [c for c in _race(5, lambda: lease.claim(job_id)) if c is not None]
-    assert len(claims) == 1 and claims[0].attempt == 1
+    assert len(claims) == 1 and claims[0].number == 1
 
 
 def test_sweeper_requeues_then_fails_past_the_cap(client, admin, ready_model, monkeypatch):

@@ -250,7 +250,7 @@ def test_undecodable_bodies_are_422(client, admin):
 
 
 def test_uploaded_weights_must_be_finite(client, admin, ready_model):
-    from service.models.schemas import ModelSettings
+    from service.models.settings import ModelSettings
     from service.tables import Model
 
     with session_scope() as session:

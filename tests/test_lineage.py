@@ -16,11 +16,11 @@ from service.artifacts import store
 from service.db import session_scope
 from service.enums import JobKind
 from service.jobs import dispatch
+from service.jobs.inputs import load_inputs
+from service.jobs.lease import claim, release
 from service.tables import Job
 from tests.conftest import configure, run_queued_jobs, train_keys
 from workers.commands import run_job
-from workers.inputs import load_inputs
-from workers.lease import claim, release
 from workers.runners import RUNNERS
 
 
@@ -82,7 +82,7 @@ def test_a_failed_audit_completes_the_requests_and_says_so(client, admin, ready_
     request_id = _submit(client, admin, model_id, {"subject_id": "s", "sample_keys": keys})
     run_job(_queued(model_id, JobKind.UNLEARN)[0])
 
-    def broken(job_claim, heartbeat):
+    def broken(attempt, heartbeat):
         raise RuntimeError("the audit worker ran out of memory")
 
     monkeypatch.setitem(RUNNERS, JobKind.AUDIT, broken)
@@ -113,10 +113,10 @@ def test_a_class_stays_masked_while_its_version_is_being_audited(client, admin, 
     keys = train_keys(client, admin, ready_model["dataset_id"], 3)
     _submit(client, admin, model_id, {"subject_id": "s", "sample_keys": keys})
     [job_id] = _queued(model_id, JobKind.UNLEARN)
-    job_claim = claim(job_id)
-    assert job_claim is not None
-    assert load_inputs(job_claim).sets.masked_classes == [4]
-    release(job_claim, "claimed by the test to look at its inputs")
+    attempt = claim(job_id)
+    assert attempt is not None
+    assert load_inputs(attempt).sets.masked_classes == [4]
+    release(attempt, "claimed by the test to look at its inputs")
     run_job(job_id)
     assert not _predicts(model_id, client, admin, 3, 4)
     run_queued_jobs(model_id)

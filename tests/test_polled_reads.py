@@ -62,7 +62,8 @@ def _file(client, headers, model, keys):  # type: ignore[no-untyped-def]
 
 def test_304_until_a_change_the_body_shows(client, admin, ready_model):
     from service.jobs import dispatch
-    from workers.lease import Heartbeat, claim, release
+    from service.jobs.lease import claim, release
+    from workers.heartbeat import Heartbeat
 
     model_id = ready_model["id"]
     model, models, versions = (
@@ -98,21 +99,21 @@ def test_304_until_a_change_the_body_shows(client, admin, ready_model):
     job = f"/v1/jobs/{job_id}"
     poller.watch(job)
 
-    job_claim = claim(job_id)
-    assert job_claim is not None
+    attempt = claim(job_id)
+    assert attempt is not None
     poller.changed(job, jobs, requests)  # the batch's requests are unlearning now
     assert poller.bodies[job]["status"] == "running"
     poller.unchanged(versions)
 
     # The heartbeat writes progress with a bulk UPDATE, not through a loaded row.
-    heartbeat = Heartbeat(job_claim)
+    heartbeat = Heartbeat(attempt)
     heartbeat.report("unlearning", 3, 10)
     heartbeat.renew(30)
     poller.changed(job, jobs)
     assert poller.bodies[job]["progress"] == {"stage": "unlearning", "step": 3, "total": 10}
     poller.unchanged(requests, versions)
 
-    release(job_claim, "the test lets it run again")
+    release(attempt, "the test lets it run again")
     run_queued_jobs(model_id)  # unlearns into version 2, then audits it
     poller.changed(versions, job, model, requests)
     assert poller.bodies[versions]["items"][0]["number"] == 2

@@ -90,7 +90,7 @@ def context_for(
     artifacts: dict[str, Artifact] | None = None,
     **extra,
 ) -> UnlearnContext:
-    """An UnlearnContext the way a worker builds one (``workers.inputs``)."""
+    """An UnlearnContext the way a worker builds one (``workers.workload``)."""
     found = artifacts or {}
     return UnlearnContext(
         model=model,

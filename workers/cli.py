@@ -7,7 +7,7 @@ import os
 import shutil
 import sys
 import tempfile
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 
@@ -48,9 +48,8 @@ def duration(raw: str) -> timedelta:
 def cmd_keys_create(args: argparse.Namespace) -> int:
     from service.db import session_scope
     from service.keys import service as keys
-    from service.tables import utcnow
 
-    expires_at = utcnow() + args.expires_in if args.expires_in else None
+    expires_at = datetime.now(UTC) + args.expires_in if args.expires_in else None
     with session_scope() as session:
         _, plaintext = keys.create_key(
             session,
@@ -64,18 +63,12 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_list(args: argparse.Namespace) -> int:
-    from sqlalchemy import select
-
     from service.db import session_scope
     from service.keys import service as keys
-    from service.tables import ApiKey, Tenant
 
     with session_scope() as session:
-        statement = select(ApiKey, Tenant.name).join(Tenant).order_by(ApiKey.created_at)
-        if args.tenant:
-            statement = statement.where(Tenant.name == args.tenant)
         _out("id\ttenant\tname\tprefix\tscopes\tstatus\tcreated\texpires")
-        for key, tenant in session.execute(statement):
+        for key, tenant in keys.with_tenant_names(session, tenant_name=args.tenant):
             expires = key.expires_at.isoformat(timespec="seconds") if key.expires_at else "-"
             _out(
                 f"{key.id}\t{tenant}\t{key.name or '-'}\t{key.prefix}\t{','.join(key.scopes)}\t"

@@ -13,7 +13,8 @@ from service import logs, metrics, outbox
 from service.callbacks import delivery as callback_delivery
 from service.callbacks import service as callbacks
 from service.jobs import dispatch as dispatching
-from workers.lease import Heartbeat, LeaseLost, claim, release
+from service.jobs.lease import LeaseLost, claim, release
+from workers.heartbeat import Heartbeat
 from workers.runners import RUNNERS
 
 __all__ = ["run_job", "dispatch", "sweep", "deliver_callback", "COMMANDS"]
@@ -31,33 +32,33 @@ def run_job(job_id: str) -> None:
 
 
 def _run_job(job_id: str) -> None:
-    job_claim = claim(job_id)
-    if job_claim is None:
+    attempt = claim(job_id)
+    if attempt is None:
         return
-    unlearner = job_claim.unlearner.name if job_claim.unlearner else "-"
+    unlearner = attempt.unlearner.name if attempt.unlearner else "-"
     outcome = "succeeded"
     log.info(
         "job started",
         extra={
-            "kind": job_claim.kind.value,
-            "attempt": job_claim.attempt,
-            "model_id": job_claim.model_id,
-            "deletion_request_ids": job_claim.request_ids,
+            "kind": attempt.kind.value,
+            "attempt": attempt.number,
+            "model_id": attempt.model_id,
+            "deletion_request_ids": attempt.request_ids,
         },
     )
-    with Heartbeat(job_claim) as heartbeat:
+    with Heartbeat(attempt) as heartbeat:
         try:
-            RUNNERS[job_claim.kind](job_claim, heartbeat)
+            RUNNERS[attempt.kind](attempt, heartbeat)
         except LeaseLost:
             outcome = "lease_lost"
-            log.warning("job %s attempt %s lost its lease; stopping", job_id, job_claim.attempt)
+            log.warning("job %s attempt %s lost its lease; stopping", job_id, attempt.number)
         except Exception as error:
             outcome = "failed"
-            log.exception("job %s attempt %s failed", job_id, job_claim.attempt)
-            metrics.JOB_FAILURES.labels(job_claim.kind, type(error).__name__).inc()
-            release(job_claim, f"{type(error).__name__}: {error}")
-    seconds = time.monotonic() - job_claim.started
-    metrics.JOB_DURATION.labels(job_claim.kind, unlearner, outcome).observe(seconds)
+            log.exception("job %s attempt %s failed", job_id, attempt.number)
+            metrics.JOB_FAILURES.labels(attempt.kind, type(error).__name__).inc()
+            release(attempt, f"{type(error).__name__}: {error}")
+    seconds = time.monotonic() - attempt.started
+    metrics.JOB_DURATION.labels(attempt.kind, unlearner, outcome).observe(seconds)
     log.info("job ended", extra={"outcome": outcome, "seconds": round(seconds, 3)})
 
 

@@ -12,13 +12,14 @@ nonmember_sample_size + |D_t| + |D_f|) forward passes, whatever |D_r| is):
 - forget: D_f, all of it;
 - retain sample: a seeded sample of D_r of at most ``retain_sample_size`` (RA, and SVC_MIA's
   member side);
-- test: D_t (the holdout when the source has no test split) without the masked classes,
+- test: D_t (the audit's non-members when the source has no test split) without the masked classes,
   i.e. every class the version has forgotten, this batch's and earlier ones (TA, and
   SVC_MIA's non-member side, so that its shadow members and non-members come from the same
   classes);
 - non-members: never trained on by the version or the references, at most
-  ``nonmember_sample_size`` of them (seeded). Random deletion: holdout samples of the
-  unmasked classes (the test set when there is no holdout). Class deletion (``class_labels``
+  ``nonmember_sample_size`` of them (seeded). Random deletion: the audit's share of the
+  held-out samples (``audit_nonmembers``: the stop rules never read them) of the unmasked
+  classes (the test set when there are none). Class deletion (``class_labels``
   set): holdout and test samples *of the classes deleted by this batch*, so the attacks ask
   the membership question of like against like (a retrained model has never seen either
   side; against all classes its AUC would measure class difficulty instead).
@@ -89,7 +90,7 @@ class _SetOutputs:
 
 def _concat(first: SampleSet, second: SampleSet) -> SampleSet:
     if first.adapter is not second.adapter:
-        raise ValueError("holdout and test must come from the same dataset")
+        raise ValueError("the audit's non-members and test must come from the same dataset")
     return SampleSet(
         first.adapter,
         np.concatenate([first.positions, second.positions]),
@@ -102,7 +103,7 @@ def audit_sets(
     *,
     forget: SampleSet,
     retain: SampleSet,
-    holdout: SampleSet,
+    audit_nonmembers: SampleSet,
     test: SampleSet,
     class_labels: Sequence[int] | None = None,
     masked_classes: Sequence[int] | None = None,
@@ -121,12 +122,12 @@ def audit_sets(
     if nonmember_sample_size < 1:
         raise ValueError(f"Invalid nonmember_sample_size: {nonmember_sample_size}")
     masked = sorted({*(masked_classes or ()), *(class_labels or ())})
-    evaluation_test = test_set(test=test, holdout=holdout, masked_classes=masked)
+    evaluation_test = test_set(test=test, audit_nonmembers=audit_nonmembers, masked_classes=masked)
     if class_labels:
-        pool = _concat(holdout, test)
+        pool = _concat(audit_nonmembers, test)
         nonmembers = pool.take(np.flatnonzero(np.isin(pool.labels, list(class_labels))))
     else:
-        nonmembers = (holdout if len(holdout) else test).without_classes(masked)
+        nonmembers = (audit_nonmembers if len(audit_nonmembers) else test).without_classes(masked)
     return AuditSets(
         forget=forget,
         retain=retain.subset(retain_sample_size, seed=seed),
@@ -224,7 +225,7 @@ def audit_version(
     *,
     forget: SampleSet,
     retain: SampleSet,
-    holdout: SampleSet,
+    audit_nonmembers: SampleSet,
     test: SampleSet,
     device: torch.device,
     references: Sequence[nn.Module] = (),
@@ -291,7 +292,7 @@ def audit_version(
     sets = audit_sets(
         forget=forget,
         retain=retain,
-        holdout=holdout,
+        audit_nonmembers=audit_nonmembers,
         test=test,
         class_labels=class_labels,
         masked_classes=masked_classes,

@@ -5,7 +5,7 @@ from service.api.deps import CurrentKey, Limit, SessionDep, VersionNumber, requi
 from service.api.openapi import conflict
 from service.changes import Topic
 from service.enums import Scope
-from service.models import service
+from service.models import service, versions
 from service.models.schemas import FlushRead, ModelCreate, ModelRead, ModelUpdate, VersionRead
 from service.schemas import Page
 
@@ -71,7 +71,7 @@ def list_versions(
     limit: Limit = 50,
     cursor: str | None = None,
 ) -> Page[VersionRead]:
-    items, next_cursor = service.versions_page(
+    items, next_cursor = versions.page(
         session, tenant_id=key.tenant_id, model_id=model_id, limit=limit, cursor=cursor
     )
     return Page(items=items, next_cursor=next_cursor)
@@ -92,17 +92,17 @@ def upload_version(
 ) -> VersionRead:
     data = file.file.read()
     version = service.upload_version(session, tenant_id=key.tenant_id, model_id=model_id, data=data)
-    return service.version_read(session, version)
+    return versions.to_read(session, version)
 
 
 @router.get("/{model_id}/versions/{number}", response_model=VersionRead, **version_read)
 def get_version(
     model_id: str, number: VersionNumber, session: SessionDep, key: CurrentKey
 ) -> VersionRead:
-    version = service.get_version_or_raise(
-        session, tenant_id=key.tenant_id, model_id=model_id, number=number
+    version = versions.get_or_raise(
+        session, model_id=model_id, number=number, tenant_id=key.tenant_id
     )
-    return service.version_read(session, version)
+    return versions.to_read(session, version)
 
 
 @router.get(
@@ -114,7 +114,9 @@ def get_version(
 def download_weights(
     model_id: str, number: VersionNumber, session: SessionDep, key: CurrentKey
 ) -> Response:
-    data = service.weights_bytes(session, tenant_id=key.tenant_id, model_id=model_id, number=number)
+    data = versions.weights_bytes(
+        session, tenant_id=key.tenant_id, model_id=model_id, number=number
+    )
     filename = f"{model_id}-v{number}.safetensors"
     return Response(
         data,

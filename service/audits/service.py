@@ -2,30 +2,24 @@
 
 from __future__ import annotations
 
-import hashlib
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service import audit_log, lineage
+from service import audit_log
 from service.audits.schemas import AuditRead, Certificate, LogEntry
+from service.db import session_scope
 from service.deletion_requests import service as requests
-from service.enums import JobKind, JobStatus, RequestStatus, VersionKind
+from service.enums import JobKind, RequestStatus
 from service.errors import Conflict, NotFound
+from service.jobs import lifecycle
 from service.models import service as models
-from service.states import move_job
+from service.models import versions
 from service.tables import Audit, AuditLogEntry, Job, ModelVersion, utcnow
 
-__all__ = [
-    "latest_or_raise",
-    "request_audit",
-    "certificate",
-    "version_or_raise",
-    "reference_versions",
-    "store_references",
-    "record",
-]
+__all__ = ["latest_or_raise", "request_audit", "certificate", "Subject", "subject", "record"]
 
 
 def _latest(session: Session, version: ModelVersion) -> Audit | None:
@@ -38,9 +32,7 @@ def _latest(session: Session, version: ModelVersion) -> Audit | None:
 
 
 def latest_or_raise(session: Session, *, tenant_id: str, model_id: str, number: int) -> AuditRead:
-    version = models.get_version_or_raise(
-        session, tenant_id=tenant_id, model_id=model_id, number=number
-    )
+    version = versions.get_or_raise(session, model_id=model_id, number=number, tenant_id=tenant_id)
     audit = _latest(session, version)
     if audit is None:
         raise NotFound("audit of version", number)
@@ -54,74 +46,39 @@ def request_audit(
 ) -> Job:
     """Queue an audit job that (re)computes the version's audit."""
     model = models.get_or_raise(session, tenant_id=tenant_id, model_id=model_id, lock=True)
-    version = models.get_version_or_raise(
-        session, tenant_id=tenant_id, model_id=model_id, number=number
-    )
+    version = versions.get_or_raise(session, model_id=model_id, number=number)
     if not version.forgotten_samples:
         raise Conflict(f"version {number} forgot nothing; there is nothing to audit")
-    job = lineage.new_job(
+    job = lifecycle.new_job(
         session, model, JobKind.AUDIT, version=number, params={"reference": reference}
     )
     session.commit()
     return job
 
 
-def version_or_raise(session: Session, model_id: str, number: int) -> ModelVersion:
-    """Version ``number`` of the model (LookupError when there is none)."""
-    version = _version(session, model_id, number)
-    if version is None:
-        raise LookupError(f"model {model_id} has no version {number}")
-    return version
+@dataclass(frozen=True)
+class Subject:
+    """What an audit job needs to know of the version it audits, besides its samples."""
+
+    seconds: float | None  # how long the unlearning took
+    references: list[tuple[int, float | None]]  # kept retrained references: number, seconds
 
 
-def reference_versions(session: Session, model_id: str, number: int) -> list[ModelVersion]:
-    """The retrained references of version ``number`` kept so far, oldest first."""
-    return list(
-        session.scalars(
-            select(ModelVersion)
-            .where(
-                ModelVersion.model_id == model_id,
-                ModelVersion.parent == number,
-                ModelVersion.kind == VersionKind.RETRAINED,
-            )
-            .order_by(ModelVersion.number)
-        )
-    )
+def subject(model_id: str, number: int) -> Subject:
+    """Version ``number`` as its audit job sees it (NotFound when there is none)."""
+    with session_scope() as session:
+        version = versions.get_or_raise(session, model_id=model_id, number=number)
+        kept = versions.references_of(session, model_id, number)
+        return Subject(version.seconds, [(v.number, v.seconds) for v in kept])
 
 
-def store_references(
-    session: Session, *, model_id: str, reference_of: int, shas: list[str], seconds_each: float
-) -> list[int]:
-    """New ``retrained`` versions (weights already stored) outside the lineage, children of
-    the audited version; returns their numbers."""
-    model = lineage.lock_model(session, model_id)
-    return [
-        lineage.new_version(
-            session,
-            model=model,
-            kind=VersionKind.RETRAINED,
-            sha256=sha,
-            metrics={},
-            job=None,
-            forgotten=0,
-            seconds=seconds_each,
-            reference_of=reference_of,
-        ).number
-        for sha in shas
-    ]
-
-
-def record(
-    session: Session, *, job: Job, version_id: str, report: dict[str, Any], seconds: float
-) -> None:
-    """An audit job's end: its report, the job's success, the audit-log entry, and the
+def record(session: Session, *, job: Job, report: dict[str, Any], seconds: float) -> None:
+    """An audit job's end: its report, the audit-log entry, the job's success, and the
     completion of the requests that waited for this audit."""
+    version = versions.get_or_raise(session, model_id=job.model_id, number=job.base_version)
     session.add(
-        Audit(version_id=version_id, job_id=job.id, verdict=report.get("verdict"), report=report)
+        Audit(version_id=version.id, job_id=job.id, verdict=report.get("verdict"), report=report)
     )
-    job.result_version = job.base_version
-    job.timings = {**job.timings, "auditing": seconds}
-    move_job(session, job, JobStatus.SUCCEEDED)
     audit_log.append(
         session,
         tenant_id=job.tenant_id,
@@ -136,13 +93,7 @@ def record(
             "reference_versions": (report.get("reference") or {}).get("versions"),
         },
     )
-    lineage.complete_audited_requests(
-        session, job, detail=f"version {job.base_version} audited: {report.get('verdict')}"
-    )
-
-
-def _digest(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
+    lifecycle.finish_audit(session, job=job, verdict=report.get("verdict"), seconds=seconds)
 
 
 def certificate(session: Session, *, tenant_id: str, request_id: str) -> Certificate:
@@ -150,15 +101,15 @@ def certificate(session: Session, *, tenant_id: str, request_id: str) -> Certifi
     if request.status != RequestStatus.COMPLETED:
         raise Conflict(f"the request is {request.status}; certificates are for completed ones")
     job = session.get(Job, request.job_id) if request.job_id else None
-    after = _version(session, request.model_id, request.result_version)
-    before = _version(session, request.model_id, after.parent if after and job else None)
+    after = versions.get(session, request.model_id, request.result_version)
+    before = versions.get(session, request.model_id, after.parent if after and job else None)
     audit = _latest(session, after) if after and job else None
     entries = _log_entries(session, request.id, request.model_id, request.result_version)
     return Certificate(
         request={
             "id": request.id,
             "model_id": request.model_id,
-            "subject_sha256": _digest(request.subject_id),
+            "subject_sha256": requests.digest(request.subject_id),
             "status": request.status,
             "sample_count": request.sample_count,
             "class_labels": request.class_labels,
@@ -168,7 +119,7 @@ def certificate(session: Session, *, tenant_id: str, request_id: str) -> Certifi
             "completed_at": request.completed_at,
             "met_deadline": bool(request.completed_at and request.completed_at <= request.due_at),
         },
-        sample_key_digests=sorted(_digest(key) for key in request.sample_keys or []),
+        sample_key_digests=sorted(requests.digest(key) for key in request.sample_keys or []),
         job=_job_summary(job),
         version_before=_version_summary(before),
         version_after=_version_summary(after) if job else None,
@@ -178,14 +129,6 @@ def certificate(session: Session, *, tenant_id: str, request_id: str) -> Certifi
             audit_log.entry_hash(e.prev_hash, e) == e.hash for e in entries
         ),
         issued_at=utcnow(),
-    )
-
-
-def _version(session: Session, model_id: str, number: int | None) -> ModelVersion | None:
-    if number is None:
-        return None
-    return session.scalar(
-        select(ModelVersion).where(ModelVersion.model_id == model_id, ModelVersion.number == number)
     )
 
 

@@ -17,13 +17,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ml.unlearners import Need
-from service import lineage, metrics, outbox
+from service import metrics, outbox
 from service.db import new_session, session_scope
-from service.deletion_requests.service import log_received
 from service.enums import JobKind, JobStatus, ModelStatus, RequestStatus
-from service.models.schemas import ModelSettings
+from service.jobs import lifecycle
+from service.models import versions
+from service.models.settings import ModelSettings
 from service.settings import get_settings
-from service.states import move_request
 from service.tables import DeletionRequest, Job, Model, utcnow
 
 __all__ = ["MAX_BATCH_REQUESTS", "dispatch_all", "dispatch_model", "sweep"]
@@ -63,13 +63,13 @@ def _dispatch(session: Session, model_id: str) -> str | None:
     model = session.get(Model, model_id)
     if model is None or model.status != ModelStatus.READY or model.head_version is None:
         return None
-    if lineage.live_lineage_job(session, model_id) is not None:
+    if lifecycle.live_lineage_job(session, model_id) is not None:
         return None  # the unique index is the guarantee; this only avoids the noise
     settings = ModelSettings.of(model)
-    if Need.CACHE in settings.unlearner.method.needs and not lineage.has_artifacts(
+    if Need.CACHE in settings.unlearner.method.needs and not versions.has_artifacts(
         session, model_id, model.head_version
     ):
-        job = lineage.new_job(session, model, JobKind.CACHE)
+        job = lifecycle.new_job(session, model, JobKind.CACHE)
         session.commit()
         return job.id
     requests = list(
@@ -99,11 +99,7 @@ def _dispatch(session: Session, model_id: str) -> str | None:
     if not due:
         session.rollback()
         return None
-    job = lineage.new_job(session, model, JobKind.UNLEARN, requests=requests)
-    for request in requests:
-        request.job_id = job.id
-        move_request(session, request, RequestStatus.BATCHED, detail=f"job {job.id}")
-        log_received(session, request)
+    job = lifecycle.batch(session, model, requests)
     model.flush_requested_at = None
     session.commit()
     metrics.BATCH_SIZE.observe(len(requests))
@@ -127,7 +123,9 @@ def sweep() -> dict[str, int]:
             .with_for_update(skip_locked=True)
         ).all()
         for job in expired:
-            lineage.requeue_or_fail(session, job, "lease expired: the worker stopped heartbeating")
+            lifecycle.requeue_or_fail(
+                session, job, "lease expired: the worker stopped heartbeating"
+            )
             metrics.JOB_FAILURES.labels(job.kind, "lease_expired").inc()
             failed += job.status == JobStatus.FAILED
             requeued += job.status == JobStatus.QUEUED

@@ -1,5 +1,6 @@
-"""Read access to jobs. Creating them is ``service.lineage``, batching them
-``service.jobs.dispatch``; running them is the workers' (``workers.runners``)."""
+"""Read access to jobs. Their life is ``service.jobs.lifecycle``, batching them
+``service.jobs.dispatch``, holding them ``service.jobs.lease``; running them is the
+workers' (``workers.runners``)."""
 
 from __future__ import annotations
 

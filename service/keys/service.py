@@ -43,6 +43,7 @@ __all__ = [
     "has_scope",
     "parse_scopes",
     "list_page",
+    "with_tenant_names",
     "get_or_raise",
     "revoke",
     "rotate",
@@ -281,6 +282,15 @@ def list_page(
     return paginate(
         session, statement, order=(ApiKey.created_at, ApiKey.id), limit=limit, cursor=cursor
     )
+
+
+def with_tenant_names(session: Session, *, tenant_name: str | None) -> list[tuple[ApiKey, str]]:
+    """Every key (of the tenant called ``tenant_name``, if given) with its tenant's name,
+    oldest first: the CLI's listing."""
+    statement = select(ApiKey, Tenant.name).join(Tenant).order_by(ApiKey.created_at)
+    if tenant_name:
+        statement = statement.where(Tenant.name == tenant_name)
+    return [(key, name) for key, name in session.execute(statement)]
 
 
 def revoke(session: Session, *, key_id: str, tenant_id: str | None = None) -> ApiKey:

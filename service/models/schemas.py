@@ -1,107 +1,16 @@
-"""A model's settings (architecture, unlearner, batching, training, audit policy) as typed
-specs, and the API's model and version schemas."""
+"""The API's model and version schemas (a model's settings are ``service.models.settings``)."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from torch import nn
+from pydantic import BaseModel, ConfigDict, Field
 
-from ml import architectures, unlearners
-from ml.audit.scores import GATE_Z, AuditTolerances
-from ml.registry import UnknownName
 from ml.training import TrainingConfig
 from service.enums import ModelStatus, VersionKind
+from service.models.settings import ArchitectureSpec, AuditPolicy, Batching, UnlearnerSpec
 from service.schemas import Text
-
-if TYPE_CHECKING:
-    from service.tables import Model
-
-
-def _checked(validate: Any, name: str, params: dict[str, Any]) -> dict[str, Any]:
-    try:
-        return validate(name, params)  # type: ignore[no-any-return]
-    except UnknownName as error:
-        raise ValueError(str(error)) from None
-    except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'params'}: {e['msg']}" for e in error.errors()
-        )
-        raise ValueError(f"invalid params for {name!r}: {problems}") from None
-
-
-class ArchitectureSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    name: Text = Field(max_length=100)
-    params: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _known(self) -> ArchitectureSpec:
-        self.params = _checked(architectures.validate_params, self.name, self.params)
-        return self
-
-    def parameter_count(self, input_shape: list[int], num_classes: int) -> int:
-        return architectures.parameter_count(self.name, self.params, input_shape, num_classes)
-
-    def build(self, input_shape: list[int], num_classes: int) -> nn.Module:
-        """A freshly initialised network for a dataset of this shape."""
-        return architectures.build_model(self.name, self.params, input_shape, num_classes)
-
-    def structure(self, input_shape: list[int], num_classes: int) -> nn.Module:
-        """The network's modules on the meta device (nothing allocated), for checks."""
-        return architectures.structure(self.name, self.params, input_shape, num_classes)
-
-
-class UnlearnerSpec(BaseModel):
-    """An unlearner by registry name; params are checked by the method's own schema."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-    name: Text = Field(max_length=100)
-    params: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _known(self) -> UnlearnerSpec:
-        self.params = _checked(unlearners.validate_params, self.name, self.params)
-        return self
-
-    @property
-    def method(self) -> type[unlearners.Unlearner]:
-        return unlearners.unlearner_class(self.name)
-
-    def build(self) -> unlearners.Unlearner:
-        return unlearners.get_unlearner(self.name, self.params)
-
-    def unsuitable_for(self, network: nn.Module) -> str | None:
-        """Why the method cannot unlearn ``network`` (None: it can)."""
-        return self.method.unsuitable_for(network)
-
-
-class Batching(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    max_requests: int = Field(100, ge=1, le=100_000, description="dispatch at this many pending")
-    max_wait_seconds: float = Field(
-        300, ge=0, le=30 * 86400, description="or once the oldest has waited this long"
-    )
-
-
-class AuditPolicy(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    reference_every: int = Field(
-        0, ge=0, description="audit every Nth version against retrained references (0: never)"
-    )
-    reference_seeds: int = Field(
-        4, ge=1, le=8, description="K reference models (LiRA needs 2; the gates' spread 4)"
-    )
-    tolerances: AuditTolerances = Field(
-        default_factory=AuditTolerances,
-        description="the least each gate allows; chance (the references' spread and the "
-        "paired per-sample disagreements) may widen it",
-    )
-    gate_z: float = Field(
-        GATE_Z, gt=0, le=10, description="standard deviations of chance a gate allows"
-    )
 
 
 class ModelCreate(BaseModel):
@@ -116,26 +25,6 @@ class ModelCreate(BaseModel):
         description="how the service trains version 1; null to upload weights instead",
     )
     audit: AuditPolicy = Field(default_factory=AuditPolicy)
-
-
-class ModelSettings(BaseModel):
-    """A model row's JSON settings read back as the specs they were stored from."""
-
-    architecture: ArchitectureSpec
-    unlearner: UnlearnerSpec
-    batching: Batching
-    training: TrainingConfig | None  # None: the model waits for uploaded weights
-    audit: AuditPolicy
-
-    @classmethod
-    def of(cls, model: Model) -> ModelSettings:
-        return cls(
-            architecture=ArchitectureSpec.model_validate(model.architecture),
-            unlearner=UnlearnerSpec.model_validate(model.unlearner),
-            batching=Batching.model_validate(model.batching),
-            training=TrainingConfig.model_validate(model.training) if model.training else None,
-            audit=AuditPolicy.model_validate(model.audit_policy or {}),
-        )
 
 
 class ModelUpdate(BaseModel):

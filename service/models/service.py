@@ -1,4 +1,5 @@
-"""Models and their versions (the lineage)."""
+"""Models: create, read, update, flush, and uploaded weights (versions are
+``service.models.versions``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from safetensors.torch import load as load_safetensors
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service import audit_log, lineage, lookup, outbox
+from service import audit_log, lookup, outbox
 from service.artifacts import store
 from service.datasets import service as datasets
 from service.db import on_commit
@@ -18,29 +19,14 @@ from service.enums import (
     JobKind,
     ModelStatus,
     RequestStatus,
-    VersionKind,
 )
-from service.errors import Conflict, InvalidInput, NotFound
-from service.models.schemas import (
-    ArchitectureSpec,
-    ArtifactRead,
-    ModelCreate,
-    ModelRead,
-    ModelSettings,
-    ModelUpdate,
-    UnlearnerSpec,
-    VersionRead,
-)
+from service.errors import Conflict, InvalidInput
+from service.jobs import lifecycle
+from service.models.schemas import ModelCreate, ModelRead, ModelUpdate
+from service.models.settings import ArchitectureSpec, ModelSettings, UnlearnerSpec
 from service.pagination import paginate
 from service.settings import get_settings
-from service.tables import (
-    Dataset,
-    DeletionRequest,
-    Model,
-    ModelVersion,
-    VersionArtifact,
-    utcnow,
-)
+from service.tables import Dataset, DeletionRequest, Model, ModelVersion, utcnow
 
 __all__ = [
     "create",
@@ -49,8 +35,6 @@ __all__ = [
     "update",
     "flush",
     "to_read",
-    "versions_page",
-    "get_version_or_raise",
     "upload_version",
 ]
 
@@ -86,7 +70,7 @@ def create(session: Session, *, tenant_id: str, spec: ModelCreate) -> Model:
     session.add(model)
     session.flush()
     if spec.training:
-        lineage.new_job(session, model, JobKind.TRAIN)
+        lifecycle.new_job(session, model, JobKind.TRAIN)
     audit_log.append(
         session,
         tenant_id=tenant_id,
@@ -194,68 +178,15 @@ def flush(session: Session, *, tenant_id: str, model_id: str) -> int:
     return pending
 
 
-def versions_page(
-    session: Session, *, tenant_id: str, model_id: str, limit: int, cursor: str | None
-) -> tuple[list[VersionRead], str | None]:
-    get_or_raise(session, tenant_id=tenant_id, model_id=model_id)
-    statement = select(ModelVersion).where(ModelVersion.model_id == model_id)
-    rows, next_cursor = paginate(
-        session,
-        statement,
-        order=(ModelVersion.number, ModelVersion.id),
-        limit=limit,
-        cursor=cursor,
-    )
-    return [version_read(session, row) for row in rows], next_cursor
-
-
-def version_read(session: Session, version: ModelVersion) -> VersionRead:
-    artifacts = session.scalars(
-        select(VersionArtifact).where(VersionArtifact.version_id == version.id)
-    ).all()
-    return VersionRead(
-        number=version.number,
-        parent=version.parent,
-        kind=VersionKind(version.kind),
-        in_lineage=version.in_lineage,
-        created_at=version.created_at,
-        unlearner=version.unlearner,
-        job_id=version.job_id,
-        deletion_request_ids=version.deletion_request_ids,
-        forgotten_samples=version.forgotten_samples,
-        forgotten_total=version.forgotten_total,
-        artifact_sha256=version.artifact_sha256,
-        metrics=version.metrics,
-        artifacts=[ArtifactRead(name=a.name, sha256=a.sha256, meta=a.meta) for a in artifacts],
-    )
-
-
-def get_version_or_raise(
-    session: Session, *, tenant_id: str, model_id: str, number: int
-) -> ModelVersion:
-    get_or_raise(session, tenant_id=tenant_id, model_id=model_id)
-    version = session.scalar(
-        select(ModelVersion).where(ModelVersion.model_id == model_id, ModelVersion.number == number)
-    )
-    if version is None:
-        raise NotFound("version", number)
-    return version
-
-
-def weights_bytes(session: Session, *, tenant_id: str, model_id: str, number: int) -> bytes:
-    version = get_version_or_raise(session, tenant_id=tenant_id, model_id=model_id, number=number)
-    return store().get_bytes(version.artifact_sha256)
-
-
 def upload_version(session: Session, *, tenant_id: str, model_id: str, data: bytes) -> ModelVersion:
     """Uploaded safetensors weights become the next version (kind ``uploaded``); their
     size was bounded at the edge (``UNLEARN_MAX_UPLOAD_BYTES``)."""
     model = get_or_raise(session, tenant_id=tenant_id, model_id=model_id, lock=True)
-    if lineage.live_lineage_job(session, model.id) is not None:
+    if lifecycle.live_lineage_job(session, model.id) is not None:
         raise Conflict("a job is writing this model's lineage; upload when it has finished")
     state_dict = _checked_state_dict(session, model, data)
     sha256 = store().put_tensors(state_dict)
-    version = lineage.publish_uploaded(session, model=model, weights_sha256=sha256)
+    version = lifecycle.publish_uploaded(session, model=model, weights_sha256=sha256)
     session.commit()
     return version
 

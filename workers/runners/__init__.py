@@ -7,12 +7,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from service.enums import JobKind
-from workers.lease import Heartbeat, JobClaim
+from service.jobs.lease import Attempt
+from workers.heartbeat import Heartbeat
 from workers.runners import audit, cache, evaluate, train, unlearn
 
 __all__ = ["Runner", "RUNNERS"]
 
-Runner = Callable[[JobClaim, Heartbeat], None]
+Runner = Callable[[Attempt, Heartbeat], None]
 
 RUNNERS: dict[JobKind, Runner] = {
     JobKind.TRAIN: train.run,

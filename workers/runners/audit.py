@@ -16,54 +16,54 @@ from ml.unlearners import state_dict_of
 from service import metrics
 from service.artifacts import store
 from service.audits import service as audits
-from service.db import session_scope
-from workers.inputs import load_inputs
-from workers.lease import Heartbeat, JobClaim, fenced
+from service.jobs.lease import Attempt, fenced
+from service.models import versions
+from workers.heartbeat import Heartbeat
+from workers.workload import load_workload
 
 __all__ = ["run"]
 
 
-def run(job_claim: JobClaim, heartbeat: Heartbeat) -> None:
-    number = job_claim.version
+def run(attempt: Attempt, heartbeat: Heartbeat) -> None:
+    number = attempt.base_version
     if number is None:
-        raise ValueError(f"audit job {job_claim.job_id} names no version")
-    reference_kind = "retrain" if job_claim.params.get("reference") == "retrain" else "none"
-    inputs = load_inputs(job_claim)
-    sets, policy = inputs.sets, inputs.settings.audit
-    with session_scope() as session:
-        version = audits.version_or_raise(session, job_claim.model_id, number)
-        existing = audits.reference_versions(session, job_claim.model_id, number)
-    network = inputs.load_version(number)
+        raise ValueError(f"audit job {attempt.job_id} names no version")
+    reference_kind = "retrain" if attempt.params.get("reference") == "retrain" else "none"
+    work = load_workload(attempt)
+    sets, policy = work.sets, work.settings.audit
+    subject = audits.subject(attempt.model_id, number)
+    network = work.load_version(number)
     started = time.monotonic()
 
     references, reference_numbers, reference_seconds = [], [], None
     if reference_kind == "retrain":
         k = policy.reference_seeds
-        references = [inputs.load_version(v.number) for v in existing[:k]]
-        reference_numbers = [v.number for v in existing[:k]]
-        trained_seconds = [v.seconds for v in existing[:k] if v.seconds]
+        kept = subject.references[:k]
+        references = [work.load_version(kept_number) for kept_number, _ in kept]
+        reference_numbers = [kept_number for kept_number, _ in kept]
+        trained_seconds = [seconds for _, seconds in kept if seconds]
         missing = k - len(references)
         if missing > 0:
-            recipe = inputs.settings.training
+            recipe = work.settings.training
             if recipe is None:
                 raise ValueError("retrained references need the model's training recipe")
             seeds = [recipe.seed + 1 + i for i in range(len(references), k)]
             began = time.monotonic()
             fresh = train_references(
-                build_model=inputs.new_network,
+                build_model=work.new_network,
                 retain=sets.retain,
                 training=recipe,
                 k=missing,
-                device=inputs.device,
+                device=work.device,
                 seeds=seeds,
                 progress=heartbeat.report,
             )
             each = (time.monotonic() - began) / missing
             shas = [store().put_tensors(state_dict_of(model)) for model in fresh]
-            with fenced(job_claim) as (session, _):
-                reference_numbers += audits.store_references(
+            with fenced(attempt) as (session, _):
+                reference_numbers += versions.new_references(
                     session,
-                    model_id=job_claim.model_id,
+                    model_id=attempt.model_id,
                     reference_of=number,
                     shas=shas,
                     seconds_each=each,
@@ -76,9 +76,9 @@ def run(job_claim: JobClaim, heartbeat: Heartbeat) -> None:
         network,
         forget=sets.forget,
         retain=sets.retain,
-        holdout=sets.holdout,
+        audit_nonmembers=sets.audit_nonmembers,
         test=sets.test,
-        device=inputs.device,
+        device=work.device,
         references=references,
         class_labels=sets.class_labels,
         masked_classes=sets.masked_classes,
@@ -90,9 +90,9 @@ def run(job_claim: JobClaim, heartbeat: Heartbeat) -> None:
     seconds = time.monotonic() - started
     report.update(
         version=number,
-        unlearning_seconds=version.seconds,
+        unlearning_seconds=subject.seconds,
         speedup_vs_reference=(
-            reference_seconds / version.seconds if reference_seconds and version.seconds else None
+            reference_seconds / subject.seconds if reference_seconds and subject.seconds else None
         ),
     )
     if report.get("reference") is not None:
@@ -102,5 +102,5 @@ def run(job_claim: JobClaim, heartbeat: Heartbeat) -> None:
             seconds=reference_seconds,
         )
     metrics.AUDIT_DURATION.labels(reference_kind).observe(seconds)
-    with fenced(job_claim) as (session, job):
-        audits.record(session, job=job, version_id=version.id, report=report, seconds=seconds)
+    with fenced(attempt) as (session, job):
+        audits.record(session, job=job, report=report, seconds=seconds)

@@ -6,25 +6,26 @@ from __future__ import annotations
 
 import time
 
-from service import lineage
-from service.artifacts import store
-from workers.inputs import load_inputs
-from workers.lease import Heartbeat, JobClaim, fenced
+from service.artifacts import StoredArtifact, store
+from service.jobs import lifecycle
+from service.jobs.lease import Attempt, fenced
+from workers.heartbeat import Heartbeat
+from workers.workload import load_workload
 
 __all__ = ["run"]
 
 
-def run(job_claim: JobClaim, heartbeat: Heartbeat) -> None:
-    if job_claim.unlearner is None:
-        raise ValueError(f"job {job_claim.job_id} names no unlearner")
-    inputs = load_inputs(job_claim)  # a cache job names no requests: D_r is every active sample
-    context = inputs.unlearn_context(job_claim, heartbeat.report)
+def run(attempt: Attempt, heartbeat: Heartbeat) -> None:
+    if attempt.unlearner is None:
+        raise ValueError(f"job {attempt.job_id} names no unlearner")
+    work = load_workload(attempt)  # a cache job names no requests: D_r is every active sample
+    context = work.unlearn_context(attempt, heartbeat.report)
     started = time.monotonic()
-    artifacts = job_claim.unlearner.build().prepare(context)
+    artifacts = attempt.unlearner.build().prepare(context)
     seconds = time.monotonic() - started
     stored = {
-        name: lineage.StoredArtifact(store().put_tensors(artifact.tensors), artifact.meta)
+        name: StoredArtifact(store().put_tensors(artifact.tensors), artifact.meta)
         for name, artifact in artifacts.items()
     }
-    with fenced(job_claim) as (session, job):
-        lineage.attach_artifacts(session, job=job, artifacts=stored, seconds=seconds)
+    with fenced(attempt) as (session, job):
+        lifecycle.finish_cache(session, job=job, artifacts=stored, seconds=seconds)

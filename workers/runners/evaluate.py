@@ -3,26 +3,27 @@ measured like every published version's (``ml.evaluation``)."""
 
 from __future__ import annotations
 
-from ml.evaluation import version_metrics
-from service import lineage
-from workers.inputs import load_inputs
-from workers.lease import Heartbeat, JobClaim, fenced
+from ml.evaluation import accuracies
+from service.jobs import lifecycle
+from service.jobs.lease import Attempt, fenced
+from workers.heartbeat import Heartbeat
+from workers.workload import load_workload
 
 __all__ = ["run"]
 
 
-def run(job_claim: JobClaim, heartbeat: Heartbeat) -> None:
-    inputs = load_inputs(job_claim)  # no requests: D_f is empty, D_r every active sample
-    sets = inputs.sets
+def run(attempt: Attempt, heartbeat: Heartbeat) -> None:
+    work = load_workload(attempt)  # no requests: D_f is empty, D_r every active sample
+    sets = work.sets
     heartbeat.report("evaluating", 0, 1)
-    metrics = version_metrics(
-        inputs.load_version(job_claim.version),
+    measured = accuracies(
+        work.load_version(attempt.base_version),
         forget=sets.forget,
         retain=sets.retain,
         test=sets.test,
-        holdout=sets.holdout,
+        audit_nonmembers=sets.audit_nonmembers,
         masked_classes=sets.masked_classes,
-        device=inputs.device,
+        device=work.device,
     )
-    with fenced(job_claim) as (session, job):
-        lineage.record_metrics(session, job=job, metrics=metrics)
+    with fenced(attempt) as (session, job):
+        lifecycle.finish_evaluation(session, job=job, accuracies=measured)

@@ -4,45 +4,46 @@ from __future__ import annotations
 
 import time
 
-from ml.evaluation import version_metrics
+from ml.evaluation import accuracies
 from ml.training import train
 from ml.unlearners import state_dict_of
-from service import lineage
 from service.artifacts import store
 from service.enums import VersionKind
-from workers.inputs import load_inputs
-from workers.lease import Heartbeat, JobClaim, fenced
+from service.jobs import lifecycle
+from service.jobs.lease import Attempt, fenced
+from service.models import versions
+from workers.heartbeat import Heartbeat
+from workers.workload import load_workload
 
 __all__ = ["run"]
 
 
-def run(job_claim: JobClaim, heartbeat: Heartbeat) -> None:
-    inputs = load_inputs(job_claim)
-    sets, recipe = inputs.sets, inputs.settings.training
+def run(attempt: Attempt, heartbeat: Heartbeat) -> None:
+    work = load_workload(attempt)
+    sets, recipe = work.sets, work.settings.training
     if recipe is None:
         raise ValueError("the model has no training recipe; it waits for uploaded weights")
     started = time.monotonic()
     network = train(
-        inputs.new_network(), sets.retain, recipe, device=inputs.device, progress=heartbeat.report
+        work.new_network(), sets.retain, recipe, device=work.device, progress=heartbeat.report
     )
     seconds = time.monotonic() - started
     heartbeat.report("evaluating", 0, 1)
-    metrics = version_metrics(
+    measured = accuracies(
         network,
         forget=sets.forget,
         retain=sets.retain,
         test=sets.test,
-        holdout=sets.holdout,
-        device=inputs.device,
+        audit_nonmembers=sets.audit_nonmembers,
+        device=work.device,
     )
-    result = lineage.NewVersion(
+    result = lifecycle.NewVersion(
         kind=VersionKind.TRAINED,
         weights_sha256=store().put_tensors(state_dict_of(network)),
-        metrics=metrics,
+        accuracies=measured,
         seconds=seconds,
         timings={"evaluating": time.monotonic() - started - seconds},
     )
-    with fenced(job_claim) as (session, job):
-        lineage.publish(
-            session, job=job, model=lineage.lock_model(session, job_claim.model_id), result=result
-        )
+    with fenced(attempt) as (session, job):
+        model = versions.lock_model(session, attempt.model_id)
+        lifecycle.publish(session, job=job, model=model, result=result)

@@ -1,4 +1,5 @@
-"""What a job reads: its model's settings, its sample sets, and the versions it loads.
+"""What a job reads from the database: its model's settings, its sample sets, and the
+weights and artifacts of the versions it loads.
 
 The sample sets come from the ``samples`` table and the dataset's adapter; they hold
 positions only, and read images when a runner asks (``ml.samples.SampleSet``). The forget
@@ -9,37 +10,28 @@ outside it, so tombstoned samples never come back (docs/architecture.md, rule 7)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from torch import nn
 
 from ml.datasets import open_source
 from ml.samples import SampleSet, validation_and_audit
-from ml.training import TrainingConfig, pick_device
-from ml.unlearners import Artifact, UnlearnContext
+from ml.unlearners import Artifact
 from service.artifacts import store
 from service.db import session_scope
 from service.enums import JobKind, RequestStatus, SampleState, Split
-from service.lineage import requests_of
-from service.models.schemas import ModelSettings
+from service.errors import NotFound
+from service.jobs.lease import Attempt
+from service.models import versions
+from service.models.settings import ModelSettings
 from service.settings import get_settings
-from service.tables import (
-    Dataset,
-    DeletionRequest,
-    Model,
-    ModelVersion,
-    Sample,
-    Tombstone,
-    VersionArtifact,
-)
-from workers.lease import JobClaim
+from service.tables import Dataset, DeletionRequest, Model, Sample, Tombstone
 
-__all__ = ["SampleSets", "JobInputs", "load_inputs"]
+__all__ = ["SampleSets", "JobInputs", "load_inputs", "version_weights", "version_artifact"]
 
 
 @dataclass(frozen=True)
@@ -50,7 +42,7 @@ class SampleSets:
     forgotten: dict[int, str]  # D_f's sample ids -> the request that forgets each
     retain: SampleSet  # D_r: every active training sample outside D_f
     validation: SampleSet  # D_v: held out, never trained on; the methods' stop rules read it
-    holdout: SampleSet  # the rest of the held-out samples: the audit's non-members
+    audit_nonmembers: SampleSet  # the rest of the held-out samples, never read by a method
     test: SampleSet  # D_t
     class_labels: list[int] | None  # the classes this batch (or audited version) deletes
     masked_classes: list[int]  # every class the model has forgotten, these included
@@ -58,91 +50,53 @@ class SampleSets:
 
 @dataclass(frozen=True)
 class JobInputs:
-    """Everything a runner reads, loaded once when the job starts."""
+    """What a claimed job reads from the database, loaded once when it starts: its model's
+    settings, its dataset's shape and its sample sets (networks and the device are the
+    worker's, ``workers.workload``)."""
 
     model_id: str
     settings: ModelSettings
-    dataset: Dataset
+    input_shape: list[int]
+    num_classes: int
     sets: SampleSets
-    device: torch.device
-
-    def new_network(self) -> nn.Module:
-        """A freshly initialised network of the model's architecture (not on the device)."""
-        return self.settings.architecture.build(self.dataset.input_shape, self.dataset.num_classes)
-
-    def load_version(self, number: int | None) -> nn.Module:
-        """Version ``number``'s weights in a network on the device, in eval mode."""
-        with session_scope() as session:
-            sha256 = session.scalar(
-                select(ModelVersion.artifact_sha256).where(
-                    ModelVersion.model_id == self.model_id, ModelVersion.number == number
-                )
-            )
-        if sha256 is None:
-            raise LookupError(f"model {self.model_id} has no version {number}")
-        network = self.new_network()
-        network.load_state_dict(store().get_tensors(sha256))
-        return network.to(self.device).eval()
-
-    def artifact_of(self, number: int | None) -> Callable[[str], Artifact | None]:
-        """A loader of version ``number``'s artifacts by name (PGU's cache)."""
-
-        def load(name: str) -> Artifact | None:
-            with session_scope() as session:
-                row = session.scalar(
-                    select(VersionArtifact)
-                    .join(ModelVersion, VersionArtifact.version_id == ModelVersion.id)
-                    .where(
-                        ModelVersion.model_id == self.model_id,
-                        ModelVersion.number == number,
-                        VersionArtifact.name == name,
-                    )
-                )
-                if row is None:
-                    return None
-                return Artifact(store().get_tensors(row.sha256), dict(row.meta))
-
-        return load
-
-    def unlearn_context(
-        self, job_claim: JobClaim, progress: Callable[[str, int, int], None]
-    ) -> UnlearnContext:
-        """The context an unlearner runs in, on the job's version."""
-        # An uploaded model has no recipe of its own; methods that train get the defaults.
-        training = self.settings.training or TrainingConfig()
-        return UnlearnContext(
-            model=self.load_version(job_claim.version),
-            build_model=self.new_network,
-            forget=self.sets.forget,
-            retain=self.sets.retain,
-            holdout=self.sets.validation,
-            training=training,
-            device=self.device,
-            base_version=job_claim.version or 0,
-            class_labels=self.sets.class_labels,
-            artifacts=self.artifact_of(job_claim.version),
-            progress=progress,
-            seed=training.seed + job_claim.attempt,
-            load_version=self.load_version,
-        )
 
 
-def load_inputs(job_claim: JobClaim) -> JobInputs:
+def version_weights(model_id: str, number: int | None) -> dict[str, torch.Tensor]:
+    """Version ``number``'s weights, read from the store."""
+    with session_scope() as session:
+        sha256 = versions.get_or_raise(session, model_id=model_id, number=number).artifact_sha256
+    return store().get_tensors(sha256)
+
+
+def version_artifact(model_id: str, number: int | None, name: str) -> Artifact | None:
+    """Version ``number``'s artifact ``name`` (PGU's cache), read from the store."""
+    with session_scope() as session:
+        stored = versions.artifact(session, model_id, number, name)
+    if stored is None:
+        return None
+    return Artifact(store().get_tensors(stored.sha256), stored.meta)
+
+
+def load_inputs(attempt: Attempt) -> JobInputs:
     """The inputs of a claimed job. An audit's forget set is what its version forgot; any
     other job's is what its requests still ask (none for training and cache jobs)."""
     with session_scope() as session:
-        model = session.get(Model, job_claim.model_id)
+        model = session.get(Model, attempt.model_id)
         if model is None:
-            raise LookupError(f"model {job_claim.model_id} is gone")
+            raise NotFound("model", attempt.model_id)
         dataset = session.get(Dataset, model.dataset_id)
         assert dataset is not None
-        if job_claim.kind == JobKind.AUDIT:
-            sets = _sample_sets(session, model, dataset, version=job_claim.version)
+        if attempt.kind == JobKind.AUDIT:
+            sets = _sample_sets(session, model, dataset, version=attempt.base_version)
         else:
-            sets = _sample_sets(session, model, dataset, request_ids=job_claim.request_ids)
-        settings = ModelSettings.of(model)
-    device = pick_device(get_settings().device)
-    return JobInputs(model.id, settings, dataset, sets, device)
+            sets = _sample_sets(session, model, dataset, request_ids=attempt.request_ids)
+        return JobInputs(
+            model_id=model.id,
+            settings=ModelSettings.of(model),
+            input_shape=list(dataset.input_shape),
+            num_classes=dataset.num_classes,
+            sets=sets,
+        )
 
 
 def _sample_sets(
@@ -178,13 +132,13 @@ def _sample_sets(
         chosen = np.flatnonzero(mask)
         return SampleSet(adapter, positions[chosen], labels[chosen], [keys[i] for i in chosen])
 
-    validation, holdout = validation_and_audit(subset(splits == Split.HOLDOUT))
+    validation, audit_nonmembers = validation_and_audit(subset(splits == Split.HOLDOUT))
     return SampleSets(
         forget=subset(forget_mask),
         forgotten=forgotten,
         retain=subset(train_mask & active & ~forget_mask),
         validation=validation,
-        holdout=holdout,
+        audit_nonmembers=audit_nonmembers,
         test=subset(splits == Split.TEST),
         class_labels=sorted(class_labels) or None,
         masked_classes=sorted(class_labels | _forgotten_classes(session, model.id, version)),
@@ -210,7 +164,12 @@ def _batch_forget_set(
     row_of_key = {key: i for i, key in enumerate(keys)}
     forgotten: dict[int, str] = {}
     class_labels: set[int] = set()
-    for request in requests_of(session, request_ids):
+    requests = session.scalars(
+        select(DeletionRequest)
+        .where(DeletionRequest.id.in_(list(request_ids)))
+        .order_by(DeletionRequest.id)
+    )
+    for request in requests:
         if request.class_labels:
             class_labels |= set(request.class_labels)
             chosen = np.flatnonzero((splits == Split.TRAIN) & np.isin(labels, request.class_labels))
