@@ -18,6 +18,7 @@ from ml.unlearners import (
     run_unlearner,
     state_dict_of,
 )
+from ml.unlearners.base import raise_if_diverged
 from ml.unlearners.random_labels import random_wrong_labels
 from tests.unlearning_setup import DEVICE, RetainGuard, accuracy_of, context_for, digits_setup
 
@@ -143,3 +144,12 @@ def test_a_set_a_method_did_not_declare_is_withheld():
     # Declared sets arrive whole.
     finetune = run_unlearner(get_unlearner("finetune", {"epochs": 1}), context)
     assert finetune.state_dict.keys() == setup.state_dict.keys()
+
+
+def test_weights_that_turn_non_finite_fail_the_job_naming_the_method():
+    model = torch.nn.Linear(2, 2)
+    raise_if_diverged(model, "gradient ascent", lr=0.5)  # finite: nothing to say
+    with torch.no_grad():
+        model.weight[0, 0] = float("nan")
+    with pytest.raises(RuntimeError, match=r"gradient ascent diverged .*lower lr \(now 0.5\)"):
+        raise_if_diverged(model, "gradient ascent", lr=0.5)

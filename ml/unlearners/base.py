@@ -32,6 +32,7 @@ __all__ = [
     "UnlearnContext",
     "UnlearnResult",
     "Artifact",
+    "raise_if_diverged",
     "run_unlearner",
     "state_dict_of",
     "unchanged",
@@ -143,6 +144,13 @@ def unchanged(model: nn.Module, started: float, why: str) -> UnlearnResult:
     """The base weights as they are: nothing to do (``why`` goes to the job row)."""
     info = {"unlearning_seconds": time.perf_counter() - started, "steps": 0, "stopped_by": why}
     return UnlearnResult(state_dict_of(model), info=info)
+
+
+def raise_if_diverged(model: nn.Module, method: str, *, lr: float) -> None:
+    """Fail the job instead of publishing weights that turned non-finite (``method`` names
+    the method in the message, ``lr`` is its step size: the usual remedy is a lower one)."""
+    if not all(torch.isfinite(t).all() for t in model.state_dict().values()):
+        raise RuntimeError(f"{method} diverged (non-finite weights); lower lr (now {lr})")
 
 
 def state_dict_of(model: nn.Module) -> Tensors:

@@ -89,6 +89,7 @@ from ml.unlearners.base import (
     UnlearnContext,
     Unlearner,
     UnlearnResult,
+    raise_if_diverged,
     state_dict_of,
     unchanged,
 )
@@ -341,8 +342,7 @@ class DAU(Unlearner):
             check_every=p.check_every,
             progress=context.progress,
         )
-        if not all(torch.isfinite(t).all() for t in model.state_dict().values()):
-            raise RuntimeError(f"dau diverged (non-finite weights); lower lr (now {p.lr})")
+        raise_if_diverged(model, "dau", lr=p.lr)
         model.eval()
         if norms:  # none when D_f already looked held out before the first step
             facts["defender_grad_norm"] = {"median": float(np.median(norms)), "max": max(norms)}

@@ -28,7 +28,14 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from ml.unlearners.base import Need, UnlearnContext, Unlearner, UnlearnResult, state_dict_of
+from ml.unlearners.base import (
+    Need,
+    UnlearnContext,
+    Unlearner,
+    UnlearnResult,
+    raise_if_diverged,
+    state_dict_of,
+)
 from ml.unlearners.early_stopping import EarlyStopping, StopRule, unlearn_steps
 from ml.unlearners.registry import register_unlearner
 
@@ -81,9 +88,6 @@ class GradientAscent(Unlearner):
                 check_every=p.check_every,
                 progress=context.progress,
             )
-        if not all(torch.isfinite(t).all() for t in model.state_dict().values()):
-            raise RuntimeError(
-                f"gradient ascent diverged (non-finite weights); lower lr (now {p.lr})"
-            )
+        raise_if_diverged(model, "gradient ascent", lr=p.lr)
         info = {"unlearning_seconds": time.perf_counter() - started, **facts}
         return UnlearnResult(state_dict_of(model), info=info)

@@ -76,6 +76,7 @@ from ml.unlearners.base import (
     UnlearnContext,
     Unlearner,
     UnlearnResult,
+    raise_if_diverged,
     state_dict_of,
     unchanged,
 )
@@ -372,8 +373,7 @@ class LTU(Unlearner):
             check_every=p.check_every,
             progress=context.progress,
         )
-        if not all(torch.isfinite(t).all() for t in model.state_dict().values()):
-            raise RuntimeError(f"ltu diverged (non-finite weights); lower lr (now {p.lr})")
+        raise_if_diverged(model, "ltu", lr=p.lr)
         facts |= {"harmonised_steps": projected, "accessible_retain": len(accessible)}
         info = {"unlearning_seconds": time.perf_counter() - started, **facts}
         return UnlearnResult(state_dict_of(model), info=info)

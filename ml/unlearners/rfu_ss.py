@@ -49,7 +49,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from ml.samples import SampleSet
-from ml.unlearners.base import Need, UnlearnContext, Unlearner, UnlearnResult, state_dict_of
+from ml.unlearners.base import (
+    Need,
+    UnlearnContext,
+    Unlearner,
+    UnlearnResult,
+    raise_if_diverged,
+    state_dict_of,
+)
 from ml.unlearners.early_stopping import EarlyStopping, StopRule, unlearn_steps
 from ml.unlearners.registry import register_unlearner
 from ml.vib import VariationalBottleneck, gaussian_kl, prior_kl, vib_loss
@@ -200,8 +207,7 @@ class RFUSS(Unlearner):
                 check_every=p.check_every,
                 progress=context.progress,
             )
-        if not all(torch.isfinite(t).all() for t in model.state_dict().values()):
-            raise RuntimeError(f"RFU-SS diverged (non-finite weights); lower lr (now {p.lr})")
+        raise_if_diverged(model, "RFU-SS", lr=p.lr)
         info = {
             "unlearning_seconds": time.perf_counter() - started,
             "weighting": p.weighting,
