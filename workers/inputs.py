@@ -115,7 +115,7 @@ class JobInputs:
             build_model=self.new_network,
             forget=self.sets.forget,
             retain=self.sets.retain,
-            holdout=self.sets.validation,
+            validation=self.sets.validation,
             training=training,
             device=self.device,
             base_version=job_claim.version or 0,

@@ -45,7 +45,7 @@ class Need(StrEnum):
     """What a method reads besides the forget set; a worker gives it only these."""
 
     RETAIN = "retain"  # the retained training samples D_r
-    HOLDOUT = "holdout"  # held-out samples never trained on (validation)
+    VALIDATION = "validation"  # the validation set D_v: held-out samples never trained on
     CACHE = "cache"  # per-version artifacts built by ``prepare`` (PGU's SVD cache): a
     # version without them gets a ``cache`` job before its first deletion batch
 
@@ -72,7 +72,7 @@ class UnlearnContext:
     build_model: Callable[[], nn.Module]  # a freshly initialised model of the architecture
     forget: SampleSet  # D_f: the samples of this batch that the base version still knows
     retain: SampleSet  # D_r: every active training sample not in D_f (read lazily)
-    holdout: SampleSet  # D_v: never trained on
+    validation: SampleSet  # D_v: never trained on
     training: TrainingConfig  # the model's training recipe (for retraining and fine-tuning)
     device: torch.device
     base_version: int
@@ -128,7 +128,7 @@ def run_unlearner(
     afterwards."""
     withheld = {
         name: getattr(context, name).withheld(f"{unlearner.name} did not declare Need.{need.name}")
-        for need, name in ((Need.RETAIN, "retain"), (Need.HOLDOUT, "holdout"))
+        for need, name in ((Need.RETAIN, "retain"), (Need.VALIDATION, "validation"))
         if need not in unlearner.needs
     }
     result = unlearner.unlearn(dataclasses.replace(context, **withheld))

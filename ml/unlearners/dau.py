@@ -217,7 +217,7 @@ def _accuracy(attacker: Attacker, members: torch.Tensor, nonmembers: torch.Tenso
 class DAU(Unlearner):
     name = "dau"
     Params = DAUParams
-    needs = frozenset({Need.RETAIN, Need.HOLDOUT})
+    needs = frozenset({Need.RETAIN, Need.VALIDATION})
 
     def unlearn(self, context: UnlearnContext) -> UnlearnResult:
         p = self.params
@@ -226,7 +226,7 @@ class DAU(Unlearner):
         model, device = context.model, context.device
         if not len(context.forget):
             return unchanged(model, started, "empty forget set")
-        if not len(context.holdout):
+        if not len(context.validation):
             raise ValueError("dau needs held-out samples (D_v) for its attacker")
         stopping = EarlyStopping.for_context(p.stop, context, eval_size=p.holdout_eval_size)
         if stopping.already_reached(model):
@@ -260,7 +260,7 @@ class DAU(Unlearner):
         size = p.holdout_eval_size
         model.eval()
         eval_members = tokens(context.forget.subset(size, seed=context.seed))
-        eval_nonmembers = tokens(context.holdout.subset(size, seed=context.seed))
+        eval_nonmembers = tokens(context.validation.subset(size, seed=context.seed))
         retained_pool = context.retain.subset(len(eval_nonmembers), seed=context.seed)
         pool = torch.cat([eval_members, tokens(retained_pool)])
         half = p.batch_size
@@ -277,7 +277,7 @@ class DAU(Unlearner):
 
         optimizer = torch.optim.SGD(model.parameters(), lr=p.lr)
         retained = _cycle(context.retain.loader(p.batch_size, shuffle=True, seed=context.seed))
-        held_out = _cycle(context.holdout.loader(p.batch_size, shuffle=True, seed=context.seed))
+        held_out = _cycle(context.validation.loader(p.batch_size, shuffle=True, seed=context.seed))
         iteration = 0
         norms: list[float] = []
 
@@ -351,7 +351,7 @@ class DAU(Unlearner):
             "after": _accuracy(
                 attacker,
                 tokens(context.forget.subset(size, seed=context.seed)),
-                tokens(context.holdout.subset(size, seed=context.seed)),
+                tokens(context.validation.subset(size, seed=context.seed)),
             ),
         }
         info = {"unlearning_seconds": time.perf_counter() - started, **facts}

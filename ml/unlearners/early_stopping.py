@@ -136,7 +136,7 @@ class EarlyStopping:
         rule: StopRule,
         *,
         forget: SampleSet,
-        holdout: SampleSet,
+        validation: SampleSet,
         eval_size: int,
         device: torch.device,
         class_labels: list[int] | None = None,
@@ -154,11 +154,11 @@ class EarlyStopping:
             return  # reads nothing
         self._forget = forget.subset(eval_size, seed=seed).tensors()
         if self.rule == "class":
-            same = holdout.take(np.flatnonzero(np.isin(holdout.labels, self.classes)))
-            others = holdout.without_classes(self.classes)
+            same = validation.take(np.flatnonzero(np.isin(validation.labels, self.classes)))
+            others = validation.without_classes(self.classes)
             self._same_class = same.subset(eval_size, seed=seed).tensors() if len(same) else None
         else:
-            others = holdout.take(np.flatnonzero(np.isin(holdout.labels, forget.labels)))
+            others = validation.take(np.flatnonzero(np.isin(validation.labels, forget.labels)))
             if not len(others):
                 raise ValueError(f"the {self.rule!r} stop rule needs held-out samples")
         if len(others):
@@ -170,7 +170,7 @@ class EarlyStopping:
         return cls(
             rule,
             forget=context.forget,
-            holdout=context.holdout,
+            validation=context.validation,
             eval_size=eval_size,
             device=context.device,
             class_labels=context.class_labels,
@@ -191,18 +191,18 @@ class EarlyStopping:
             return self._measure_class(model, forget_logits, record)
         assert self._others is not None
         others_logits, others_labels = self._logits(model, self._others), self._others[1]
-        holdout = float((others_logits.argmax(1) == others_labels).float().mean())
-        record["holdout_accuracy"] = holdout
+        validation = float((others_logits.argmax(1) == others_labels).float().mean())
+        record["validation_accuracy"] = validation
         if self.rule == "holdout_gap":
-            gap = holdout - record["forget_accuracy"]
+            gap = validation - record["forget_accuracy"]
             record["gap"] = gap
             return Measure(abs(gap), gap > 0, record=record)
         auc = _auc_lower_first(
             _loss(forget_logits, forget_labels), _loss(others_logits, others_labels)
         )
         band = _chance_band(len(forget_labels), len(others_labels))
-        excess = record["forget_accuracy"] - holdout  # a retrained model: about 0
-        excess_band = _gap_band(holdout, len(forget_labels), len(others_labels))
+        excess = record["forget_accuracy"] - validation  # a retrained model: about 0
+        excess_band = _gap_band(validation, len(forget_labels), len(others_labels))
         record |= {"loss_auc": auc, "band": band}
         record |= {"accuracy_excess": excess, "excess_band": excess_band}
         by_auc = _towards_chance(auc, band)

@@ -57,7 +57,7 @@ class GradientAscentParams(BaseModel):
 class GradientAscent(Unlearner):
     name = "gradient_ascent"
     Params = GradientAscentParams
-    needs = frozenset({Need.HOLDOUT})
+    needs = frozenset({Need.VALIDATION})
 
     def unlearn(self, context: UnlearnContext) -> UnlearnResult:
         p = self.params

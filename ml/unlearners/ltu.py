@@ -253,7 +253,7 @@ def _outputs(
 class LTU(Unlearner):
     name = "ltu"
     Params = LTUParams
-    needs = frozenset({Need.RETAIN, Need.HOLDOUT})
+    needs = frozenset({Need.RETAIN, Need.VALIDATION})
 
     def unlearn(self, context: UnlearnContext) -> UnlearnResult:
         p = self.params
@@ -263,7 +263,7 @@ class LTU(Unlearner):
         forget = context.forget
         if not len(forget):
             return unchanged(model, started, "empty forget set")
-        if not len(context.holdout):
+        if not len(context.validation):
             raise ValueError("ltu needs held-out samples (D_v) for its membership models")
         accessible = context.retain.subset(
             max(1, math.ceil(p.retain_fraction * len(context.retain))), seed=seed
@@ -279,14 +279,14 @@ class LTU(Unlearner):
         x_r, y_r = (t.to(device) for t in accessible.tensors())
         x_f, y_f = (t.to(device) for t in forget.tensors())
         x_v, y_v = (
-            t.to(device) for t in context.holdout.subset(len(accessible), seed=seed).tensors()
+            t.to(device) for t in context.validation.subset(len(accessible), seed=seed).tensors()
         )
         retain_probabilities, retain_features = _outputs(model, x_r, device)
         _, forget_features = _outputs(model, x_f, device)
-        holdout_probabilities, _ = _outputs(model, x_v, device)
+        validation_probabilities, _ = _outputs(model, x_v, device)
         membership = _membership_models(
             (retain_probabilities, y_r),
-            (holdout_probabilities, y_v),
+            (validation_probabilities, y_v),
             count=p.mi_models,
             steps=p.mi_steps,
             seed=seed,

@@ -229,7 +229,7 @@ def _check_cache(cache: Artifact, layers: list[Layer]) -> None:
 class PGU(Unlearner):
     name = "pgu"
     Params = PGUParams
-    needs = frozenset({Need.CACHE, Need.HOLDOUT})
+    needs = frozenset({Need.CACHE, Need.VALIDATION})
 
     def prepare(self, context: UnlearnContext) -> dict[str, Artifact]:
         """The cache of ``context.model`` over ``context.retain`` (every active sample)."""

@@ -142,7 +142,7 @@ def _batches_forever(
 class RFUSS(Unlearner):
     name = "rfu_ss"
     Params = RFUSSParams
-    needs = frozenset({Need.RETAIN, Need.HOLDOUT})
+    needs = frozenset({Need.RETAIN, Need.VALIDATION})
 
     @classmethod
     def unsuitable_for(cls, network: nn.Module) -> str | None:
