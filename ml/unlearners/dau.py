@@ -46,7 +46,7 @@ Choices where the paper is silent (also in ``docs/unlearners.md``):
 - Optimisers: plain SGD for the defender (Algorithm 1's update), Adam for the attacker;
   transformer width 32 with feed-forward 64 and no dropout.
 - Pre-training reads the attacker's inputs once (the defender is frozen then, so one noise
-  draw per sample); the pool is at most ``holdout_eval_size`` samples of D_f and of D_v,
+  draw per sample); the pool is at most ``validation_eval_size`` samples of D_f and of D_v,
   and as many of D_r as of D_v.
 
 Deviations:
@@ -78,7 +78,7 @@ from typing import Any, Self
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -93,7 +93,7 @@ from ml.unlearners.base import (
     state_dict_of,
     unchanged,
 )
-from ml.unlearners.early_stopping import EarlyStopping, StopRule, unlearn_steps
+from ml.unlearners.early_stopping import EarlyStopping, StopRuleParams, unlearn_steps
 from ml.unlearners.registry import register_unlearner
 
 __all__ = [
@@ -108,7 +108,7 @@ __all__ = [
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
-class DAUParams(BaseModel):
+class DAUParams(StopRuleParams):
     model_config = ConfigDict(extra="forbid", strict=True)
     alpha: float = Field(0.9, ge=0, le=100)  # weight of the attacker's objective
     beta: float = Field(1e-3, ge=0, le=100)  # weight of the Barlow Twins term
@@ -125,9 +125,6 @@ class DAUParams(BaseModel):
     attacker_layers: int = Field(3, ge=1, le=12)
     attacker_heads: int = Field(4, ge=1, le=16)
     class_alpha_iterations: int = Field(30, ge=0, le=100_000)
-    stop: StopRule = "auto"
-    check_every: int = Field(128, ge=1, le=1_000_000)  # forget samples between checks
-    holdout_eval_size: int = Field(500, ge=10, le=100_000)
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> Self:
@@ -228,7 +225,7 @@ class DAU(Unlearner):
             return unchanged(model, started, "empty forget set")
         if not len(context.validation):
             raise ValueError("dau needs held-out samples (D_v) for its attacker")
-        stopping = EarlyStopping.for_context(p.stop, context, eval_size=p.holdout_eval_size)
+        stopping = EarlyStopping.for_context(p.stop, context, eval_size=p.validation_eval_size)
         if stopping.already_reached(model):
             return unchanged(model, started, "D_f already at the stop rule's target")
         num_classes = context.forget.adapter.index().num_classes
@@ -257,7 +254,7 @@ class DAU(Unlearner):
                     ]
                 )
 
-        size = p.holdout_eval_size
+        size = p.validation_eval_size
         model.eval()
         eval_members = tokens(context.forget.subset(size, seed=context.seed))
         eval_nonmembers = tokens(context.validation.subset(size, seed=context.seed))

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 
 import numpy as np
 import torch
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
@@ -62,11 +63,45 @@ from ml.training import predict
 if TYPE_CHECKING:
     from ml.unlearners.base import UnlearnContext
 
-__all__ = ["StopRule", "resolve_rule", "Measure", "EarlyStopping", "unlearn_steps"]
+__all__ = [
+    "StopRule",
+    "StopRuleParams",
+    "resolve_rule",
+    "Measure",
+    "EarlyStopping",
+    "unlearn_steps",
+]
 
 StopRule = Literal["auto", "distribution", "holdout_gap", "class", "none"]
 CLASS_RETAIN_DROP = 0.05  # the PGU authors' class-deletion threshold (5 points)
 PATIENCE = 5  # checks without getting closer to the target before giving up
+
+
+class StopRuleParams(BaseModel):
+    """The stop-rule knobs, shared by the Params of every method that steps on D_f under
+    :func:`unlearn_steps` (PGU, gradient ascent, RFU-SS, LTU, DAU)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    stop: StopRule = Field(
+        "auto",
+        description="The stop rule (`ml/unlearners/early_stopping.py`): `auto` is `class` "
+        "for a class deletion, else `distribution`; `holdout_gap` is the PGU authors' "
+        "accuracy rule; `none` runs the whole budget and keeps the last state.",
+    )
+    check_every: int = Field(
+        128, ge=1, le=1_000_000, description="Forget samples stepped on between two checks."
+    )
+    # Named holdout_eval_size until the stop rules' set was called the validation set;
+    # params stored under the old name still validate, and are dumped under the new one.
+    validation_eval_size: int = Field(
+        500,
+        ge=10,
+        le=100_000,
+        validation_alias=AliasChoices("validation_eval_size", "holdout_eval_size"),
+        description="How many samples of D_f and of the validation set D_v each check "
+        "measures (fixed random subsets). Formerly `holdout_eval_size`, still accepted.",
+    )
+
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 

@@ -66,7 +66,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from torch import nn
 from torch.func import functional_call
 
@@ -80,7 +80,7 @@ from ml.unlearners.base import (
     state_dict_of,
     unchanged,
 )
-from ml.unlearners.early_stopping import EarlyStopping, StopRule, unlearn_steps
+from ml.unlearners.early_stopping import EarlyStopping, StopRuleParams, unlearn_steps
 from ml.unlearners.random_labels import random_wrong_labels
 from ml.unlearners.registry import register_unlearner
 
@@ -99,7 +99,7 @@ MI_SHAPES: tuple[tuple[int, ...], ...] = ((64,), (32, 32), (128, 64))
 MI_VIEWS = ("probabilities", "sorted", "with_label")
 
 
-class LTUParams(BaseModel):
+class LTUParams(StopRuleParams):
     model_config = ConfigDict(extra="forbid", strict=True)
     retain_fraction: float = Field(0.3, gt=0, le=1)  # gamma: the accessible share of D_r
     iterations: int = Field(100, ge=1, le=100_000)  # the budget when a stop rule is on
@@ -110,9 +110,6 @@ class LTUParams(BaseModel):
     mi_models: int = Field(3, ge=2, le=8)
     mi_steps: int = Field(200, ge=1, le=100_000)
     max_grad_norm: float = Field(1.0, gt=0, le=1e6)
-    stop: StopRule = "auto"
-    check_every: int = Field(128, ge=1, le=1_000_000)  # forget samples between checks
-    holdout_eval_size: int = Field(500, ge=10, le=100_000)
 
 
 class MembershipModel(nn.Module):
@@ -270,7 +267,7 @@ class LTU(Unlearner):
         )
         if not len(accessible):
             raise ValueError("ltu needs retained samples (D_r) for its query sets")
-        stopping = EarlyStopping.for_context(p.stop, context, eval_size=p.holdout_eval_size)
+        stopping = EarlyStopping.for_context(p.stop, context, eval_size=p.validation_eval_size)
         if stopping.already_reached(model):
             return unchanged(model, started, "D_f already at the stop rule's target")
         num_classes = forget.adapter.index().num_classes

@@ -57,7 +57,7 @@ the poisoned labels, so de-poisoning usually wants ``stop`` "none" and a chosen
 ``lr_start``/``lr_end`` (1.0 -> 0.2, for ``step`` "sgd"), ``max_steps`` (300), ``stop``
 (auto | distribution | holdout_gap | class | none), ``check_every`` (128 forget samples),
 ``gradient_samples`` (2048), ``batch_size`` (32), ``offset`` (0.05, the paper's eps),
-``holdout_eval_size`` (500: how many samples of D_v and of D_f each check evaluates).
+``validation_eval_size`` (500: how many samples of D_v and of D_f each check evaluates).
 
 Differences from the paper, each on purpose:
 - Sign of the entropy term. Eq. 1 prints "- lambda p log p", which, minimised, would
@@ -112,7 +112,7 @@ from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from ml.pgu import (
     Layer,
@@ -130,7 +130,7 @@ from ml.unlearners.base import (
     UnlearnResult,
     state_dict_of,
 )
-from ml.unlearners.early_stopping import EarlyStopping, StopRule, unlearn_steps
+from ml.unlearners.early_stopping import EarlyStopping, StopRuleParams, unlearn_steps
 from ml.unlearners.registry import register_unlearner
 
 __all__ = ["PGU", "PGUParams", "CACHE_ARTIFACT", "unlearning_loss"]
@@ -144,7 +144,7 @@ Gamma = Annotated[float, Field(gt=0, le=1)]
 StepRule = Literal["normalized", "sgd"]
 
 
-class PGUParams(BaseModel):
+class PGUParams(StopRuleParams):
     model_config = ConfigDict(
         extra="forbid",
         strict=True,
@@ -161,12 +161,9 @@ class PGUParams(BaseModel):
     lr_start: float = Field(1.0, gt=0, le=100)  # sgd: the learning rate
     lr_end: float = Field(0.2, gt=0, le=100)
     max_steps: int = Field(300, ge=1, le=1_000_000)  # the budget the schedules decay over
-    stop: StopRule = "auto"
-    check_every: int = Field(128, ge=1, le=1_000_000)  # forget samples between checks
     gradient_samples: int = Field(2048, ge=1, le=10_000_000)  # of D_f the steps may read
     batch_size: int = Field(32, ge=1, le=8192)
     offset: float = Field(0.05, gt=0, lt=1)
-    holdout_eval_size: int = Field(500, ge=10, le=100_000)
 
     @model_validator(mode="after")
     def _schedules_decay(self) -> PGUParams:
@@ -291,7 +288,7 @@ class PGU(Unlearner):
         trainable = [layer for layer in discover_layers(student) if gammas[layer.name] < 1.0]
         for layer in trainable:  # gamma 1.0: the layer is frozen
             layer.weight.requires_grad_(True)
-        stopping = EarlyStopping.for_context(p.stop, context, eval_size=p.holdout_eval_size)
+        stopping = EarlyStopping.for_context(p.stop, context, eval_size=p.validation_eval_size)
         projectors: dict[str, torch.Tensor] = {}
         core_dims: dict[str, int] = {}
         core_space_seconds = 0.0

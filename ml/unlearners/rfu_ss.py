@@ -45,7 +45,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from torch import nn
 
 from ml.samples import SampleSet
@@ -57,7 +57,7 @@ from ml.unlearners.base import (
     raise_if_diverged,
     state_dict_of,
 )
-from ml.unlearners.early_stopping import EarlyStopping, StopRule, unlearn_steps
+from ml.unlearners.early_stopping import EarlyStopping, StopRuleParams, unlearn_steps
 from ml.unlearners.registry import register_unlearner
 from ml.vib import VariationalBottleneck, gaussian_kl, prior_kl, vib_loss
 
@@ -66,16 +66,13 @@ __all__ = ["RFUSS", "RFUSSParams", "closed_form_alpha", "forget_loss", "loss_rat
 Weighting = Literal["closed_form", "loss_ratio"]
 
 
-class RFUSSParams(BaseModel):
+class RFUSSParams(StopRuleParams):
     model_config = ConfigDict(extra="forbid", strict=True)
     epochs: int = Field(30, ge=1, le=1000)  # passes over D_f; the budget when a rule stops
     lr: float = Field(1e-3, gt=0, le=1)  # the paper's eta on MNIST (5e-4 for conv)
     batch_size: int = Field(100, ge=1, le=8192)  # m, from D_f and from D_r alike
     unlearning_rate: float = Field(0.1, ge=0, le=100)  # beta_u
     weighting: Weighting = "closed_form"  # Eq. 14; "loss_ratio": the authors' code
-    stop: StopRule = "auto"
-    check_every: int = Field(128, ge=1, le=1_000_000)  # forget samples between checks
-    holdout_eval_size: int = Field(500, ge=10, le=100_000)
 
 
 def _flat(
@@ -165,7 +162,7 @@ class RFUSS(Unlearner):
         assert isinstance(model, VariationalBottleneck)
         started = time.perf_counter()
         fixed = copy.deepcopy(model).eval().requires_grad_(False)
-        stopping = EarlyStopping.for_context(p.stop, context, eval_size=p.holdout_eval_size)
+        stopping = EarlyStopping.for_context(p.stop, context, eval_size=p.validation_eval_size)
         parameters = [q for q in model.parameters() if q.requires_grad]
         optimizer = torch.optim.Adam(parameters, lr=p.lr)
         beta = context.training.beta
