@@ -30,9 +30,8 @@ game the attacker is pre-trained (section 4.2, "Training Adjustments") for
 D = D_f U D_r, non-members from D_v; in class deletion alpha drops to 0 after
 ``class_alpha_iterations`` iterations (the paper's 30).
 
-Paper defaults (kept, except where noted): alpha 0.9, beta 0.001, lambda 5e-3, defender lr
-0.01 (random deletion; 0.02 for classes), 1000 pre-training iterations, n = 10
-perturbations with N(0, 1) noise, a transformer of 3 layers and 4 heads.
+Parameters: see ``DAUParams``; the paper's defaults are kept except where noted below, and
+each field's description names the paper's value.
 
 Choices where the paper is silent (also in ``docs/unlearners.md``):
 
@@ -110,21 +109,90 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 class DAUParams(StopRuleParams):
     model_config = ConfigDict(extra="forbid", strict=True)
-    alpha: float = Field(0.9, ge=0, le=100)  # weight of the attacker's objective
-    beta: float = Field(1e-3, ge=0, le=100)  # weight of the Barlow Twins term
-    redundancy: float = Field(5e-3, ge=0, le=10)  # lambda, off-diagonal weight
-    lr: float = Field(1e-2, gt=0, le=1)  # eta_D, the defender's SGD step
-    attacker_lr: float = Field(1e-3, gt=0, le=1)  # eta_A, the attacker's Adam step
-    max_grad_norm: float = Field(1.0, gt=0, le=1e6)  # the defender's step, clipped
-    iterations: int = Field(100, ge=1, le=100_000)  # the budget when a stop rule is on
-    batch_size: int = Field(64, ge=2, le=4096)
-    perturbations: int = Field(10, ge=1, le=100)  # n noisy copies for Delta(x)
-    noise_std: float = Field(1.0, gt=0, le=100)
-    attacker_pretrain_steps: int = Field(200, ge=0, le=100_000)
-    attacker_width: int = Field(32, ge=4, le=512)
-    attacker_layers: int = Field(3, ge=1, le=12)
-    attacker_heads: int = Field(4, ge=1, le=16)
-    class_alpha_iterations: int = Field(30, ge=0, le=100_000)
+    alpha: float = Field(
+        0.9,
+        ge=0,
+        le=100,
+        description="Weight of the attacker's objective L_A (paper: 0.9): forgetting "
+        "pressure against retained accuracy.",
+    )
+    beta: float = Field(
+        1e-3,
+        ge=0,
+        le=100,
+        description="Weight of the Barlow Twins term V_ss (paper: 0.001): feature-level "
+        "forgetting (higher UA and MIA-efficacy in the paper's ablation) against accuracy "
+        "and time.",
+    )
+    redundancy: float = Field(
+        5e-3,
+        ge=0,
+        le=10,
+        description="lambda, the weight of V_ss's off-diagonal correlations (paper: 0.005, "
+        "from Barlow Twins).",
+    )
+    lr: float = Field(
+        1e-2,
+        gt=0,
+        le=1,
+        description="eta_D, the defender's SGD step (paper: 0.01 for random deletion, 0.02 "
+        "for classes).",
+    )
+    attacker_lr: float = Field(1e-3, gt=0, le=1, description="eta_A, the attacker's Adam step.")
+    max_grad_norm: float = Field(
+        1.0,
+        gt=0,
+        le=1e6,
+        description="Each defender step is clipped to this global L2 norm.",
+    )
+    iterations: int = Field(
+        100,
+        ge=1,
+        le=100_000,
+        description="The budget of game iterations (one forget batch each).",
+    )
+    batch_size: int = Field(
+        64, ge=2, le=4096, description="Samples of D_f, of D_v and of D_r per iteration."
+    )
+    perturbations: int = Field(
+        10,
+        ge=1,
+        le=100,
+        description="n, the noisy copies of an input behind its sensitivity Delta(x) "
+        "(paper: 10): more are steadier and cost one forward pass each.",
+    )
+    noise_std: float = Field(
+        1.0,
+        gt=0,
+        le=100,
+        description="Standard deviation of the perturbations' Gaussian noise (paper: 1).",
+    )
+    attacker_pretrain_steps: int = Field(
+        200,
+        ge=0,
+        le=100_000,
+        description="Attacker steps before the game, on the original model's outputs "
+        "(paper: 1000): how sharp the attacker is when the game starts.",
+    )
+    attacker_width: int = Field(
+        32,
+        ge=4,
+        le=512,
+        description="Width of the attacker's transformer (its feed-forward layer is twice "
+        "as wide); a multiple of `attacker_heads`.",
+    )
+    attacker_layers: int = Field(
+        3, ge=1, le=12, description="Layers of the attacker's transformer (paper: 3)."
+    )
+    attacker_heads: int = Field(
+        4, ge=1, le=16, description="Attention heads of the attacker's transformer (paper: 4)."
+    )
+    class_alpha_iterations: int = Field(
+        30,
+        ge=0,
+        le=100_000,
+        description="Class deletion: iterations before alpha drops to 0 (paper: 30).",
+    )
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> Self:

@@ -44,10 +44,24 @@ __all__ = ["GradientAscent", "GradientAscentParams"]
 
 class GradientAscentParams(StopRuleParams):
     model_config = ConfigDict(extra="forbid", strict=True)
-    epochs: int = Field(10, ge=1, le=1000)  # the budget when a stop rule is on
-    lr: float = Field(1e-2, gt=0, le=10)
-    batch_size: int = Field(64, ge=1, le=8192)
-    max_grad_norm: float = Field(1.0, gt=0, le=1e6)
+    epochs: int = Field(
+        10, ge=1, le=1000, description="Passes over D_f: the budget when a stop rule is on."
+    )
+    lr: float = Field(
+        1e-2,
+        gt=0,
+        le=10,
+        description="The ascent's SGD step: speed against overshoot (the kept state limits "
+        "the damage).",
+    )
+    batch_size: int = Field(64, ge=1, le=8192, description="Forget samples per step.")
+    max_grad_norm: float = Field(
+        1.0,
+        gt=0,
+        le=1e6,
+        description="Each step's gradient is clipped to this global L2 norm: the ascent's "
+        "gradients grow without bound as p_y -> 0.",
+    )
 
 
 @register_unlearner

@@ -48,16 +48,8 @@ Layers l: every Conv2d and Linear weight W^l, viewed as (out x d) (``ml.pgu``).
     representations stay valid and the next batch subtracts again (section 3.2.4). A
     deletion costs O(|D_f|) forward passes plus O(d^3) per layer, whatever |D|.
 
-Parameters: ``gamma`` (0.9; the paper uses 0.95 for small VGG-like nets), ``layer_gamma``
-(module name, e.g. "features.0" -> gamma, overriding ``gamma`` for that layer; 1.0
-freezes it), ``lambda`` (0.2; < 0 for de-poisoning, where the poisoned samples should be
-confidently re-classified rather than made uncertain; the stop rules then measure against
-the poisoned labels, so de-poisoning usually wants ``stop`` "none" and a chosen
-``max_steps``), ``step`` (normalized | sgd), ``step_start``/``step_end`` (0.02 -> 0.002),
-``lr_start``/``lr_end`` (1.0 -> 0.2, for ``step`` "sgd"), ``max_steps`` (300), ``stop``
-(auto | distribution | holdout_gap | class | none), ``check_every`` (128 forget samples),
-``gradient_samples`` (2048), ``batch_size`` (32), ``offset`` (0.05, the paper's eps),
-``validation_eval_size`` (500: how many samples of D_v and of D_f each check evaluates).
+Parameters: see ``PGUParams`` (each field's description; ``docs/unlearners.md`` renders
+them).
 
 Differences from the paper, each on purpose:
 - Sign of the entropy term. Eq. 1 prints "- lambda p log p", which, minimised, would
@@ -152,18 +144,80 @@ class PGUParams(StopRuleParams):
         validate_by_alias=True,
         serialize_by_alias=True,
     )
-    gamma: Gamma = 0.9
-    layer_gamma: dict[str, Gamma] = Field(default_factory=dict)  # module name -> gamma
-    lambda_: float = Field(0.2, alias="lambda", ge=-10, le=10)
-    step: StepRule = "normalized"
-    step_start: float = Field(0.02, gt=0, le=1)  # normalized: share of ||W|| per step
-    step_end: float = Field(0.002, gt=0, le=1)
-    lr_start: float = Field(1.0, gt=0, le=100)  # sgd: the learning rate
-    lr_end: float = Field(0.2, gt=0, le=100)
-    max_steps: int = Field(300, ge=1, le=1_000_000)  # the budget the schedules decay over
-    gradient_samples: int = Field(2048, ge=1, le=10_000_000)  # of D_f the steps may read
-    batch_size: int = Field(32, ge=1, le=8192)
-    offset: float = Field(0.05, gt=0, lt=1)
+    gamma: Gamma = Field(
+        0.9,
+        description="The share of a layer's singular values (of the retained inputs) that "
+        "its core gradient space M carries (paper: 0.9; 0.95 for small VGG-like nets): a "
+        "larger core space protects D_r more and leaves less room to forget.",
+    )
+    layer_gamma: dict[str, Gamma] = Field(
+        default_factory=dict,
+        description="Module name (e.g. `features.0`) -> gamma, overriding `gamma` for that "
+        "layer; 1.0 freezes it (the authors do for some layers).",
+    )
+    lambda_: float = Field(
+        0.2,
+        alias="lambda",
+        ge=-10,
+        le=10,
+        description="Weight of the entropy term (paper: 0.2): > 0 flattens the outputs on "
+        "D_f; < 0 for de-poisoning, where the poisoned samples should be confidently "
+        "re-classified rather than made uncertain (the stop rules then measure against the "
+        "poisoned labels, so de-poisoning usually wants `stop` `none` and a chosen "
+        "`max_steps`).",
+    )
+    step: StepRule = Field(
+        "normalized",
+        description="`normalized`: each step moves the updated weights, taken together, by "
+        "a share of their norm (`step_start` -> `step_end`), which needs no tuning per "
+        "network; `sgd`: the paper's learning-rate rule (`lr_start` -> `lr_end`).",
+    )
+    step_start: float = Field(
+        0.02,
+        gt=0,
+        le=1,
+        description="`step` `normalized`: the share of the weights' norm the first step "
+        "moves them by, decaying exponentially to `step_end` over `max_steps`.",
+    )
+    step_end: float = Field(
+        0.002,
+        gt=0,
+        le=1,
+        description="`step` `normalized`: the share at the end of the budget (at most "
+        "`step_start`).",
+    )
+    lr_start: float = Field(
+        1.0,
+        gt=0,
+        le=100,
+        description="`step` `sgd`: the learning rate of the first step, decaying "
+        "exponentially to `lr_end` over `max_steps` (paper: 0.05 -> 0.01).",
+    )
+    lr_end: float = Field(
+        0.2,
+        gt=0,
+        le=100,
+        description="`step` `sgd`: the learning rate at the end of the budget (at most "
+        "`lr_start`).",
+    )
+    max_steps: int = Field(
+        300, ge=1, le=1_000_000, description="The step budget the schedules decay over."
+    )
+    gradient_samples: int = Field(
+        2048,
+        ge=1,
+        le=10_000_000,
+        description="The steps read at most this many samples of D_f (seeded); the cache "
+        "downdate always reads all of it.",
+    )
+    batch_size: int = Field(32, ge=1, le=8192, description="Forget samples per step.")
+    offset: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="The paper's eps in -log(1 - (p_y - offset)): keeps the reverse "
+        "cross-entropy finite.",
+    )
 
     @model_validator(mode="after")
     def _schedules_decay(self) -> PGUParams:

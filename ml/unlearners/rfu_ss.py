@@ -68,11 +68,40 @@ Weighting = Literal["closed_form", "loss_ratio"]
 
 class RFUSSParams(StopRuleParams):
     model_config = ConfigDict(extra="forbid", strict=True)
-    epochs: int = Field(30, ge=1, le=1000)  # passes over D_f; the budget when a rule stops
-    lr: float = Field(1e-3, gt=0, le=1)  # the paper's eta on MNIST (5e-4 for conv)
-    batch_size: int = Field(100, ge=1, le=8192)  # m, from D_f and from D_r alike
-    unlearning_rate: float = Field(0.1, ge=0, le=100)  # beta_u
-    weighting: Weighting = "closed_form"  # Eq. 14; "loss_ratio": the authors' code
+    epochs: int = Field(
+        30,
+        ge=1,
+        le=1000,
+        description="Passes over D_f: the budget (the paper runs E epochs); a stop rule may "
+        "end the run sooner.",
+    )
+    lr: float = Field(
+        1e-3,
+        gt=0,
+        le=1,
+        description="Adam's learning rate (the paper's eta: 1e-3 on MNIST, 5e-4 with a conv "
+        "representer): speed against noise.",
+    )
+    batch_size: int = Field(
+        100,
+        ge=1,
+        le=8192,
+        description="m, the samples taken from D_f and from D_r alike for each step (paper: 100).",
+    )
+    unlearning_rate: float = Field(
+        0.1,
+        ge=0,
+        le=100,
+        description="beta_u, the weight of the erasure terms against the limitation terms "
+        "(paper: 0.1): more forgetting per step, more damage.",
+    )
+    weighting: Weighting = Field(
+        "closed_form",
+        description="How alpha mixes the two gradients. `closed_form`: the paper's Eq. 14, "
+        "the min-norm (MGDA) mix, which descends both losses; `loss_ratio`: the authors' "
+        "public code, alpha = L_u / (L_u + L_r), which forgets much faster and protects "
+        "D_r less.",
+    )
 
 
 def _flat(
