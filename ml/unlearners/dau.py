@@ -54,8 +54,9 @@ Deviations:
   the defender's share of L_A is unbounded below (log A -> -inf), and clipping bounds
   what one step against a sharp attacker can do to the retained accuracy.
 - 200 attacker pre-training steps by default, not 1000: the attacker here is small and
-  its inputs are fixed during pre-training, and 1000 steps cost more than the whole game
-  on digits (``attacker_pretrain_steps=1000`` restores the paper's).
+  its inputs are fixed during pre-training, and on small data 1000 steps cost more than
+  the game itself (``docs/benchmarks.md``, "Notes from development runs";
+  ``attacker_pretrain_steps=1000`` restores the paper's).
 - The paper runs a fixed number of iterations. Here the game also stops under the shared
   rules of ``ml.unlearners.early_stopping`` (by default once the forget set's losses look
   held out; for class deletion, once its masked outputs look like held-out samples of the

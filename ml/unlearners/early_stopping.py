@@ -24,12 +24,13 @@ Rules:
   forget set that happens to be easy, a retrained model itself scores above 0.5 by about
   that much). The AUC matches the whole distribution of confidences, where accuracy alone
   stops while the outputs are still too sure or already too flat; the accuracy gap
-  catches the case the AUC misses, a well-generalising model (Fashion-MNIST at full size)
-  whose forget losses already rank like held-out ones in bulk while a few more points of
-  D_f sit on the right side of the boundary (what the UA and LiRA audits see). Each
-  measure counts toward the distance only outside its band: the AUC's around 0.5, the
-  accuracy gap's from minus one binomial standard error of the difference up to 0; so a
-  state that overshoots either one is not kept over an earlier one that did not.
+  catches the case the AUC misses, a well-generalising model whose forget losses already
+  rank like held-out ones in bulk while a few more points of D_f sit on the right side of
+  the boundary (what the UA and LiRA audits see; ``docs/benchmarks.md``, "Notes from
+  development runs", has the run that showed it). Each measure counts toward the distance
+  only outside its band: the AUC's around 0.5, the accuracy gap's from minus one binomial
+  standard error of the difference up to 0; so a state that overshoots either one is not
+  kept over an earlier one that did not.
 - ``holdout_gap`` (the PGU authors' rule): gap = accuracy on D_v - accuracy on D_f; stop at
   the first positive gap; keep the state with the smallest |gap|.
 - ``class`` (class deletion): the published model masks the deleted classes, so the rule
