@@ -391,7 +391,7 @@ class Bench:
             build_model=self.build,
             forget=forget,
             retain=retain,
-            holdout=self.data.validation,
+            validation=self.data.validation,
             training=self.recipe,
             device=self.device,
             base_version=base_version,

@@ -18,6 +18,7 @@ from ml.unlearners import (
     run_unlearner,
     state_dict_of,
 )
+from ml.unlearners.base import raise_if_diverged
 from ml.unlearners.random_labels import random_wrong_labels
 from tests.unlearning_setup import DEVICE, RetainGuard, accuracy_of, context_for, digits_setup
 
@@ -30,7 +31,7 @@ def _unlearned(setup, result):
 
 def test_baselines_are_registered_with_their_needs():
     assert {"gradient_ascent", "random_labels", "pgu"} <= set(list_unlearners())
-    assert get_unlearner("gradient_ascent").needs == {Need.HOLDOUT}
+    assert get_unlearner("gradient_ascent").needs == {Need.VALIDATION}
     assert get_unlearner("random_labels").needs == {Need.RETAIN}
 
 
@@ -44,14 +45,14 @@ def test_gradient_ascent_lowers_forget_accuracy_reading_no_retained_sample():
             setup.model(),
             forget=guard.wrap(setup.forget),
             retain=guard.wrap(setup.retain),
-            holdout=guard.wrap(setup.holdout),
+            validation=guard.wrap(setup.holdout),
         )
     )
     assert accuracy_of(_unlearned(setup, result), setup.forget) <= before - 0.05
     assert result.info["steps"] >= 1 and result.info["unlearning_seconds"] > 0
 
 
-def test_gradient_ascent_without_a_stop_rule_reads_no_holdout_and_runs_its_budget():
+def test_gradient_ascent_without_a_stop_rule_reads_no_validation_set_and_runs_its_budget():
     setup = digits_setup()
     guard = RetainGuard(setup.adapter, setup.holdout.positions)
     result = get_unlearner("gradient_ascent", {"stop": "none", "epochs": 6}).unlearn(
@@ -60,7 +61,7 @@ def test_gradient_ascent_without_a_stop_rule_reads_no_holdout_and_runs_its_budge
             setup.model(),
             forget=setup.forget,
             retain=setup.retain,
-            holdout=guard.wrap(setup.holdout),
+            validation=guard.wrap(setup.holdout),
         )
     )
     assert result.info["steps"] == 6 and result.info["stopped_by"] == "step budget"
@@ -125,10 +126,10 @@ def test_invalid_params_are_refused(name, params, field):
 
 
 class _ReadsUndeclaredRetain(Unlearner):
-    """Declares only the holdout, then reads D_r anyway."""
+    """Declares only the validation set, then reads D_r anyway."""
 
     name = "reads_undeclared_retain"
-    needs = frozenset({Need.HOLDOUT})
+    needs = frozenset({Need.VALIDATION})
 
     def unlearn(self, context):
         context.retain.tensors()
@@ -143,3 +144,12 @@ def test_a_set_a_method_did_not_declare_is_withheld():
     # Declared sets arrive whole.
     finetune = run_unlearner(get_unlearner("finetune", {"epochs": 1}), context)
     assert finetune.state_dict.keys() == setup.state_dict.keys()
+
+
+def test_weights_that_turn_non_finite_fail_the_job_naming_the_method():
+    model = torch.nn.Linear(2, 2)
+    raise_if_diverged(model, "gradient ascent", lr=0.5)  # finite: nothing to say
+    with torch.no_grad():
+        model.weight[0, 0] = float("nan")
+    with pytest.raises(RuntimeError, match=r"gradient ascent diverged .*lower lr \(now 0.5\)"):
+        raise_if_diverged(model, "gradient ascent", lr=0.5)

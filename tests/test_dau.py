@@ -35,8 +35,8 @@ def test_attacker_accuracy_on_forget_vs_holdout_falls_during_unlearning():
     assert attacker["before"] > 0.5 and attacker["after"] < attacker["before"]
 
 
-def test_dau_declares_retain_and_holdout():
-    assert get_unlearner("dau").needs == {Need.RETAIN, Need.HOLDOUT}
+def test_dau_declares_retain_and_validation():
+    assert get_unlearner("dau").needs == {Need.RETAIN, Need.VALIDATION}
 
 
 def test_attacker_tokens_and_score_shapes():

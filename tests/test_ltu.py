@@ -131,8 +131,8 @@ def test_ltu_reads_only_its_accessible_share_of_the_retained_data():
     assert result.info["steps"] == 2
 
 
-def test_ltu_declares_retain_and_holdout():
-    assert get_unlearner("ltu").needs == {Need.RETAIN, Need.HOLDOUT}
+def test_ltu_declares_retain_and_validation():
+    assert get_unlearner("ltu").needs == {Need.RETAIN, Need.VALIDATION}
 
 
 @pytest.mark.parametrize(

@@ -263,7 +263,7 @@ def _scripted_run(monkeypatch, measures, *, batches=6, check_every=1):
     script = iter(measures)
     monkeypatch.setattr(early_stopping.EarlyStopping, "measure", lambda self, model: next(script))
     stopping = early_stopping.EarlyStopping(
-        "distribution", forget=setup.forget, holdout=setup.holdout, eval_size=50, device=DEVICE
+        "distribution", forget=setup.forget, validation=setup.holdout, eval_size=50, device=DEVICE
     )
     model = nn.Linear(1, 1, bias=False)
     model.weight.data.zero_()
@@ -362,7 +362,7 @@ def test_rules_resolve_and_the_class_rule_needs_a_class_deletion():
     setup = digits_setup()
     with pytest.raises(ValueError, match="class"):
         early_stopping.EarlyStopping(
-            "class", forget=setup.forget, holdout=setup.holdout, eval_size=50, device=DEVICE
+            "class", forget=setup.forget, validation=setup.holdout, eval_size=50, device=DEVICE
         )
 
 
@@ -371,7 +371,7 @@ def test_the_distribution_rule_tells_members_from_unseen_samples():
     that never saw it (retrained) sits at chance, the target."""
     setup = digits_setup()
     stopping = early_stopping.EarlyStopping(
-        "distribution", forget=setup.forget, holdout=setup.holdout, eval_size=500, device=DEVICE
+        "distribution", forget=setup.forget, validation=setup.holdout, eval_size=500, device=DEVICE
     )
     original = stopping.measure(setup.model())
     assert original.record["loss_auc"] > 0.53 and not original.reached
@@ -413,7 +413,7 @@ def test_the_distribution_rule_also_wants_d_f_no_better_classified_than_held_out
         return early_stopping.EarlyStopping(
             "distribution",
             forget=samples(forget_wrong),
-            holdout=samples(10),
+            validation=samples(10),
             eval_size=500,
             device=DEVICE,
         )
@@ -435,7 +435,7 @@ def test_the_class_rule_reads_masked_outputs_against_held_out_samples_of_the_cla
     stopping = early_stopping.EarlyStopping(
         "class",
         forget=forget,
-        holdout=setup.holdout,
+        validation=setup.holdout,
         eval_size=500,
         device=DEVICE,
         class_labels=[forgotten],
@@ -471,7 +471,7 @@ def test_loss_is_reverse_cross_entropy_plus_an_entropy_bonus():
 
 def _forget_vs_holdout_auc(model, setup) -> float:
     stopping = early_stopping.EarlyStopping(
-        "distribution", forget=setup.forget, holdout=setup.holdout, eval_size=2000, device=DEVICE
+        "distribution", forget=setup.forget, validation=setup.holdout, eval_size=2000, device=DEVICE
     )
     return stopping.measure(model).record["loss_auc"]
 
@@ -493,7 +493,7 @@ def test_pgu_makes_forget_losses_look_held_out_without_reading_retained_data():
         setup.model(),
         forget=guard.wrap(setup.forget),
         retain=guard.wrap(setup.retain),
-        holdout=guard.wrap(setup.holdout),
+        validation=guard.wrap(setup.holdout),
         artifacts=cache,
         progress=lambda stage, step, total: stages.append(stage),
     )

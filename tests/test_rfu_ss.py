@@ -74,7 +74,7 @@ def test_every_steps_alpha_lies_in_0_1_and_plain_networks_are_refused(weighting)
 
 def test_rfu_ss_is_registered_with_its_needs():
     assert "rfu_ss" in list_unlearners()
-    assert get_unlearner("rfu_ss").needs == {Need.RETAIN, Need.HOLDOUT}
+    assert get_unlearner("rfu_ss").needs == {Need.RETAIN, Need.VALIDATION}
 
 
 def test_rfu_ss_through_the_service_forgets_and_keeps_test_accuracy(client, admin):

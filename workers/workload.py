@@ -62,7 +62,7 @@ class Workload:
             build_model=self.new_network,
             forget=self.sets.forget,
             retain=self.sets.retain,
-            holdout=self.sets.validation,
+            validation=self.sets.validation,
             training=training,
             device=self.device,
             base_version=number or 0,

@@ -32,6 +32,7 @@ __all__ = [
     "UnlearnContext",
     "UnlearnResult",
     "Artifact",
+    "raise_if_diverged",
     "run_unlearner",
     "state_dict_of",
     "unchanged",
@@ -44,7 +45,7 @@ class Need(StrEnum):
     """What a method reads besides the forget set; a worker gives it only these."""
 
     RETAIN = "retain"  # the retained training samples D_r
-    HOLDOUT = "holdout"  # held-out samples never trained on (validation)
+    VALIDATION = "validation"  # the validation set D_v: held-out samples never trained on
     CACHE = "cache"  # per-version artifacts built by ``prepare`` (PGU's SVD cache): a
     # version without them gets a ``cache`` job before its first deletion batch
 
@@ -71,7 +72,7 @@ class UnlearnContext:
     build_model: Callable[[], nn.Module]  # a freshly initialised model of the architecture
     forget: SampleSet  # D_f: the samples of this batch that the base version still knows
     retain: SampleSet  # D_r: every active training sample not in D_f (read lazily)
-    holdout: SampleSet  # D_v: never trained on
+    validation: SampleSet  # D_v: never trained on
     training: TrainingConfig  # the model's training recipe (for retraining and fine-tuning)
     device: torch.device
     base_version: int
@@ -127,7 +128,7 @@ def run_unlearner(
     afterwards."""
     withheld = {
         name: getattr(context, name).withheld(f"{unlearner.name} did not declare Need.{need.name}")
-        for need, name in ((Need.RETAIN, "retain"), (Need.HOLDOUT, "holdout"))
+        for need, name in ((Need.RETAIN, "retain"), (Need.VALIDATION, "validation"))
         if need not in unlearner.needs
     }
     result = unlearner.unlearn(dataclasses.replace(context, **withheld))
@@ -143,6 +144,13 @@ def unchanged(model: nn.Module, started: float, why: str) -> UnlearnResult:
     """The base weights as they are: nothing to do (``why`` goes to the job row)."""
     info = {"unlearning_seconds": time.perf_counter() - started, "steps": 0, "stopped_by": why}
     return UnlearnResult(state_dict_of(model), info=info)
+
+
+def raise_if_diverged(model: nn.Module, method: str, *, lr: float) -> None:
+    """Fail the job instead of publishing weights that turned non-finite (``method`` names
+    the method in the message, ``lr`` is its step size: the usual remedy is a lower one)."""
+    if not all(torch.isfinite(t).all() for t in model.state_dict().values()):
+        raise RuntimeError(f"{method} diverged (non-finite weights); lower lr (now {lr})")
 
 
 def state_dict_of(model: nn.Module) -> Tensors:

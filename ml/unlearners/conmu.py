@@ -63,19 +63,64 @@ class ConMUParams(BaseModel):
     """Defaults: the paper's CIFAR-10 random-deletion row (Table 2)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
-    epochs: int = Field(5, ge=1, le=100)
-    lr: float = Field(1e-2, gt=0, le=1)
-    batch_size: int = Field(128, ge=1, le=8192)
-    retain_z1: float = Field(0.17, ge=0, le=100)  # D_r's band below the mean score
-    retain_z2: float = Field(0.3, ge=0, le=100)  # and above it
-    forget_z1: float = Field(0.85, ge=0, le=100)
-    forget_z2: float = Field(1.0, ge=0, le=100)
-    alpha: float = Field(3.0, ge=0, le=1000)  # noise multiplier (Eq. 5)
-    mu: float = Field(0.0, ge=-1000, le=1000)
-    sigma: float = Field(1.0, ge=0, le=1000)
-    delta: int = Field(1, ge=0, le=100)  # proxy epochs (0: an untrained proxy)
-    gamma: float = Field(0.5, ge=0, le=100)  # weight of the KL to the proxy (Eq. 8)
-    prune_ratio: float = Field(0.0, ge=0, lt=1)  # OMP share of weights zeroed first
+    epochs: int = Field(
+        5, ge=1, le=100, description="Fine-tuning passes over the selection D_f'' U D_r'."
+    )
+    lr: float = Field(
+        1e-2,
+        gt=0,
+        le=1,
+        description="The fine-tuning's SGD learning rate (momentum and weight decay come "
+        "from the model's training recipe).",
+    )
+    batch_size: int = Field(128, ge=1, le=8192, description="Samples per fine-tuning step.")
+    retain_z1: float = Field(
+        0.17,
+        ge=0,
+        le=100,
+        description="z1' of D_r's band: how many standard deviations below the mean EL2N "
+        "score it reaches; a wider band keeps more retained data (utility, time).",
+    )
+    retain_z2: float = Field(
+        0.3, ge=0, le=100, description="z2' of D_r's band: how far above the mean it reaches."
+    )
+    forget_z1: float = Field(
+        0.85,
+        ge=0,
+        le=100,
+        description="z1 of D_f's band: how far below the mean EL2N score it reaches; the band "
+        "chooses which forget samples are noised and trained on.",
+    )
+    forget_z2: float = Field(
+        1.0, ge=0, le=100, description="z2 of D_f's band: how far above the mean it reaches."
+    )
+    alpha: float = Field(
+        3.0,
+        ge=0,
+        le=1000,
+        description="Noise multiplier of the Gaussian mechanism (Eq. 5): privacy against "
+        "utility (paper: 3; 12 for class deletion).",
+    )
+    mu: float = Field(0.0, ge=-1000, le=1000, description="Mean of the Gaussian noise.")
+    sigma: float = Field(
+        1.0, ge=0, le=1000, description="Standard deviation of the Gaussian noise."
+    )
+    delta: int = Field(
+        1,
+        ge=0,
+        le=100,
+        description="Epochs of the proxy's training on D_r: privacy against speed (0: an "
+        "untrained proxy).",
+    )
+    gamma: float = Field(0.5, ge=0, le=100, description="Weight of the KL to the proxy (Eq. 8).")
+    prune_ratio: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Share of the conv and linear weights zeroed by one-shot global "
+        "magnitude pruning before everything, kept at 0 while fine-tuning (0: off; the "
+        "authors prune 10%).",
+    )
 
 
 @torch.no_grad()

@@ -30,9 +30,8 @@ game the attacker is pre-trained (section 4.2, "Training Adjustments") for
 D = D_f U D_r, non-members from D_v; in class deletion alpha drops to 0 after
 ``class_alpha_iterations`` iterations (the paper's 30).
 
-Paper defaults (kept, except where noted): alpha 0.9, beta 0.001, lambda 5e-3, defender lr
-0.01 (random deletion; 0.02 for classes), 1000 pre-training iterations, n = 10
-perturbations with N(0, 1) noise, a transformer of 3 layers and 4 heads.
+Parameters: see ``DAUParams``; the paper's defaults are kept except where noted below, and
+each field's description names the paper's value.
 
 Choices where the paper is silent (also in ``docs/unlearners.md``):
 
@@ -46,7 +45,7 @@ Choices where the paper is silent (also in ``docs/unlearners.md``):
 - Optimisers: plain SGD for the defender (Algorithm 1's update), Adam for the attacker;
   transformer width 32 with feed-forward 64 and no dropout.
 - Pre-training reads the attacker's inputs once (the defender is frozen then, so one noise
-  draw per sample); the pool is at most ``holdout_eval_size`` samples of D_f and of D_v,
+  draw per sample); the pool is at most ``validation_eval_size`` samples of D_f and of D_v,
   and as many of D_r as of D_v.
 
 Deviations:
@@ -55,8 +54,9 @@ Deviations:
   the defender's share of L_A is unbounded below (log A -> -inf), and clipping bounds
   what one step against a sharp attacker can do to the retained accuracy.
 - 200 attacker pre-training steps by default, not 1000: the attacker here is small and
-  its inputs are fixed during pre-training, and 1000 steps cost more than the whole game
-  on digits (``attacker_pretrain_steps=1000`` restores the paper's).
+  its inputs are fixed during pre-training, and on small data 1000 steps cost more than
+  the game itself (``docs/benchmarks.md``, "Notes from development runs";
+  ``attacker_pretrain_steps=1000`` restores the paper's).
 - The paper runs a fixed number of iterations. Here the game also stops under the shared
   rules of ``ml.unlearners.early_stopping`` (by default once the forget set's losses look
   held out; for class deletion, once its masked outputs look like held-out samples of the
@@ -78,7 +78,7 @@ from typing import Any, Self
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -89,10 +89,11 @@ from ml.unlearners.base import (
     UnlearnContext,
     Unlearner,
     UnlearnResult,
+    raise_if_diverged,
     state_dict_of,
     unchanged,
 )
-from ml.unlearners.early_stopping import EarlyStopping, StopRule, unlearn_steps
+from ml.unlearners.early_stopping import EarlyStopping, StopRuleParams, unlearn_steps
 from ml.unlearners.registry import register_unlearner
 
 __all__ = [
@@ -107,26 +108,92 @@ __all__ = [
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
-class DAUParams(BaseModel):
+class DAUParams(StopRuleParams):
     model_config = ConfigDict(extra="forbid", strict=True)
-    alpha: float = Field(0.9, ge=0, le=100)  # weight of the attacker's objective
-    beta: float = Field(1e-3, ge=0, le=100)  # weight of the Barlow Twins term
-    redundancy: float = Field(5e-3, ge=0, le=10)  # lambda, off-diagonal weight
-    lr: float = Field(1e-2, gt=0, le=1)  # eta_D, the defender's SGD step
-    attacker_lr: float = Field(1e-3, gt=0, le=1)  # eta_A, the attacker's Adam step
-    max_grad_norm: float = Field(1.0, gt=0, le=1e6)  # the defender's step, clipped
-    iterations: int = Field(100, ge=1, le=100_000)  # the budget when a stop rule is on
-    batch_size: int = Field(64, ge=2, le=4096)
-    perturbations: int = Field(10, ge=1, le=100)  # n noisy copies for Delta(x)
-    noise_std: float = Field(1.0, gt=0, le=100)
-    attacker_pretrain_steps: int = Field(200, ge=0, le=100_000)
-    attacker_width: int = Field(32, ge=4, le=512)
-    attacker_layers: int = Field(3, ge=1, le=12)
-    attacker_heads: int = Field(4, ge=1, le=16)
-    class_alpha_iterations: int = Field(30, ge=0, le=100_000)
-    stop: StopRule = "auto"
-    check_every: int = Field(128, ge=1, le=1_000_000)  # forget samples between checks
-    holdout_eval_size: int = Field(500, ge=10, le=100_000)
+    alpha: float = Field(
+        0.9,
+        ge=0,
+        le=100,
+        description="Weight of the attacker's objective L_A (paper: 0.9): forgetting "
+        "pressure against retained accuracy.",
+    )
+    beta: float = Field(
+        1e-3,
+        ge=0,
+        le=100,
+        description="Weight of the Barlow Twins term V_ss (paper: 0.001): feature-level "
+        "forgetting (higher UA and MIA-efficacy in the paper's ablation) against accuracy "
+        "and time.",
+    )
+    redundancy: float = Field(
+        5e-3,
+        ge=0,
+        le=10,
+        description="lambda, the weight of V_ss's off-diagonal correlations (paper: 0.005, "
+        "from Barlow Twins).",
+    )
+    lr: float = Field(
+        1e-2,
+        gt=0,
+        le=1,
+        description="eta_D, the defender's SGD step (paper: 0.01 for random deletion, 0.02 "
+        "for classes).",
+    )
+    attacker_lr: float = Field(1e-3, gt=0, le=1, description="eta_A, the attacker's Adam step.")
+    max_grad_norm: float = Field(
+        1.0,
+        gt=0,
+        le=1e6,
+        description="Each defender step is clipped to this global L2 norm.",
+    )
+    iterations: int = Field(
+        100,
+        ge=1,
+        le=100_000,
+        description="The budget of game iterations (one forget batch each).",
+    )
+    batch_size: int = Field(
+        64, ge=2, le=4096, description="Samples of D_f, of D_v and of D_r per iteration."
+    )
+    perturbations: int = Field(
+        10,
+        ge=1,
+        le=100,
+        description="n, the noisy copies of an input behind its sensitivity Delta(x) "
+        "(paper: 10): more are steadier and cost one forward pass each.",
+    )
+    noise_std: float = Field(
+        1.0,
+        gt=0,
+        le=100,
+        description="Standard deviation of the perturbations' Gaussian noise (paper: 1).",
+    )
+    attacker_pretrain_steps: int = Field(
+        200,
+        ge=0,
+        le=100_000,
+        description="Attacker steps before the game, on the original model's outputs "
+        "(paper: 1000): how sharp the attacker is when the game starts.",
+    )
+    attacker_width: int = Field(
+        32,
+        ge=4,
+        le=512,
+        description="Width of the attacker's transformer (its feed-forward layer is twice "
+        "as wide); a multiple of `attacker_heads`.",
+    )
+    attacker_layers: int = Field(
+        3, ge=1, le=12, description="Layers of the attacker's transformer (paper: 3)."
+    )
+    attacker_heads: int = Field(
+        4, ge=1, le=16, description="Attention heads of the attacker's transformer (paper: 4)."
+    )
+    class_alpha_iterations: int = Field(
+        30,
+        ge=0,
+        le=100_000,
+        description="Class deletion: iterations before alpha drops to 0 (paper: 30).",
+    )
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> Self:
@@ -216,7 +283,7 @@ def _accuracy(attacker: Attacker, members: torch.Tensor, nonmembers: torch.Tenso
 class DAU(Unlearner):
     name = "dau"
     Params = DAUParams
-    needs = frozenset({Need.RETAIN, Need.HOLDOUT})
+    needs = frozenset({Need.RETAIN, Need.VALIDATION})
 
     def unlearn(self, context: UnlearnContext) -> UnlearnResult:
         p = self.params
@@ -225,9 +292,9 @@ class DAU(Unlearner):
         model, device = context.model, context.device
         if not len(context.forget):
             return unchanged(model, started, "empty forget set")
-        if not len(context.holdout):
+        if not len(context.validation):
             raise ValueError("dau needs held-out samples (D_v) for its attacker")
-        stopping = EarlyStopping.for_context(p.stop, context, eval_size=p.holdout_eval_size)
+        stopping = EarlyStopping.for_context(p.stop, context, eval_size=p.validation_eval_size)
         if stopping.already_reached(model):
             return unchanged(model, started, "D_f already at the stop rule's target")
         num_classes = context.forget.adapter.index().num_classes
@@ -256,10 +323,10 @@ class DAU(Unlearner):
                     ]
                 )
 
-        size = p.holdout_eval_size
+        size = p.validation_eval_size
         model.eval()
         eval_members = tokens(context.forget.subset(size, seed=context.seed))
-        eval_nonmembers = tokens(context.holdout.subset(size, seed=context.seed))
+        eval_nonmembers = tokens(context.validation.subset(size, seed=context.seed))
         retained_pool = context.retain.subset(len(eval_nonmembers), seed=context.seed)
         pool = torch.cat([eval_members, tokens(retained_pool)])
         half = p.batch_size
@@ -276,7 +343,7 @@ class DAU(Unlearner):
 
         optimizer = torch.optim.SGD(model.parameters(), lr=p.lr)
         retained = _cycle(context.retain.loader(p.batch_size, shuffle=True, seed=context.seed))
-        held_out = _cycle(context.holdout.loader(p.batch_size, shuffle=True, seed=context.seed))
+        held_out = _cycle(context.validation.loader(p.batch_size, shuffle=True, seed=context.seed))
         iteration = 0
         norms: list[float] = []
 
@@ -341,8 +408,7 @@ class DAU(Unlearner):
             check_every=p.check_every,
             progress=context.progress,
         )
-        if not all(torch.isfinite(t).all() for t in model.state_dict().values()):
-            raise RuntimeError(f"dau diverged (non-finite weights); lower lr (now {p.lr})")
+        raise_if_diverged(model, "dau", lr=p.lr)
         model.eval()
         if norms:  # none when D_f already looked held out before the first step
             facts["defender_grad_norm"] = {"median": float(np.median(norms)), "max": max(norms)}
@@ -351,7 +417,7 @@ class DAU(Unlearner):
             "after": _accuracy(
                 attacker,
                 tokens(context.forget.subset(size, seed=context.seed)),
-                tokens(context.holdout.subset(size, seed=context.seed)),
+                tokens(context.validation.subset(size, seed=context.seed)),
             ),
         }
         info = {"unlearning_seconds": time.perf_counter() - started, **facts}

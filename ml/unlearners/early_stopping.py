@@ -24,12 +24,13 @@ Rules:
   forget set that happens to be easy, a retrained model itself scores above 0.5 by about
   that much). The AUC matches the whole distribution of confidences, where accuracy alone
   stops while the outputs are still too sure or already too flat; the accuracy gap
-  catches the case the AUC misses, a well-generalising model (Fashion-MNIST at full size)
-  whose forget losses already rank like held-out ones in bulk while a few more points of
-  D_f sit on the right side of the boundary (what the UA and LiRA audits see). Each
-  measure counts toward the distance only outside its band: the AUC's around 0.5, the
-  accuracy gap's from minus one binomial standard error of the difference up to 0; so a
-  state that overshoots either one is not kept over an earlier one that did not.
+  catches the case the AUC misses, a well-generalising model whose forget losses already
+  rank like held-out ones in bulk while a few more points of D_f sit on the right side of
+  the boundary (what the UA and LiRA audits see; ``docs/benchmarks.md``, "Notes from
+  development runs", has the run that showed it). Each measure counts toward the distance
+  only outside its band: the AUC's around 0.5, the accuracy gap's from minus one binomial
+  standard error of the difference up to 0; so a state that overshoots either one is not
+  kept over an earlier one that did not.
 - ``holdout_gap`` (the PGU authors' rule): gap = accuracy on D_v - accuracy on D_f; stop at
   the first positive gap; keep the state with the smallest |gap|.
 - ``class`` (class deletion): the published model masks the deleted classes, so the rule
@@ -53,6 +54,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 
 import numpy as np
 import torch
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
@@ -62,11 +64,45 @@ from ml.training import predict
 if TYPE_CHECKING:
     from ml.unlearners.base import UnlearnContext
 
-__all__ = ["StopRule", "resolve_rule", "Measure", "EarlyStopping", "unlearn_steps"]
+__all__ = [
+    "StopRule",
+    "StopRuleParams",
+    "resolve_rule",
+    "Measure",
+    "EarlyStopping",
+    "unlearn_steps",
+]
 
 StopRule = Literal["auto", "distribution", "holdout_gap", "class", "none"]
 CLASS_RETAIN_DROP = 0.05  # the PGU authors' class-deletion threshold (5 points)
 PATIENCE = 5  # checks without getting closer to the target before giving up
+
+
+class StopRuleParams(BaseModel):
+    """The stop-rule knobs, shared by the Params of every method that steps on D_f under
+    :func:`unlearn_steps` (PGU, gradient ascent, RFU-SS, LTU, DAU)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    stop: StopRule = Field(
+        "auto",
+        description="The stop rule (`ml/unlearners/early_stopping.py`): `auto` is `class` "
+        "for a class deletion, else `distribution`; `holdout_gap` is the PGU authors' "
+        "accuracy rule; `none` runs the whole budget and keeps the last state.",
+    )
+    check_every: int = Field(
+        128, ge=1, le=1_000_000, description="Forget samples stepped on between two checks."
+    )
+    # Named holdout_eval_size until the stop rules' set was called the validation set;
+    # params stored under the old name still validate, and are dumped under the new one.
+    validation_eval_size: int = Field(
+        500,
+        ge=10,
+        le=100_000,
+        validation_alias=AliasChoices("validation_eval_size", "holdout_eval_size"),
+        description="How many samples of D_f and of the validation set D_v each check "
+        "measures (fixed random subsets). Formerly `holdout_eval_size`, still accepted.",
+    )
+
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -136,7 +172,7 @@ class EarlyStopping:
         rule: StopRule,
         *,
         forget: SampleSet,
-        holdout: SampleSet,
+        validation: SampleSet,
         eval_size: int,
         device: torch.device,
         class_labels: list[int] | None = None,
@@ -154,11 +190,11 @@ class EarlyStopping:
             return  # reads nothing
         self._forget = forget.subset(eval_size, seed=seed).tensors()
         if self.rule == "class":
-            same = holdout.take(np.flatnonzero(np.isin(holdout.labels, self.classes)))
-            others = holdout.without_classes(self.classes)
+            same = validation.take(np.flatnonzero(np.isin(validation.labels, self.classes)))
+            others = validation.without_classes(self.classes)
             self._same_class = same.subset(eval_size, seed=seed).tensors() if len(same) else None
         else:
-            others = holdout.take(np.flatnonzero(np.isin(holdout.labels, forget.labels)))
+            others = validation.take(np.flatnonzero(np.isin(validation.labels, forget.labels)))
             if not len(others):
                 raise ValueError(f"the {self.rule!r} stop rule needs held-out samples")
         if len(others):
@@ -170,7 +206,7 @@ class EarlyStopping:
         return cls(
             rule,
             forget=context.forget,
-            holdout=context.holdout,
+            validation=context.validation,
             eval_size=eval_size,
             device=context.device,
             class_labels=context.class_labels,
@@ -191,18 +227,18 @@ class EarlyStopping:
             return self._measure_class(model, forget_logits, record)
         assert self._others is not None
         others_logits, others_labels = self._logits(model, self._others), self._others[1]
-        holdout = float((others_logits.argmax(1) == others_labels).float().mean())
-        record["holdout_accuracy"] = holdout
+        validation = float((others_logits.argmax(1) == others_labels).float().mean())
+        record["validation_accuracy"] = validation
         if self.rule == "holdout_gap":
-            gap = holdout - record["forget_accuracy"]
+            gap = validation - record["forget_accuracy"]
             record["gap"] = gap
             return Measure(abs(gap), gap > 0, record=record)
         auc = _auc_lower_first(
             _loss(forget_logits, forget_labels), _loss(others_logits, others_labels)
         )
         band = _chance_band(len(forget_labels), len(others_labels))
-        excess = record["forget_accuracy"] - holdout  # a retrained model: about 0
-        excess_band = _gap_band(holdout, len(forget_labels), len(others_labels))
+        excess = record["forget_accuracy"] - validation  # a retrained model: about 0
+        excess_band = _gap_band(validation, len(forget_labels), len(others_labels))
         record |= {"loss_auc": auc, "band": band}
         record |= {"accuracy_excess": excess, "excess_band": excess_band}
         by_auc = _towards_chance(auc, band)

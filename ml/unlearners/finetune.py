@@ -17,9 +17,22 @@ __all__ = ["Finetune"]
 
 class FinetuneParams(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    epochs: int = Field(2, ge=1, le=100)
-    lr: float = Field(1e-2, gt=0, le=1)
-    batch_size: int = Field(128, ge=1, le=8192)
+    epochs: int = Field(
+        2,
+        ge=1,
+        le=100,
+        description="Passes over D_r: more forgetting and more time; never targets D_f directly.",
+    )
+    lr: float = Field(
+        1e-2,
+        gt=0,
+        le=1,
+        description="The SGD learning rate (momentum and weight decay come from the model's "
+        "training recipe): faster forgetting against damage to what D_r taught.",
+    )
+    batch_size: int = Field(
+        128, ge=1, le=8192, description="Samples of D_r per step: speed against noise."
+    )
 
 
 @register_unlearner

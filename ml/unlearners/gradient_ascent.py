@@ -26,38 +26,56 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
-from ml.unlearners.base import Need, UnlearnContext, Unlearner, UnlearnResult, state_dict_of
-from ml.unlearners.early_stopping import EarlyStopping, StopRule, unlearn_steps
+from ml.unlearners.base import (
+    Need,
+    UnlearnContext,
+    Unlearner,
+    UnlearnResult,
+    raise_if_diverged,
+    state_dict_of,
+)
+from ml.unlearners.early_stopping import EarlyStopping, StopRuleParams, unlearn_steps
 from ml.unlearners.registry import register_unlearner
 
 __all__ = ["GradientAscent", "GradientAscentParams"]
 
 
-class GradientAscentParams(BaseModel):
+class GradientAscentParams(StopRuleParams):
     model_config = ConfigDict(extra="forbid", strict=True)
-    epochs: int = Field(10, ge=1, le=1000)  # the budget when a stop rule is on
-    lr: float = Field(1e-2, gt=0, le=10)
-    batch_size: int = Field(64, ge=1, le=8192)
-    max_grad_norm: float = Field(1.0, gt=0, le=1e6)
-    stop: StopRule = "auto"
-    check_every: int = Field(128, ge=1, le=1_000_000)  # forget samples between checks
-    holdout_eval_size: int = Field(500, ge=10, le=100_000)
+    epochs: int = Field(
+        10, ge=1, le=1000, description="Passes over D_f: the budget when a stop rule is on."
+    )
+    lr: float = Field(
+        1e-2,
+        gt=0,
+        le=10,
+        description="The ascent's SGD step: speed against overshoot (the kept state limits "
+        "the damage).",
+    )
+    batch_size: int = Field(64, ge=1, le=8192, description="Forget samples per step.")
+    max_grad_norm: float = Field(
+        1.0,
+        gt=0,
+        le=1e6,
+        description="Each step's gradient is clipped to this global L2 norm: the ascent's "
+        "gradients grow without bound as p_y -> 0.",
+    )
 
 
 @register_unlearner
 class GradientAscent(Unlearner):
     name = "gradient_ascent"
     Params = GradientAscentParams
-    needs = frozenset({Need.HOLDOUT})
+    needs = frozenset({Need.VALIDATION})
 
     def unlearn(self, context: UnlearnContext) -> UnlearnResult:
         p = self.params
         assert isinstance(p, GradientAscentParams)
         started = time.perf_counter()
         model, device = context.model, context.device
-        stopping = EarlyStopping.for_context(p.stop, context, eval_size=p.holdout_eval_size)
+        stopping = EarlyStopping.for_context(p.stop, context, eval_size=p.validation_eval_size)
         optimizer = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=0.0)
 
         def step(spent: float, inputs: torch.Tensor, labels: torch.Tensor) -> None:
@@ -81,9 +99,6 @@ class GradientAscent(Unlearner):
                 check_every=p.check_every,
                 progress=context.progress,
             )
-        if not all(torch.isfinite(t).all() for t in model.state_dict().values()):
-            raise RuntimeError(
-                f"gradient ascent diverged (non-finite weights); lower lr (now {p.lr})"
-            )
+        raise_if_diverged(model, "gradient ascent", lr=p.lr)
         info = {"unlearning_seconds": time.perf_counter() - started, **facts}
         return UnlearnResult(state_dict_of(model), info=info)

@@ -66,7 +66,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from torch import nn
 from torch.func import functional_call
 
@@ -76,10 +76,11 @@ from ml.unlearners.base import (
     UnlearnContext,
     Unlearner,
     UnlearnResult,
+    raise_if_diverged,
     state_dict_of,
     unchanged,
 )
-from ml.unlearners.early_stopping import EarlyStopping, StopRule, unlearn_steps
+from ml.unlearners.early_stopping import EarlyStopping, StopRuleParams, unlearn_steps
 from ml.unlearners.random_labels import random_wrong_labels
 from ml.unlearners.registry import register_unlearner
 
@@ -98,20 +99,62 @@ MI_SHAPES: tuple[tuple[int, ...], ...] = ((64,), (32, 32), (128, 64))
 MI_VIEWS = ("probabilities", "sorted", "with_label")
 
 
-class LTUParams(BaseModel):
+class LTUParams(StopRuleParams):
     model_config = ConfigDict(extra="forbid", strict=True)
-    retain_fraction: float = Field(0.3, gt=0, le=1)  # gamma: the accessible share of D_r
-    iterations: int = Field(100, ge=1, le=100_000)  # the budget when a stop rule is on
-    batch_size: int = Field(32, ge=1, le=4096)  # |B_f|, and each query set's size
-    lr: float = Field(1e-2, gt=0, le=10)  # beta, the meta-update step
-    meta_lr: float = Field(1e-2, ge=0, le=10)  # eta, the meta-tune step
-    order: Literal["second", "first"] = "second"
-    mi_models: int = Field(3, ge=2, le=8)
-    mi_steps: int = Field(200, ge=1, le=100_000)
-    max_grad_norm: float = Field(1.0, gt=0, le=1e6)
-    stop: StopRule = "auto"
-    check_every: int = Field(128, ge=1, le=1_000_000)  # forget samples between checks
-    holdout_eval_size: int = Field(500, ge=10, le=100_000)
+    retain_fraction: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description="gamma, the accessible share of D_r, the only retained samples read "
+        "(paper: 30%): more keeps accuracy better and costs reading time and memory.",
+    )
+    iterations: int = Field(
+        100,
+        ge=1,
+        le=100_000,
+        description="The budget of meta-updates (one per forget batch, cycling over D_f).",
+    )
+    batch_size: int = Field(
+        32,
+        ge=1,
+        le=4096,
+        description="|B_f|, the forget samples per iteration, and the size of each query set.",
+    )
+    lr: float = Field(
+        1e-2,
+        gt=0,
+        le=10,
+        description="beta, the meta-update step: faster forgetting against collateral damage.",
+    )
+    meta_lr: float = Field(
+        1e-2,
+        ge=0,
+        le=10,
+        description="eta, the meta-tune step: how far the simulated forgetting step looks "
+        "ahead; 0 makes the meta-test plain retain CE.",
+    )
+    order: Literal["second", "first"] = Field(
+        "second",
+        description="`second` differentiates through the meta-tune step (`torch.func`); "
+        "`first` drops the Hessian term, as first-order MAML does: cheaper, and within "
+        "O(eta) of it.",
+    )
+    mi_models: int = Field(
+        3,
+        ge=2,
+        le=8,
+        description="Membership models giving the forgetting feedback (at least 2: support "
+        "and query must differ).",
+    )
+    mi_steps: int = Field(
+        200, ge=1, le=100_000, description="Adam steps of each membership model's pre-training."
+    )
+    max_grad_norm: float = Field(
+        1.0,
+        gt=0,
+        le=1e6,
+        description="Each harmonised step is clipped to this global L2 norm.",
+    )
 
 
 class MembershipModel(nn.Module):
@@ -252,7 +295,7 @@ def _outputs(
 class LTU(Unlearner):
     name = "ltu"
     Params = LTUParams
-    needs = frozenset({Need.RETAIN, Need.HOLDOUT})
+    needs = frozenset({Need.RETAIN, Need.VALIDATION})
 
     def unlearn(self, context: UnlearnContext) -> UnlearnResult:
         p = self.params
@@ -262,14 +305,14 @@ class LTU(Unlearner):
         forget = context.forget
         if not len(forget):
             return unchanged(model, started, "empty forget set")
-        if not len(context.holdout):
+        if not len(context.validation):
             raise ValueError("ltu needs held-out samples (D_v) for its membership models")
         accessible = context.retain.subset(
             max(1, math.ceil(p.retain_fraction * len(context.retain))), seed=seed
         )
         if not len(accessible):
             raise ValueError("ltu needs retained samples (D_r) for its query sets")
-        stopping = EarlyStopping.for_context(p.stop, context, eval_size=p.holdout_eval_size)
+        stopping = EarlyStopping.for_context(p.stop, context, eval_size=p.validation_eval_size)
         if stopping.already_reached(model):
             return unchanged(model, started, "D_f already at the stop rule's target")
         num_classes = forget.adapter.index().num_classes
@@ -278,14 +321,14 @@ class LTU(Unlearner):
         x_r, y_r = (t.to(device) for t in accessible.tensors())
         x_f, y_f = (t.to(device) for t in forget.tensors())
         x_v, y_v = (
-            t.to(device) for t in context.holdout.subset(len(accessible), seed=seed).tensors()
+            t.to(device) for t in context.validation.subset(len(accessible), seed=seed).tensors()
         )
         retain_probabilities, retain_features = _outputs(model, x_r, device)
         _, forget_features = _outputs(model, x_f, device)
-        holdout_probabilities, _ = _outputs(model, x_v, device)
+        validation_probabilities, _ = _outputs(model, x_v, device)
         membership = _membership_models(
             (retain_probabilities, y_r),
-            (holdout_probabilities, y_v),
+            (validation_probabilities, y_v),
             count=p.mi_models,
             steps=p.mi_steps,
             seed=seed,
@@ -372,8 +415,7 @@ class LTU(Unlearner):
             check_every=p.check_every,
             progress=context.progress,
         )
-        if not all(torch.isfinite(t).all() for t in model.state_dict().values()):
-            raise RuntimeError(f"ltu diverged (non-finite weights); lower lr (now {p.lr})")
+        raise_if_diverged(model, "ltu", lr=p.lr)
         facts |= {"harmonised_steps": projected, "accessible_retain": len(accessible)}
         info = {"unlearning_seconds": time.perf_counter() - started, **facts}
         return UnlearnResult(state_dict_of(model), info=info)

@@ -48,16 +48,8 @@ Layers l: every Conv2d and Linear weight W^l, viewed as (out x d) (``ml.pgu``).
     representations stay valid and the next batch subtracts again (section 3.2.4). A
     deletion costs O(|D_f|) forward passes plus O(d^3) per layer, whatever |D|.
 
-Parameters: ``gamma`` (0.9; the paper uses 0.95 for small VGG-like nets), ``layer_gamma``
-(module name, e.g. "features.0" -> gamma, overriding ``gamma`` for that layer; 1.0
-freezes it), ``lambda`` (0.2; < 0 for de-poisoning, where the poisoned samples should be
-confidently re-classified rather than made uncertain; the stop rules then measure against
-the poisoned labels, so de-poisoning usually wants ``stop`` "none" and a chosen
-``max_steps``), ``step`` (normalized | sgd), ``step_start``/``step_end`` (0.02 -> 0.002),
-``lr_start``/``lr_end`` (1.0 -> 0.2, for ``step`` "sgd"), ``max_steps`` (300), ``stop``
-(auto | distribution | holdout_gap | class | none), ``check_every`` (128 forget samples),
-``gradient_samples`` (2048), ``batch_size`` (32), ``offset`` (0.05, the paper's eps),
-``holdout_eval_size`` (500: how many samples of D_v and of D_f each check evaluates).
+Parameters: see ``PGUParams`` (each field's description; ``docs/unlearners.md`` renders
+them).
 
 Differences from the paper, each on purpose:
 - Sign of the entropy term. Eq. 1 prints "- lambda p log p", which, minimised, would
@@ -72,30 +64,27 @@ Differences from the paper, each on purpose:
   and Eq. 3 becomes a plain subtraction.
 - The model stays in eval mode while unlearning: BatchNorm statistics frozen as in the
   authors' code, and dropout off (they leave it on).
-- A normalised step instead of the paper's learning rate (0.05 -> 0.01 over 100 epochs).
-  The projection keeps a share of the gradient that depends on the network and the
-  data (2-8% on this service's BatchNorm-free nets), so any fixed rate needs tuning per
-  network: at the paper's rate small_cnn did not move in 30 epochs on Fashion-MNIST or
-  digits, and this service's earlier default (1.0 -> 0.2) had to be raised to 3.0 for
-  small_cnn in its own benchmark and tests. Moving the weights by a fixed share of their
-  norm needs no such tuning; ``step`` "sgd" keeps the paper's rule.
-- A step budget (300) rather than epochs, checks every 128 forget samples rather than
-  after each epoch, and the best state kept: on class deletion one epoch is ~170 steps,
-  and forget accuracy fell 0.95 -> 0.73 -> 0 within two of them.
+- A normalised step instead of the paper's learning rate (0.05 -> 0.01 over 100 epochs):
+  the projection keeps a share of the gradient that depends on the network and the data,
+  so any fixed rate needs tuning per network, while moving the weights by a fixed share of
+  their norm needs none; ``step`` "sgd" keeps the paper's rule.
+- A step budget rather than epochs, checks every ``check_every`` forget samples rather
+  than after each epoch, and the best state kept: an epoch is too coarse a unit to stop
+  on (on class deletion forget accuracy collapsed within two).
 - The stop rules target what a retrained model shows, not accuracy alone: for random
   deletion the loss distribution of D_f against held-out data *and* their accuracy gap
-  (accuracy alone stopped with outputs flatter than a retrained model's: forget-set
-  entropy 0.134 against 0.079-0.088; the loss distribution alone took no step on a
-  full-size Fashion-MNIST model whose forget losses already ranked like held-out ones
-  while D_f stayed 3-4 points better classified, failing the UA and LiRA gates), and, for
-  class deletion, masked outputs against held-out samples of the
-  class (the masking alone already gives UA = 1, so "accuracy at chance" on unmasked
-  logits measured nothing the published model shows). The authors stop class deletion on
-  the 5-point fall alone; here it is a brake checked first, and a state past it is never
-  published. ``stop`` "holdout_gap" keeps the authors' random-deletion rule.
-- The gradient steps may read a sample of D_f (``gradient_samples``): a deleted class of
-  5,000 samples needs no more than a few hundred steps, while the downdate of step 1,
-  which must remove every forgotten sample from the cache, reads all of them.
+  (each of the two alone stopped in the wrong place), and, for class deletion, masked
+  outputs against held-out samples of the class (the masking alone already gives UA = 1,
+  so "accuracy at chance" on unmasked logits measured nothing the published model shows).
+  The authors stop class deletion on the 5-point fall alone; here it is a brake checked
+  first, and a state past it is never published. ``stop`` "holdout_gap" keeps the
+  authors' random-deletion rule.
+- The gradient steps may read a sample of D_f (``gradient_samples``): a deleted class
+  needs far fewer steps than it has samples, while the downdate of step 1, which must
+  remove every forgotten sample from the cache, reads all of them.
+
+What development runs measured behind these choices is in ``docs/benchmarks.md``, "Notes
+from development runs".
 - The eigendecomposition runs in float64 (``ml.pgu.core_space``; the gamma cut sits
   among eigenvalues ~1e-6 of the largest, below float32's resolution), and only once a
   step is about to run: a forget set already at the stop rule's target costs no eigh.
@@ -112,7 +101,7 @@ from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from ml.pgu import (
     Layer,
@@ -130,7 +119,7 @@ from ml.unlearners.base import (
     UnlearnResult,
     state_dict_of,
 )
-from ml.unlearners.early_stopping import EarlyStopping, StopRule, unlearn_steps
+from ml.unlearners.early_stopping import EarlyStopping, StopRuleParams, unlearn_steps
 from ml.unlearners.registry import register_unlearner
 
 __all__ = ["PGU", "PGUParams", "CACHE_ARTIFACT", "unlearning_loss"]
@@ -144,7 +133,7 @@ Gamma = Annotated[float, Field(gt=0, le=1)]
 StepRule = Literal["normalized", "sgd"]
 
 
-class PGUParams(BaseModel):
+class PGUParams(StopRuleParams):
     model_config = ConfigDict(
         extra="forbid",
         strict=True,
@@ -152,21 +141,80 @@ class PGUParams(BaseModel):
         validate_by_alias=True,
         serialize_by_alias=True,
     )
-    gamma: Gamma = 0.9
-    layer_gamma: dict[str, Gamma] = Field(default_factory=dict)  # module name -> gamma
-    lambda_: float = Field(0.2, alias="lambda", ge=-10, le=10)
-    step: StepRule = "normalized"
-    step_start: float = Field(0.02, gt=0, le=1)  # normalized: share of ||W|| per step
-    step_end: float = Field(0.002, gt=0, le=1)
-    lr_start: float = Field(1.0, gt=0, le=100)  # sgd: the learning rate
-    lr_end: float = Field(0.2, gt=0, le=100)
-    max_steps: int = Field(300, ge=1, le=1_000_000)  # the budget the schedules decay over
-    stop: StopRule = "auto"
-    check_every: int = Field(128, ge=1, le=1_000_000)  # forget samples between checks
-    gradient_samples: int = Field(2048, ge=1, le=10_000_000)  # of D_f the steps may read
-    batch_size: int = Field(32, ge=1, le=8192)
-    offset: float = Field(0.05, gt=0, lt=1)
-    holdout_eval_size: int = Field(500, ge=10, le=100_000)
+    gamma: Gamma = Field(
+        0.9,
+        description="The share of a layer's singular values (of the retained inputs) that "
+        "its core gradient space M carries (paper: 0.9; 0.95 for small VGG-like nets): a "
+        "larger core space protects D_r more and leaves less room to forget.",
+    )
+    layer_gamma: dict[str, Gamma] = Field(
+        default_factory=dict,
+        description="Module name (e.g. `features.0`) -> gamma, overriding `gamma` for that "
+        "layer; 1.0 freezes it (the authors do for some layers).",
+    )
+    lambda_: float = Field(
+        0.2,
+        alias="lambda",
+        ge=-10,
+        le=10,
+        description="Weight of the entropy term (paper: 0.2): > 0 flattens the outputs on "
+        "D_f; < 0 for de-poisoning, where the poisoned samples should be confidently "
+        "re-classified rather than made uncertain (the stop rules then measure against the "
+        "poisoned labels, so de-poisoning usually wants `stop` `none` and a chosen "
+        "`max_steps`).",
+    )
+    step: StepRule = Field(
+        "normalized",
+        description="`normalized`: each step moves the updated weights, taken together, by "
+        "a share of their norm (`step_start` -> `step_end`), which needs no tuning per "
+        "network; `sgd`: the paper's learning-rate rule (`lr_start` -> `lr_end`).",
+    )
+    step_start: float = Field(
+        0.02,
+        gt=0,
+        le=1,
+        description="`step` `normalized`: the share of the weights' norm the first step "
+        "moves them by, decaying exponentially to `step_end` over `max_steps`.",
+    )
+    step_end: float = Field(
+        0.002,
+        gt=0,
+        le=1,
+        description="`step` `normalized`: the share at the end of the budget (at most "
+        "`step_start`).",
+    )
+    lr_start: float = Field(
+        1.0,
+        gt=0,
+        le=100,
+        description="`step` `sgd`: the learning rate of the first step, decaying "
+        "exponentially to `lr_end` over `max_steps` (paper: 0.05 -> 0.01).",
+    )
+    lr_end: float = Field(
+        0.2,
+        gt=0,
+        le=100,
+        description="`step` `sgd`: the learning rate at the end of the budget (at most "
+        "`lr_start`).",
+    )
+    max_steps: int = Field(
+        300, ge=1, le=1_000_000, description="The step budget the schedules decay over."
+    )
+    gradient_samples: int = Field(
+        2048,
+        ge=1,
+        le=10_000_000,
+        description="The steps read at most this many samples of D_f (seeded); the cache "
+        "downdate always reads all of it.",
+    )
+    batch_size: int = Field(32, ge=1, le=8192, description="Forget samples per step.")
+    offset: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="The paper's eps in -log(1 - (p_y - offset)): keeps the reverse "
+        "cross-entropy finite.",
+    )
 
     @model_validator(mode="after")
     def _schedules_decay(self) -> PGUParams:
@@ -203,8 +251,9 @@ def _step_size(
     """The factor on the projected gradient at this point of the budget (``spent`` in [0, 1]),
     decaying exponentially from start to end. ``sgd``: the learning rate itself.
     ``normalized``: the step moves the updated weights, taken together, by a share of their
-    norm, whatever the gradient's scale: the projection keeps 2-8% of a gradient on one net
-    and more on another, and a normalised step needs no per-network learning rate."""
+    norm, whatever the gradient's scale: the share of a gradient the projection keeps
+    differs from one net to another, and a normalised step needs no per-network learning
+    rate."""
     if params.step == "sgd":
         return params.lr_start * (params.lr_end / params.lr_start) ** spent
     share = params.step_start * (params.step_end / params.step_start) ** spent
@@ -229,7 +278,7 @@ def _check_cache(cache: Artifact, layers: list[Layer]) -> None:
 class PGU(Unlearner):
     name = "pgu"
     Params = PGUParams
-    needs = frozenset({Need.CACHE, Need.HOLDOUT})
+    needs = frozenset({Need.CACHE, Need.VALIDATION})
 
     def prepare(self, context: UnlearnContext) -> dict[str, Artifact]:
         """The cache of ``context.model`` over ``context.retain`` (every active sample)."""
@@ -291,7 +340,7 @@ class PGU(Unlearner):
         trainable = [layer for layer in discover_layers(student) if gammas[layer.name] < 1.0]
         for layer in trainable:  # gamma 1.0: the layer is frozen
             layer.weight.requires_grad_(True)
-        stopping = EarlyStopping.for_context(p.stop, context, eval_size=p.holdout_eval_size)
+        stopping = EarlyStopping.for_context(p.stop, context, eval_size=p.validation_eval_size)
         projectors: dict[str, torch.Tensor] = {}
         core_dims: dict[str, int] = {}
         core_space_seconds = 0.0

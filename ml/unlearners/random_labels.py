@@ -28,9 +28,20 @@ __all__ = ["RandomLabels", "RandomLabelsParams", "random_wrong_labels"]
 
 class RandomLabelsParams(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    epochs: int = Field(2, ge=1, le=100)
-    lr: float = Field(1e-2, gt=0, le=1)
-    batch_size: int = Field(128, ge=1, le=8192)
+    epochs: int = Field(
+        2,
+        ge=1,
+        le=100,
+        description="Passes over D_f' U D_r: forgetting against time (each reads all of D_r).",
+    )
+    lr: float = Field(
+        1e-2,
+        gt=0,
+        le=1,
+        description="The SGD learning rate (momentum and weight decay come from the model's "
+        "training recipe).",
+    )
+    batch_size: int = Field(128, ge=1, le=8192, description="Samples per step.")
 
 
 def random_wrong_labels(

@@ -45,12 +45,19 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from torch import nn
 
 from ml.samples import SampleSet
-from ml.unlearners.base import Need, UnlearnContext, Unlearner, UnlearnResult, state_dict_of
-from ml.unlearners.early_stopping import EarlyStopping, StopRule, unlearn_steps
+from ml.unlearners.base import (
+    Need,
+    UnlearnContext,
+    Unlearner,
+    UnlearnResult,
+    raise_if_diverged,
+    state_dict_of,
+)
+from ml.unlearners.early_stopping import EarlyStopping, StopRuleParams, unlearn_steps
 from ml.unlearners.registry import register_unlearner
 from ml.vib import VariationalBottleneck, gaussian_kl, prior_kl, vib_loss
 
@@ -59,16 +66,42 @@ __all__ = ["RFUSS", "RFUSSParams", "closed_form_alpha", "forget_loss", "loss_rat
 Weighting = Literal["closed_form", "loss_ratio"]
 
 
-class RFUSSParams(BaseModel):
+class RFUSSParams(StopRuleParams):
     model_config = ConfigDict(extra="forbid", strict=True)
-    epochs: int = Field(30, ge=1, le=1000)  # passes over D_f; the budget when a rule stops
-    lr: float = Field(1e-3, gt=0, le=1)  # the paper's eta on MNIST (5e-4 for conv)
-    batch_size: int = Field(100, ge=1, le=8192)  # m, from D_f and from D_r alike
-    unlearning_rate: float = Field(0.1, ge=0, le=100)  # beta_u
-    weighting: Weighting = "closed_form"  # Eq. 14; "loss_ratio": the authors' code
-    stop: StopRule = "auto"
-    check_every: int = Field(128, ge=1, le=1_000_000)  # forget samples between checks
-    holdout_eval_size: int = Field(500, ge=10, le=100_000)
+    epochs: int = Field(
+        30,
+        ge=1,
+        le=1000,
+        description="Passes over D_f: the budget (the paper runs E epochs); a stop rule may "
+        "end the run sooner.",
+    )
+    lr: float = Field(
+        1e-3,
+        gt=0,
+        le=1,
+        description="Adam's learning rate (the paper's eta: 1e-3 on MNIST, 5e-4 with a conv "
+        "representer): speed against noise.",
+    )
+    batch_size: int = Field(
+        100,
+        ge=1,
+        le=8192,
+        description="m, the samples taken from D_f and from D_r alike for each step (paper: 100).",
+    )
+    unlearning_rate: float = Field(
+        0.1,
+        ge=0,
+        le=100,
+        description="beta_u, the weight of the erasure terms against the limitation terms "
+        "(paper: 0.1): more forgetting per step, more damage.",
+    )
+    weighting: Weighting = Field(
+        "closed_form",
+        description="How alpha mixes the two gradients. `closed_form`: the paper's Eq. 14, "
+        "the min-norm (MGDA) mix, which descends both losses; `loss_ratio`: the authors' "
+        "public code, alpha = L_u / (L_u + L_r), which forgets much faster and protects "
+        "D_r less.",
+    )
 
 
 def _flat(
@@ -135,7 +168,7 @@ def _batches_forever(
 class RFUSS(Unlearner):
     name = "rfu_ss"
     Params = RFUSSParams
-    needs = frozenset({Need.RETAIN, Need.HOLDOUT})
+    needs = frozenset({Need.RETAIN, Need.VALIDATION})
 
     @classmethod
     def unsuitable_for(cls, network: nn.Module) -> str | None:
@@ -158,7 +191,7 @@ class RFUSS(Unlearner):
         assert isinstance(model, VariationalBottleneck)
         started = time.perf_counter()
         fixed = copy.deepcopy(model).eval().requires_grad_(False)
-        stopping = EarlyStopping.for_context(p.stop, context, eval_size=p.holdout_eval_size)
+        stopping = EarlyStopping.for_context(p.stop, context, eval_size=p.validation_eval_size)
         parameters = [q for q in model.parameters() if q.requires_grad]
         optimizer = torch.optim.Adam(parameters, lr=p.lr)
         beta = context.training.beta
@@ -200,8 +233,7 @@ class RFUSS(Unlearner):
                 check_every=p.check_every,
                 progress=context.progress,
             )
-        if not all(torch.isfinite(t).all() for t in model.state_dict().values()):
-            raise RuntimeError(f"RFU-SS diverged (non-finite weights); lower lr (now {p.lr})")
+        raise_if_diverged(model, "RFU-SS", lr=p.lr)
         info = {
             "unlearning_seconds": time.perf_counter() - started,
             "weighting": p.weighting,
