@@ -39,7 +39,7 @@ def readyz() -> dict[str, str]:
 def metrics_endpoint(request: Request) -> Response:
     """Prometheus text. With ``UNLEARN_METRICS_TOKEN`` set, only a scrape bearing it is
     served, and it also gets the per-model series (they name model ids); without it the
-    endpoint is open (API.md) and serves aggregates only."""
+    endpoint is open (docs/api.md) and serves aggregates only."""
     token = get_settings().metrics_token.get_secret_value()
     if token:
         offered = request.headers.get("authorization", "").partition(" ")[2].strip()
