@@ -193,7 +193,7 @@ def parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=1,
-        help="API processes, one per core the API may use (needs a broker; docs/operations.md, Ingest)",
+        help="API processes, one per core the API may use (needs a broker; see docs/operations.md)",
     )
     serve.add_argument("--no-access-log", dest="access_log", action="store_false")
     serve.set_defaults(run=cmd_serve)
