@@ -75,12 +75,15 @@ class TooLarge(DomainError):
 
 
 class Unavailable(DomainError):
-    """503: the database failed mid-way; nothing was stored, the call may be retried."""
+    """503: a dependency (the database, the broker) failed; nothing was stored, the call may
+    be retried, after ``retry_after`` seconds when given (a ``Retry-After`` header)."""
 
     status, title, slug = 503, "Service unavailable", "unavailable"
 
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail, retry_after=5)
+    def __init__(self, detail: str, *, retry_after: int | None = 5, **extra: Any) -> None:
+        if retry_after is not None:
+            extra["retry_after"] = retry_after
+        super().__init__(detail, **extra)
 
 
 class Unauthenticated(DomainError):

@@ -39,7 +39,7 @@ class Problem(BaseModel):
     errors: list[dict[str, object]] | None = None
 
 
-class Caller(BaseModel):
+class CallerRead(BaseModel):
     """Who a key is: clients (the admin dashboard) show only what its scopes allow."""
 
     key_id: str

@@ -1,7 +1,7 @@
 from fastapi import APIRouter
 
 from service.api.conditional import polled
-from service.api.deps import CurrentKey, SessionDep, VersionNumber, require
+from service.api.deps import CurrentCaller, SessionDep, VersionNumber, require
 from service.api.openapi import conflict
 from service.audits import service
 from service.audits.schemas import AuditCreate, AuditRead, Certificate
@@ -19,10 +19,10 @@ router = APIRouter(tags=["audit"])
     **polled(Topic.AUDITS, scope=Scope.AUDIT_READ),
 )
 def get_audit(
-    model_id: str, number: VersionNumber, session: SessionDep, key: CurrentKey
+    model_id: str, number: VersionNumber, session: SessionDep, caller: CurrentCaller
 ) -> AuditRead:
     return service.latest_or_raise(
-        session, tenant_id=key.tenant_id, model_id=model_id, number=number
+        session, tenant_id=caller.tenant_id, model_id=model_id, number=number
     )
 
 
@@ -34,10 +34,18 @@ def get_audit(
     responses=conflict("the version forgot nothing"),
 )
 def request_audit(
-    model_id: str, number: VersionNumber, spec: AuditCreate, session: SessionDep, key: CurrentKey
+    model_id: str,
+    number: VersionNumber,
+    spec: AuditCreate,
+    session: SessionDep,
+    caller: CurrentCaller,
 ) -> JobRead:
     job = service.request_audit(
-        session, tenant_id=key.tenant_id, model_id=model_id, number=number, reference=spec.reference
+        session,
+        tenant_id=caller.tenant_id,
+        model_id=model_id,
+        number=number,
+        reference=spec.reference,
     )
     return jobs.to_read(job)
 
@@ -48,5 +56,5 @@ def request_audit(
     dependencies=[require(Scope.REQUESTS_READ)],
     responses=conflict("the request is not completed"),
 )
-def get_certificate(request_id: str, session: SessionDep, key: CurrentKey) -> Certificate:
-    return service.certificate(session, tenant_id=key.tenant_id, request_id=request_id)
+def get_certificate(request_id: str, session: SessionDep, caller: CurrentCaller) -> Certificate:
+    return service.certificate(session, tenant_id=caller.tenant_id, request_id=request_id)

@@ -1,6 +1,6 @@
 from fastapi import APIRouter
 
-from service.api.deps import CurrentKey, SessionDep, require
+from service.api.deps import CurrentCaller, SessionDep, require
 from service.callbacks import service
 from service.callbacks.schemas import SecretRead
 from service.enums import Scope
@@ -11,10 +11,10 @@ router = APIRouter(
 
 
 @router.get("", response_model=SecretRead)
-def get_secret(session: SessionDep, key: CurrentKey) -> SecretRead:
-    return service.secret_of(session, tenant_id=key.tenant_id)
+def get_secret(session: SessionDep, caller: CurrentCaller) -> SecretRead:
+    return service.secret_of(session, tenant_id=caller.tenant_id)
 
 
 @router.post("/rotate", response_model=SecretRead)
-def rotate_secret(session: SessionDep, key: CurrentKey) -> SecretRead:
-    return service.rotate_secret(session, tenant_id=key.tenant_id)
+def rotate_secret(session: SessionDep, caller: CurrentCaller) -> SecretRead:
+    return service.rotate_secret(session, tenant_id=caller.tenant_id)

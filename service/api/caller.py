@@ -1,13 +1,13 @@
 from fastapi import APIRouter
 
-from service.api.deps import CurrentKey, SessionDep
+from service.api.deps import CurrentCaller, SessionDep
 from service.keys import service as keys
-from service.schemas import Caller
+from service.schemas import CallerRead
 
 router = APIRouter(tags=["keys"])
 
 
-@router.get("/v1/me", response_model=Caller)
-def who_am_i(session: SessionDep, key: CurrentKey) -> Caller:
+@router.get("/v1/me", response_model=CallerRead)
+def who_am_i(session: SessionDep, caller: CurrentCaller) -> CallerRead:
     """The calling key's tenant and scopes (any valid key may ask)."""
-    return keys.describe(session, key)
+    return keys.describe(session, caller)

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Header, Request, Response
 
 from service import changes
-from service.api.deps import CurrentKey, SessionDep, require
+from service.api.deps import CurrentCaller, SessionDep, require
 from service.changes import Topic
 from service.enums import Scope
 
@@ -75,16 +75,16 @@ def polled(*topics: Topic, scope: Scope | None = None) -> dict[str, Any]:
         request: Request,
         response: Response,
         session: SessionDep,
-        key: CurrentKey,
+        caller: CurrentCaller,
         if_none_match: Annotated[
             str | None, Header(description="ETags of answers the caller already holds")
         ] = None,
     ) -> None:
         # The stamps are read before the body: a change that lands in between makes the next
         # poll a 200 again, never a 304 over a stale body.
-        stamps = changes.read(session, tenant_id=key.tenant_id, topics=topics)
+        stamps = changes.read(session, tenant_id=caller.tenant_id, topics=topics)
         target = f"{request.url.path}?{request.url.query}"
-        etag = entity_tag(key.tenant_id, target, stamps)
+        etag = entity_tag(caller.tenant_id, target, stamps)
         if if_none_match is not None and matches(if_none_match, etag):
             raise NotModified(etag)
         response.headers["ETag"] = etag

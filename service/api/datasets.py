@@ -2,7 +2,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from service.api.deps import CurrentKey, Limit, SessionDep, require
+from service.api.deps import CurrentCaller, Limit, SessionDep, require
 from service.api.openapi import conflict
 from service.datasets import service
 from service.datasets.schemas import DatasetCreate, DatasetRead, ForgottenBy, SampleRead
@@ -20,24 +20,26 @@ read = [require(Scope.MODELS_READ)]
     dependencies=[require(Scope.MODELS_WRITE)],
     responses=conflict("a dataset of this name exists"),
 )
-def register_dataset(spec: DatasetCreate, session: SessionDep, key: CurrentKey) -> DatasetRead:
-    dataset = service.register(session, tenant_id=key.tenant_id, spec=spec)
+def register_dataset(
+    spec: DatasetCreate, session: SessionDep, caller: CurrentCaller
+) -> DatasetRead:
+    dataset = service.register(session, tenant_id=caller.tenant_id, spec=spec)
     return DatasetRead.model_validate(dataset)
 
 
 @router.get("", response_model=Page[DatasetRead], dependencies=read)
 def list_datasets(
-    session: SessionDep, key: CurrentKey, limit: Limit = 50, cursor: str | None = None
+    session: SessionDep, caller: CurrentCaller, limit: Limit = 50, cursor: str | None = None
 ) -> Page[DatasetRead]:
     rows, next_cursor = service.list_page(
-        session, tenant_id=key.tenant_id, limit=limit, cursor=cursor
+        session, tenant_id=caller.tenant_id, limit=limit, cursor=cursor
     )
     return Page(items=[DatasetRead.model_validate(r) for r in rows], next_cursor=next_cursor)
 
 
 @router.get("/{dataset_id}", response_model=DatasetRead, dependencies=read)
-def get_dataset(dataset_id: str, session: SessionDep, key: CurrentKey) -> DatasetRead:
-    dataset = service.get_or_raise(session, tenant_id=key.tenant_id, dataset_id=dataset_id)
+def get_dataset(dataset_id: str, session: SessionDep, caller: CurrentCaller) -> DatasetRead:
+    dataset = service.get_or_raise(session, tenant_id=caller.tenant_id, dataset_id=dataset_id)
     return DatasetRead.model_validate(dataset)
 
 
@@ -45,7 +47,7 @@ def get_dataset(dataset_id: str, session: SessionDep, key: CurrentKey) -> Datase
 def list_samples(
     dataset_id: str,
     session: SessionDep,
-    key: CurrentKey,
+    caller: CurrentCaller,
     split: Annotated[Split | None, Query()] = None,
     state: Annotated[SampleState | None, Query()] = None,
     limit: Limit = 50,
@@ -53,7 +55,7 @@ def list_samples(
 ) -> Page[SampleRead]:
     rows, next_cursor = service.samples_page(
         session,
-        tenant_id=key.tenant_id,
+        tenant_id=caller.tenant_id,
         dataset_id=dataset_id,
         split=split,
         state=state,
@@ -65,9 +67,9 @@ def list_samples(
 
 
 @router.get("/{dataset_id}/samples/{key:path}", response_model=SampleRead, dependencies=read)
-def get_sample(dataset_id: str, key: str, session: SessionDep, api_key: CurrentKey) -> SampleRead:
+def get_sample(dataset_id: str, key: str, session: SessionDep, caller: CurrentCaller) -> SampleRead:
     sample, tombstones = service.get_sample_or_raise(
-        session, tenant_id=api_key.tenant_id, dataset_id=dataset_id, key=key
+        session, tenant_id=caller.tenant_id, dataset_id=dataset_id, key=key
     )
     forgotten_by = [
         ForgottenBy(

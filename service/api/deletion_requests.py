@@ -4,7 +4,7 @@ from fastapi import APIRouter, Body, Header, Request
 from fastapi.responses import JSONResponse
 
 from service.api.conditional import polled
-from service.api.deps import CurrentKey, Limit, SessionDep, caller, json_body, require
+from service.api.deps import CurrentCaller, Limit, SessionDep, authorized, json_body, require
 from service.api.openapi import conflict, read_by_hand
 from service.callbacks import service as callbacks
 from service.callbacks.schemas import DeliveryList
@@ -37,10 +37,12 @@ read = polled(Topic.REQUESTS, scope=Scope.REQUESTS_READ)
     ),
 )
 async def create_request(request: Request) -> Any:
-    key = caller(request, Scope.REQUESTS_WRITE)
+    caller = authorized(request, Scope.REQUESTS_WRITE)
     spec = await json_body(request, DeletionRequestCreate)
     idempotency_key = request.headers.get("idempotency-key")
-    item = service.submission(tenant_id=key.tenant_id, spec=spec, idempotency_key=idempotency_key)
+    item = service.submission(
+        tenant_id=caller.tenant_id, spec=spec, idempotency_key=idempotency_key
+    )
     answer = await ingest.submit(item)
     return JSONResponse(
         answer, status_code=202, headers={"Location": f"/v1/deletion-requests/{answer['id']}"}
@@ -49,19 +51,19 @@ async def create_request(request: Request) -> Any:
 
 @router.post(":bulk", response_model=BulkResult, dependencies=write)
 async def create_bulk(
-    key: CurrentKey,
+    caller: CurrentCaller,
     requests: Annotated[list[dict[str, Any]], Body(embed=True)],
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> BulkResult:
     return await ingest.submit_bulk(
-        tenant_id=key.tenant_id, items=requests, idempotency_key=idempotency_key
+        tenant_id=caller.tenant_id, items=requests, idempotency_key=idempotency_key
     )
 
 
 @router.get("", response_model=Page[DeletionRequestRead], **read)
 def list_requests(
     session: SessionDep,
-    key: CurrentKey,
+    caller: CurrentCaller,
     model_id: str | None = None,
     status: RequestStatus | None = None,
     subject_id: str | None = None,
@@ -70,7 +72,7 @@ def list_requests(
 ) -> Page[DeletionRequestRead]:
     items, next_cursor = service.list_page(
         session,
-        tenant_id=key.tenant_id,
+        tenant_id=caller.tenant_id,
         model_id=model_id,
         status=status,
         subject_id=subject_id,
@@ -81,8 +83,8 @@ def list_requests(
 
 
 @router.get("/{request_id}", response_model=DeletionRequestRead, **read)
-def get_request(request_id: str, session: SessionDep, key: CurrentKey) -> DeletionRequestRead:
-    request = service.get_or_raise(session, tenant_id=key.tenant_id, request_id=request_id)
+def get_request(request_id: str, session: SessionDep, caller: CurrentCaller) -> DeletionRequestRead:
+    request = service.get_or_raise(session, tenant_id=caller.tenant_id, request_id=request_id)
     return service.read_many(session, [request])[0]
 
 
@@ -92,8 +94,10 @@ def get_request(request_id: str, session: SessionDep, key: CurrentKey) -> Deleti
     dependencies=write,
     responses=conflict("the request is not pending"),
 )
-def cancel_request(request_id: str, session: SessionDep, key: CurrentKey) -> DeletionRequestRead:
-    return service.cancel(session, tenant_id=key.tenant_id, request_id=request_id)
+def cancel_request(
+    request_id: str, session: SessionDep, caller: CurrentCaller
+) -> DeletionRequestRead:
+    return service.cancel(session, tenant_id=caller.tenant_id, request_id=request_id)
 
 
 @router.post(
@@ -102,8 +106,10 @@ def cancel_request(request_id: str, session: SessionDep, key: CurrentKey) -> Del
     dependencies=[require(Scope.ADMIN)],
     responses=conflict("the request has not failed"),
 )
-def retry_request(request_id: str, session: SessionDep, key: CurrentKey) -> DeletionRequestRead:
-    return service.retry(session, tenant_id=key.tenant_id, request_id=request_id)
+def retry_request(
+    request_id: str, session: SessionDep, caller: CurrentCaller
+) -> DeletionRequestRead:
+    return service.retry(session, tenant_id=caller.tenant_id, request_id=request_id)
 
 
 @router.get(
@@ -111,6 +117,6 @@ def retry_request(request_id: str, session: SessionDep, key: CurrentKey) -> Dele
     response_model=DeliveryList,
     dependencies=[require(Scope.REQUESTS_READ)],  # deliveries carry no change stamp: not polled
 )
-def list_callbacks(request_id: str, session: SessionDep, key: CurrentKey) -> DeliveryList:
-    deliveries = callbacks.deliveries_of(session, tenant_id=key.tenant_id, request_id=request_id)
+def list_callbacks(request_id: str, session: SessionDep, caller: CurrentCaller) -> DeliveryList:
+    deliveries = callbacks.deliveries_of(session, tenant_id=caller.tenant_id, request_id=request_id)
     return DeliveryList(items=deliveries)

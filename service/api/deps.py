@@ -12,12 +12,12 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from service.api.gate import PRINCIPAL
+from service.api.gate import CALLER
 from service.db import new_session
 from service.enums import Scope
 from service.errors import Forbidden, Unauthenticated
 from service.keys import service as keys
-from service.keys.service import Principal
+from service.keys.service import Caller
 from service.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 
@@ -43,37 +43,37 @@ Body = TypeVar("Body", bound=BaseModel)
 bearer = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer <key>`")
 
 
-async def current_key(
+async def current_caller(
     request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
-) -> Principal:
+) -> Caller:
     """The caller, authenticated by ``service.api.gate`` before any body was read."""
-    return caller(request)
+    return authorized(request)
 
 
-def caller(request: Request, scope: Scope | None = None) -> Principal:
+def authorized(request: Request, scope: Scope | None = None) -> Caller:
     """The caller the gate authenticated; 403 unless its key carries ``scope`` (or
     ``admin``). A plain function, for the routes that solve no dependencies."""
-    principal: Principal | None = request.scope.get("state", {}).get(PRINCIPAL)
-    if principal is None:  # a /v1 route always passes the gate; this is belt and braces
+    caller: Caller | None = request.scope.get("state", {}).get(CALLER)
+    if caller is None:  # a /v1 route always passes the gate; this is belt and braces
         raise Unauthenticated("send an API key as 'Authorization: Bearer <key>'")
     if scope is not None:
-        _check_scope(principal, scope)
-    return principal
+        _check_scope(caller, scope)
+    return caller
 
 
-def _check_scope(principal: Principal, scope: Scope) -> None:
-    if not keys.has_scope(principal, scope):
+def _check_scope(caller: Caller, scope: Scope) -> None:
+    if not keys.has_scope(caller, scope):
         raise Forbidden(f"this key lacks the {scope.value!r} scope")
 
 
-CurrentKey = Annotated[Principal, Depends(current_key)]
+CurrentCaller = Annotated[Caller, Depends(current_caller)]
 
 
 def require(scope: Scope):  # type: ignore[no-untyped-def]
     """A route dependency: the caller's key must carry ``scope`` (or ``admin``)."""
 
-    async def check(key: CurrentKey) -> None:  # pure CPU: no thread-pool hop
-        _check_scope(key, scope)
+    async def check(caller: CurrentCaller) -> None:  # pure CPU: no thread-pool hop
+        _check_scope(caller, scope)
 
     return Depends(check)
 

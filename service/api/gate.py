@@ -9,7 +9,7 @@
    it passes its limit (``UNLEARN_MAX_BODY_BYTES``; weight uploads
    ``UNLEARN_MAX_UPLOAD_BYTES``), so no route ever buffers more than that.
 
-The principal is left in the request's state for ``deps.current_key``; scopes are checked
+The caller is left in the request's state for ``deps.current_caller``; scopes are checked
 per route.
 """
 
@@ -30,9 +30,9 @@ from service.keys import service as keys
 from service.rate_limits import Rate, limiter_for
 from service.settings import Settings
 
-__all__ = ["Gate", "BodyTooLarge", "PRINCIPAL"]
+__all__ = ["Gate", "BodyTooLarge", "CALLER"]
 
-PRINCIPAL = "principal"  # the key in the request state
+CALLER = "caller"  # the authenticated key (``keys.Caller``) in the request state
 # An address seen not locked out is not asked about again for this long (unless it fails
 # here meanwhile): the check is a Redis round trip, on every call otherwise. A lockout
 # caused through another API process therefore reaches this one within a second.
@@ -102,10 +102,10 @@ class Gate:
                 self._clear.clear()
             self._clear[address] = time.monotonic() + CLEAR_SECONDS
         token = _bearer(Headers(scope=scope).get("authorization", ""))
-        principal = None
+        caller = None
         if token:
             try:
-                principal = keys.cached(token) or await run_in_threadpool(
+                caller = keys.cached(token) or await run_in_threadpool(
                     keys.authenticate_token, token
                 )
             except Exception as error:
@@ -113,7 +113,7 @@ class Gate:
                 if answer is None:
                     raise
                 return answer
-        if principal is None:
+        if caller is None:
             self._clear.pop(address, None)  # this process asks the shared bucket again
             if self.failure_rate and (wait := await self.limiter.take(failures, self.failure_rate)):
                 return _rate_limited(wait, "too many failed authentications from this address")
@@ -123,10 +123,10 @@ class Gate:
                 else "send an API key as 'Authorization: Bearer <key>'"
             )
             return problem(401, "Unauthorized", detail, "unauthorized")
-        key_bucket = f"key:{principal.key_id}"
+        key_bucket = f"key:{caller.key_id}"
         if self.key_rate and (wait := await self.limiter.take(key_bucket, self.key_rate)):
             return _rate_limited(wait, "this key's request rate is over its limit")
-        scope.setdefault("state", {})[PRINCIPAL] = principal
+        scope.setdefault("state", {})[CALLER] = caller
         return None
 
     def _clear_now(self, address: str) -> bool:

@@ -1,7 +1,7 @@
 from fastapi import APIRouter
 
 from service.api.conditional import polled
-from service.api.deps import CurrentKey, Limit, SessionDep, require
+from service.api.deps import CurrentCaller, Limit, SessionDep, require
 from service.changes import Topic
 from service.enums import JobStatus, Scope
 from service.jobs import service
@@ -14,7 +14,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[require(Scope
 @router.get("", response_model=Page[JobRead], **polled(Topic.JOBS))
 def list_jobs(
     session: SessionDep,
-    key: CurrentKey,
+    caller: CurrentCaller,
     model_id: str | None = None,
     status: JobStatus | None = None,
     limit: Limit = 50,
@@ -22,7 +22,7 @@ def list_jobs(
 ) -> Page[JobRead]:
     rows, next_cursor = service.list_page(
         session,
-        tenant_id=key.tenant_id,
+        tenant_id=caller.tenant_id,
         model_id=model_id,
         status=status,
         limit=limit,
@@ -32,5 +32,5 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobRead, **polled(Topic.JOBS))
-def get_job(job_id: str, session: SessionDep, key: CurrentKey) -> JobRead:
-    return service.to_read(service.get_or_raise(session, tenant_id=key.tenant_id, job_id=job_id))
+def get_job(job_id: str, session: SessionDep, caller: CurrentCaller) -> JobRead:
+    return service.to_read(service.get_or_raise(session, tenant_id=caller.tenant_id, job_id=job_id))

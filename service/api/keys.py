@@ -2,7 +2,7 @@ from datetime import timedelta
 
 from fastapi import APIRouter
 
-from service.api.deps import CurrentKey, Limit, SessionDep, require
+from service.api.deps import CurrentCaller, Limit, SessionDep, require
 from service.api.openapi import conflict
 from service.enums import Scope
 from service.keys import service
@@ -23,19 +23,19 @@ def _created(key: ApiKey, plaintext: str) -> KeyCreated:
 
 @router.get("", response_model=Page[KeyRead])
 def list_keys(
-    session: SessionDep, key: CurrentKey, limit: Limit = 50, cursor: str | None = None
+    session: SessionDep, caller: CurrentCaller, limit: Limit = 50, cursor: str | None = None
 ) -> Page[KeyRead]:
     rows, next_cursor = service.list_page(
-        session, tenant_id=key.tenant_id, limit=limit, cursor=cursor
+        session, tenant_id=caller.tenant_id, limit=limit, cursor=cursor
     )
     return Page(items=[_read(r) for r in rows], next_cursor=next_cursor)
 
 
 @router.post("", status_code=201, response_model=KeyCreated)
-def create_key(spec: KeyCreate, session: SessionDep, key: CurrentKey) -> KeyCreated:
+def create_key(spec: KeyCreate, session: SessionDep, caller: CurrentCaller) -> KeyCreated:
     new, plaintext = service.create_key(
         session,
-        tenant_id=key.tenant_id,
+        tenant_id=caller.tenant_id,
         scopes=list(spec.scopes),
         name=spec.name,
         expires_at=spec.expires_at,
@@ -44,13 +44,13 @@ def create_key(spec: KeyCreate, session: SessionDep, key: CurrentKey) -> KeyCrea
 
 
 @router.get("/{key_id}", response_model=KeyRead)
-def get_key(key_id: str, session: SessionDep, key: CurrentKey) -> KeyRead:
-    return _read(service.get_or_raise(session, key_id=key_id, tenant_id=key.tenant_id))
+def get_key(key_id: str, session: SessionDep, caller: CurrentCaller) -> KeyRead:
+    return _read(service.get_or_raise(session, key_id=key_id, tenant_id=caller.tenant_id))
 
 
 @router.post("/{key_id}/revoke", response_model=KeyRead)
-def revoke_key(key_id: str, session: SessionDep, key: CurrentKey) -> KeyRead:
-    return _read(service.revoke(session, key_id=key_id, tenant_id=key.tenant_id))
+def revoke_key(key_id: str, session: SessionDep, caller: CurrentCaller) -> KeyRead:
+    return _read(service.revoke(session, key_id=key_id, tenant_id=caller.tenant_id))
 
 
 @router.post(
@@ -59,7 +59,9 @@ def revoke_key(key_id: str, session: SessionDep, key: CurrentKey) -> KeyRead:
     response_model=KeyCreated,
     responses=conflict("the key is revoked, expired or already rotated"),
 )
-def rotate_key(key_id: str, spec: KeyRotate, session: SessionDep, key: CurrentKey) -> KeyCreated:
+def rotate_key(
+    key_id: str, spec: KeyRotate, session: SessionDep, caller: CurrentCaller
+) -> KeyCreated:
     grace = timedelta(seconds=spec.grace_seconds)
-    new, plaintext = service.rotate(session, key_id=key_id, grace=grace, tenant_id=key.tenant_id)
+    new, plaintext = service.rotate(session, key_id=key_id, grace=grace, tenant_id=caller.tenant_id)
     return _created(new, plaintext)

@@ -17,6 +17,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import logs, metrics
+from service.api.gate import CALLER
 
 access = logging.getLogger("unlearnd.access")
 SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -62,7 +63,7 @@ class Observe:
         metrics.HTTP_REQUESTS.labels(method, route, str(status)).inc()
         metrics.HTTP_DURATION.labels(method, route).observe(seconds)
         if access.isEnabledFor(logging.INFO):
-            principal = scope.get("state", {}).get("principal")
+            caller = scope.get("state", {}).get(CALLER)
             access.info(
                 "request",
                 extra={
@@ -71,7 +72,7 @@ class Observe:
                     "status": status,
                     "ms": round(seconds * 1000, 2),
                     "client": (scope.get("client") or ("-",))[0],
-                    "key_id": getattr(principal, "key_id", None),
-                    "tenant_id": getattr(principal, "tenant_id", None),
+                    "key_id": getattr(caller, "key_id", None),
+                    "tenant_id": getattr(caller, "tenant_id", None),
                 },
             )

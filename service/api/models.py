@@ -1,7 +1,7 @@
 from fastapi import APIRouter, File, Response, UploadFile
 
 from service.api.conditional import polled
-from service.api.deps import CurrentKey, Limit, SessionDep, VersionNumber, require
+from service.api.deps import CurrentCaller, Limit, SessionDep, VersionNumber, require
 from service.api.openapi import conflict
 from service.changes import Topic
 from service.enums import Scope
@@ -27,16 +27,16 @@ def _read(session: SessionDep, model) -> ModelRead:  # type: ignore[no-untyped-d
     dependencies=write,
     responses=conflict("a model of this name exists"),
 )
-def create_model(spec: ModelCreate, session: SessionDep, key: CurrentKey) -> ModelRead:
-    return _read(session, service.create(session, tenant_id=key.tenant_id, spec=spec))
+def create_model(spec: ModelCreate, session: SessionDep, caller: CurrentCaller) -> ModelRead:
+    return _read(session, service.create(session, tenant_id=caller.tenant_id, spec=spec))
 
 
 @router.get("", response_model=Page[ModelRead], **model_read)
 def list_models(
-    session: SessionDep, key: CurrentKey, limit: Limit = 50, cursor: str | None = None
+    session: SessionDep, caller: CurrentCaller, limit: Limit = 50, cursor: str | None = None
 ) -> Page[ModelRead]:
     rows, next_cursor = service.list_page(
-        session, tenant_id=key.tenant_id, limit=limit, cursor=cursor
+        session, tenant_id=caller.tenant_id, limit=limit, cursor=cursor
     )
     pending = service.pending_counts(session, [r.id for r in rows])
     items = [service.to_read(r, pending.get(r.id, 0)) for r in rows]
@@ -44,22 +44,24 @@ def list_models(
 
 
 @router.get("/{model_id}", response_model=ModelRead, **model_read)
-def get_model(model_id: str, session: SessionDep, key: CurrentKey) -> ModelRead:
-    return _read(session, service.get_or_raise(session, tenant_id=key.tenant_id, model_id=model_id))
+def get_model(model_id: str, session: SessionDep, caller: CurrentCaller) -> ModelRead:
+    return _read(
+        session, service.get_or_raise(session, tenant_id=caller.tenant_id, model_id=model_id)
+    )
 
 
 @router.patch("/{model_id}", response_model=ModelRead, dependencies=write)
 def update_model(
-    model_id: str, spec: ModelUpdate, session: SessionDep, key: CurrentKey
+    model_id: str, spec: ModelUpdate, session: SessionDep, caller: CurrentCaller
 ) -> ModelRead:
     return _read(
-        session, service.update(session, tenant_id=key.tenant_id, model_id=model_id, spec=spec)
+        session, service.update(session, tenant_id=caller.tenant_id, model_id=model_id, spec=spec)
     )
 
 
 @router.post("/{model_id}/flush", status_code=202, response_model=FlushRead, dependencies=write)
-def flush_model(model_id: str, session: SessionDep, key: CurrentKey) -> FlushRead:
-    pending = service.flush(session, tenant_id=key.tenant_id, model_id=model_id)
+def flush_model(model_id: str, session: SessionDep, caller: CurrentCaller) -> FlushRead:
+    pending = service.flush(session, tenant_id=caller.tenant_id, model_id=model_id)
     return FlushRead(model_id=model_id, pending_requests=pending)
 
 
@@ -67,12 +69,12 @@ def flush_model(model_id: str, session: SessionDep, key: CurrentKey) -> FlushRea
 def list_versions(
     model_id: str,
     session: SessionDep,
-    key: CurrentKey,
+    caller: CurrentCaller,
     limit: Limit = 50,
     cursor: str | None = None,
 ) -> Page[VersionRead]:
     items, next_cursor = versions.page(
-        session, tenant_id=key.tenant_id, model_id=model_id, limit=limit, cursor=cursor
+        session, tenant_id=caller.tenant_id, model_id=model_id, limit=limit, cursor=cursor
     )
     return Page(items=items, next_cursor=next_cursor)
 
@@ -87,20 +89,22 @@ def list_versions(
 def upload_version(
     model_id: str,
     session: SessionDep,
-    key: CurrentKey,
+    caller: CurrentCaller,
     file: UploadFile = File(description="safetensors weights"),
 ) -> VersionRead:
     data = file.file.read()
-    version = service.upload_version(session, tenant_id=key.tenant_id, model_id=model_id, data=data)
+    version = service.upload_version(
+        session, tenant_id=caller.tenant_id, model_id=model_id, data=data
+    )
     return versions.to_read(session, version)
 
 
 @router.get("/{model_id}/versions/{number}", response_model=VersionRead, **version_read)
 def get_version(
-    model_id: str, number: VersionNumber, session: SessionDep, key: CurrentKey
+    model_id: str, number: VersionNumber, session: SessionDep, caller: CurrentCaller
 ) -> VersionRead:
     version = versions.get_or_raise(
-        session, model_id=model_id, number=number, tenant_id=key.tenant_id
+        session, model_id=model_id, number=number, tenant_id=caller.tenant_id
     )
     return versions.to_read(session, version)
 
@@ -112,10 +116,10 @@ def get_version(
     dependencies=[require(Scope.ADMIN)],
 )
 def download_weights(
-    model_id: str, number: VersionNumber, session: SessionDep, key: CurrentKey
+    model_id: str, number: VersionNumber, session: SessionDep, caller: CurrentCaller
 ) -> Response:
     data = versions.weights_bytes(
-        session, tenant_id=key.tenant_id, model_id=model_id, number=number
+        session, tenant_id=caller.tenant_id, model_id=model_id, number=number
     )
     filename = f"{model_id}-v{number}.safetensors"
     return Response(

@@ -72,7 +72,7 @@ _BY_HAND: dict[str, Any] = {}  # schemas of the bodies routes read by hand
 
 def read_by_hand(body: type[BaseModel], headers: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """``openapi_extra`` of a route that reads its JSON body and its headers itself
-    (``deps.caller`` and ``deps.json_body``, solving no dependencies: the ingest path):
+    (``deps.authorized`` and ``deps.json_body``, solving no dependencies: the ingest path):
     they are documented as FastAPI documents a body model and ``Header`` parameters, and
     the route as one that needs the bearer key."""
     schema = body.model_json_schema(ref_template="#/components/schemas/{model}")

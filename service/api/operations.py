@@ -5,14 +5,10 @@ from sqlalchemy import text
 
 from service import metrics, outbox
 from service.db import session_scope
-from service.errors import DomainError, Unauthenticated
+from service.errors import Unauthenticated, Unavailable
 from service.settings import get_settings
 
 router = APIRouter(tags=["operations"])
-
-
-class Unavailable(DomainError):
-    status, title, slug = 503, "Service unavailable", "unavailable"
 
 
 @router.get("/healthz")
@@ -27,12 +23,11 @@ def readyz() -> dict[str, str]:
         with session_scope() as session:
             session.execute(text("SELECT 1"))
     except Exception:
-        raise Unavailable(
-            "the database is unreachable", checks={**checks, "database": "down"}
-        ) from None
+        down = {**checks, "database": "down"}
+        raise Unavailable("the database is unreachable", retry_after=None, checks=down) from None
     checks["broker"] = outbox.broker_status()
     if checks["broker"] == "down":
-        raise Unavailable("the broker is unreachable", checks=checks)
+        raise Unavailable("the broker is unreachable", retry_after=None, checks=checks)
     return {"status": "ready", **checks}
 
 

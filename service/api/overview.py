@@ -1,7 +1,7 @@
 from fastapi import APIRouter
 
 from service.api.conditional import polled
-from service.api.deps import CurrentKey, SessionDep
+from service.api.deps import CurrentCaller, SessionDep
 from service.changes import Topic
 from service.enums import Scope
 from service.overview import service
@@ -15,5 +15,5 @@ router = APIRouter(prefix="/v1/overview", tags=["overview"])
     response_model=Overview,
     **polled(Topic.REQUESTS, Topic.JOBS, Topic.MODELS, scope=Scope.MODELS_READ),
 )
-def get_overview(session: SessionDep, key: CurrentKey) -> Overview:
-    return service.overview(session, tenant_id=key.tenant_id)
+def get_overview(session: SessionDep, caller: CurrentCaller) -> Overview:
+    return service.overview(session, tenant_id=caller.tenant_id)

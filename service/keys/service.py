@@ -28,12 +28,12 @@ from service.errors import Conflict, InvalidInput, NotFound
 from service.keys.policy import DEVELOPMENT_KEYS, weakness
 from service.keys.schemas import KeyRead
 from service.pagination import paginate
-from service.schemas import Caller
+from service.schemas import CallerRead
 from service.settings import get_settings
 from service.tables import ApiKey, Tenant, utcnow
 
 __all__ = [
-    "Principal",
+    "Caller",
     "create_key",
     "create_key_from_plaintext",
     "authenticate",
@@ -61,7 +61,7 @@ MAX_GRACE = timedelta(days=30)
 
 
 @dataclass(frozen=True)
-class Principal:
+class Caller:
     """Who is calling: a key's identity, tenant and scopes (never its secret)."""
 
     key_id: str
@@ -69,7 +69,7 @@ class Principal:
     scopes: frozenset[str]
 
 
-_cache: dict[str, tuple[Principal, float]] = {}
+_cache: dict[str, tuple[Caller, float]] = {}
 _cache_lock = threading.Lock()
 
 
@@ -204,23 +204,23 @@ def _split(token: str) -> tuple[str, str] | None:
     return None
 
 
-def cached(token: str) -> Principal | None:
-    """The principal of a recently authenticated token, without touching the database."""
+def cached(token: str) -> Caller | None:
+    """The caller of a recently authenticated token, without touching the database."""
     with _cache_lock:
         entry = _cache.get(_sha256(token))
     return entry[0] if entry is not None and entry[1] > time.monotonic() else None
 
 
-def authenticate_token(token: str) -> Principal | None:
+def authenticate_token(token: str) -> Caller | None:
     """:func:`authenticate` in a session of its own (the HTTP edge, before any route)."""
     with session_scope() as session:
         return authenticate(session, token)
 
 
-def authenticate(session: Session, token: str) -> Principal | None:
-    principal = cached(token)
-    if principal is not None:
-        return principal
+def authenticate(session: Session, token: str) -> Caller | None:
+    caller = cached(token)
+    if caller is not None:
+        return caller
     parsed = _split(token)
     if parsed is not None:
         prefix, secret = parsed
@@ -236,15 +236,15 @@ def authenticate(session: Session, token: str) -> Principal | None:
         return None
     if not hmac.compare_digest(key.secret_sha256, _sha256(secret)):
         return None
-    principal = Principal(key.id, key.tenant_id, frozenset(key.scopes))
+    caller = Caller(key.id, key.tenant_id, frozenset(key.scopes))
     lifetime = CACHE_SECONDS
     if key.expires_at is not None:
         lifetime = min(lifetime, (key.expires_at - now).total_seconds())
     with _cache_lock:
         if len(_cache) > 10_000:
             _cache.clear()
-        _cache[_sha256(token)] = (principal, time.monotonic() + lifetime)
-    return principal
+        _cache[_sha256(token)] = (caller, time.monotonic() + lifetime)
+    return caller
 
 
 def forget_cached_keys() -> None:
@@ -252,8 +252,8 @@ def forget_cached_keys() -> None:
         _cache.clear()
 
 
-def has_scope(principal: Principal, scope: Scope) -> bool:
-    return Scope.ADMIN in principal.scopes or scope in principal.scopes
+def has_scope(caller: Caller, scope: Scope) -> bool:
+    return Scope.ADMIN in caller.scopes or scope in caller.scopes
 
 
 def any_key_exists(session: Session) -> bool:
@@ -362,15 +362,15 @@ def to_read(key: ApiKey) -> KeyRead:
     )
 
 
-def describe(session: Session, principal: Principal) -> Caller:
+def describe(session: Session, caller: Caller) -> CallerRead:
     """The calling key as a client may see it (never its secret or hash)."""
-    key = session.get(ApiKey, principal.key_id)
-    tenant = session.get(Tenant, principal.tenant_id)
+    key = session.get(ApiKey, caller.key_id)
+    tenant = session.get(Tenant, caller.tenant_id)
     assert key is not None and tenant is not None
-    return Caller(
+    return CallerRead(
         key_id=key.id,
         key_name=key.name,
         tenant_id=tenant.id,
         tenant=tenant.name,
-        scopes=sorted(principal.scopes),
+        scopes=sorted(caller.scopes),
     )
