@@ -138,7 +138,7 @@ def exposition(*, include_domain: bool = True, per_model: bool = False) -> bytes
     return generate_latest(registry)
 
 
-VERDICT_VALUE = {"pass": 1.0, "fail": 0.0, "no_reference": -1.0}
+VERDICT_VALUE = {"pass": 1.0, "fail": 0.0, "inconclusive": -0.5, "no_reference": -1.0}
 
 
 def _head_audits(session) -> list[tuple[str, dict]]:  # type: ignore[no-untyped-def,type-arg]
@@ -180,7 +180,11 @@ def _audit_gauges(head_audits) -> Iterator[GaugeMetricFamily]:  # type: ignore[n
             ("mia_auc", "Loss-attack AUC on the head version's forget set"),
             ("mia_efficacy", "MIA-efficacy on the head version's forget set"),
             ("frm", "FRM of the head version against retrained references"),
-            ("verdict", "Audit verdict of the head version: 1 pass, 0 fail, -1 no reference"),
+            (
+                "verdict",
+                "Audit verdict of the head version: "
+                "1 pass, 0 fail, -0.5 inconclusive, -1 no reference",
+            ),
         ]
     }
     for model_id, report in head_audits:

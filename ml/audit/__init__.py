@@ -5,7 +5,7 @@ Importing this package registers every attack (``ml.audit.attacks``).
 
 from ml.audit.attacks import Attack, AttackInputs, get_attack, list_attacks, register_attack
 from ml.audit.outputs import Outputs, outputs_of
-from ml.audit.report import audit_version, train_references
+from ml.audit.report import audit_version, evidence_statement, train_references
 from ml.audit.scores import AuditTolerances, average_disparity, frm, verdict
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "Outputs",
     "audit_version",
     "average_disparity",
+    "evidence_statement",
     "frm",
     "get_attack",
     "list_attacks",

@@ -25,7 +25,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Proportion", "Ranking", "TailRate", "Evidence", "paired_variance"]
+__all__ = [
+    "Proportion",
+    "Ranking",
+    "TailRate",
+    "Evidence",
+    "paired_variance",
+    "auc_variance",
+    "membership_signal",
+]
+
+Z95 = 1.959964  # two-sided 95%
 
 
 @dataclass(frozen=True)
@@ -107,3 +117,48 @@ def paired_variance(first: Evidence, second: Evidence) -> float:
     if isinstance(first, TailRate) and isinstance(second, TailRate):
         return first.variance() + second.variance()  # the thresholds differ: not paired
     raise TypeError("paired evidence must be of the same kind")
+
+
+def auc_variance(ranking: Ranking) -> float:
+    """Sampling variance of one model's AUC (DeLong et al. 1988: the placements' variances
+    over their counts)."""
+    if len(ranking.positives) < 2 or len(ranking.negatives) < 2:
+        return 0.0
+    positives, negatives = ranking.placements()
+    return _variance_of_mean(positives) + _variance_of_mean(negatives)
+
+
+def _auc(ranking: Ranking) -> float:
+    return float(ranking.placements()[0].mean()) if len(ranking.negatives) else 0.5
+
+
+def _interval(value: float, variance: float) -> list[float]:
+    half = Z95 * float(np.sqrt(max(variance, 0.0)))
+    return [round(value - half, 6), round(value + half, 6)]
+
+
+def membership_signal(*, before: Ranking, after: Ranking) -> dict[str, object]:
+    """How well the loss attack tells the forget set from held-out non-members, before the
+    unlearning (the parent) and after it (the version), on the same samples.
+
+    Each side is an AUC with its 95% interval (DeLong); the change is paired (the same
+    samples under both models), so its interval is narrower than the two sides' would
+    suggest. Held-out data shows 0.5 against itself: ``toward_heldout`` says whether the
+    version's AUC is nearer 0.5 than the parent's, ``significant`` whether the change's
+    interval excludes 0. This is evidence the version changed in the right direction, not
+    that it equals a retrained model (a retrained model may sit above 0.5 on samples that
+    are easy for any model): only an audit against retrained references says that.
+    """
+    parent, version = _auc(before), _auc(after)
+    change = version - parent
+    change_variance = paired_variance(after, before)
+    interval = _interval(change, change_variance)
+    return {
+        "measure": "loss-attack AUC, forget set against held-out non-members",
+        "heldout_value": 0.5,
+        "parent": {"auc": parent, "ci95": _interval(parent, auc_variance(before))},
+        "version": {"auc": version, "ci95": _interval(version, auc_variance(after))},
+        "change": {"value": change, "ci95": interval},
+        "toward_heldout": abs(version - 0.5) < abs(parent - 0.5),
+        "significant": interval[0] > 0 or interval[1] < 0,
+    }

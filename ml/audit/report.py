@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from ml.audit.attacks import AttackInputs, get_attack, list_attacks
-from ml.audit.evidence import Evidence, Proportion
+from ml.audit.evidence import Evidence, Proportion, Ranking, membership_signal
 from ml.audit.outputs import Outputs, outputs_of
 from ml.audit.scores import (
     GATE_Z,
@@ -48,6 +48,7 @@ from ml.audit.scores import (
     allowances,
     average_disparity,
     frm,
+    frm_loss_auc,
     verdict,
 )
 from ml.class_masking import mask_classes
@@ -55,11 +56,23 @@ from ml.evaluation import test_set
 from ml.samples import SampleSet
 from ml.training import TrainingConfig, train
 
-__all__ = ["AuditSets", "audit_version", "audit_sets", "train_references"]
+__all__ = [
+    "AuditSets",
+    "audit_version",
+    "audit_sets",
+    "evidence_statement",
+    "train_references",
+]
 
 Progress = Callable[[str, int, int], None]
 
 ROC_SOURCE = "loss_threshold"  # the attack whose curve is the response's top-level "roc"
+SIGNAL = "mia_auc"  # the membership signal reported before and after, with or without refs
+
+
+def _gated(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The numbers among ``metrics`` (what gates read), without histograms."""
+    return {name: value for name, value in metrics.items() if not isinstance(value, dict)}
 
 
 @dataclass(frozen=True)
@@ -230,6 +243,7 @@ def audit_version(
     device: torch.device,
     references: Sequence[nn.Module] = (),
     reference_metrics: Mapping[str, Any] | None = None,
+    parent: nn.Module | None = None,
     class_labels: Sequence[int] | None = None,
     masked_classes: Sequence[int] | None = None,
     tolerances: AuditTolerances | None = None,
@@ -257,10 +271,15 @@ def audit_version(
     ``reference_metrics``: precomputed reference metrics (e.g. stored with the retrained
     version); used as they are, references then only serve LiRA. They must have been
     computed on the same forget set.
-    Each gate's tolerance comes from the references' spread and the paired per-sample
-    disagreements between the version and each reference (``scores.allowances``, ``gate_z``
+    Each gate's tolerance comes from the references alone: their spread and the paired
+    per-sample disagreements between every two of them (``scores.allowances``, ``gate_z``
     standard deviations), never below the configured ``tolerances``. For a class deletion
-    the references are masked like the version before they are read.
+    the references (and the parent) are masked like the version before they are read.
+    ``parent``: the version's parent, the model before this unlearning, on ``device``: the
+    positive control. It is audited on the same sets against the same references
+    (``control``), which tells the informative gates from those the parent passes too, and
+    gives the forget set's membership signal before and after (``membership_signal``, with
+    or without references).
 
     Returns::
 
@@ -273,10 +292,14 @@ def audit_version(
          "attacks": {name: details}, "attacks_skipped": {name: reason},
          "reference": None | {"kind": "retrain", "models": K | None, "metrics": {...},
                               "spread": {...}},
-         "frm": float | None, "avg_disparity": float | None,   # None without a reference
-         "verdict": "pass" | "fail" | "no_reference",
+         "frm": float | None, "frm_loss_auc": float | None,   # None without a reference
+         "avg_disparity": float | None,
+         "verdict": "pass" | "fail" | "inconclusive" | "no_reference",
          "gates": [...], "failed_gates": [{name, value, reference, tolerance, sided,
-                                           passed}], "skipped_gates": [name, ...],
+                                           passed, control, informative, ...}],
+         "skipped_gates": [name, ...], "uninformative_gates": [name, ...],
+         "control": None | {"verdict", "gates", "metrics"},   # the parent, when given
+         "membership_signal": None | {...},    # ``evidence.membership_signal``
          "sizes": {"forget", "retain_sample", "test", "nonmembers"},
          "seconds": float}
 
@@ -305,7 +328,9 @@ def audit_version(
     masked = sorted({*(masked_classes or ()), *(class_labels or ())})
     if masked:
         references = [mask_classes(copy.deepcopy(model), masked) for model in references]
-    total = 1 + len(references)
+        if parent is not None:
+            parent = mask_classes(copy.deepcopy(parent), masked)
+    total = 1 + len(references) + (parent is not None)
     notify("auditing", 0, total)
     target = _outputs(model, sets, device)
     notify("auditing", 1, total)
@@ -316,6 +341,10 @@ def audit_version(
 
     measured = _metrics(target, reference_outputs, names, params, seed)
     metrics = measured.metrics
+    before = None
+    if parent is not None:
+        before = _metrics(_outputs(parent, sets, device), reference_outputs, names, params, seed)
+        notify("auditing", total, total)
 
     reference: dict[str, Any] | None = None
     allowed: dict[str, Allowance] = {}
@@ -342,21 +371,43 @@ def audit_version(
         allowed = allowances(
             floors=tolerances or AuditTolerances(),
             references=[r.metrics for r in per_reference],
-            version_evidence=measured.evidence,
             reference_evidence=[r.evidence for r in per_reference],
             z=gate_z,
         )
 
     reference_values: Mapping[str, Any] | None = reference["metrics"] if reference else None
     gates = verdict(
-        metrics=metrics, reference=reference_values, tolerances=tolerances, allowed=allowed
+        metrics=metrics,
+        reference=reference_values,
+        tolerances=tolerances,
+        allowed=allowed,
+        control=before.metrics if before is not None else None,
     )
-    scores: dict[str, float | None] = {"frm": None, "avg_disparity": None}
+    control = None
+    if before is not None:
+        parent_gates = verdict(
+            metrics=before.metrics,
+            reference=reference_values,
+            tolerances=tolerances,
+            allowed=allowed,
+        )
+        control = {
+            "verdict": parent_gates["verdict"],
+            "gates": parent_gates["gates"],
+            "metrics": _gated(before.metrics),
+        }
+    scores: dict[str, float | None] = {"frm": None, "frm_loss_auc": None, "avg_disparity": None}
     if reference_values is not None:
         scores = {
             "frm": frm(unlearned=metrics, reference=reference_values),
+            "frm_loss_auc": frm_loss_auc(unlearned=metrics, reference=reference_values),
             "avg_disparity": average_disparity(unlearned=metrics, reference=reference_values),
         }
+    signal = None
+    if before is not None:
+        parent_ranking, version_ranking = before.evidence.get(SIGNAL), measured.evidence.get(SIGNAL)
+        if isinstance(parent_ranking, Ranking) and isinstance(version_ranking, Ranking):
+            signal = membership_signal(before=parent_ranking, after=version_ranking)
     return {
         "forget_set_size": len(forget),
         "metrics": metrics,
@@ -366,9 +417,45 @@ def audit_version(
         "reference": reference,
         **scores,
         **gates,
+        "control": control,
+        "membership_signal": signal,
         "sizes": sets.sizes(),
         "seconds": time.perf_counter() - started,
     }
+
+
+def evidence_statement(report: Mapping[str, Any]) -> str:
+    """What an audit report shows, in plain words, for a certificate and the dashboard."""
+    reference = report.get("reference") or {}
+    models = reference.get("models") or len(reference.get("versions") or []) or None
+    against = f"{models} retrained models" if models else "retrained models"
+    outcome = report.get("verdict")
+    if outcome == "pass":
+        informative = [g["name"] for g in report.get("gates", []) if g.get("informative")]
+        told = f"; gates that told the model before this deletion apart: {', '.join(informative)}"
+        return f"verified against {against}: pass" + (told if informative else "")
+    if outcome == "fail":
+        failed = ", ".join(gate["name"] for gate in report.get("failed_gates", []))
+        return f"verified against {against}: fail ({failed})"
+    if outcome == "inconclusive":
+        return (
+            f"compared with {against}: inconclusive; no gate could tell the model before "
+            "this deletion from them, so passing shows nothing"
+        )
+    signal = report.get("membership_signal")
+    if not signal:
+        return "not verified against retrained models"
+    before, after = signal["parent"]["auc"], signal["version"]["auc"]
+    if not signal["significant"]:
+        direction = "no significant change"
+    elif signal["toward_heldout"]:
+        direction = "toward held-out data (0.5)"
+    else:
+        direction = "away from held-out data (0.5)"
+    return (
+        "not verified against retrained models; the forget set's membership signal "
+        f"(loss-attack AUC) went from {before:.3f} to {after:.3f}: {direction}"
+    )
 
 
 def train_references(

@@ -22,7 +22,7 @@ class AuditRead(BaseModel):
     reference: dict[str, Any] | None
     frm: float | None
     avg_disparity: float | None
-    verdict: Literal["pass", "fail", "no_reference"]
+    verdict: Literal["pass", "fail", "inconclusive", "no_reference"]
     failed_gates: list[dict[str, Any]]
     unlearning_seconds: float | None
     speedup_vs_reference: float | None
@@ -44,6 +44,7 @@ class LogEntry(BaseModel):
 class Certificate(BaseModel):
     """Evidence that a deletion request was honoured."""
 
+    evidence: str  # what the evidence shows, in plain words
     request: dict[str, Any]
     sample_key_digests: list[str]
     job: dict[str, Any] | None

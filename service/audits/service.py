@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ml.audit import evidence_statement
 from service import audit_log
 from service.audits.schemas import AuditRead, Certificate, LogEntry
 from service.db import session_scope
@@ -61,6 +62,7 @@ class Subject:
     """What an audit job needs to know of the version it audits, besides its samples."""
 
     seconds: float | None  # how long the unlearning took
+    parent: int | None  # the version before this unlearning: the audit's positive control
     references: list[tuple[int, float | None]]  # kept retrained references: number, seconds
 
 
@@ -69,7 +71,7 @@ def subject(model_id: str, number: int) -> Subject:
     with session_scope() as session:
         version = versions.get_or_raise(session, model_id=model_id, number=number)
         kept = versions.references_of(session, model_id, number)
-        return Subject(version.seconds, [(v.number, v.seconds) for v in kept])
+        return Subject(version.seconds, version.parent, [(v.number, v.seconds) for v in kept])
 
 
 def record(session: Session, *, job: Job, report: dict[str, Any], seconds: float) -> None:
@@ -105,7 +107,9 @@ def certificate(session: Session, *, tenant_id: str, request_id: str) -> Certifi
     before = versions.get(session, request.model_id, after.parent if after and job else None)
     audit = _latest(session, after) if after and job else None
     entries = _log_entries(session, request.id, request.model_id, request.result_version)
+    summary = _audit_summary(audit)
     return Certificate(
+        evidence=summary["evidence"] if summary else _unaudited(job),
         request={
             "id": request.id,
             "model_id": request.model_id,
@@ -123,13 +127,20 @@ def certificate(session: Session, *, tenant_id: str, request_id: str) -> Certifi
         job=_job_summary(job),
         version_before=_version_summary(before),
         version_after=_version_summary(after) if job else None,
-        audit=_audit_summary(audit),
+        audit=summary,
         audit_log=[LogEntry.model_validate(e, from_attributes=True) for e in entries],
         audit_log_entries_consistent=all(
             audit_log.entry_hash(e.prev_hash, e) == e.hash for e in entries
         ),
         issued_at=utcnow(),
     )
+
+
+def _unaudited(job: Job | None) -> str:
+    """The certificate's evidence line when no audit of the request's version is stored."""
+    if job is None:
+        return "no new version: every sample was already forgotten by this model"
+    return "not audited: the version's audit did not complete (the request's history says why)"
 
 
 def _version_summary(version: ModelVersion | None) -> dict[str, Any] | None:
@@ -165,12 +176,19 @@ def _audit_summary(audit: Audit | None) -> dict[str, Any] | None:
         return None
     report = audit.report
     keep = ("ua", "ra", "ta", "mia_efficacy", "mia_auc", "lira_auc", "lira_tpr_at_1_fpr")
+    control = report.get("control") or {}
     return {
         "verdict": audit.verdict,
+        "evidence": report.get("evidence") or evidence_statement(report),
         "frm": report.get("frm"),
         "avg_disparity": report.get("avg_disparity"),
         "metrics": {k: v for k, v in report.get("metrics", {}).items() if k in keep},
         "failed_gates": report.get("failed_gates", []),
+        "uninformative_gates": report.get("uninformative_gates", []),
+        "control": {"version": control.get("version"), "verdict": control.get("verdict")}
+        if control
+        else None,
+        "membership_signal": report.get("membership_signal"),
         "created_at": audit.created_at,
     }
 

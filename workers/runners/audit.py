@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from ml.audit import audit_version, train_references
+from ml.audit import audit_version, evidence_statement, train_references
 from ml.unlearners import state_dict_of
 from service import metrics
 from service.artifacts import store
@@ -33,6 +33,7 @@ def run(attempt: Attempt, heartbeat: Heartbeat) -> None:
     sets, policy = work.sets, work.settings.audit
     subject = audits.subject(attempt.model_id, number)
     network = work.load_version(number)
+    parent = work.load_version(subject.parent) if subject.parent is not None else None
     started = time.monotonic()
 
     references, reference_numbers, reference_seconds = [], [], None
@@ -80,6 +81,7 @@ def run(attempt: Attempt, heartbeat: Heartbeat) -> None:
         test=sets.test,
         device=work.device,
         references=references,
+        parent=parent,
         class_labels=sets.class_labels,
         masked_classes=sets.masked_classes,
         tolerances=policy.tolerances,
@@ -95,12 +97,15 @@ def run(attempt: Attempt, heartbeat: Heartbeat) -> None:
             reference_seconds / subject.seconds if reference_seconds and subject.seconds else None
         ),
     )
+    if report.get("control") is not None:
+        report["control"]["version"] = subject.parent
     if report.get("reference") is not None:
         report["reference"].update(
             version=reference_numbers[0] if reference_numbers else None,
             versions=reference_numbers,
             seconds=reference_seconds,
         )
+    report["evidence"] = evidence_statement(report)
     metrics.AUDIT_DURATION.labels(reference_kind).observe(seconds)
     with fenced(attempt) as (session, job):
         audits.record(session, job=job, report=report, seconds=seconds)
