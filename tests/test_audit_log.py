@@ -11,7 +11,7 @@ from sqlalchemy import text
 from service import audit_log
 from service.db import session_scope
 from service.jobs import dispatch
-from tests.conftest import train_keys
+from tests.helpers.app import train_keys
 
 
 def _verify():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from service.jobs import dispatch
-from tests.conftest import configure, run_queued_jobs, train_keys
+from tests.helpers.app import configure, run_queued_jobs, train_keys
 
 
 def _forget(client, admin, model, keys):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from safetensors.torch import save
 
-from tests.conftest import create_dataset, create_model, run_queued_jobs, train_keys
+from tests.helpers.app import create_dataset, create_model, run_queued_jobs, train_keys
 
 
 def test_operations(client):

@@ -9,7 +9,7 @@ import torch
 from benchmarks.backdoor import TRIGGER_SIZE, poison, stamp, success_rate
 from ml.architectures import build_model
 from ml.training import TrainingConfig, train
-from tests.unlearning_setup import DEVICE, digits_setup
+from tests.helpers.unlearning import DEVICE, digits_setup
 
 TARGET = 8
 

@@ -20,7 +20,7 @@ from ml.unlearners import (
 )
 from ml.unlearners.base import raise_if_diverged
 from ml.unlearners.random_labels import random_wrong_labels
-from tests.unlearning_setup import DEVICE, RetainGuard, accuracy_of, context_for, digits_setup
+from tests.helpers.unlearning import DEVICE, RetainGuard, accuracy_of, context_for, digits_setup
 
 
 def _unlearned(setup, result):

@@ -6,48 +6,17 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from fastapi.testclient import TestClient
 
 from service.callbacks import signing
 from service.jobs import dispatch
-from tests.conftest import configure, make_key, run_queued_jobs, train_keys
+from tests.helpers.app import configure, make_key, run_queued_jobs, train_keys
+from tests.helpers.callbacks import Receiver
 from workers.commands import deliver_callback
-
-
-class Receiver:
-    """An HTTP endpoint on 127.0.0.1 that records what it is sent and answers with the
-    statuses it is given (then 200)."""
-
-    def __init__(self, statuses: list[int] | None = None) -> None:
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        self.statuses = list(statuses or [])
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.received.append((dict(self.headers), body))
-                self.send_response(receiver.statuses.pop(0) if receiver.statuses else 200)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/unlearn?src=test"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-
-    def bodies(self) -> list[dict]:
-        return [json.loads(body) for _, body in self.received]
 
 
 @pytest.fixture
@@ -243,8 +212,8 @@ def test_the_embedded_runner_delivers_callbacks(sqlite_env, monkeypatch):
         sweep_interval_seconds=0.3,
         callback_allowed_networks="127.0.0.0/8",
     )
-    from tests.conftest import create_dataset, create_model
-    from tests.processes import wait_for
+    from tests.helpers.app import create_dataset, create_model
+    from tests.helpers.processes import wait_for
     from workers.runtime import create_app
 
     server = Receiver()

@@ -12,7 +12,7 @@ from ml.architectures import build_model
 from ml.datasets import open_source
 from service.artifacts import store
 from service.jobs import dispatch
-from tests.conftest import create_dataset, create_model, run_queued_jobs
+from tests.helpers.app import create_dataset, create_model, run_queued_jobs
 
 
 def _predictions(client, admin, model_id: str, number: int) -> torch.Tensor:

@@ -13,7 +13,7 @@ from service.db import session_scope
 from service.enums import JobKind, JobStatus
 from service.jobs import dispatch, lease, lifecycle
 from service.tables import DeletionRequest, Job, utcnow
-from tests.conftest import train_keys
+from tests.helpers.app import train_keys
 from workers.commands import run_job
 from workers.runners import RUNNERS
 

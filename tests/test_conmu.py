@@ -16,8 +16,8 @@ from ml.unlearners.conmu import (
     noised_unlearning_set,
     select_important,
 )
-from tests.service_unlearning import assert_model_refused, unlearn_through_service
-from tests.unlearning_setup import DEVICE, context_for, digits_setup
+from tests.helpers.service_unlearning import assert_model_refused, unlearn_through_service
+from tests.helpers.unlearning import DEVICE, context_for, digits_setup
 
 SMALL_CNN = {"name": "small_cnn", "params": {"channels": [16, 32], "hidden": 64}}
 MEMORISING = {"epochs": 40, "batch_size": 32, "lr": 0.003}

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import free_port, service_missing
+from tests.helpers.network import free_port, service_missing
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 ADMIN_KEY = "unlearnd-dev-admin-key-for-the-dashboard-test"

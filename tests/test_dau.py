@@ -11,8 +11,8 @@ from pydantic import ValidationError
 from ml.training import predict
 from ml.unlearners import Need, get_unlearner, run_unlearner
 from ml.unlearners.dau import Attacker, attacker_inputs, barlow_twins
-from tests.service_unlearning import assert_model_refused, unlearn_through_service
-from tests.unlearning_setup import DEVICE, context_for, digits_setup
+from tests.helpers.service_unlearning import assert_model_refused, unlearn_through_service
+from tests.helpers.unlearning import DEVICE, context_for, digits_setup
 
 
 def test_dau_through_the_service_moves_forget_accuracy_toward_holdout(client, admin, env):

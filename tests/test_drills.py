@@ -23,9 +23,9 @@ from sqlalchemy import func, select
 from service.artifacts import ArtifactStore, store
 from service.db import session_scope
 from service.tables import DeletionRequest, Job, ModelVersion, RequestEvent, Tombstone
-from tests.conftest import configure, create_dataset, create_model, make_key, train_keys
-from tests.processes import Processes, wait_for
-from tests.services import PostgresServer, RedisServer
+from tests.helpers.app import configure, create_dataset, create_model, make_key, train_keys
+from tests.helpers.processes import Processes, wait_for
+from tests.helpers.servers import PostgresServer, RedisServer
 
 pytestmark = [pytest.mark.drill, pytest.mark.slow]
 
@@ -436,7 +436,7 @@ def test_the_artifact_store_failing_a_write(client, admin, ready_model, monkeypa
     stray = [p for p in store().root.rglob("*") if p.is_file() and p.name.startswith(".tmp-")]
     assert stray == []
     monkeypatch.setattr(ArtifactStore, "put_bytes", real_put)
-    from tests.conftest import run_queued_jobs
+    from tests.helpers.app import run_queued_jobs
 
     run_queued_jobs(ready_model["id"])
     assert_invariants(requests, [ready_model["id"]])

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import configure, make_key
-from tests.live import LiveServer
+from tests.helpers.app import configure, make_key
+from tests.helpers.live import LiveServer
 
 PROBLEM = "application/problem+json"
 

@@ -16,8 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import configure, create_dataset, create_model, make_key
-from tests.live import LiveServer
+from tests.helpers.app import configure, create_dataset, create_model, make_key
+from tests.helpers.live import LiveServer
 
 CHECKS = ",".join(
     [
@@ -36,7 +36,7 @@ def known_objects(client, admin) -> dict[str, list[str | int]]:
     """Objects that exist, by path parameter: the fuzzer uses one half the time, so its
     calls get past 404 into the logic behind (a spare key stands in for keys: revoking or
     rotating it leaves the fuzzer's own key alone)."""
-    from tests.conftest import run_queued_jobs, train_keys
+    from tests.helpers.app import run_queued_jobs, train_keys
 
     dataset = create_dataset(client, admin)
     model = create_model(client, admin, dataset["id"])

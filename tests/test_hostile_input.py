@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from service.db import session_scope
 from service.tables import DeletionRequest
-from tests.conftest import make_key, train_keys
+from tests.helpers.app import make_key, train_keys
 
 PROBLEM = "application/problem+json"
 
@@ -126,7 +126,7 @@ def test_text_no_database_can_hold_is_422(any_backend):
     ],
 )
 def test_architecture_params_out_of_range_are_422(client, admin, architecture, monkeypatch):
-    from tests.conftest import configure, create_dataset
+    from tests.helpers.app import configure, create_dataset
 
     configure(monkeypatch, max_model_parameters=1_000_000)
     dataset = create_dataset(client, admin)
@@ -205,7 +205,7 @@ def test_broken_npz_files_are_422(any_backend, tmp_path):
 
 def test_bulk_stores_nothing_it_does_not_accept(any_backend):
     client, admin = any_backend
-    from tests.conftest import create_dataset, create_model
+    from tests.helpers.app import create_dataset, create_model
 
     dataset = create_dataset(client, admin)
     model = create_model(client, admin, dataset["id"], training=None)

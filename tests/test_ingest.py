@@ -20,9 +20,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, select, text
 
 from service.tables import DeletionRequest
-from tests.conftest import create_dataset, create_model, make_key, train_keys
-from tests.processes import Processes, wait_for
-from tests.services import free_port
+from tests.helpers.app import create_dataset, create_model, make_key, train_keys
+from tests.helpers.network import free_port
+from tests.helpers.processes import Processes, wait_for
 
 pytestmark = pytest.mark.postgres
 ADMIN_KEY = "ingest-test-" + uuid.uuid4().hex

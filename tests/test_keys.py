@@ -12,7 +12,7 @@ from sqlalchemy import update
 
 from service.db import session_scope
 from service.tables import ApiKey, utcnow
-from tests.conftest import configure, make_key
+from tests.helpers.app import configure, make_key
 from workers.cli import main
 
 DEV_KEY = "unlearnd-dev-admin-key-for-make-run"

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import configure, create_dataset, create_model, make_key, train_keys
-from tests.processes import Processes, wait_for
+from tests.helpers.app import configure, create_dataset, create_model, make_key, train_keys
+from tests.helpers.processes import Processes, wait_for
 
 
 def submit(client, headers, model, keys, subject):

@@ -19,7 +19,7 @@ from service.jobs import dispatch
 from service.jobs.inputs import load_inputs
 from service.jobs.lease import claim, release
 from service.tables import Job
-from tests.conftest import configure, run_queued_jobs, train_keys
+from tests.helpers.app import configure, run_queued_jobs, train_keys
 from workers.commands import run_job
 from workers.runners import RUNNERS
 

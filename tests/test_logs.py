@@ -15,9 +15,9 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.processes import Processes, wait_for
-from tests.services import free_port
-from tests.test_callbacks import Receiver
+from tests.helpers.callbacks import Receiver
+from tests.helpers.network import free_port
+from tests.helpers.processes import Processes, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -14,8 +14,8 @@ from torch.func import functional_call
 from ml.training import predict
 from ml.unlearners import Need, get_unlearner, run_unlearner
 from ml.unlearners.ltu import QuerySampler, harmonise, meta_gradient
-from tests.service_unlearning import assert_model_refused, unlearn_through_service
-from tests.unlearning_setup import DEVICE, RetainGuard, context_for, digits_setup
+from tests.helpers.service_unlearning import assert_model_refused, unlearn_through_service
+from tests.helpers.unlearning import DEVICE, RetainGuard, context_for, digits_setup
 
 
 def test_ltu_through_the_service_moves_forget_accuracy_toward_holdout(client, admin, env):

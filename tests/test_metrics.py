@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from tests.conftest import run_queued_jobs, train_keys
+from tests.helpers.app import run_queued_jobs, train_keys
 
 
 def _value(text: str, series: str) -> float:
@@ -54,7 +54,7 @@ def test_http_and_domain_series(client, admin, ready_model, monkeypatch):
     assert ready_model["id"] not in text
     assert _value(text, 'unlearn_head_audit_verdicts{verdict="no_reference"}') == 1
     # ... and a scrape with the metrics token gets the per-model series.
-    from tests.conftest import configure
+    from tests.helpers.app import configure
 
     configure(monkeypatch, metrics_token="scrape-token-0123456789abcdef")
     scraped = client.get(
@@ -66,7 +66,7 @@ def test_http_and_domain_series(client, admin, ready_model, monkeypatch):
 def test_open_metrics_name_no_model_and_a_token_unlocks_them(
     client, admin, ready_model, monkeypatch
 ):
-    from tests.conftest import configure
+    from tests.helpers.app import configure
 
     open_text = client.get("/metrics").text
     assert ready_model["id"] not in open_text

@@ -26,7 +26,7 @@ from ml.samples import SampleSet
 from ml.training import predict, train
 from ml.unlearners import early_stopping, get_unlearner, run_unlearner, validate_params
 from ml.unlearners.pgu import CACHE_ARTIFACT, unlearning_loss
-from tests.unlearning_setup import (
+from tests.helpers.unlearning import (
     DEVICE,
     RECIPE,
     RetainGuard,

@@ -14,7 +14,7 @@ from ml.pgu import input_covariances
 from ml.samples import SampleSet
 from service.artifacts import store
 from service.jobs import dispatch
-from tests.conftest import create_dataset, create_model, run_queued_jobs, train_keys
+from tests.helpers.app import create_dataset, create_model, run_queued_jobs, train_keys
 
 SMALL_CNN = {"name": "small_cnn", "params": {"channels": [8, 16], "hidden": 32}}
 

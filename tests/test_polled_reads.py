@@ -15,7 +15,7 @@ from service import changes
 from service.changes import Topic
 from service.db import get_engine, session_scope
 from service.tables import DeletionRequest, Job, ModelVersion, Tenant
-from tests.conftest import make_key, run_queued_jobs, train_keys
+from tests.helpers.app import make_key, run_queued_jobs, train_keys
 
 
 class Poller:

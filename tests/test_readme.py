@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.helpers.network import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV_KEY = "unlearnd-dev-admin-key-for-make-run"

@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 
 from service.db import session_scope
 from service.tables import AuditLogEntry, DeletionRequest, IdempotencyKey
-from tests.conftest import train_keys
+from tests.helpers.app import train_keys
 
 
 def _stored_counts() -> tuple[int, int, int]:
@@ -180,7 +180,7 @@ def test_bulk(client, admin, ready_model):
 
 
 def test_already_forgotten_keys_need_no_work(client, admin, ready_model):
-    from tests.conftest import run_queued_jobs
+    from tests.helpers.app import run_queued_jobs
 
     keys = train_keys(client, admin, ready_model["dataset_id"], 2)
     first = client.post("/v1/deletion-requests", headers=admin, json=_request(ready_model, keys))

@@ -10,9 +10,9 @@ from ml.architectures import build_model
 from ml.training import TrainingConfig, train
 from ml.unlearners import Need, get_unlearner, list_unlearners
 from ml.unlearners.rfu_ss import closed_form_alpha, loss_ratio_alpha
-from tests.conftest import create_dataset
-from tests.service_unlearning import assert_model_refused, unlearn_through_service
-from tests.unlearning_setup import DEVICE, context_for, digits_setup
+from tests.helpers.app import create_dataset
+from tests.helpers.service_unlearning import assert_model_refused, unlearn_through_service
+from tests.helpers.unlearning import DEVICE, context_for, digits_setup
 
 VIB_MLP = {"name": "vib_mlp", "params": {"representer": [64], "z_dim": 16, "approximator": [64]}}
 MEMORISING = {"epochs": 40, "batch_size": 32, "lr": 0.003, "beta": 0.001}

@@ -12,7 +12,7 @@ from ml.architectures import build_model, parameter_count, validate_params
 from ml.class_masking import mask_classes
 from ml.training import TrainingConfig, accuracy, train
 from ml.vib import VariationalBottleneck, gaussian_kl, prior_kl, vib_loss
-from tests.unlearning_setup import DEVICE, digits_setup
+from tests.helpers.unlearning import DEVICE, digits_setup
 
 
 @pytest.mark.parametrize("name", ["vib_mlp", "vib_cnn"])

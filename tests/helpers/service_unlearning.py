@@ -17,7 +17,7 @@ from ml.samples import SampleSet
 from ml.training import accuracy
 from service.artifacts import store
 from service.jobs import dispatch
-from tests.conftest import DIGITS, create_dataset, create_model, run_queued_jobs, train_keys
+from tests.helpers.app import DIGITS, create_dataset, create_model, run_queued_jobs, train_keys
 
 __all__ = ["Accuracies", "ServiceRun", "unlearn_through_service", "assert_model_refused"]
 

@@ -8,6 +8,8 @@ import time
 
 import uvicorn
 
+from tests.helpers.network import free_port
+
 
 class LiveServer:
     """The API served by uvicorn on a free port in this process: real sockets, so a test
@@ -16,9 +18,7 @@ class LiveServer:
     def __init__(self) -> None:
         from service.app import create_app
 
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_port()
         config = uvicorn.Config(create_app(), port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
