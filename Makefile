@@ -41,11 +41,11 @@ bench: $(STAMP)
 
 FUZZ_EXAMPLES ?= 400
 fuzz: $(STAMP)
-	UNLEARN_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -s tests/test_fuzz.py
+	UNLEARN_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -s tests/e2e/test_fuzz.py
 
 DRILL_RUNS ?= 5
 drills: $(STAMP)
-	$(BIN)/python -m tests.drills --runs $(DRILL_RUNS)
+	$(BIN)/python -m tests.e2e.drills --runs $(DRILL_RUNS)
 
 clean:
 	rm -rf $(VENV) .state .pytest_cache .mypy_cache .ruff_cache

@@ -1,7 +1,7 @@
-"""``make drills``: run the fault drills (tests/test_drills.py) N times and print, per drill,
+"""``make drills``: run the fault drills (tests/e2e/test_drills.py) N times and print, per drill,
 how many runs passed and failed and how long they took.
 
-    python -m tests.drills --runs 5
+    python -m tests.e2e.drills --runs 5
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def main() -> int:
                 "-q",
                 "-p",
                 "no:cacheprovider",
-                "tests/test_drills.py",
+                "tests/e2e/test_drills.py",
                 f"--junitxml={report}",
             ]
             if args.k:

@@ -3,7 +3,7 @@ servers of the drill's own where a drill restarts them) meet the faults producti
 After each, the invariants hold: every accepted request completed exactly once, each
 model's lineage is a chain, and no version is visible without its whole artifact.
 
-`make drills` repeats them (`python -m tests.drills --runs N` prints runs and failures).
+`make drills` repeats them (`python -m tests.e2e.drills --runs N` prints runs and failures).
 """
 
 from __future__ import annotations

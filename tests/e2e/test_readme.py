@@ -15,7 +15,7 @@ import pytest
 
 from tests.helpers.network import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEV_KEY = "unlearnd-dev-admin-key-for-make-run"
 
 
