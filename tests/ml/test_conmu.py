@@ -1,10 +1,9 @@
 """ConMU: selection by EL2N score and sample key, the Gaussian mechanism on exactly the
-chosen forget samples, pruning, and the method through the service."""
+chosen forget samples, and pruning (through the service: tests/service/test_conmu_service.py)."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
 
@@ -16,11 +15,7 @@ from ml.unlearners.conmu import (
     noised_unlearning_set,
     select_important,
 )
-from tests.helpers.service_unlearning import assert_model_refused, unlearn_through_service
 from tests.helpers.unlearning import DEVICE, context_for, digits_setup
-
-SMALL_CNN = {"name": "small_cnn", "params": {"channels": [16, 32], "hidden": 64}}
-MEMORISING = {"epochs": 40, "batch_size": 32, "lr": 0.003}
 
 
 def test_el2n_is_the_distance_of_the_softmax_to_the_onehot_label():
@@ -115,28 +110,3 @@ def test_pruned_weights_stay_zero_through_fine_tuning():
     zeroed = sum(int((w == 0).sum()) for w in weights)
     assert zeroed >= 0.3 * sum(w.numel() for w in weights) - 1
     assert get_unlearner("conmu").needs == {Need.RETAIN}
-
-
-def test_conmu_through_the_service_forgets_and_keeps_test_accuracy(client, admin):
-    params = {
-        "alpha": 1.0,
-        "delta": 30,
-        "retain_z1": 100.0,
-        "retain_z2": 100.0,
-        "batch_size": 32,
-    }
-    run = unlearn_through_service(
-        client, admin, "conmu", params, architecture=SMALL_CNN, training=MEMORISING, forget_size=30
-    )
-    before, after = run.before, run.after
-    assert before.forget > before.holdout  # a gap to close
-    assert after.forget < before.forget
-    assert abs(after.forget - before.holdout) < abs(before.forget - before.holdout)
-    assert after.test >= before.test - 0.03
-
-
-@pytest.mark.parametrize(
-    "params", [{"alpha": -1.0}, {"sigma": "1"}, {"prune_ratio": 1.0}, {"delta": 1.5}, {"z1": 0.1}]
-)
-def test_invalid_params_answer_422_and_store_nothing(client, admin, params):
-    assert_model_refused(client, admin, SMALL_CNN, {"name": "conmu", "params": params})

@@ -1,5 +1,5 @@
-"""DAU: through the service on digits, its parts (tokens, Barlow Twins), the attacker it
-fights, and its params."""
+"""DAU: its parts (tokens, Barlow Twins), the attacker it fights, class deletion and its
+params (through the service: tests/service/test_dau_service.py)."""
 
 from __future__ import annotations
 
@@ -11,18 +11,7 @@ from pydantic import ValidationError
 from ml.training import predict
 from ml.unlearners import Need, get_unlearner, run_unlearner
 from ml.unlearners.dau import Attacker, attacker_inputs, barlow_twins
-from tests.helpers.service_unlearning import assert_model_refused, unlearn_through_service
 from tests.helpers.unlearning import DEVICE, context_for, digits_setup
-
-
-def test_dau_through_the_service_moves_forget_accuracy_toward_holdout(client, admin, env):
-    run = unlearn_through_service(client, admin, "dau", {})
-    before, after = run.before, run.after
-    assert before.forget > before.holdout  # the memorised gap to close
-    assert after.forget < before.forget
-    assert abs(after.forget - after.holdout) < abs(before.forget - before.holdout)
-    assert after.test >= before.test - 0.03
-    assert run.job["unlearner"]["name"] == "dau"
 
 
 def test_attacker_accuracy_on_forget_vs_holdout_falls_during_unlearning():
@@ -74,11 +63,6 @@ def test_barlow_twins_is_zero_for_identical_features_and_grows_with_decorrelatio
 def test_invalid_params_are_refused(params, field):
     with pytest.raises(ValidationError, match=field):
         get_unlearner("dau", params)
-
-
-def test_bad_params_answer_422_through_the_service_and_store_nothing(client, admin, env):
-    mlp = {"name": "mlp", "params": {"hidden": [16]}}
-    assert_model_refused(client, admin, mlp, {"name": "dau", "params": {"alpha": "lots"}})
 
 
 def test_class_deletion_runs_the_game_and_masks_the_class():

@@ -1,5 +1,6 @@
-"""LTU: through the service on digits, gradient harmonisation, second- vs first-order
-meta-gradients, the query samplers, the accessible share of D_r and the params."""
+"""LTU: gradient harmonisation, second- vs first-order meta-gradients, the query samplers,
+the accessible share of D_r and the params (through the service:
+tests/service/test_ltu_service.py)."""
 
 from __future__ import annotations
 
@@ -14,20 +15,7 @@ from torch.func import functional_call
 from ml.training import predict
 from ml.unlearners import Need, get_unlearner, run_unlearner
 from ml.unlearners.ltu import QuerySampler, harmonise, meta_gradient
-from tests.helpers.service_unlearning import assert_model_refused, unlearn_through_service
 from tests.helpers.unlearning import DEVICE, RetainGuard, context_for, digits_setup
-
-
-def test_ltu_through_the_service_moves_forget_accuracy_toward_holdout(client, admin, env):
-    # The accuracy rule, which aims at what this test reads; under the default rule a
-    # 50-sample forget set can already sit within one standard error of chance.
-    run = unlearn_through_service(client, admin, "ltu", {"stop": "holdout_gap"})
-    before, after = run.before, run.after
-    assert before.forget > before.holdout  # the memorised gap to close
-    assert after.forget < before.forget
-    assert abs(after.forget - after.holdout) < abs(before.forget - before.holdout)
-    assert after.test >= before.test - 0.03
-    assert run.job["unlearner"]["name"] == "ltu"
 
 
 def test_harmonised_gradient_never_opposes_the_retain_gradient():
@@ -150,11 +138,6 @@ def test_ltu_declares_retain_and_validation():
 def test_invalid_params_are_refused(params, field):
     with pytest.raises(ValidationError, match=field):
         get_unlearner("ltu", params)
-
-
-def test_bad_params_answer_422_through_the_service_and_store_nothing(client, admin, env):
-    mlp = {"name": "mlp", "params": {"hidden": [16]}}
-    assert_model_refused(client, admin, mlp, {"name": "ltu", "params": {"retain_fraction": 2.0}})
 
 
 @pytest.mark.parametrize("order", ["second", "first"])

@@ -9,7 +9,6 @@ import torch
 from pydantic import ValidationError
 
 from ml.architectures import build_model, parameter_count, validate_params
-from ml.class_masking import mask_classes
 from ml.training import TrainingConfig, accuracy, train
 from ml.vib import VariationalBottleneck, gaussian_kl, prior_kl, vib_loss
 from tests.helpers.unlearning import DEVICE, digits_setup
@@ -75,10 +74,3 @@ def test_training_uses_the_vib_loss_and_learns_digits():
     with torch.no_grad():
         kl = [float(prior_kl(*m.encode(inputs)).mean()) for m in (model, squeezed)]
     assert kl[1] < kl[0] / 2
-
-
-def test_class_masking_reaches_the_approximators_output_layer():
-    model = build_model("vib_cnn", {"z_dim": 8, "channels": [4, 8]}, [1, 8, 8], 10).eval()
-    mask_classes(model, [3])
-    assert (model(torch.rand(20, 1, 8, 8)).argmax(1) != 3).all()
-    assert float(model.approximator[-1].bias.detach()[3]) < -1e3
