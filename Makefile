@@ -1,5 +1,6 @@
 # make run   - install into .venv, migrate, serve the embedded default with a demo model
-# make test  - install into .venv (with dev tools), lint, type-check, run the suite
+# make test  - install into .venv (with dev tools), lint, type-check, run the suite (what CI runs)
+# make test-quick - between edits: lint, type-check, the tests but e2e and the slowest (< 2 min)
 # make bench - the benchmarks (API ingest, unlearning, audit)
 # make fuzz  - schemathesis against the served API, thousands of cases (prints the count)
 # make drills - the fault drills, DRILL_RUNS times each (prints runs and failures)
@@ -9,7 +10,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench fuzz drills clean
+.PHONY: run test test-quick lint bench fuzz drills clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +34,16 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest -q
 
+# Between edits: not tests/e2e (whole runs: processes, a browser, docker-compose), nor the
+# service tests that start serve processes (ingest), deliver callbacks with retries and an
+# embedded runtime (callbacks) or train memorising models (the methods through the service).
+QUICK_TESTS := tests/test_architecture.py tests/ml tests/workers tests/service tests/benchmarks
+QUICK_SKIP  := test_ingest test_callbacks \
+	test_conmu_service test_dau_service test_ltu_service test_rfu_ss_service
+test-quick: lint
+	$(BIN)/python -m pytest -q -m "not slow and not drill" $(QUICK_TESTS) \
+		$(foreach name,$(QUICK_SKIP),--ignore=tests/service/$(name).py)
+
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.api_ingest
 	$(BIN)/python -m benchmarks.ingest_cpu
@@ -41,11 +52,11 @@ bench: $(STAMP)
 
 FUZZ_EXAMPLES ?= 400
 fuzz: $(STAMP)
-	UNLEARN_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -s tests/test_fuzz.py
+	UNLEARN_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -s tests/e2e/test_fuzz.py
 
 DRILL_RUNS ?= 5
 drills: $(STAMP)
-	$(BIN)/python -m tests.drills --runs $(DRILL_RUNS)
+	$(BIN)/python -m tests.e2e.drills --runs $(DRILL_RUNS)
 
 clean:
 	rm -rf $(VENV) .state .pytest_cache .mypy_cache .ruff_cache

@@ -3,7 +3,7 @@
     python -m benchmarks.audit_calibration [--seeds 9] [--forget 100 400] [--trials 2]
                                           [--architectures mlp small_cnn]
 
-On scikit-learn's digits (the split of ``tests/test_audit.py``: 300 held-out samples, the
+On scikit-learn's digits (the split of ``tests/ml/test_audit.py``: 300 held-out samples, the
 rest of the training split as the pool, the source's test split), for each architecture and
 forget-set size: ``--seeds`` models retrained without the forget set; each one in turn is
 audited as a version against ``--trials`` random sets of K = 4 of the others, as the

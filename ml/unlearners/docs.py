@@ -7,7 +7,7 @@ there; the doc holds one table per registered method between ``<!-- params:NAME 
     python -m ml.unlearners.docs            rewrite the tables in docs/unlearners.md
     python -m ml.unlearners.docs --check    exit 1 when the tables differ from the schemas
 
-``tests/test_unlearner_docs.py`` runs the check.
+``tests/ml/test_unlearner_docs.py`` runs the check.
 """
 
 from __future__ import annotations

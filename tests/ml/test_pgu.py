@@ -1,0 +1,400 @@
+"""PGU: layer discovery, the cache algebra, the projection, and unlearning on digits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+from torch import nn
+
+from ml.class_masking import MASKED_LOGIT
+from ml.pgu import (
+    core_gradient_space,
+    discover_layers,
+    input_covariances,
+    project_out,
+    residual_projector,
+)
+from ml.pgu.core_space import singular_values
+from ml.pgu.representations import input_representation
+from ml.training import predict
+from ml.unlearners import early_stopping, get_unlearner, run_unlearner, validate_params
+from ml.unlearners.pgu import CACHE_ARTIFACT, unlearning_loss
+from tests.helpers.unlearning import (
+    DEVICE,
+    RetainGuard,
+    accuracy_of,
+    context_for,
+    digits_setup,
+)
+
+FAST = {"max_steps": 6, "stop": "none"}
+
+
+# --- layer discovery and input representations ---------------------------------------
+
+
+def test_discovers_every_conv_and_linear_weight():
+    setup = digits_setup()
+    layers = discover_layers(setup.model())
+    assert [layer.name for layer in layers] == ["0.weight", "3.weight", "7.weight", "9.weight"]
+    assert [layer.module_name for layer in layers] == ["0", "3", "7", "9"]
+    assert [layer.dim for layer in layers] == [1 * 9, 16 * 9, 32 * 2 * 2, 64]
+
+
+def test_discovery_walks_nested_modules_and_skips_tied_weights():
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+            self.head = nn.ModuleDict({"fc": nn.Linear(5, 5), "tied": nn.Linear(5, 5)})
+            self.head["tied"].weight = self.head["fc"].weight
+
+    names = [layer.name for layer in discover_layers(Net())]
+    assert names == ["body.0.weight", "head.fc.weight"]
+
+
+@pytest.mark.parametrize(
+    "conv",
+    [
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.Conv2d(3, 4, (3, 2), padding=(2, 1), dilation=(1, 2), stride=2),
+        nn.Conv2d(3, 4, 3, padding="same", padding_mode="reflect"),
+        nn.Conv2d(4, 6, 3, padding=1, groups=2),
+    ],
+    ids=["padded", "strided-dilated", "same-reflect", "grouped"],
+)
+def test_conv_patches_follow_the_weight_layout(conv):
+    """Each patch row r gives the stride-1 convolution's output as W.view(out, -1) r."""
+    torch.manual_seed(0)
+    inputs = torch.randn(2, conv.in_channels, 7, 6, dtype=torch.float64)
+    conv = conv.double()
+    rows = input_representation(conv, inputs)
+    stride_one = nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        groups=conv.groups,
+        padding_mode=conv.padding_mode,
+        bias=False,
+    ).double()
+    stride_one.weight.data.copy_(conv.weight.data)
+    expected = stride_one(inputs)  # (N, out, H', W')
+    n, out, h, w = expected.shape
+    groups, per_group = conv.groups, out // conv.groups
+    assert rows.shape == (n * groups * h * w, conv.weight[0].numel())
+    rows = rows.view(n, groups, h * w, -1)
+    for g in range(groups):
+        weight = conv.weight[g * per_group : (g + 1) * per_group].reshape(per_group, -1)
+        got = rows[:, g] @ weight.T  # (N, positions, per_group)
+        want = expected[:, g * per_group : (g + 1) * per_group].flatten(2).transpose(1, 2)
+        torch.testing.assert_close(got, want)
+
+
+def test_linear_representation_takes_every_leading_position():
+    linear = nn.Linear(5, 3)
+    inputs = torch.randn(2, 4, 5)
+    rows = input_representation(linear, inputs)
+    assert rows.shape == (8, 5)
+    torch.testing.assert_close(rows @ linear.weight.T + linear.bias, linear(inputs).view(8, 3))
+
+
+def test_covariance_is_r_r_transpose_accumulated_in_float64():
+    setup = digits_setup()
+    model = setup.model()
+    samples = setup.train.subset(40, seed=3)
+    covariances = input_covariances(model, samples, batch_size=7, device=DEVICE)
+    assert all(c.dtype == torch.float64 for c in covariances.values())
+    # The last layer's input is the hidden activation: recompute R directly.
+    inputs, _ = samples.tensors()
+    hidden = model.double()[:9](inputs.double())
+    torch.testing.assert_close(covariances["9.weight"], hidden.T @ hidden, rtol=1e-12, atol=1e-9)
+
+
+# --- the cache algebra (Eq. 2, 3) -------------------------------------------------------
+
+
+def _relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    return (torch.linalg.matrix_norm(got - want) / torch.linalg.matrix_norm(want)).item()
+
+
+def test_incremental_cache_equals_cache_built_on_what_remains():
+    """Delete A then B; each layer's C equals the basis model's C over D minus A and B."""
+    setup = digits_setup()
+    pgu = get_unlearner("pgu", FAST)
+    version_1 = setup.model()
+    empty = setup.train.take(np.arange(0))
+    cache_1 = pgu.prepare(context_for(setup, version_1, forget=empty, retain=setup.train))
+    assert cache_1[CACHE_ARTIFACT].meta == {
+        "basis_version": 1,
+        "layers": ["0.weight", "3.weight", "7.weight", "9.weight"],
+        "samples": len(setup.train),
+    }
+
+    rows = np.random.default_rng(5).permutation(len(setup.train))
+    a, b, rest = rows[:30], rows[30:70], rows[70:]
+    first = pgu.unlearn(
+        context_for(
+            setup,
+            setup.model(),
+            forget=setup.train.take(np.sort(a)),
+            retain=setup.train.take(np.sort(np.concatenate([b, rest]))),
+            artifacts=cache_1,
+        )
+    )
+    version_2 = setup.build()
+    version_2.load_state_dict(first.state_dict)
+    loaded: list[int] = []
+
+    def load_version(number: int) -> nn.Module:
+        loaded.append(number)
+        return setup.model()
+
+    second = pgu.unlearn(
+        context_for(
+            setup,
+            version_2,
+            forget=setup.train.take(np.sort(b)),
+            retain=setup.train.take(np.sort(rest)),
+            base_version=2,
+            artifacts=first.artifacts,
+            load_version=load_version,
+        )
+    )
+    assert loaded == [1]  # R_f of the second batch came from the basis version
+    cache_3 = second.artifacts[CACHE_ARTIFACT]
+    assert cache_3.meta["basis_version"] == 1
+    assert cache_3.meta["samples"] == len(rest)
+
+    direct = input_covariances(
+        version_1, setup.train.take(np.sort(rest)), batch_size=64, device=DEVICE
+    )
+    for name, covariance in direct.items():
+        assert _relative_error(cache_3.tensors[name], covariance) < 1e-9, name
+
+    # The test can fail: version 2 moved, so its representations of B are not version 1's.
+    moved = input_covariances(version_2, setup.train.take(np.sort(b)), batch_size=64, device=DEVICE)
+    basis = input_covariances(version_1, setup.train.take(np.sort(b)), batch_size=64, device=DEVICE)
+    assert max(_relative_error(moved[n], basis[n]) for n in basis) > 1e-6
+
+
+def test_unlearn_without_a_cache_is_refused():
+    setup = digits_setup()
+    context = context_for(setup, setup.model(), forget=setup.forget, retain=setup.retain)
+    with pytest.raises(RuntimeError, match="pgu_cache"):
+        get_unlearner("pgu").unlearn(context)
+
+
+# --- the core gradient space and the projection (Eq. 4) ------------------------------------
+
+
+def test_gamma_rule_keeps_the_fewest_singular_values_reaching_gamma():
+    torch.manual_seed(0)
+    r = torch.randn(12, 40, dtype=torch.float64) * torch.logspace(0, -3, 12)[:, None]
+    covariance = r @ r.T
+    s, _ = singular_values(covariance)
+    torch.testing.assert_close(s, torch.linalg.svdvals(r))
+    for gamma in (0.3, 0.9, 0.99):
+        k = core_gradient_space(covariance, gamma).shape[1]
+        share = s.cumsum(0) / s.sum()
+        assert share[k - 1] >= gamma
+        assert k == 1 or share[k - 2] < gamma
+
+
+def test_projected_gradient_has_no_component_in_the_core_space():
+    torch.manual_seed(0)
+    r = torch.randn(18, 200, dtype=torch.float64) * torch.logspace(0, -2, 18)[:, None]
+    core = core_gradient_space(r @ r.T, 0.9)
+    assert 0 < core.shape[1] < 18
+    gradient = torch.randn(4, 2, 3, 3, dtype=torch.float64)  # a conv weight's shape, d = 18
+    projected = project_out(gradient, residual_projector(core))
+    assert projected.shape == gradient.shape
+    assert torch.linalg.norm(projected.view(4, -1) @ core) < 1e-12 * torch.linalg.norm(gradient)
+    # What is left is the whole residual component: nothing outside the core space is lost.
+    residual = gradient.view(4, -1) - gradient.view(4, -1) @ core @ core.T
+    torch.testing.assert_close(projected.view(4, -1), residual)
+
+
+def test_a_layer_with_gamma_one_and_all_biases_stay_put():
+    setup = digits_setup()
+    pgu = get_unlearner("pgu", {**FAST, "layer_gamma": {"3": 1.0}})
+    empty = setup.train.take(np.arange(0))
+    cache = pgu.prepare(context_for(setup, setup.model(), forget=empty, retain=setup.train))
+    result = pgu.unlearn(
+        context_for(setup, setup.model(), forget=setup.forget, retain=setup.retain, artifacts=cache)
+    )
+    before = setup.state_dict
+    assert "3.weight" not in result.info["core_dims"]
+    assert torch.equal(result.state_dict["3.weight"], before["3.weight"])
+    for name in before:
+        if name.endswith("bias"):
+            assert torch.equal(result.state_dict[name], before[name]), name
+    assert not torch.equal(result.state_dict["7.weight"], before["7.weight"])
+
+
+def test_unknown_layer_gamma_name_is_refused():
+    setup = digits_setup()
+    pgu = get_unlearner("pgu", {"layer_gamma": {"features.9": 0.5}})
+    empty = setup.train.take(np.arange(0))
+    cache = pgu.prepare(context_for(setup, setup.model(), forget=empty, retain=setup.train))
+    context = context_for(
+        setup, setup.model(), forget=setup.forget, retain=setup.retain, artifacts=cache
+    )
+    with pytest.raises(ValueError, match="features.9"):
+        pgu.unlearn(context)
+
+
+# --- the loss (Eq. 1) -------------------------------------------------------------------
+
+
+def test_loss_is_reverse_cross_entropy_plus_an_entropy_bonus():
+    labels = torch.tensor([0])
+    # The same p_y = 0.5, the rest spread evenly (high entropy) or on one class (low).
+    spread = torch.log(torch.tensor([[0.5] + [0.5 / 9] * 9]))
+    peaked = torch.log(torch.tensor([[0.5, 0.5 - 8e-6] + [1e-6] * 8]))
+    reverse_ce = -np.log(1 - (0.5 - 0.05))
+    plain = unlearning_loss(spread, labels, lambda_=0.0, offset=0.05)
+    assert plain.item() == pytest.approx(reverse_ce, rel=1e-5)
+    # lambda > 0 (deletion) prefers high entropy; lambda < 0 (de-poisoning) prefers confidence.
+    assert unlearning_loss(spread, labels, lambda_=0.2, offset=0.05) < unlearning_loss(
+        peaked, labels, lambda_=0.2, offset=0.05
+    )
+    assert unlearning_loss(spread, labels, lambda_=-0.2, offset=0.05) > unlearning_loss(
+        peaked, labels, lambda_=-0.2, offset=0.05
+    )
+
+
+# --- unlearning on digits ------------------------------------------------------------------
+
+
+def _forget_vs_holdout_auc(model, setup) -> float:
+    stopping = early_stopping.EarlyStopping(
+        "distribution", forget=setup.forget, validation=setup.holdout, eval_size=2000, device=DEVICE
+    )
+    return stopping.measure(model).record["loss_auc"]
+
+
+def test_pgu_makes_forget_losses_look_held_out_without_reading_retained_data():
+    setup = digits_setup()
+    original = setup.model()
+    assert _forget_vs_holdout_auc(original, setup) > 0.53  # the setting has something to forget
+    test_before = accuracy_of(original, setup.test)
+
+    pgu = get_unlearner("pgu")  # the defaults: a normalised step needs no per-network rate
+    empty = setup.train.take(np.arange(0))
+    cache = pgu.prepare(context_for(setup, setup.model(), forget=empty, retain=setup.train))
+
+    guard = RetainGuard(setup.adapter, setup.retain.positions)
+    stages: list[str] = []
+    context = context_for(
+        setup,
+        setup.model(),
+        forget=guard.wrap(setup.forget),
+        retain=guard.wrap(setup.retain),
+        validation=guard.wrap(setup.holdout),
+        artifacts=cache,
+        progress=lambda stage, step, total: stages.append(stage),
+    )
+    result = pgu.unlearn(context)
+    assert guard.reads > 0  # the guard was in the way of every read
+
+    unlearned = setup.build()
+    unlearned.load_state_dict(result.state_dict)
+    assert result.info["stopped_by"] == "forget losses and accuracy look held out", result.info
+    assert abs(_forget_vs_holdout_auc(unlearned, setup) - 0.5) <= 0.03, result.info
+    assert test_before - accuracy_of(unlearned, setup.test) <= 0.02, result.info
+    assert {"cache", "core-space", "steps"} <= set(stages)
+    assert result.info["cache_update_seconds"] >= 0 and result.info["unlearning_seconds"] > 0
+    assert result.info["checks"][0]["loss_auc"] > result.info["checks"][-1]["loss_auc"]
+
+
+def test_the_authors_accuracy_rule_and_the_paper_sgd_step_still_work():
+    setup = digits_setup()
+    params = {"stop": "holdout_gap", "step": "sgd", "gamma": 0.95, "lr_start": 3.0, "lr_end": 0.6}
+    params["check_every"] = 32  # every step, as fine as the authors' per-epoch check here
+    pgu = get_unlearner("pgu", params)
+    empty = setup.train.take(np.arange(0))
+    cache = pgu.prepare(context_for(setup, setup.model(), forget=empty, retain=setup.train))
+    result = pgu.unlearn(
+        context_for(setup, setup.model(), forget=setup.forget, retain=setup.retain, artifacts=cache)
+    )
+    assert result.info["stopped_by"] == "holdout gap closed", result.info
+    unlearned = setup.build()
+    unlearned.load_state_dict(result.state_dict)
+    gap = accuracy_of(unlearned, setup.holdout) - accuracy_of(unlearned, setup.forget)
+    assert abs(gap) <= 0.04
+
+
+def test_class_deletion_keeps_utility_and_masks_the_class():
+    setup = digits_setup()
+    forgotten = 3
+    rows = np.flatnonzero(setup.train.labels == forgotten)
+    forget = setup.train.take(rows)
+    retain = setup.train.take(np.setdiff1d(np.arange(len(setup.train)), rows))
+    pgu = get_unlearner("pgu")
+    empty = setup.train.take(np.arange(0))
+    cache = pgu.prepare(context_for(setup, setup.model(), forget=empty, retain=setup.train))
+    result = run_unlearner(
+        pgu,
+        context_for(
+            setup,
+            setup.model(),
+            forget=forget,
+            retain=retain,
+            artifacts=cache,
+            class_labels=[forgotten],
+        ),
+    )
+    assert result.info["stopped_by"] in (
+        "forget outputs look like held-out samples of the class",
+        "remaining-class accuracy fell more than 5 points",
+        "step budget",
+    ), result.info
+    # the kept state is the first one inside the chance band, or the closest to it
+    outside = [
+        max(0.0, abs(check["masked_loss_auc"] - 0.5) - check["band"])
+        for check in result.info["checks"]
+    ]
+    kept = result.info["kept_check"]
+    assert outside[kept] == min(outside) and kept == outside.index(min(outside))
+    unlearned = setup.build()
+    unlearned.load_state_dict(result.state_dict)
+    everything, _ = setup.adapter.read(np.arange(len(setup.adapter.index().keys))), None
+    logits = predict(unlearned, everything, device=DEVICE)
+    assert not (logits.argmax(1) == forgotten).any()
+    assert torch.all(logits[:, forgotten] == MASKED_LOGIT)
+    remaining = setup.test.without_classes([forgotten])
+    assert accuracy_of(setup.model(), remaining) - accuracy_of(unlearned, remaining) <= 0.02
+
+
+# --- params ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "params, field",
+    [
+        ({"gamma": 0}, "gamma"),
+        ({"gamma": 1.2}, "gamma"),
+        ({"lr_start": 0.01, "lr_end": 0.05}, "lr_end"),
+        ({"step_start": 0.001, "step_end": 0.01}, "step_end"),
+        ({"step": "adam"}, "step"),
+        ({"check_every": 0}, "check_every"),
+        ({"lr_start": 0}, "lr_start"),
+        ({"layer_gamma": {"0": 0.0}}, "layer_gamma"),
+        ({"stop": "never"}, "stop"),
+        ({"momentum": 0.9}, "momentum"),
+    ],
+)
+def test_invalid_params_are_refused(params, field):
+    with pytest.raises(ValidationError, match=field):
+        get_unlearner("pgu", params)
+
+
+def test_params_round_trip_with_the_lambda_alias():
+    stored = validate_params("pgu", {"lambda": -0.5, "layer_gamma": {"0": 1.0}})
+    assert stored["lambda"] == -0.5 and "lambda_" not in stored
+    assert stored["gamma"] == 0.9 and stored["lr_start"] >= stored["lr_end"]
+    assert get_unlearner("pgu", stored).params.lambda_ == -0.5

@@ -1,0 +1,98 @@
+"""The audit through the service: automatic after each unlearned version, on demand with
+retrained references, the head gauges, and a request's certificate."""
+
+from __future__ import annotations
+
+import re
+
+from service.jobs import dispatch
+from tests.helpers.app import configure, run_queued_jobs, train_keys
+
+
+def _forget(client, admin, model, keys):
+    response = client.post(
+        "/v1/deletion-requests",
+        headers=admin,
+        json={"model_id": model["id"], "subject_id": "subject-1", "sample_keys": keys},
+    )
+    client.post(f"/v1/models/{model['id']}/flush", headers=admin)
+    dispatch.dispatch_model(model["id"])
+    run_queued_jobs(model["id"])
+    return response.json()["id"]
+
+
+def test_audit_certificate_and_gauges(client, admin, key_for, ready_model, monkeypatch):
+    model_id = ready_model["id"]
+    keys = train_keys(client, admin, ready_model["dataset_id"], 150)
+    request_id = _forget(client, admin, ready_model, keys)
+    base = f"/v1/models/{model_id}/versions"
+
+    auditor = key_for(["audit:read"])
+    audit = client.get(f"{base}/2/audit", headers=auditor)
+    assert audit.status_code == 200, audit.text
+    report = audit.json()
+    assert report["version"] == 2 and report["forget_set_size"] == 150
+    assert report["verdict"] == "no_reference" and report["reference"] is None
+    assert 0 <= report["metrics"]["mia_auc"] <= 1 and 0 <= report["metrics"]["mia_efficacy"] <= 1
+    assert report["roc"][0] == [0.0, 0.0] and report["roc"][-1] == [1.0, 1.0]
+    assert sum(report["metrics"]["forget_entropy_histogram"]["counts"]) == 150
+    assert client.get(f"{base}/1/audit", headers=auditor).status_code == 404
+    assert client.get(f"{base}/2/audit", headers=key_for(["models:read"])).status_code == 403
+
+    assert client.post(f"{base}/2/audit", headers=auditor, json={}).status_code == 403
+    assert client.post(f"{base}/1/audit", headers=admin, json={}).status_code == 409
+    assert (
+        client.post(f"{base}/2/audit", headers=admin, json={"reference": "bogus"}).status_code
+        == 422
+    )
+    queued = client.post(f"{base}/2/audit", headers=admin, json={"reference": "retrain"})
+    assert queued.status_code == 202 and queued.json()["kind"] == "audit"
+    run_queued_jobs(model_id)
+    report = client.get(f"{base}/2/audit", headers=auditor).json()
+    assert report["verdict"] in ("pass", "fail") and 0 < report["frm"] <= 1
+    assert report["reference"]["versions"] == [3, 4, 5, 6]  # K = 4 by default
+    assert report["speedup_vs_reference"] is not None
+    assert all(gate["tolerance"] >= gate["floor"] for gate in report["gates"])
+    references = [client.get(f"{base}/{n}", headers=admin).json() for n in (3, 4, 5, 6)]
+    assert all(
+        v["kind"] == "retrained" and not v["in_lineage"] and v["parent"] == 2 for v in references
+    )
+    assert client.get(f"/v1/models/{model_id}", headers=admin).json()["head_version"] == 2
+
+    # Per-model series name model ids: only a scrape with the metrics token gets them.
+    configure(monkeypatch, metrics_token="scrape-token-0123456789abcdef")
+    scrape = {"Authorization": "Bearer scrape-token-0123456789abcdef"}
+    metrics = client.get("/metrics", headers=scrape).text
+    assert re.search(rf'unlearn_head_audit_frm{{model="{model_id}"}} [0-9.]+', metrics)
+    assert f'unlearn_head_audit_mia_auc{{model="{model_id}"}}' in metrics
+
+    certificate = client.get(f"/v1/deletion-requests/{request_id}/certificate", headers=admin)
+    assert certificate.status_code == 200, certificate.text
+    body = certificate.json()
+    assert body["request"]["id"] == request_id and body["audit_log_entries_consistent"]
+    assert len(body["sample_key_digests"]) == 150 and keys[0] not in certificate.text
+    assert body["version_before"]["number"] == 1 and body["version_after"]["number"] == 2
+    assert body["audit"]["verdict"] in ("pass", "fail")
+    actions = [entry["action"] for entry in body["audit_log"]]
+    assert actions[0] == "deletion_request.received"
+    assert {
+        "deletion_request.completed",
+        "model_version.published",
+        "model_version.audited",
+    } <= set(actions)
+    assert all(e["prev_hash"] and e["hash"] for e in body["audit_log"])
+
+    pending = client.post(
+        "/v1/deletion-requests",
+        headers=admin,
+        json={
+            "model_id": model_id,
+            "subject_id": "s2",
+            "sample_keys": train_keys(client, admin, ready_model["dataset_id"], 160)[150:],
+        },
+    ).json()
+    assert (
+        client.get(f"/v1/deletion-requests/{pending['id']}/certificate", headers=admin).status_code
+        == 409
+    )
+    assert client.get("/v1/deletion-requests/nope/certificate", headers=admin).status_code == 404
