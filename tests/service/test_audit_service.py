@@ -33,6 +33,12 @@ def test_audit_certificate_and_gauges(client, admin, key_for, ready_model, monke
     report = audit.json()
     assert report["version"] == 2 and report["forget_set_size"] == 150
     assert report["verdict"] == "no_reference" and report["reference"] is None
+    # Without references: the parent (version 1) is the control, and the forget set's
+    # membership signal is reported before and after, in plain words too.
+    assert report["control"]["version"] == 1
+    signal = report["membership_signal"]
+    assert 0 <= signal["parent"]["auc"] <= 1 and 0 <= signal["version"]["auc"] <= 1
+    assert report["evidence"].startswith("not verified against retrained models; ")
     assert 0 <= report["metrics"]["mia_auc"] <= 1 and 0 <= report["metrics"]["mia_efficacy"] <= 1
     assert report["roc"][0] == [0.0, 0.0] and report["roc"][-1] == [1.0, 1.0]
     assert sum(report["metrics"]["forget_entropy_histogram"]["counts"]) == 150
@@ -49,7 +55,12 @@ def test_audit_certificate_and_gauges(client, admin, key_for, ready_model, monke
     assert queued.status_code == 202 and queued.json()["kind"] == "audit"
     run_queued_jobs(model_id)
     report = client.get(f"{base}/2/audit", headers=auditor).json()
-    assert report["verdict"] in ("pass", "fail") and 0 < report["frm"] <= 1
+    assert report["verdict"] in ("pass", "fail", "inconclusive") and 0 < report["frm"] <= 1
+    assert report["control"]["version"] == 1 and report["control"]["verdict"] is not None
+    assert report["evidence"].split(":")[0] in (
+        "verified against 4 retrained models",
+        "compared with 4 retrained models",
+    )
     assert report["reference"]["versions"] == [3, 4, 5, 6]  # K = 4 by default
     assert report["speedup_vs_reference"] is not None
     assert all(gate["tolerance"] >= gate["floor"] for gate in report["gates"])
@@ -72,7 +83,8 @@ def test_audit_certificate_and_gauges(client, admin, key_for, ready_model, monke
     assert body["request"]["id"] == request_id and body["audit_log_entries_consistent"]
     assert len(body["sample_key_digests"]) == 150 and keys[0] not in certificate.text
     assert body["version_before"]["number"] == 1 and body["version_after"]["number"] == 2
-    assert body["audit"]["verdict"] in ("pass", "fail")
+    assert body["audit"]["verdict"] in ("pass", "fail", "inconclusive")
+    assert body["evidence"] == body["audit"]["evidence"] == report["evidence"]
     actions = [entry["action"] for entry in body["audit_log"]]
     assert actions[0] == "deletion_request.received"
     assert {

@@ -518,6 +518,7 @@
         const answer = await api(`/v1/deletion-requests/${request.id}/certificate`);
         const cert = answer.body;
         fill(summary, definitions([
+          ["evidence", cert.evidence],
           ["met deadline", cert.request.met_deadline ? "yes" : "NO"],
           ["audit verdict", cert.audit ? badge(cert.audit.verdict) : "no audit"],
           ["audit-log entries", cert.audit_log.length],
@@ -704,11 +705,20 @@
 
   function renderAudit(view, audit, panels) {
     const reference = audit.reference;
+    const control = audit.control;
+    const signal = audit.membership_signal;
     fill(panels.verdict.body, h("p", { class: `verdict verdict-${audit.verdict}`, id: "verdict" },
-      audit.verdict.replace("_", " ")), definitions([
+      audit.verdict.replace("_", " ")),
+    audit.evidence ? h("p", { id: "audit-evidence" }, audit.evidence) : null, definitions([
       ["forget set", `${audit.forget_set_size} samples`],
       ["failed gates", audit.failed_gates.length
         ? audit.failed_gates.map((gate) => gate.name).join(", ") : "none"],
+      ["uninformative gates", audit.uninformative_gates && audit.uninformative_gates.length
+        ? audit.uninformative_gates.join(", ") : "none"],
+      ["control (the parent)", control ? `v${control.version}: ${control.verdict}` : "-"],
+      ["membership signal", signal
+        ? `${signal.parent.auc.toFixed(3)} -> ${signal.version.auc.toFixed(3)} ` +
+          `(held-out data: ${signal.heldout_value})` : "-"],
       ["FRM", formatNumber(audit.frm)],
       ["average disparity", formatNumber(audit.avg_disparity)],
       ["reference", reference ? `${reference.kind} (v${reference.version}` +
