@@ -50,8 +50,15 @@ def request_audit(
     version = versions.get_or_raise(session, model_id=model_id, number=number)
     if not version.forgotten_samples:
         raise Conflict(f"version {number} forgot nothing; there is nothing to audit")
+    # The version's requests ride along: one still waiting for an audit (a policy that
+    # wants references) completes with this one.
     job = lifecycle.new_job(
-        session, model, JobKind.AUDIT, version=number, params={"reference": reference}
+        session,
+        model,
+        JobKind.AUDIT,
+        version=number,
+        request_ids=version.deletion_request_ids,
+        params={"reference": reference},
     )
     session.commit()
     return job
@@ -95,7 +102,13 @@ def record(session: Session, *, job: Job, report: dict[str, Any], seconds: float
             "reference_versions": (report.get("reference") or {}).get("versions"),
         },
     )
-    lifecycle.finish_audit(session, job=job, verdict=report.get("verdict"), seconds=seconds)
+    lifecycle.finish_audit(
+        session,
+        job=job,
+        verdict=report.get("verdict"),
+        seconds=seconds,
+        referenced=report.get("reference") is not None,
+    )
 
 
 def certificate(session: Session, *, tenant_id: str, request_id: str) -> Certificate:

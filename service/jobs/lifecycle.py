@@ -244,10 +244,17 @@ def finish_evaluation(session: Session, *, job: Job, accuracies: dict[str, Any])
     _succeed(session, job, result_version=job.base_version, timings={})
 
 
-def finish_audit(session: Session, *, job: Job, verdict: str | None, seconds: float) -> None:
+def finish_audit(
+    session: Session, *, job: Job, verdict: str | None, seconds: float, referenced: bool
+) -> None:
     """An audit job's end (its report is stored by the caller): the job succeeds and the
-    requests that waited for this audit complete."""
+    requests that waited for this audit complete, unless the model's policy wants an audit
+    against retrained references and this one (``referenced``) was not."""
     _succeed(session, job, result_version=job.base_version, timings={"auditing": seconds})
+    model = session.get(Model, job.model_id)
+    policy = ModelSettings.of(model).audit if model is not None else None
+    if policy is not None and policy.complete_after == "reference_audit" and not referenced:
+        return  # they wait for a reference audit of this version
     _complete_audited(session, job, detail=f"version {job.base_version} audited: {verdict}")
 
 
@@ -288,8 +295,9 @@ def _after_new_version(session: Session, model: Model, version: ModelVersion) ->
     ):
         new_job(session, model, JobKind.CACHE)
     if version.forgotten_samples:
-        every = settings.audit.reference_every
-        reference = "retrain" if every and version.number % every == 0 else "none"
+        every, required = settings.audit.reference_every, settings.audit.complete_after
+        periodic = bool(every) and version.number % every == 0
+        reference = "retrain" if periodic or required == "reference_audit" else "none"
         new_job(
             session,
             model,

@@ -4,7 +4,7 @@ training recipe and audit policy, each checked by its registry's schema, and
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from torch import nn
@@ -108,6 +108,12 @@ class AuditPolicy(BaseModel):
     )
     gate_z: float = Field(
         GATE_Z, gt=0, le=10, description="standard deviations of chance a gate allows"
+    )
+    complete_after: Literal["audit", "reference_audit"] = Field(
+        "audit",
+        description="when a batch's requests complete: once their version's audit is stored "
+        "(`audit`, with or without references), or only once an audit against retrained "
+        "references is (`reference_audit`: every version is then audited against references)",
     )
 
 

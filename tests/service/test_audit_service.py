@@ -108,3 +108,49 @@ def test_audit_certificate_and_gauges(client, admin, key_for, ready_model, monke
         == 409
     )
     assert client.get("/v1/deletion-requests/nope/certificate", headers=admin).status_code == 404
+
+
+def test_a_policy_can_hold_requests_until_a_reference_audit(client, admin, ready_model):
+    """`complete_after: reference_audit`: an audit without references completes nothing; the
+    version's requests complete with the audit against retrained models."""
+    from service.enums import JobKind
+    from workers.commands import run_job
+
+    model_id = ready_model["id"]
+    keys = train_keys(client, admin, ready_model["dataset_id"], 20)
+    request_id = client.post(
+        "/v1/deletion-requests",
+        headers=admin,
+        json={"model_id": model_id, "subject_id": "s", "sample_keys": keys},
+    ).json()["id"]
+    client.post(f"/v1/models/{model_id}/flush", headers=admin)
+    dispatch.dispatch_model(model_id)
+    run_job(_queued_job(model_id, JobKind.UNLEARN))
+    # The policy changes after the version's audit job was queued without references.
+    policy = {"complete_after": "reference_audit", "reference_seeds": 2}
+    assert client.patch(f"/v1/models/{model_id}", headers=admin, json={"audit": policy}).is_success
+    run_queued_jobs(model_id)
+    request = client.get(f"/v1/deletion-requests/{request_id}", headers=admin).json()
+    assert request["status"] == "auditing"
+    base = f"/v1/models/{model_id}/versions/2/audit"
+    assert client.get(base, headers=admin).json()["reference"] is None
+
+    assert client.post(base, headers=admin, json={"reference": "retrain"}).status_code == 202
+    run_queued_jobs(model_id)
+    request = client.get(f"/v1/deletion-requests/{request_id}", headers=admin).json()
+    assert request["status"] == "completed"
+    assert client.get(base, headers=admin).json()["reference"]["models"] == 2
+
+
+def _queued_job(model_id: str, kind) -> str:
+    from sqlalchemy import select
+
+    from service.db import session_scope
+    from service.tables import Job
+
+    with session_scope() as session:
+        job_id = session.scalar(
+            select(Job.id).where(Job.model_id == model_id, Job.kind == kind, Job.status == "queued")
+        )
+    assert job_id is not None
+    return job_id
