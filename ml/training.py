@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 import torch
@@ -12,7 +13,15 @@ from torch import nn
 from ml.samples import SampleSet
 from ml.vib import VariationalBottleneck, vib_loss
 
-__all__ = ["TrainingConfig", "pick_device", "sgd_recipe", "train", "accuracy", "predict"]
+__all__ = [
+    "TrainingConfig",
+    "pick_device",
+    "sgd_recipe",
+    "train",
+    "seeded",
+    "accuracy",
+    "predict",
+]
 
 Progress = Callable[[str, int, int], None]
 
@@ -27,7 +36,8 @@ class TrainingConfig(BaseModel):
     lr: float = Field(1e-3, gt=0, le=10)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0, le=1)
-    seed: int = 0
+    # Bounded: it seeds torch and NumPy, and a job records it in a 64-bit column.
+    seed: int = Field(0, ge=0, le=2**31 - 1)
     # The VIB loss's weight on KL(q(z|x) || N(0, I)) (the RFU-SS authors' MNIST value);
     # read only by architectures with a bottleneck (vib_mlp, vib_cnn).
     beta: float = Field(1e-3, ge=0, le=100)
@@ -93,6 +103,16 @@ def train(
         if progress is not None:
             progress(stage, epoch + 1, config.epochs)
     return model.eval()
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Every draw from torch's global generators (CPU and CUDA) inside comes from ``seed``;
+    their states are restored after, so a job's seed does not leak into the next job."""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
 @torch.no_grad()

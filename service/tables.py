@@ -160,8 +160,10 @@ class ModelVersion(Base):
     forgotten_samples: Mapped[int] = mapped_column(Integer, default=0)
     forgotten_total: Mapped[int] = mapped_column(Integer, default=0)
     artifact_sha256: Mapped[str] = mapped_column(String(64))
-    metrics: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)  # UA / RA / TA
     seconds: Mapped[float | None] = mapped_column(Float)
+    unchanged: Mapped[bool] = mapped_column(default=False)  # the parent's weights, as they were
+    unchanged_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -208,6 +210,9 @@ class Job(Base):
     celery_task_id: Mapped[str | None] = mapped_column(String(64))
     progress: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     timings: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    # What the job did, as its method (or runner) reports it: steps, stop rule, checks...
+    report: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    seed: Mapped[int | None] = mapped_column(BigInteger)  # every random draw of the job
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

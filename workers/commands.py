@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ml.training import seeded
 from service import logs, metrics, outbox
 from service.callbacks import delivery as callback_delivery
 from service.callbacks import service as callbacks
@@ -48,7 +49,8 @@ def _run_job(job_id: str) -> None:
     )
     with Heartbeat(attempt) as heartbeat:
         try:
-            RUNNERS[attempt.kind](attempt, heartbeat)
+            with seeded(attempt.seed):  # every random draw of the job from its recorded seed
+                RUNNERS[attempt.kind](attempt, heartbeat)
         except LeaseLost:
             outcome = "lease_lost"
             log.warning("job %s attempt %s lost its lease; stopping", job_id, attempt.number)

@@ -69,7 +69,7 @@ class Workload:
             class_labels=self.sets.class_labels,
             artifacts=lambda name: version_artifact(model_id, number, name),
             progress=progress,
-            seed=training.seed + attempt.number,
+            seed=attempt.seed,
             load_version=self.load_version,
         )
 

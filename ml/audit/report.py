@@ -426,6 +426,14 @@ def audit_version(
 
 def evidence_statement(report: Mapping[str, Any]) -> str:
     """What an audit report shows, in plain words, for a certificate and the dashboard."""
+    said = _evidence(report)
+    if report.get("unchanged"):
+        why = report.get("unchanged_reason") or "no reason given"
+        return f"the version's weights are its parent's ({why}); {said}"
+    return said
+
+
+def _evidence(report: Mapping[str, Any]) -> str:
     reference = report.get("reference") or {}
     models = reference.get("models") or len(reference.get("versions") or []) or None
     against = f"{models} retrained models" if models else "retrained models"

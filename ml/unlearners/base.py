@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
@@ -88,7 +89,26 @@ class UnlearnContext:
 class UnlearnResult:
     state_dict: Tensors
     artifacts: dict[str, Artifact] = field(default_factory=dict)  # kept with the new version
-    info: dict[str, Any] = field(default_factory=dict)  # timings and facts for the job row
+    # What the method did, for the job's report: steps, stopped_by, the stop rule's checks,
+    # the kept check, its own measurements, and its stages' ``*_seconds``.
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def report(self) -> dict[str, Any]:
+        """``info`` as plain JSON (NumPy and torch scalars and arrays become numbers and
+        lists; anything else its text)."""
+        return {str(key): _plain(value) for key, value in self.info.items()}
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [_plain(item) for item in value]
+    if isinstance(value, torch.Tensor | np.ndarray | np.generic):
+        return _plain(value.tolist())
+    return str(value)
 
 
 class Unlearner(ABC):

@@ -70,6 +70,7 @@ class Subject:
 
     seconds: float | None  # how long the unlearning took
     parent: int | None  # the version before this unlearning: the audit's positive control
+    unchanged_reason: str | None  # set when its weights are the parent's
     references: list[tuple[int, float | None]]  # kept retrained references: number, seconds
 
 
@@ -78,7 +79,12 @@ def subject(model_id: str, number: int) -> Subject:
     with session_scope() as session:
         version = versions.get_or_raise(session, model_id=model_id, number=number)
         kept = versions.references_of(session, model_id, number)
-        return Subject(version.seconds, version.parent, [(v.number, v.seconds) for v in kept])
+        return Subject(
+            version.seconds,
+            version.parent,
+            version.unchanged_reason if version.unchanged else None,
+            [(v.number, v.seconds) for v in kept],
+        )
 
 
 def record(session: Session, *, job: Job, report: dict[str, Any], seconds: float) -> None:
@@ -166,6 +172,8 @@ def _version_summary(version: ModelVersion | None) -> dict[str, Any] | None:
         "artifact_sha256": version.artifact_sha256,
         "created_at": version.created_at,
         "metrics": version.metrics,
+        "unchanged": version.unchanged,
+        "unchanged_reason": version.unchanged_reason,
     }
 
 

@@ -11,6 +11,7 @@ sweeper has requeued an expired job, the old attempt can no longer publish anyth
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import threading
@@ -55,6 +56,7 @@ class Attempt:
     unlearner: UnlearnerSpec | None  # the model's method when the job was created
     request_ids: list[str]
     params: dict[str, Any]
+    seed: int  # the job's: every attempt draws the same random numbers
     started: float = field(default_factory=time.monotonic)
 
 
@@ -88,7 +90,13 @@ def claim(job_id: str) -> Attempt | None:
             unlearner=UnlearnerSpec.model_validate(job.unlearner) if job.unlearner else None,
             request_ids=list(job.request_ids),
             params=dict(job.params or {}),
+            seed=job.seed if job.seed is not None else _seed_of(job.id),
         )
+
+
+def _seed_of(job_id: str) -> int:
+    """A seed for a job created before jobs recorded theirs: fixed by its id."""
+    return int.from_bytes(hashlib.sha256(job_id.encode()).digest()[:4], "big") >> 1
 
 
 def lock_owned_job(session: Session, attempt: Attempt) -> Job:

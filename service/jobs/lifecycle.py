@@ -21,6 +21,7 @@ version's audit job has stored its report (:func:`finish_audit`); only then is i
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,6 +75,7 @@ class NewVersion:
     forgotten: Mapping[int, str] = field(default_factory=dict)  # sample id -> its request
     artifacts: Mapping[str, StoredArtifact] = field(default_factory=dict)
     timings: Mapping[str, float] = field(default_factory=dict)  # extra stages for the job row
+    report: Mapping[str, Any] = field(default_factory=dict)  # the method's, JSON-safe
 
 
 def live_lineage_job(session: Session, model_id: str) -> Job | None:
@@ -101,9 +103,13 @@ def new_job(
 
     ``version`` is the version the job reads (default: the head): the base of an
     unlearning, the version a cache or an audit is for. ``requests`` are the batch of an
-    unlearning job; ``request_ids`` the requests an audit job completes.
+    unlearning job; ``request_ids`` the requests an audit job completes. The job's seed is
+    drawn here and recorded, so a retried attempt draws the same random numbers; a train
+    job's is its recipe's, so version 1 is the recipe's to reproduce.
     """
+    recipe_seed = (model.training or {}).get("seed") if kind == JobKind.TRAIN else None
     job = Job(
+        seed=recipe_seed if isinstance(recipe_seed, int) else secrets.randbelow(2**31),
         tenant_id=model.tenant_id,
         model_id=model.id,
         kind=kind,
@@ -171,7 +177,10 @@ def publish(session: Session, *, job: Job, model: Model, result: NewVersion) -> 
         )
     number = model.head_version
     version = None
+    job.report = dict(result.report)
     if result.weights_sha256 is not None:
+        parent = versions.get(session, model.id, job.base_version)
+        unchanged = parent is not None and parent.artifact_sha256 == result.weights_sha256
         version = versions.new_version(
             session,
             model=model,
@@ -181,6 +190,7 @@ def publish(session: Session, *, job: Job, model: Model, result: NewVersion) -> 
             job=job,
             forgotten=len(result.forgotten),
             seconds=result.seconds,
+            unchanged_reason=_unchanged_reason(result.report) if unchanged else None,
         )
         versions.add_artifacts(session, version, result.artifacts)
         number = version.number
@@ -201,6 +211,11 @@ def publish(session: Session, *, job: Job, model: Model, result: NewVersion) -> 
     if version is not None:
         _after_new_version(session, model, version)
     return number
+
+
+def _unchanged_reason(report: Mapping[str, Any]) -> str:
+    stopped_by = report.get("stopped_by")
+    return f"the method took no step: {stopped_by}" if stopped_by else "the method changed nothing"
 
 
 def publish_uploaded(session: Session, *, model: Model, weights_sha256: str) -> ModelVersion:

@@ -21,6 +21,8 @@ class JobRead(BaseModel):
     attempts: int
     progress: dict[str, Any]
     timings: dict[str, Any]
+    report: dict[str, Any]  # what the job did: steps, stop rule and its checks, ...
+    seed: int | None  # every random draw of the job comes from it
     error: str | None
     created_at: datetime
     started_at: datetime | None

@@ -69,6 +69,10 @@ class VersionRead(BaseModel):
     forgotten_total: int
     artifact_sha256: str
     metrics: dict[str, Any]
+    unchanged: bool = Field(
+        description="its weights are its parent's, as they were (unchanged_reason says why)"
+    )
+    unchanged_reason: str | None
     artifacts: list[ArtifactRead]
 
 

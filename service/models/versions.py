@@ -95,11 +95,13 @@ def new_version(
     forgotten: int,
     seconds: float | None,
     reference_of: int | None = None,
+    unchanged_reason: str | None = None,
 ) -> ModelVersion:
     """A new version, in the caller's transaction with the model row locked. It becomes the
     head, unless it is a retrained audit reference of version ``reference_of`` (kept outside
     the lineage, its parent the audited version). ``accuracies`` is its UA / RA / TA (the
-    API's ``metrics``)."""
+    API's ``metrics``); ``unchanged_reason``, set when its weights are its parent's, marks
+    it unchanged."""
     parent = model.head_version if reference_of is None else reference_of
     previous = get(session, model.id, parent)
     number = (
@@ -125,6 +127,8 @@ def new_version(
         artifact_sha256=sha256,
         metrics=accuracies,
         seconds=seconds,
+        unchanged=unchanged_reason is not None,
+        unchanged_reason=unchanged_reason,
     )
     session.add(version)
     session.flush()
@@ -144,6 +148,7 @@ def new_version(
             "artifact_sha256": sha256,
             "job_id": job.id if job else None,
             "deletion_request_ids": version.deletion_request_ids,
+            "unchanged": version.unchanged,
         },
     )
     return version
@@ -322,6 +327,8 @@ def to_read(session: Session, version: ModelVersion) -> VersionRead:
         forgotten_total=version.forgotten_total,
         artifact_sha256=version.artifact_sha256,
         metrics=version.metrics,
+        unchanged=version.unchanged,
+        unchanged_reason=version.unchanged_reason,
         artifacts=[ArtifactRead(name=a.name, sha256=a.sha256, meta=a.meta) for a in artifacts],
     )
 

@@ -92,6 +92,8 @@ def run(attempt: Attempt, heartbeat: Heartbeat) -> None:
     seconds = time.monotonic() - started
     report.update(
         version=number,
+        unchanged=subject.unchanged_reason is not None,
+        unchanged_reason=subject.unchanged_reason,
         unlearning_seconds=subject.seconds,
         speedup_vs_reference=(
             reference_seconds / subject.seconds if reference_seconds and subject.seconds else None

@@ -67,6 +67,7 @@ def run(attempt: Attempt, heartbeat: Heartbeat) -> None:
                 for name, artifact in outcome.artifacts.items()
             },
             timings={**stages, "evaluating": time.monotonic() - started - seconds},
+            report=outcome.report(),
         )
     with fenced(attempt) as (session, job):
         model = versions.lock_model(session, attempt.model_id)
