@@ -86,7 +86,7 @@ from benchmarks.fashion_mnist import ensure_fashion_mnist
 from ml.architectures import build_model
 from ml.audit import audit_version, train_references
 from ml.datasets import DatasetAdapter, holdout_mask, open_source
-from ml.samples import SampleSet, validation_and_audit
+from ml.samples import SampleSet, split_holdout
 from ml.training import TrainingConfig, accuracy, pick_device, train
 from ml.unlearners import get_unlearner, run_unlearner, unlearner_class
 from ml.unlearners.base import Artifact, UnlearnContext, UnlearnResult
@@ -141,7 +141,8 @@ class Data:
     adapter: DatasetAdapter
     train: SampleSet
     validation: SampleSet  # D_v: what the methods' stop rules read
-    audit_nonmembers: SampleSet  # disjoint from D_v (as in the service)
+    shadow: SampleSet  # what a method fits its attackers on, disjoint from D_v
+    audit_nonmembers: SampleSet  # disjoint from both (as in the service)
     test: SampleSet
 
 
@@ -157,11 +158,12 @@ def load_data(state_dir: Path, fraction: float, seed: int) -> Data:
         positions = rng.permutation(np.flatnonzero(mask))
         return positions[: max(1, round(fraction * len(positions)))]
 
-    validation, audit_nonmembers = validation_and_audit(samples_at(adapter, share(held)))
+    shadow, validation, audit_nonmembers = split_holdout(samples_at(adapter, share(held)))
     return Data(
         adapter,
         train=samples_at(adapter, share((splits == "train") & ~held)),
         validation=validation,
+        shadow=shadow,
         audit_nonmembers=audit_nonmembers,
         test=samples_at(adapter, share(splits == "test")),
     )
@@ -392,6 +394,7 @@ class Bench:
             forget=forget,
             retain=retain,
             validation=self.data.validation,
+            shadow=self.data.shadow,
             training=self.recipe,
             device=self.device,
             base_version=base_version,

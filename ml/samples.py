@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -11,11 +12,13 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ml.datasets import DatasetAdapter, SourceIndex
 
-__all__ = ["SampleSet", "Withheld", "validation_and_audit"]
+__all__ = ["SampleSet", "Withheld", "HeldOut", "split_holdout"]
 
-# Share of the held-out samples that the methods' stop rules read (D_v); the audit's
-# non-members come from the rest, so a method never tunes itself on the audit's own data.
-VALIDATION_SHARE = 0.5
+# The held-out samples in three parts, by key hash: what a method may fit its own models on
+# (the shadow set: DAU's attacker, LTU's membership models), what the stop rules read (D_v),
+# and the audit's non-members (the rest). No method tunes itself on what judges it.
+SHADOW_SHARE = 0.2
+VALIDATION_SHARE = 0.3
 
 
 class Withheld(RuntimeError):
@@ -80,26 +83,35 @@ class SampleSet:
         empty = np.empty(0, dtype=np.int64)
         return SampleSet(_WithheldAdapter(self.adapter, reason), empty, empty, [])
 
-    def split_by_key(self, share: float, *, salt: str) -> tuple[SampleSet, SampleSet]:
-        """(the samples whose key hashes below ``share``, the others): the same split for
-        the same keys on every machine and in every process, whatever the set's order."""
-        if not 0.0 <= share <= 1.0:
-            raise ValueError(f"Invalid share: {share}")
-        cut = int(share * 2**32)
-        below = np.array(
+    def split_by_key(self, *shares: float, salt: str) -> list[SampleSet]:
+        """The samples in ``len(shares) + 1`` parts by where their key's hash falls: the
+        first part ``shares[0]`` of the hash range, the next ``shares[1]``, ..., the last
+        part the rest. The same split for the same keys on every machine and in every
+        process, whatever the set's order."""
+        if any(share < 0 for share in shares) or sum(shares) > 1.0:
+            raise ValueError(f"Invalid shares: {shares}")
+        cuts = np.cumsum(shares) * 2**32
+        hashes = np.array(
             [
-                int.from_bytes(hashlib.sha256(f"{salt}:{key}".encode()).digest()[:4], "big") < cut
+                int.from_bytes(hashlib.sha256(f"{salt}:{key}".encode()).digest()[:4], "big")
                 for key in self.keys
             ],
-            dtype=bool,
+            dtype=np.int64,
         )
-        return self.take(np.flatnonzero(below)), self.take(np.flatnonzero(~below))
+        part = np.searchsorted(cuts, hashes, side="right")
+        return [self.take(np.flatnonzero(part == i)) for i in range(len(shares) + 1)]
 
     def without_classes(self, classes: list[int]) -> SampleSet:
         return self.take(np.flatnonzero(~np.isin(self.labels, classes)))
 
 
-def validation_and_audit(holdout: SampleSet) -> tuple[SampleSet, SampleSet]:
-    """The held-out samples split in two disjoint, stable parts: (D_v, which the methods'
-    stop rules read, the audit's non-member pool)."""
-    return holdout.split_by_key(VALIDATION_SHARE, salt="validation")
+class HeldOut(NamedTuple):
+    shadow: SampleSet  # a method may fit its own models on these (``Need.SHADOW``)
+    validation: SampleSet  # D_v: the stop rules read these (``Need.VALIDATION``)
+    audit_nonmembers: SampleSet  # the audit's non-members: no method reads them
+
+
+def split_holdout(holdout: SampleSet) -> HeldOut:
+    """The held-out samples in three disjoint, stable parts (the shares above). The audit's
+    part is the one it had when the split had two parts (the same salt and cut)."""
+    return HeldOut(*holdout.split_by_key(SHADOW_SHARE, VALIDATION_SHARE, salt="validation"))

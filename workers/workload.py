@@ -63,6 +63,7 @@ class Workload:
             forget=self.sets.forget,
             retain=self.sets.retain,
             validation=self.sets.validation,
+            shadow=self.sets.shadow,
             training=training,
             device=self.device,
             base_version=number or 0,

@@ -46,7 +46,9 @@ class Need(StrEnum):
     """What a method reads besides the forget set; a worker gives it only these."""
 
     RETAIN = "retain"  # the retained training samples D_r
-    VALIDATION = "validation"  # the validation set D_v: held-out samples never trained on
+    VALIDATION = "validation"  # the validation set D_v: held-out samples the stop rules read
+    SHADOW = "shadow"  # other held-out samples, for a method's own models (attackers): never
+    # the stop rules' D_v nor the audit's non-members
     CACHE = "cache"  # per-version artifacts built by ``prepare`` (PGU's SVD cache): a
     # version without them gets a ``cache`` job before its first deletion batch
 
@@ -73,7 +75,8 @@ class UnlearnContext:
     build_model: Callable[[], nn.Module]  # a freshly initialised model of the architecture
     forget: SampleSet  # D_f: the samples of this batch that the base version still knows
     retain: SampleSet  # D_r: every active training sample not in D_f (read lazily)
-    validation: SampleSet  # D_v: never trained on
+    validation: SampleSet  # D_v: never trained on; the stop rules read it
+    shadow: SampleSet  # held out too, disjoint from D_v: what a method fits its attackers on
     training: TrainingConfig  # the model's training recipe (for retraining and fine-tuning)
     device: torch.device
     base_version: int
@@ -148,7 +151,11 @@ def run_unlearner(
     afterwards."""
     withheld = {
         name: getattr(context, name).withheld(f"{unlearner.name} did not declare Need.{need.name}")
-        for need, name in ((Need.RETAIN, "retain"), (Need.VALIDATION, "validation"))
+        for need, name in (
+            (Need.RETAIN, "retain"),
+            (Need.VALIDATION, "validation"),
+            (Need.SHADOW, "shadow"),
+        )
         if need not in unlearner.needs
     }
     result = unlearner.unlearn(dataclasses.replace(context, **withheld))

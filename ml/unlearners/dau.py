@@ -13,7 +13,9 @@ sample (x, y) it reads the informed input D(x)' = [D(x), Delta(x), y] (section 3
 encodes it with a fully connected layer, runs a small transformer encoder (self-attention,
 3 layers, 4 heads) and ends in one membership score. Its objective (the log-likelihood)
     L_A = E_{x_f in D_f, x_v in D_v} [log A(D(x_f)') + log(1 - A(D(x_v)'))]
-calls D_f members and D_v (held out, never trained on) non-members.
+calls D_f members and held-out samples non-members. The paper's D_v is here the shadow set
+(``Need.SHADOW``), held-out samples disjoint from the stop rule's D_v and from the audit's
+non-members: the attacker is never fitted on what judges the result.
 
 The defender D (the model being unlearned), D = D_fc(D_enc(.)), minimises eq. 3:
     L_D + alpha L_A + beta V_ss,
@@ -23,11 +25,12 @@ with C the cross-correlation, over the batch, between the mean-centred encoder f
 (``ml.features``) of a D_f batch and a D_v batch; minimising alpha L_A makes the forget
 samples' outputs look held out to the current attacker.
 
-Algorithm 1, per iteration: draw a batch of D_f, of D_v and of D_r; one attacker step up
-L_A (Adam, ``attacker_lr``), then one defender step down eq. 3 (SGD, ``lr``). Before the
+Algorithm 1, per iteration: draw a batch of D_f, of the shadow set and of D_r; one attacker
+step up L_A (Adam, ``attacker_lr``), then one defender step down eq. 3 (SGD, ``lr``). Before
+the
 game the attacker is pre-trained (section 4.2, "Training Adjustments") for
 ``attacker_pretrain_steps`` steps on the original model's outputs, members drawn from
-D = D_f U D_r, non-members from D_v; in class deletion alpha drops to 0 after
+D = D_f U D_r, non-members from the shadow set; in class deletion alpha drops to 0 after
 ``class_alpha_iterations`` iterations (the paper's 30).
 
 Parameters: see ``DAUParams``; the paper's defaults are kept except where noted below, and
@@ -45,10 +48,15 @@ Choices where the paper is silent (also in ``docs/unlearners.md``):
 - Optimisers: plain SGD for the defender (Algorithm 1's update), Adam for the attacker;
   transformer width 32 with feed-forward 64 and no dropout.
 - Pre-training reads the attacker's inputs once (the defender is frozen then, so one noise
-  draw per sample); the pool is at most ``validation_eval_size`` samples of D_f and of D_v,
-  and as many of D_r as of D_v.
+  draw per sample); the pool is at most ``validation_eval_size`` samples of D_f and of the
+  shadow set, and as many of D_r as of the shadow set.
 
 Deviations:
+
+- Every forward pass of the defender runs in eval mode: BatchNorm keeps the base model's
+  statistics and dropout is off. In train mode the ten noisy copies per sample behind
+  Delta(x) would move BatchNorm's running statistics (their running variance grew about 6x
+  in a check), corrupting a BatchNorm network such as a ResNet; gradients flow the same.
 
 - Each defender step is clipped to ``max_grad_norm`` (global L2), as gradient ascent's:
   the defender's share of L_A is unbounded below (log A -> -inf), and clipping bounds
@@ -64,9 +72,9 @@ Deviations:
   target; ``stop="none"`` runs the paper's fixed budget. When D_f already sits at the
   rule's target, the base weights come back at once, before the attacker is pre-trained.
 
-``info`` reports the attacker's balanced accuracy on fixed subsets of D_f vs D_v before
-and after the game. For class deletion, ``run_unlearner`` masks the forgotten classes
-(``ml.class_masking``).
+``info`` reports the attacker's balanced accuracy on fixed subsets of D_f vs D_v (which
+it never fitted on) before and after the game. For class deletion, ``run_unlearner`` masks
+the forgotten classes (``ml.class_masking``).
 """
 
 from __future__ import annotations
@@ -283,7 +291,7 @@ def _accuracy(attacker: Attacker, members: torch.Tensor, nonmembers: torch.Tenso
 class DAU(Unlearner):
     name = "dau"
     Params = DAUParams
-    needs = frozenset({Need.RETAIN, Need.VALIDATION})
+    needs = frozenset({Need.RETAIN, Need.VALIDATION, Need.SHADOW})
 
     def unlearn(self, context: UnlearnContext) -> UnlearnResult:
         p = self.params
@@ -292,8 +300,8 @@ class DAU(Unlearner):
         model, device = context.model, context.device
         if not len(context.forget):
             return unchanged(model, started, "empty forget set")
-        if not len(context.validation):
-            raise ValueError("dau needs held-out samples (D_v) for its attacker")
+        if not len(context.shadow):
+            raise ValueError("dau needs held-out samples (the shadow set) for its attacker")
         stopping = EarlyStopping.for_context(p.stop, context, eval_size=p.validation_eval_size)
         if stopping.already_reached(model):
             return unchanged(model, started, "D_f already at the stop rule's target")
@@ -324,26 +332,28 @@ class DAU(Unlearner):
                 )
 
         size = p.validation_eval_size
-        model.eval()
+        model.eval()  # and so it stays: BatchNorm's statistics are the base model's (below)
         eval_members = tokens(context.forget.subset(size, seed=context.seed))
-        eval_nonmembers = tokens(context.validation.subset(size, seed=context.seed))
-        retained_pool = context.retain.subset(len(eval_nonmembers), seed=context.seed)
+        shadow_nonmembers = tokens(context.shadow.subset(size, seed=context.seed))
+        retained_pool = context.retain.subset(len(shadow_nonmembers), seed=context.seed)
         pool = torch.cat([eval_members, tokens(retained_pool)])
         half = p.batch_size
         for _ in range(p.attacker_pretrain_steps):
             members = pool[torch.randint(len(pool), (half,), device=device)]
-            nonmembers = eval_nonmembers[
-                torch.randint(len(eval_nonmembers), (half,), device=device)
+            nonmembers = shadow_nonmembers[
+                torch.randint(len(shadow_nonmembers), (half,), device=device)
             ]
             scores = attacker(torch.cat([members, nonmembers]))  # one pass for both sides
             attacker_optimizer.zero_grad(set_to_none=True)
             (-attacker_log_likelihood(scores[:half], scores[half:])).backward()
             attacker_optimizer.step()
+        # The attacker's accuracy is measured on D_v, which it was never fitted on.
+        eval_nonmembers = tokens(context.validation.subset(size, seed=context.seed))
         accuracy_before = _accuracy(attacker, eval_members, eval_nonmembers)
 
         optimizer = torch.optim.SGD(model.parameters(), lr=p.lr)
         retained = _cycle(context.retain.loader(p.batch_size, shuffle=True, seed=context.seed))
-        held_out = _cycle(context.validation.loader(p.batch_size, shuffle=True, seed=context.seed))
+        held_out = _cycle(context.shadow.loader(p.batch_size, shuffle=True, seed=context.seed))
         iteration = 0
         norms: list[float] = []
 
@@ -356,7 +366,6 @@ class DAU(Unlearner):
             x_f, y_f = inputs.to(device), labels.to(device)
             x_v, y_v = (t.to(device) for t in next(held_out))
             x_r, y_r = (t.to(device) for t in next(retained))
-            model.train()
 
             def informed(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
                 logits, features = logits_and_features(model, x)
@@ -397,7 +406,6 @@ class DAU(Unlearner):
                 attacker.requires_grad_(True)
             norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), p.max_grad_norm)))
             optimizer.step()
-            model.eval()
 
         facts: dict[str, Any] = unlearn_steps(
             model,

@@ -4,7 +4,8 @@ data (Huang, Foo and Liu, ECCV 2024, "Learning to Unlearn for Robust Machine Unl
 
 Inputs: the model theta, the forget set D_f, an accessible share D_r' of D_r
 (``retain_fraction``, the paper's 30%; only those samples are read) and the validation set
-D_v (for the membership models and the stop rule).
+the held-out samples: the shadow set for the membership models, D_v for the stop rule
+(disjoint, so the membership models are never fitted on what the stop rule reads).
 
 Per iteration, with a mini-batch B_f of D_f:
 
@@ -16,7 +17,8 @@ Per iteration, with a mini-batch B_f of D_f:
    Meta-gradient (eqs. 4-5): g_r = grad_theta [CE(S; theta) + L_test(theta')].
 2. Forgetting feedback (section 3.2.2). ``mi_models`` small differentiable
    membership-inference models, pre-trained before unlearning on the original model's
-   softmax outputs (members: D_r'; non-members: D_v), each scoring a sample as member.
+   softmax outputs (members: D_r'; non-members: the shadow set), each scoring a sample as
+   member.
    Eq. 11: L_k(theta) = BCE(M_k(f_theta(B_f)), non-member). One model drawn as support
    (a), a different one as query (b); the same meta-optimisation gives
    g_f = grad_theta [L_a(theta) + L_b(theta - eta grad L_a(theta))].
@@ -295,7 +297,7 @@ def _outputs(
 class LTU(Unlearner):
     name = "ltu"
     Params = LTUParams
-    needs = frozenset({Need.RETAIN, Need.VALIDATION})
+    needs = frozenset({Need.RETAIN, Need.VALIDATION, Need.SHADOW})
 
     def unlearn(self, context: UnlearnContext) -> UnlearnResult:
         p = self.params
@@ -305,8 +307,8 @@ class LTU(Unlearner):
         forget = context.forget
         if not len(forget):
             return unchanged(model, started, "empty forget set")
-        if not len(context.validation):
-            raise ValueError("ltu needs held-out samples (D_v) for its membership models")
+        if not len(context.shadow):
+            raise ValueError("ltu needs held-out samples (the shadow set): its membership models")
         accessible = context.retain.subset(
             max(1, math.ceil(p.retain_fraction * len(context.retain))), seed=seed
         )
@@ -321,7 +323,7 @@ class LTU(Unlearner):
         x_r, y_r = (t.to(device) for t in accessible.tensors())
         x_f, y_f = (t.to(device) for t in forget.tensors())
         x_v, y_v = (
-            t.to(device) for t in context.validation.subset(len(accessible), seed=seed).tensors()
+            t.to(device) for t in context.shadow.subset(len(accessible), seed=seed).tensors()
         )
         retain_probabilities, retain_features = _outputs(model, x_r, device)
         _, forget_features = _outputs(model, x_f, device)

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ml.datasets import open_source
-from ml.samples import SampleSet, validation_and_audit
+from ml.samples import SampleSet, split_holdout
 from ml.unlearners import Artifact
 from service.artifacts import store
 from service.db import session_scope
@@ -42,6 +42,7 @@ class SampleSets:
     forgotten: dict[int, str]  # D_f's sample ids -> the request that forgets each
     retain: SampleSet  # D_r: every active training sample outside D_f
     validation: SampleSet  # D_v: held out, never trained on; the methods' stop rules read it
+    shadow: SampleSet  # held out, disjoint from D_v: what a method fits its attackers on
     audit_nonmembers: SampleSet  # the rest of the held-out samples, never read by a method
     test: SampleSet  # D_t
     class_labels: list[int] | None  # the classes this batch (or audited version) deletes
@@ -132,12 +133,13 @@ def _sample_sets(
         chosen = np.flatnonzero(mask)
         return SampleSet(adapter, positions[chosen], labels[chosen], [keys[i] for i in chosen])
 
-    validation, audit_nonmembers = validation_and_audit(subset(splits == Split.HOLDOUT))
+    shadow, validation, audit_nonmembers = split_holdout(subset(splits == Split.HOLDOUT))
     return SampleSets(
         forget=subset(forget_mask),
         forgotten=forgotten,
         retain=subset(train_mask & active & ~forget_mask),
         validation=validation,
+        shadow=shadow,
         audit_nonmembers=audit_nonmembers,
         test=subset(splits == Split.TEST),
         class_labels=sorted(class_labels) or None,

@@ -25,7 +25,7 @@ from ml.unlearners.base import Artifact, UnlearnContext
 __all__ = ["DigitsSetup", "digits_setup", "context_for", "accuracy_of", "RetainGuard"]
 
 DEVICE = torch.device("cpu")
-TRAIN_SIZE, FORGET_SIZE = 300, 50
+TRAIN_SIZE, FORGET_SIZE, SHADOW_SIZE = 300, 50, 200
 ARCHITECTURE = {"channels": [16, 32], "hidden": 64}
 RECIPE = TrainingConfig(epochs=60, batch_size=32, lr=1e-3, seed=0)
 
@@ -36,7 +36,8 @@ class DigitsSetup:
     train: SampleSet  # D: what the model was trained on
     forget: SampleSet  # D_f, drawn from D
     retain: SampleSet  # D \ D_f
-    holdout: SampleSet  # the rest of the training split, never trained on
+    holdout: SampleSet  # the rest of the training split, never trained on: D_v in the tests
+    shadow: SampleSet  # never trained on, disjoint from ``holdout``: attackers' non-members
     test: SampleSet  # the source's test split
     state_dict: dict[str, torch.Tensor]
 
@@ -64,6 +65,7 @@ def digits_setup() -> DigitsSetup:
     splits = np.asarray(adapter.index().splits)
     training = np.random.default_rng(0).permutation(np.flatnonzero(splits == "train"))
     train_set = _samples(adapter, training[:TRAIN_SIZE])
+    tested = np.flatnonzero(splits == "test")
     forget_rows = np.sort(np.random.default_rng(1).choice(TRAIN_SIZE, FORGET_SIZE, replace=False))
     torch.manual_seed(RECIPE.seed)  # the initial weights too, whatever ran before
     model = build_model("small_cnn", ARCHITECTURE, [1, 8, 8], 10)
@@ -74,7 +76,9 @@ def digits_setup() -> DigitsSetup:
         forget=train_set.take(forget_rows),
         retain=train_set.take(np.setdiff1d(np.arange(TRAIN_SIZE), forget_rows)),
         holdout=_samples(adapter, training[TRAIN_SIZE:]),
-        test=_samples(adapter, np.flatnonzero(splits == "test")),
+        # Part of the test split: TA reads it too, which does not matter to these tests.
+        shadow=_samples(adapter, tested[:SHADOW_SIZE]),
+        test=_samples(adapter, tested),
         state_dict={k: v.clone() for k, v in model.state_dict().items()},
     )
 
@@ -86,6 +90,7 @@ def context_for(
     forget: SampleSet,
     retain: SampleSet,
     validation: SampleSet | None = None,
+    shadow: SampleSet | None = None,
     base_version: int = 1,
     artifacts: dict[str, Artifact] | None = None,
     **extra,
@@ -98,6 +103,7 @@ def context_for(
         forget=forget,
         retain=retain,
         validation=setup.holdout if validation is None else validation,
+        shadow=setup.shadow if shadow is None else shadow,
         training=RECIPE,
         device=DEVICE,
         base_version=base_version,

@@ -24,8 +24,48 @@ def test_attacker_accuracy_on_forget_vs_holdout_falls_during_unlearning():
     assert attacker["before"] > 0.5 and attacker["after"] < attacker["before"]
 
 
-def test_dau_declares_retain_and_validation():
-    assert get_unlearner("dau").needs == {Need.RETAIN, Need.VALIDATION}
+def test_dau_declares_retain_validation_and_its_shadow_set():
+    assert get_unlearner("dau").needs == {Need.RETAIN, Need.VALIDATION, Need.SHADOW}
+
+
+def test_the_attacker_is_fitted_on_the_shadow_set():
+    """The attacker's non-members come from the shadow set, not from the stop rule's D_v:
+    without a shadow set DAU cannot run."""
+    setup = digits_setup()
+    empty = setup.shadow.take(np.arange(0))
+    with pytest.raises(ValueError, match="shadow set"):
+        run_unlearner(
+            get_unlearner("dau", {"stop": "none", "iterations": 3}),
+            context_for(
+                setup, setup.model(), forget=setup.forget, retain=setup.retain, shadow=empty
+            ),
+        )
+
+
+def test_dau_leaves_batchnorm_statistics_as_they_were():
+    """Ten noisy copies per sample in train mode would move BatchNorm's running statistics;
+    the defender runs in eval mode, so they stay the base model's."""
+    setup = digits_setup()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Flatten(),
+        torch.nn.Linear(64, 32),
+        torch.nn.BatchNorm1d(32),
+        torch.nn.ReLU(),
+        torch.nn.Linear(32, 10),
+    )
+    with torch.no_grad():  # statistics a trained network would hold
+        model[2].running_mean.uniform_(-1, 1)
+        model[2].running_var.uniform_(0.5, 2.0)
+    model.eval()
+    before = {name: buffer.clone() for name, buffer in model.named_buffers()}
+    weights = model[1].weight.detach().clone()
+    context = context_for(setup, model, forget=setup.forget, retain=setup.retain)
+    result = run_unlearner(get_unlearner("dau", {"stop": "none", "iterations": 5}), context)
+    assert result.info["steps"] > 0
+    for name, buffer in before.items():
+        assert torch.equal(result.state_dict[name], buffer), name
+    assert not torch.equal(result.state_dict["1.weight"], weights)  # the defender did move
 
 
 def test_attacker_tokens_and_score_shapes():

@@ -119,8 +119,8 @@ def test_ltu_reads_only_its_accessible_share_of_the_retained_data():
     assert result.info["steps"] == 2
 
 
-def test_ltu_declares_retain_and_validation():
-    assert get_unlearner("ltu").needs == {Need.RETAIN, Need.VALIDATION}
+def test_ltu_declares_retain_validation_and_its_shadow_set():
+    assert get_unlearner("ltu").needs == {Need.RETAIN, Need.VALIDATION, Need.SHADOW}
 
 
 @pytest.mark.parametrize(
