@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -12,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ml.datasets import DatasetAdapter, SourceIndex
 
-__all__ = ["SampleSet", "Withheld", "HeldOut", "split_holdout"]
+__all__ = ["SampleSet", "Withheld", "HeldOut", "split_holdout", "key_hashes"]
 
 # The held-out samples in three parts, by key hash: what a method may fit its own models on
 # (the shadow set: DAU's attacker, LTU's membership models), what the stop rules read (D_v),
@@ -103,6 +104,14 @@ class SampleSet:
 
     def without_classes(self, classes: list[int]) -> SampleSet:
         return self.take(np.flatnonzero(~np.isin(self.labels, classes)))
+
+
+def key_hashes(keys: Sequence[str]) -> np.ndarray:
+    """A 63-bit hash of each sample key (int64): what a tensor can hold of a key."""
+    return np.array(
+        [int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") >> 1 for key in keys],
+        dtype=np.int64,
+    )
 
 
 class HeldOut(NamedTuple):

@@ -99,9 +99,11 @@ import math
 import time
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import ConfigDict, Field, model_validator
+from torch import nn
 
 from ml.pgu import (
     Layer,
@@ -111,6 +113,7 @@ from ml.pgu import (
     project_out,
     residual_projector,
 )
+from ml.samples import SampleSet, key_hashes
 from ml.unlearners.base import (
     Artifact,
     Need,
@@ -125,6 +128,7 @@ from ml.unlearners.registry import register_unlearner
 __all__ = ["PGU", "PGUParams", "CACHE_ARTIFACT", "unlearning_loss"]
 
 CACHE_ARTIFACT = "pgu_cache"
+MEMBERS = "members"  # the cache's tensor of its samples' key hashes (int64, sorted)
 # Forward passes that only accumulate covariances use large batches: the sum is the same to
 # round-off whatever the batching, and the float64 passes are several times faster so.
 COVARIANCE_BATCH = 256
@@ -266,7 +270,7 @@ def _step_size(
 
 def _check_cache(cache: Artifact, layers: list[Layer]) -> None:
     expected = {layer.name: (layer.dim, layer.dim) for layer in layers}
-    found = {name: tuple(tensor.shape) for name, tensor in cache.tensors.items()}
+    found = {name: tuple(t.shape) for name, t in cache.tensors.items() if name != MEMBERS}
     if found != expected:
         raise RuntimeError(
             f"the {CACHE_ARTIFACT!r} artifact does not match the model's layers "
@@ -274,11 +278,43 @@ def _check_cache(cache: Artifact, layers: list[Layer]) -> None:
         )
 
 
+def _subtracted(cache: Artifact, forget: SampleSet) -> tuple[SampleSet, torch.Tensor | None]:
+    """(the samples of ``forget`` the cache covers, the members the new cache keeps). A
+    cache only ever subtracts what it added: a sample another model forgot before this
+    cache was built (or a rebuild left out) is not in it. A cache from before caches kept
+    their members covers, as then, every sample of D_f."""
+    members = cache.tensors.get(MEMBERS)
+    if members is None:
+        return forget, None
+    hashes = key_hashes(forget.keys)
+    covered = np.isin(hashes, members.numpy())
+    kept = members[torch.from_numpy(~np.isin(members.numpy(), hashes[covered]))]
+    return forget.take(np.flatnonzero(covered)), kept
+
+
 @register_unlearner
 class PGU(Unlearner):
     name = "pgu"
     Params = PGUParams
     needs = frozenset({Need.CACHE, Need.VALIDATION})
+
+    @classmethod
+    def unsuitable_for(cls, network: nn.Module) -> str | None:
+        """PGU reads each layer's inputs with forward hooks. ``nn.MultiheadAttention``
+        multiplies by its ``in_proj`` and ``out_proj`` weights inside
+        ``F.multi_head_attention_forward``, where no hook of theirs fires: their caches
+        would stay empty and their core spaces protect nothing."""
+        attention = [
+            name or "(the network)"
+            for name, module in network.named_modules()
+            if isinstance(module, nn.MultiheadAttention)
+        ]
+        if attention:
+            return (
+                "PGU cannot read the inputs of nn.MultiheadAttention's projections (their "
+                f"hooks never fire), found at: {', '.join(attention[:5])}"
+            )
+        return None
 
     def prepare(self, context: UnlearnContext) -> dict[str, Artifact]:
         """The cache of ``context.model`` over ``context.retain`` (every active sample)."""
@@ -296,7 +332,9 @@ class PGU(Unlearner):
             "layers": list(covariances),
             "samples": len(context.retain),
         }
-        return {CACHE_ARTIFACT: Artifact({k: v.cpu() for k, v in covariances.items()}, meta)}
+        tensors = {k: v.cpu() for k, v in covariances.items()}
+        tensors[MEMBERS] = torch.from_numpy(np.sort(key_hashes(context.retain.keys)))
+        return {CACHE_ARTIFACT: Artifact(tensors, meta)}
 
     def unlearn(self, context: UnlearnContext) -> UnlearnResult:
         p = self.params
@@ -321,8 +359,9 @@ class PGU(Unlearner):
             if basis_version == context.base_version
             else context.load_version(basis_version)
         )
+        subtracted, members = _subtracted(cache, context.forget)
         forgotten = input_covariances(
-            basis_model, context.forget, batch_size=COVARIANCE_BATCH, device=device
+            basis_model, subtracted, batch_size=COVARIANCE_BATCH, device=device
         )
         retained = {
             name: cache.tensors[name].to(device=device, dtype=torch.float64) - forgotten[name]
@@ -389,12 +428,15 @@ class PGU(Unlearner):
             )
         student.requires_grad_(True)
 
+        kept = {name: c.cpu() for name, c in retained.items()}
+        if members is not None:
+            kept[MEMBERS] = members
         new_cache = Artifact(
-            {name: c.cpu() for name, c in retained.items()},
+            kept,
             {
                 "basis_version": basis_version,
                 "layers": [layer.name for layer in layers],
-                "samples": int(cache.meta.get("samples", 0)) - len(context.forget),
+                "samples": int(cache.meta.get("samples", 0)) - len(subtracted),
             },
         )
         info = {
@@ -403,6 +445,7 @@ class PGU(Unlearner):
             "unlearning_seconds": time.perf_counter() - started,  # core space + steps
             "core_dims": core_dims,  # k per updated layer (empty when no step ran)
             "basis_version": basis_version,
+            "cache_subtracted": len(subtracted),  # D_f's samples the cache held
             **facts,
         }
         return UnlearnResult(state_dict_of(student), {CACHE_ARTIFACT: new_cache}, info)

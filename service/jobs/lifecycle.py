@@ -21,7 +21,7 @@ version's audit job has stored its report (:func:`finish_audit`); only then is i
 
 from __future__ import annotations
 
-import secrets
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,17 +104,17 @@ def new_job(
     ``version`` is the version the job reads (default: the head): the base of an
     unlearning, the version a cache or an audit is for. ``requests`` are the batch of an
     unlearning job; ``request_ids`` the requests an audit job completes. The job's seed is
-    drawn here and recorded, so a retried attempt draws the same random numbers; a train
-    job's is its recipe's, so version 1 is the recipe's to reproduce.
+    recorded here: a retried attempt draws the same random numbers, and replaying a model's
+    history draws them again (:func:`job_seed`).
     """
-    recipe_seed = (model.training or {}).get("seed") if kind == JobKind.TRAIN else None
+    base_version = model.head_version if version is None else version
     job = Job(
-        seed=recipe_seed if isinstance(recipe_seed, int) else secrets.randbelow(2**31),
+        seed=job_seed(model, kind, base_version),
         tenant_id=model.tenant_id,
         model_id=model.id,
         kind=kind,
         status=JobStatus.QUEUED,
-        base_version=model.head_version if version is None else version,
+        base_version=base_version,
         unlearner=model.unlearner if kind != JobKind.TRAIN else None,
         params=params or {},
         request_ids=list(request_ids) if request_ids is not None else [r.id for r in requests],
@@ -125,6 +125,17 @@ def new_job(
     job_id, job_kind = job.id, kind
     on_commit(session, lambda: outbox.enqueue_job(job_id, job_kind))
     return job
+
+
+def job_seed(model: Model, kind: JobKind, base_version: int | None) -> int:
+    """The seed of every random draw of a job: a train job's is its recipe's, so version 1
+    is the recipe's to reproduce; any other's follows from the recipe's seed, the job's kind
+    and the version it reads, so the same history gives the same versions."""
+    recipe_seed = int((model.training or {}).get("seed", 0))
+    if kind == JobKind.TRAIN:
+        return recipe_seed
+    text = f"{recipe_seed}:{kind}:{base_version}"
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") >> 1
 
 
 def _requests_of(session: Session, job: Job) -> list[DeletionRequest]:

@@ -181,6 +181,53 @@ def test_incremental_cache_equals_cache_built_on_what_remains():
     assert max(_relative_error(moved[n], basis[n]) for n in basis) > 1e-6
 
 
+def test_a_cache_only_subtracts_the_samples_it_added():
+    """Another model forgot sample s before this cache was built (the rebuild left it out);
+    this model still knows s, so its next batch holds s and A. The cache subtracts A only."""
+    setup = digits_setup()
+    pgu = get_unlearner("pgu", FAST)
+    rows = np.random.default_rng(7).permutation(len(setup.train))
+    s_rows, a_rows, rest = rows[:5], rows[5:25], rows[25:]
+    covered = setup.train.take(np.sort(np.concatenate([a_rows, rest])))
+    cache = pgu.prepare(
+        context_for(setup, setup.model(), forget=covered.take(np.arange(0)), retain=covered)
+    )
+    forget = setup.train.take(np.sort(np.concatenate([s_rows, a_rows])))
+    result = pgu.unlearn(
+        context_for(
+            setup,
+            setup.model(),
+            forget=forget,
+            retain=setup.train.take(np.sort(rest)),
+            artifacts=cache,
+        )
+    )
+    assert result.info["cache_subtracted"] == len(a_rows)
+    kept = result.artifacts[CACHE_ARTIFACT]
+    assert kept.meta["samples"] == len(rest)
+    direct = input_covariances(
+        setup.model(), setup.train.take(np.sort(rest)), batch_size=64, device=DEVICE
+    )
+    for name, covariance in direct.items():
+        assert _relative_error(kept.tensors[name], covariance) < 1e-9, name
+    assert len(kept.tensors["members"]) == len(rest)
+
+
+def test_pgu_refuses_networks_with_multihead_attention():
+    class Attending(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attention = nn.MultiheadAttention(16, 2, batch_first=True)
+            self.head = nn.Linear(16, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.attention(x, x, x)[0].mean(1))
+
+    reason = get_unlearner("pgu").unsuitable_for(Attending())
+    assert reason is not None and "attention" in reason and "MultiheadAttention" in reason
+    assert get_unlearner("pgu").unsuitable_for(digits_setup().model()) is None
+
+
 def test_unlearn_without_a_cache_is_refused():
     setup = digits_setup()
     context = context_for(setup, setup.model(), forget=setup.forget, retain=setup.retain)
