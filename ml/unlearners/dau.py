@@ -302,7 +302,7 @@ class DAU(Unlearner):
             return unchanged(model, started, "empty forget set")
         if not len(context.shadow):
             raise ValueError("dau needs held-out samples (the shadow set) for its attacker")
-        stopping = EarlyStopping.for_context(p.stop, context, eval_size=p.validation_eval_size)
+        stopping = EarlyStopping.for_params(p, context)
         if stopping.already_reached(model):
             return unchanged(model, started, "D_f already at the stop rule's target")
         num_classes = context.forget.adapter.index().num_classes

@@ -12,42 +12,41 @@ run also ends when ``patience`` checks in a row came no closer than the kept sta
 
 Rules:
 
-- ``distribution`` (random deletion; the default): two measures of D_f against D_v, both
-  restricted to the classes D_f holds. The loss-attack AUC, P(loss on a forget sample <
-  loss on a held-out one): a retrained model scores 0.5 up to sampling noise, the original
-  model more; its band is one standard error of the Mann-Whitney statistic under "no
-  difference", sqrt((n_f + n_v + 1) / (12 n_f n_v)) for the two subsets measured. And the
-  accuracy gap, accuracy on D_f - accuracy on D_v: about 0 for a retrained model. The
-  target is reached once the AUC is within its band of 0.5 *and* D_f is no better
-  classified than D_v; the first such state is kept: closer than the noise no test can
-  tell apart, and driving further only forgets more than a retrained model would (on a
-  forget set that happens to be easy, a retrained model itself scores above 0.5 by about
-  that much). The AUC matches the whole distribution of confidences, where accuracy alone
-  stops while the outputs are still too sure or already too flat; the accuracy gap
-  catches the case the AUC misses, a well-generalising model whose forget losses already
-  rank like held-out ones in bulk while a few more points of D_f sit on the right side of
-  the boundary (what the UA and LiRA audits see; ``docs/benchmarks.md``, "Notes from
-  development runs", has the run that showed it). Each measure counts toward the distance
-  only outside its band: the AUC's around 0.5, the accuracy gap's from minus one binomial
-  standard error of the difference up to 0; so a state that overshoots either one is not
-  kept over an earlier one that did not.
+- ``distribution`` (random deletion; the default): a retrained model never saw D_f, so to it
+  D_f is held-out data *of D_f's own class mix*. Two measures of D_f against held-out
+  samples of D_v drawn per class in D_f's proportions (weighted to them where a class has
+  too few): the loss-attack AUC, P(loss on a forget sample < loss on a held-out one), whose
+  target is exactly 0.5, and the accuracy gap, accuracy on D_f minus the matched held-out
+  accuracy, whose target is 0. Matching matters for one person's data, which is skewed: a
+  forget set of mostly one hard class is, to a retrained model, worse classified than
+  held-out data of every class, and one of an easy class better. "Reached" means
+  equivalence with the target within ``equivalence_margin`` at 95% confidence, by two
+  one-sided tests: each measure's 90% interval (DeLong's variance for the weighted AUC, the
+  binomial one for the gap, Agresti-Coull so that 50 of 50 is not a certainty) lies inside
+  +-margin. Distance = |AUC - 0.5| + |gap|, so a
+  state that overshoots (forgets more than a retrained model would: the Streisand effect)
+  is no closer than one that undershoots. A forget set too small for the interval to fit
+  inside the margin never "reaches": the run then ends by ``patience`` or the budget and
+  keeps the closest state, which may be the starting one (no step kept).
 - ``holdout_gap`` (the PGU authors' rule): gap = accuracy on D_v - accuracy on D_f; stop at
   the first positive gap; keep the state with the smallest |gap|.
-- ``class`` (class deletion): the published model masks the deleted classes, so the rule
-  reads the outputs over the remaining classes only, as the audit does. The target is
-  like-for-like: D_f against held-out samples *of the same classes*, ranked by the masked
-  loss (log-sum-exp of the remaining logits, the loss attack's ranking on a masked model);
-  a retrained model never saw the class, so its AUC is 0.5, and the band around it is the
-  same as the distribution rule's. The brake comes first: a state
-  whose accuracy on held-out samples of the remaining classes (masked outputs) has fallen
-  more than 5 points below the start ends the run and is never kept.
+- ``class`` (class deletion): a retrained model cannot predict a class it never saw, so its
+  accuracy on D_f, and on held-out samples of the deleted classes, is 0. The rule reads the
+  *unmasked* outputs (the published model also masks the classes, ``ml.class_masking``, but
+  masking alone would meet any rule that read masked outputs while the weights still know
+  the class): reached once both accuracies are within ``equivalence_margin``; distance =
+  their sum. A retrained model's accuracy on a class it never saw is exactly 0, a boundary
+  with no noise to test against, so the point estimates decide (an upper confidence bound
+  of 0 successes stays above 5% below about 50 samples and would never stop). The brake
+  comes first: a state whose accuracy on held-out samples of the remaining classes (masked
+  outputs, what users get) has fallen more than 5 points below the start ends the run and
+  is never kept.
 - ``none``: run the whole budget, keep the last state.
 - ``auto``: ``class`` when the batch deletes classes, else ``distribution``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Self
@@ -55,7 +54,6 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 import numpy as np
 import torch
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
-from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from ml.samples import SampleSet
@@ -70,6 +68,8 @@ __all__ = [
     "resolve_rule",
     "Measure",
     "EarlyStopping",
+    "matched_heldout",
+    "weighted_auc",
     "unlearn_steps",
 ]
 
@@ -102,6 +102,14 @@ class StopRuleParams(BaseModel):
         description="How many samples of D_f and of the validation set D_v each check "
         "measures (fixed random subsets). Formerly `holdout_eval_size`, still accepted.",
     )
+    equivalence_margin: float = Field(
+        0.05,
+        gt=0,
+        le=0.5,
+        description="How close to what a retrained model shows counts as reached: the "
+        "loss AUC within 0.5 +- margin and the accuracy gap within +- margin (class rule: "
+        "the deleted classes' accuracy below margin), each at 95% confidence.",
+    )
 
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -123,35 +131,42 @@ class Measure:
     record: dict[str, float] = field(default_factory=dict)
 
 
-def _auc_lower_first(first: np.ndarray, second: np.ndarray) -> float:
-    """P(a value of ``first`` < a value of ``second``), ties 1/2 (0.5 when one is empty)."""
-    if not len(first) or not len(second):
-        return 0.5
-    labels = np.r_[np.ones(len(first)), np.zeros(len(second))]
-    return float(roc_auc_score(labels, -np.r_[first, second]))
+EQUIVALENCE_Z = 1.6449  # two one-sided tests at 5% each: a 90% interval inside the margin
 
 
-def _chance_band(first: int, second: int) -> float:
-    """One standard error of the Mann-Whitney AUC of two samples of these sizes drawn from
-    one distribution (Hanley & McNeil 1982 at AUC = 0.5)."""
-    if not first or not second:
-        return 0.0
-    return float(np.sqrt((first + second + 1) / (12 * first * second)))
+def weighted_auc(
+    first: np.ndarray, second: np.ndarray, weights: np.ndarray
+) -> tuple[float, float]:
+    """(P(a value of ``first`` < a value of ``second``), its variance), ties 1/2, where
+    ``second`` is drawn with ``weights`` and ``first`` uniformly. The variance is DeLong's,
+    with the weighted side's effective sample size (equal weights: DeLong's own)."""
+    if len(first) < 2 or len(second) < 2:
+        return 0.5, 0.0
+    order = np.argsort(second)
+    ranked, mass = second[order], weights[order] / weights.sum()
+    below = np.concatenate([[0.0], np.cumsum(mass)])
+    low = np.searchsorted(ranked, first, side="left")
+    high = np.searchsorted(ranked, first, side="right")
+    # per forget value: the weighted share of held-out values above it (ties count 1/2)
+    first_placements = 1.0 - below[high] + 0.5 * (below[high] - below[low])
+    ordered = np.sort(first)
+    low = np.searchsorted(ordered, second, side="left")
+    high = np.searchsorted(ordered, second, side="right")
+    # per held-out value: the share of forget values below it (ties count 1/2)
+    second_placements = (low + 0.5 * (high - low)) / len(first)
+    share = weights / weights.sum()
+    effective = 1.0 / float((share**2).sum())
+    spread = float((share * (second_placements - (share * second_placements).sum()) ** 2).sum())
+    variance = float(first_placements.var(ddof=1)) / len(first) + spread / effective
+    return float(first_placements.mean()), variance
 
 
-def _gap_band(accuracy: float, first: int, second: int) -> float:
-    """One standard error of the difference of two accuracies of these sample sizes when
-    both have the rate ``accuracy`` (binomial), at least one sample's worth."""
-    if not first or not second:
-        return 0.0
-    spread = float(np.sqrt(accuracy * (1 - accuracy) * (1 / first + 1 / second)))
-    return max(spread, 1 / min(first, second))
-
-
-def _towards_chance(auc: float, band: float) -> Measure:
-    """How far an AUC is from chance, counting the band as there: the first state inside
-    it has distance 0 and stays kept."""
-    return Measure(max(0.0, abs(auc - 0.5) - band), auc <= 0.5 + band)
+def _rate_variance(rate: float, trials: float) -> float:
+    """The sampling variance of an accuracy over ``trials`` samples, from the rate pulled
+    toward 1/2 by one success and one failure (Agresti-Coull), so that an accuracy of 1.0
+    on 50 samples is not taken for a certainty."""
+    pulled = (rate * trials + 1) / (trials + 2)
+    return pulled * (1 - pulled) / trials
 
 
 def _loss(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
@@ -162,6 +177,37 @@ def _masked_logits(logits: torch.Tensor, classes: list[int]) -> torch.Tensor:
     masked = logits.double().clone()
     masked[:, classes] = float("-inf")
     return masked
+
+
+def _correct(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    return (logits.argmax(1) == labels).double().numpy()
+
+
+def matched_heldout(
+    forget_labels: np.ndarray, heldout: SampleSet, *, size: int, seed: int
+) -> tuple[SampleSet, np.ndarray]:
+    """Held-out samples in D_f's class mix: about ``size`` of them, drawn per class in D_f's
+    proportions (seeded), and each one's weight, so that every class weighs what it does in
+    D_f even where the held-out set has too few of it. Classes without any held-out sample
+    are left out (their share is spread over the others)."""
+    classes, counts = np.unique(forget_labels, return_counts=True)
+    present = [c for c in classes if np.any(heldout.labels == c)]
+    if not present:
+        raise ValueError("the stop rule needs held-out samples of the classes D_f holds")
+    shares = {c: n for c, n in zip(classes, counts, strict=True) if c in present}
+    total = sum(shares.values())
+    rng = np.random.default_rng(seed)
+    chosen: list[np.ndarray] = []
+    weights: list[np.ndarray] = []
+    for c in present:
+        pool = np.flatnonzero(heldout.labels == c)
+        share = shares[c] / total
+        take = min(len(pool), max(1, round(size * share)))
+        chosen.append(np.sort(rng.choice(pool, take, replace=False)))
+        weights.append(np.full(take, share / take))
+    rows = np.concatenate(chosen)
+    order = np.argsort(rows)
+    return heldout.take(rows[order]), np.concatenate(weights)[order]
 
 
 class EarlyStopping:
@@ -177,40 +223,54 @@ class EarlyStopping:
         device: torch.device,
         class_labels: list[int] | None = None,
         seed: int = 0,
+        margin: float = 0.05,
     ) -> None:
+        if not 0 < margin <= 0.5:
+            raise ValueError(f"Invalid margin: {margin}")
         self.rule = resolve_rule(rule, class_labels)
         self.device = device
+        self.margin = margin
         self.classes = sorted(class_labels or [])
         self.history: list[dict[str, float]] = []
         self._best: tuple[float, int, dict[str, torch.Tensor]] | None = None
         self._forget: Batch | None = None
         self._same_class: Batch | None = None  # class rule: held out, of the deleted classes
-        self._others: Batch | None = None  # held out, of the classes D_f holds / remaining
+        self._others: Batch | None = None  # held out: matched to D_f / remaining classes
+        self._weights: np.ndarray | None = None  # distribution rule: the matching weights
         if self.rule == "none":
             return  # reads nothing
-        self._forget = forget.subset(eval_size, seed=seed).tensors()
+        forget_subset = forget.subset(eval_size, seed=seed)
+        self._forget = forget_subset.tensors()
         if self.rule == "class":
             same = validation.take(np.flatnonzero(np.isin(validation.labels, self.classes)))
             others = validation.without_classes(self.classes)
             self._same_class = same.subset(eval_size, seed=seed).tensors() if len(same) else None
-        else:
+            if len(others):
+                self._others = others.subset(eval_size, seed=seed).tensors()
+        elif self.rule == "holdout_gap":
             others = validation.take(np.flatnonzero(np.isin(validation.labels, forget.labels)))
             if not len(others):
                 raise ValueError(f"the {self.rule!r} stop rule needs held-out samples")
-        if len(others):
             self._others = others.subset(eval_size, seed=seed).tensors()
+        else:
+            matched, self._weights = matched_heldout(
+                forget_subset.labels, validation, size=eval_size, seed=seed
+            )
+            self._others = matched.tensors()
 
     @classmethod
-    def for_context(cls, rule: StopRule, context: UnlearnContext, *, eval_size: int) -> Self:
-        """The stop rule over an unlearning context's forget and validation sets."""
+    def for_params(cls, params: StopRuleParams, context: UnlearnContext) -> Self:
+        """The stop rule ``params`` name, over an unlearning context's forget and
+        validation sets."""
         return cls(
-            rule,
+            params.stop,
             forget=context.forget,
             validation=context.validation,
-            eval_size=eval_size,
+            eval_size=params.validation_eval_size,
             device=context.device,
             class_labels=context.class_labels,
             seed=context.seed,
+            margin=params.equivalence_margin,
         )
 
     def _logits(self, model: nn.Module, data: Batch) -> torch.Tensor:
@@ -220,33 +280,46 @@ class EarlyStopping:
         """Where ``model`` stands under the rule."""
         assert self._forget is not None
         forget_logits, forget_labels = self._logits(model, self._forget), self._forget[1]
-        record = {
-            "forget_accuracy": float((forget_logits.argmax(1) == forget_labels).float().mean())
-        }
+        forget_correct = _correct(forget_logits, forget_labels)
+        record = {"forget_accuracy": float(forget_correct.mean())}
         if self.rule == "class":
-            return self._measure_class(model, forget_logits, record)
+            return self._measure_class(model, forget_correct, record)
         assert self._others is not None
         others_logits, others_labels = self._logits(model, self._others), self._others[1]
-        validation = float((others_logits.argmax(1) == others_labels).float().mean())
-        record["validation_accuracy"] = validation
+        others_correct = _correct(others_logits, others_labels)
         if self.rule == "holdout_gap":
+            validation = float(others_correct.mean())
             gap = validation - record["forget_accuracy"]
-            record["gap"] = gap
+            record |= {"validation_accuracy": validation, "gap": gap}
             return Measure(abs(gap), gap > 0, record=record)
-        auc = _auc_lower_first(
-            _loss(forget_logits, forget_labels), _loss(others_logits, others_labels)
+        assert self._weights is not None
+        share = self._weights / self._weights.sum()
+        auc, auc_variance = weighted_auc(
+            _loss(forget_logits, forget_labels), _loss(others_logits, others_labels), share
         )
-        band = _chance_band(len(forget_labels), len(others_labels))
-        excess = record["forget_accuracy"] - validation  # a retrained model: about 0
-        excess_band = _gap_band(validation, len(forget_labels), len(others_labels))
-        record |= {"loss_auc": auc, "band": band}
-        record |= {"accuracy_excess": excess, "excess_band": excess_band}
-        by_auc = _towards_chance(auc, band)
-        distance = by_auc.distance + max(0.0, excess) + max(0.0, -excess - excess_band)
-        return Measure(distance, by_auc.reached and excess <= 0.0, record=record)
+        validation = float((share * others_correct).sum())
+        gap = record["forget_accuracy"] - validation
+        effective = 1.0 / float((share**2).sum())
+        gap_variance = _rate_variance(record["forget_accuracy"], len(forget_correct))
+        gap_variance += _rate_variance(validation, effective)
+        auc_se, gap_se = float(np.sqrt(auc_variance)), float(np.sqrt(gap_variance))
+        record |= {
+            "validation_accuracy": validation,  # D_v in D_f's class mix
+            "loss_auc": auc,
+            "loss_auc_se": auc_se,
+            "accuracy_gap": gap,
+            "accuracy_gap_se": gap_se,
+            "margin": self.margin,
+        }
+        reached = self._equivalent(auc - 0.5, auc_se) and self._equivalent(gap, gap_se)
+        return Measure(abs(auc - 0.5) + abs(gap), reached, record=record)
+
+    def _equivalent(self, deviation: float, se: float) -> bool:
+        """Two one-sided tests: the deviation's 90% interval lies inside +-margin."""
+        return abs(deviation) + EQUIVALENCE_Z * se <= self.margin
 
     def _measure_class(
-        self, model: nn.Module, forget_logits: torch.Tensor, record: dict[str, float]
+        self, model: nn.Module, forget_correct: np.ndarray, record: dict[str, float]
     ) -> Measure:
         if self._others is not None:
             logits = _masked_logits(self._logits(model, self._others), self.classes)
@@ -255,14 +328,13 @@ class EarlyStopping:
             start = self.history[0]["remaining_accuracy"] if self.history else accuracy
             if start - accuracy > CLASS_RETAIN_DROP:
                 return Measure(float("inf"), True, braked=True, record=record)
-        if self._same_class is None:  # nothing to compare D_f with: the masking is all
-            return Measure(0.0, True, record=record)
-        masked_loss = torch.logsumexp(_masked_logits(forget_logits, self.classes), dim=1).numpy()
-        held_out = _masked_logits(self._logits(model, self._same_class), self.classes)
-        auc = _auc_lower_first(masked_loss, torch.logsumexp(held_out, dim=1).numpy())
-        band = _chance_band(len(masked_loss), len(held_out))
-        record |= {"masked_loss_auc": auc, "band": band}
-        return dataclasses.replace(_towards_chance(auc, band), record=record)
+        accuracies = [record["forget_accuracy"]]
+        if self._same_class is not None:  # held-out samples of the deleted classes
+            held_out = _correct(self._logits(model, self._same_class), self._same_class[1])
+            record["heldout_class_accuracy"] = float(held_out.mean())
+            accuracies.append(record["heldout_class_accuracy"])
+        record["margin"] = self.margin
+        return Measure(sum(accuracies), max(accuracies) <= self.margin, record=record)
 
     def already_reached(self, model: nn.Module) -> bool:
         """Whether ``model`` is at the target before any step (never under ``none``)."""
@@ -347,7 +419,8 @@ def _reason(rule: str, measured: Measure) -> str:
     if measured.braked:
         return "remaining-class accuracy fell more than 5 points"
     return {
-        "distribution": "forget losses and accuracy look held out",
+        "distribution": "forget losses and accuracy equivalent to held-out data of D_f's "
+        "class mix",
         "holdout_gap": "holdout gap closed",
-        "class": "forget outputs look like held-out samples of the class",
+        "class": "the deleted classes are no longer predicted (unmasked outputs)",
     }[rule]

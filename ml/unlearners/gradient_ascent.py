@@ -75,7 +75,7 @@ class GradientAscent(Unlearner):
         assert isinstance(p, GradientAscentParams)
         started = time.perf_counter()
         model, device = context.model, context.device
-        stopping = EarlyStopping.for_context(p.stop, context, eval_size=p.validation_eval_size)
+        stopping = EarlyStopping.for_params(p, context)
         optimizer = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=0.0)
 
         def step(spent: float, inputs: torch.Tensor, labels: torch.Tensor) -> None:

@@ -314,7 +314,7 @@ class LTU(Unlearner):
         )
         if not len(accessible):
             raise ValueError("ltu needs retained samples (D_r) for its query sets")
-        stopping = EarlyStopping.for_context(p.stop, context, eval_size=p.validation_eval_size)
+        stopping = EarlyStopping.for_params(p, context)
         if stopping.already_reached(model):
             return unchanged(model, started, "D_f already at the stop rule's target")
         num_classes = forget.adapter.index().num_classes

@@ -379,7 +379,7 @@ class PGU(Unlearner):
         trainable = [layer for layer in discover_layers(student) if gammas[layer.name] < 1.0]
         for layer in trainable:  # gamma 1.0: the layer is frozen
             layer.weight.requires_grad_(True)
-        stopping = EarlyStopping.for_context(p.stop, context, eval_size=p.validation_eval_size)
+        stopping = EarlyStopping.for_params(p, context)
         projectors: dict[str, torch.Tensor] = {}
         core_dims: dict[str, int] = {}
         core_space_seconds = 0.0

@@ -191,7 +191,7 @@ class RFUSS(Unlearner):
         assert isinstance(model, VariationalBottleneck)
         started = time.perf_counter()
         fixed = copy.deepcopy(model).eval().requires_grad_(False)
-        stopping = EarlyStopping.for_context(p.stop, context, eval_size=p.validation_eval_size)
+        stopping = EarlyStopping.for_params(p, context)
         parameters = [q for q in model.parameters() if q.requires_grad]
         optimizer = torch.optim.Adam(parameters, lr=p.lr)
         beta = context.training.beta

@@ -350,7 +350,13 @@ def test_pgu_makes_forget_losses_look_held_out_without_reading_retained_data():
 
     unlearned = setup.build()
     unlearned.load_state_dict(result.state_dict)
-    assert result.info["stopped_by"] == "forget losses and accuracy look held out", result.info
+    # 50 forget samples are too few to prove equivalence within 0.05 (the AUC's 90% interval
+    # alone is +-0.07): the run ends by patience and keeps the closest state.
+    assert result.info["stopped_by"] == "no closer to the target in 5 checks", result.info
+    distances = [
+        abs(check["loss_auc"] - 0.5) + abs(check["accuracy_gap"]) for check in result.info["checks"]
+    ]
+    assert result.info["kept_check"] == distances.index(min(distances)) > 0
     assert abs(_forget_vs_holdout_auc(unlearned, setup) - 0.5) <= 0.03, result.info
     assert test_before - accuracy_of(unlearned, setup.test) <= 0.02, result.info
     assert {"cache", "core-space", "steps"} <= set(stages)
@@ -395,18 +401,15 @@ def test_class_deletion_keeps_utility_and_masks_the_class():
             class_labels=[forgotten],
         ),
     )
-    assert result.info["stopped_by"] in (
-        "forget outputs look like held-out samples of the class",
-        "remaining-class accuracy fell more than 5 points",
-        "step budget",
+    # The rule reads unmasked outputs, so masking alone does not meet it: PGU takes real
+    # steps until the weights no longer predict the class, on D_f or held-out samples of it.
+    assert result.info["stopped_by"] == (
+        "the deleted classes are no longer predicted (unmasked outputs)"
     ), result.info
-    # the kept state is the first one inside the chance band, or the closest to it
-    outside = [
-        max(0.0, abs(check["masked_loss_auc"] - 0.5) - check["band"])
-        for check in result.info["checks"]
-    ]
-    kept = result.info["kept_check"]
-    assert outside[kept] == min(outside) and kept == outside.index(min(outside))
+    assert result.info["steps"] > 0
+    first, kept = result.info["checks"][0], result.info["checks"][result.info["kept_check"]]
+    assert first["forget_accuracy"] > 0.9
+    assert kept["forget_accuracy"] <= 0.05 and kept["heldout_class_accuracy"] <= 0.05
     unlearned = setup.build()
     unlearned.load_state_dict(result.state_dict)
     everything, _ = setup.adapter.read(np.arange(len(setup.adapter.index().keys))), None
