@@ -24,6 +24,9 @@ Registered attacks:
 - ``entropy_histogram`` -- the output-entropy distribution on the forget set and on the
   held-out non-members (PGU's figures); not an attack strictly, but it reads the same outputs
   and lands in the same report.
+- ``linear_probe`` -- class deletion only: how readily a few-shot linear probe on the
+  model's features (what enters its output layer) still recovers the deleted classes;
+  masking the outputs does not touch them.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ __all__ = [
     "LossThreshold",
     "OfflineLiRA",
     "EntropyHistogram",
+    "LinearProbe",
 ]
 
 LOW_FPR = 0.01  # the operating point of "TPR at 1% FPR"
@@ -83,6 +87,7 @@ class AttackInputs:
     reference_forget: Sequence[Outputs] = field(default_factory=tuple)
     reference_nonmembers: Sequence[Outputs] = field(default_factory=tuple)
     seed: int = 0
+    class_labels: tuple[int, ...] = ()  # the classes a class deletion deletes (else empty)
 
     def __post_init__(self) -> None:
         if len(self.reference_forget) != len(self.reference_nonmembers):
@@ -372,3 +377,74 @@ class EntropyHistogram(Attack):
             }
             metrics[f"{name}_entropy_mean"] = float(entropy.mean()) if len(entropy) else None
         return {"metrics": metrics}
+
+
+class ProbeParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    shots: int = Field(5, ge=1, le=1000)
+    repeats: int = Field(30, ge=1, le=1000)
+
+
+@register_attack
+class LinearProbe(Attack):
+    """Class deletion in the weights, not only in the outputs: how readily the model's
+    features (what enters its output layer) still single out a deleted class.
+
+    The probe is a few-shot nearest-class-mean classifier, a linear one: in the features,
+    standardised by the retained samples', each class's mean over ``shots`` samples (the
+    deleted classes' from D_f, the others' from retained samples), and each held-out sample
+    of a deleted class (the non-members) given the class of the nearest mean. ``probe_recall``
+    is the share of them given their own class, averaged over ``repeats`` seeded draws of
+    the shots. A model that learned the class holds it as a tight cluster that a handful of
+    examples find (its parent: ~0.99 on digits); a model retrained without it holds what its
+    features happen to carry (~0.85 there), the target. Masking the outputs
+    (``ml.class_masking``) leaves the features as they were, so a version that only masks
+    scores its parent's value. Few shots on purpose: with many, any features separate an
+    easy class (a full logistic probe scored 0.995 on the retrained models and 0.9998 on the
+    parent: no room for a gate). None on a random deletion, or without retained samples of
+    the remaining classes."""
+
+    name = "linear_probe"
+    Params = ProbeParams
+    params: ProbeParams
+
+    def run(self, inputs: AttackInputs) -> dict[str, Any]:
+        deleted = list(inputs.class_labels)
+        sets = (inputs.forget, inputs.retain, inputs.nonmembers)
+        if not deleted or any(o.features is None or not len(o) for o in sets):
+            return {"metrics": {"probe_recall": None}}
+        forget, retain, probed = (_features(o) for o in sets)
+        forget_labels = inputs.forget.labels.numpy()
+        retain_labels = inputs.retain.labels.numpy()
+        probed_labels = inputs.nonmembers.labels.numpy()
+        remaining = [c for c in np.unique(retain_labels).tolist() if c not in deleted]
+        pools = {c: forget[forget_labels == c] for c in deleted}
+        pools |= {c: retain[retain_labels == c] for c in remaining}
+        pools = {c: pool for c, pool in pools.items() if len(pool)}
+        if not remaining or not any(c in pools for c in deleted):
+            return {"metrics": {"probe_recall": None}}
+        centre, scale = retain.mean(0), retain.std(0) + 1e-6
+        probed = (probed - centre) / scale
+        classes = np.array(sorted(pools))
+        rng = np.random.default_rng(inputs.seed)
+        hits = np.zeros(len(probed))
+        for _ in range(self.params.repeats):
+            means = np.stack(
+                [
+                    pools[c][rng.permutation(len(pools[c]))[: self.params.shots]].mean(0)
+                    for c in classes
+                ]
+            )
+            means = (means - centre) / scale
+            nearest = ((probed[:, None, :] - means[None]) ** 2).sum(-1).argmin(1)
+            hits += classes[nearest] == probed_labels
+        recovered = hits / self.params.repeats
+        return {
+            "metrics": {"probe_recall": float(recovered.mean())},
+            "evidence": {"probe_recall": Proportion(recovered)},
+        }
+
+
+def _features(outputs: Outputs) -> np.ndarray:
+    assert outputs.features is not None
+    return outputs.features.double().numpy()

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ml.features import logits_and_features
 from ml.samples import SampleSet
-from ml.training import predict
 
 __all__ = ["Outputs", "outputs_of", "MASKED_LOGIT"]
 
@@ -35,10 +35,12 @@ MASKED_LOGIT = -1e4  # stands for -inf; exp(-1e4) is 0 in float64
 
 @dataclass(frozen=True)
 class Outputs:
-    """Logits (N, C) of one model on N samples with their true labels (N,)."""
+    """Logits (N, C) of one model on N samples with their true labels (N,), and its
+    features (N, F): what enters its output layer (``ml.features``), for the probe."""
 
     logits: torch.Tensor
     labels: torch.Tensor
+    features: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.logits.ndim != 2 or self.labels.shape != (self.logits.shape[0],):
@@ -94,13 +96,19 @@ class Outputs:
 
     def take(self, indices: np.ndarray) -> Outputs:
         index = torch.as_tensor(indices, dtype=torch.long)
-        return Outputs(self.logits[index], self.labels[index])
+        features = None if self.features is None else self.features[index]
+        return Outputs(self.logits[index], self.labels[index], features)
 
 
+@torch.no_grad()
 def outputs_of(model: nn.Module, samples: SampleSet, *, device: torch.device) -> Outputs:
-    """One batched forward pass of ``model`` over ``samples`` (logits kept on the CPU)."""
+    """One batched forward pass of ``model`` over ``samples``: logits and features, kept on
+    the CPU."""
     inputs, labels = samples.tensors()
-    if not len(samples):  # an empty batch still tells the class count
-        with torch.no_grad():
-            return Outputs(model.eval()(inputs.to(device)).cpu().float(), labels)
-    return Outputs(predict(model, inputs, device=device).float(), labels)
+    model.eval()
+    logits, features = [], []
+    for batch in inputs.split(1024) if len(inputs) else [inputs]:
+        batch_logits, batch_features = logits_and_features(model, batch.to(device))
+        logits.append(batch_logits.cpu().float())
+        features.append(batch_features.cpu().float())
+    return Outputs(torch.cat(logits), labels, torch.cat(features))

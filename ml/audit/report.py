@@ -172,6 +172,7 @@ def _metrics(
     attack_names: Sequence[str],
     attack_params: Mapping[str, Mapping[str, Any]],
     seed: int,
+    class_labels: tuple[int, ...] = (),
 ) -> _Measured:
     """Every metric of one model, with the per-sample evidence behind each."""
     forget_accuracy = target.forget.accuracy()
@@ -193,6 +194,7 @@ def _metrics(
         reference_forget=[reference.forget for reference in references],
         reference_nonmembers=[reference.nonmembers for reference in references],
         seed=seed,
+        class_labels=class_labels,
     )
     details: dict[str, Any] = {}
     skipped: dict[str, str] = {}
@@ -339,11 +341,16 @@ def audit_version(
         reference_outputs.append(_outputs(reference_model, sets, device))
         notify("auditing", 2 + index, total)
 
-    measured = _metrics(target, reference_outputs, names, params, seed)
+    deleted = tuple(sorted(class_labels or ()))
+
+    def measure(outputs: _SetOutputs, others: Sequence[_SetOutputs]) -> _Measured:
+        return _metrics(outputs, others, names, params, seed, deleted)
+
+    measured = measure(target, reference_outputs)
     metrics = measured.metrics
     before = None
     if parent is not None:
-        before = _metrics(_outputs(parent, sets, device), reference_outputs, names, params, seed)
+        before = measure(_outputs(parent, sets, device), reference_outputs)
         notify("auditing", total, total)
 
     reference: dict[str, Any] | None = None
@@ -352,13 +359,7 @@ def audit_version(
         reference = {"kind": "retrain", "models": None, "metrics": dict(reference_metrics)}
     elif reference_outputs:
         per_reference = [
-            _metrics(
-                own,
-                [other for j, other in enumerate(reference_outputs) if j != k],
-                names,
-                params,
-                seed,
-            )
+            measure(own, [other for j, other in enumerate(reference_outputs) if j != k])
             for k, own in enumerate(reference_outputs)
         ]
         mean, spread = _mean_metrics([r.metrics for r in per_reference])

@@ -154,6 +154,7 @@ class AuditTolerances(BaseModel):
     mia_efficacy_auc: float | None = Field(0.02, ge=0, le=1)
     lira_auc: float | None = Field(0.02, ge=0, le=1)
     lira_tpr_at_1_fpr: float | None = Field(0.01, ge=0, le=1)
+    probe_recall: float | None = Field(0.03, ge=0, le=1)  # class deletion only
 
 
 ONE_SIDED = frozenset({"lira_tpr_at_1_fpr"})

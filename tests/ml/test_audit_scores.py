@@ -26,6 +26,7 @@ REFERENCE = {
     "mia_efficacy_auc": 0.55,
     "lira_auc": 0.50,
     "lira_tpr_at_1_fpr": 0.02,
+    "probe_recall": 0.85,
 }
 
 
@@ -76,6 +77,7 @@ def test_gates_pass_within_every_tolerance():
         "mia_efficacy_auc": 0.56,
         "lira_auc": 0.49,
         "lira_tpr_at_1_fpr": 0.0,  # far below the reference: one-sided, passes
+        "probe_recall": 0.86,
     }
     result = verdict(metrics=metrics, reference=REFERENCE)
     assert result["verdict"] == "pass"
