@@ -37,11 +37,13 @@ Rules:
   the class): reached once both accuracies are within ``equivalence_margin``; distance =
   their sum. A retrained model's accuracy on a class it never saw is exactly 0, a boundary
   with no noise to test against, so the point estimates decide (an upper confidence bound
-  of 0 successes stays above 5% below about 50 samples and would never stop). The brake
-  comes first: a state whose accuracy on held-out samples of the remaining classes (masked
-  outputs, what users get) has fallen more than 5 points below the start ends the run and
-  is never kept.
+  of 0 successes stays above 5% below about 50 samples and would never stop).
 - ``none``: run the whole budget, keep the last state.
+
+Under every rule but ``none`` the utility brake comes first: a state whose accuracy on
+held-out samples of the remaining classes (masked outputs, what users get) has fallen more
+than ``utility_brake`` (5 points, the PGU authors' class-deletion threshold) below the
+start ends the run and is never kept.
 - ``auto``: ``class`` when the batch deletes classes, else ``distribution``.
 """
 
@@ -74,7 +76,6 @@ __all__ = [
 ]
 
 StopRule = Literal["auto", "distribution", "holdout_gap", "class", "none"]
-CLASS_RETAIN_DROP = 0.05  # the PGU authors' class-deletion threshold (5 points)
 PATIENCE = 5  # checks without getting closer to the target before giving up
 
 
@@ -101,6 +102,15 @@ class StopRuleParams(BaseModel):
         validation_alias=AliasChoices("validation_eval_size", "holdout_eval_size"),
         description="How many samples of D_f and of the validation set D_v each check "
         "measures (fixed random subsets). Formerly `holdout_eval_size`, still accepted.",
+    )
+    utility_brake: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="A state whose held-out accuracy over the remaining classes (D_v, the "
+        "published masked outputs) has fallen more than this below the start ends the run "
+        "and is never kept (the PGU authors' class-deletion threshold, 5 points, for every "
+        "rule).",
     )
     equivalence_margin: float = Field(
         0.05,
@@ -224,29 +234,33 @@ class EarlyStopping:
         class_labels: list[int] | None = None,
         seed: int = 0,
         margin: float = 0.05,
+        brake: float = 0.05,
     ) -> None:
         if not 0 < margin <= 0.5:
             raise ValueError(f"Invalid margin: {margin}")
+        if not 0 < brake <= 1:
+            raise ValueError(f"Invalid brake: {brake}")
         self.rule = resolve_rule(rule, class_labels)
         self.device = device
-        self.margin = margin
+        self.margin, self.brake = margin, brake
         self.classes = sorted(class_labels or [])
         self.history: list[dict[str, float]] = []
         self._best: tuple[float, int, dict[str, torch.Tensor]] | None = None
         self._forget: Batch | None = None
         self._same_class: Batch | None = None  # class rule: held out, of the deleted classes
-        self._others: Batch | None = None  # held out: matched to D_f / remaining classes
+        self._others: Batch | None = None  # held out: matched to D_f, or of D_f's classes
         self._weights: np.ndarray | None = None  # distribution rule: the matching weights
+        self._utility: Batch | None = None  # held out, of the remaining classes: the brake
         if self.rule == "none":
             return  # reads nothing
         forget_subset = forget.subset(eval_size, seed=seed)
         self._forget = forget_subset.tensors()
+        remaining = validation.without_classes(self.classes)
+        if len(remaining):
+            self._utility = remaining.subset(eval_size, seed=seed + 1).tensors()
         if self.rule == "class":
             same = validation.take(np.flatnonzero(np.isin(validation.labels, self.classes)))
-            others = validation.without_classes(self.classes)
             self._same_class = same.subset(eval_size, seed=seed).tensors() if len(same) else None
-            if len(others):
-                self._others = others.subset(eval_size, seed=seed).tensors()
         elif self.rule == "holdout_gap":
             others = validation.take(np.flatnonzero(np.isin(validation.labels, forget.labels)))
             if not len(others):
@@ -271,6 +285,7 @@ class EarlyStopping:
             class_labels=context.class_labels,
             seed=context.seed,
             margin=params.equivalence_margin,
+            brake=params.utility_brake,
         )
 
     def _logits(self, model: nn.Module, data: Batch) -> torch.Tensor:
@@ -282,6 +297,13 @@ class EarlyStopping:
         forget_logits, forget_labels = self._logits(model, self._forget), self._forget[1]
         forget_correct = _correct(forget_logits, forget_labels)
         record = {"forget_accuracy": float(forget_correct.mean())}
+        if self._utility is not None:  # the brake comes first, under every rule
+            logits = _masked_logits(self._logits(model, self._utility), self.classes)
+            utility = float((logits.argmax(1) == self._utility[1]).float().mean())
+            record["remaining_accuracy"] = utility
+            start = self.history[0]["remaining_accuracy"] if self.history else utility
+            if start - utility > self.brake:
+                return Measure(float("inf"), True, braked=True, record=record)
         if self.rule == "class":
             return self._measure_class(model, forget_correct, record)
         assert self._others is not None
@@ -321,13 +343,6 @@ class EarlyStopping:
     def _measure_class(
         self, model: nn.Module, forget_correct: np.ndarray, record: dict[str, float]
     ) -> Measure:
-        if self._others is not None:
-            logits = _masked_logits(self._logits(model, self._others), self.classes)
-            accuracy = float((logits.argmax(1) == self._others[1]).float().mean())
-            record["remaining_accuracy"] = accuracy
-            start = self.history[0]["remaining_accuracy"] if self.history else accuracy
-            if start - accuracy > CLASS_RETAIN_DROP:
-                return Measure(float("inf"), True, braked=True, record=record)
         accuracies = [record["forget_accuracy"]]
         if self._same_class is not None:  # held-out samples of the deleted classes
             held_out = _correct(self._logits(model, self._same_class), self._same_class[1])
@@ -417,7 +432,7 @@ def unlearn_steps(
 
 def _reason(rule: str, measured: Measure) -> str:
     if measured.braked:
-        return "remaining-class accuracy fell more than 5 points"
+        return "the utility brake: held-out accuracy of the remaining classes fell too far"
     return {
         "distribution": "forget losses and accuracy equivalent to held-out data of D_f's "
         "class mix",

@@ -92,7 +92,7 @@ def test_the_brake_comes_first_and_a_braked_state_is_never_kept(monkeypatch):
         monkeypatch,
         [Measure(0.3, False), Measure(0.2, False), Measure(0.0, True, braked=True)],
     )
-    assert facts["stopped_by"].startswith("remaining-class accuracy fell")
+    assert facts["stopped_by"].startswith("the utility brake")
     assert (facts["steps"], facts["kept_check"], weight) == (2, 1, 1.0)
 
 
