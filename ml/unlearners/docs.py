@@ -95,11 +95,16 @@ def params_table(name: str) -> str:
         schema = properties[keys[field_name]]
         if not field.description:
             raise ValueError(f"{name}: the param {field_name!r} has no description")
+        # An optional knob (``float | None``): the type and bounds of its value; its unset
+        # default is described in words.
+        branches = [b for b in schema.get("anyOf", [schema]) if b.get("type") != "null"]
+        value = branches[0] if len(branches) == 1 else schema
+        default = field.get_default(call_default_factory=True)
         cells = [
             f"`{keys[field_name]}`",
-            schema.get("type", ""),
-            _default(field.get_default(call_default_factory=True)),
-            _bounds(schema),
+            value.get("type", "") + (" or null" if "anyOf" in schema else ""),
+            "unset" if default is None else _default(default),
+            _bounds(value),
             field.description,
         ]
         rows.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")

@@ -109,4 +109,23 @@ def test_pruned_weights_stay_zero_through_fine_tuning():
     weights = [t for name, t in result.state_dict.items() if name.endswith("weight")]
     zeroed = sum(int((w == 0).sum()) for w in weights)
     assert zeroed >= 0.3 * sum(w.numel() for w in weights) - 1
-    assert get_unlearner("conmu").needs == {Need.RETAIN}
+    assert get_unlearner("conmu").needs == {Need.RETAIN, Need.VALIDATION}
+
+
+def test_defaults_follow_the_architecture_family():
+    from torch import nn
+
+    from ml.unlearners.conmu import ConMUParams, family_of
+
+    plain = digits_setup().model()
+    normalised = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    assert (family_of(plain), family_of(normalised)) == ("plain", "batchnorm")
+    params = ConMUParams()
+    assert params.lr is None  # unset until the network is known
+    assert params.resolved(plain).lr == 0.001
+    assert params.resolved(normalised).model_dump(include={"lr", "retain_z1", "retain_z2"}) == {
+        "lr": 0.01,
+        "retain_z1": 0.17,
+        "retain_z2": 0.3,
+    }  # the paper's
+    assert ConMUParams(lr=0.05).resolved(plain).lr == 0.05  # a value given is kept

@@ -12,7 +12,7 @@ from ml.unlearners import get_unlearner, list_unlearners, unlearner_class, valid
 from ml.unlearners.early_stopping import StopRuleParams
 from service.models.schemas import UnlearnerSpec
 
-STEPPING = ["dau", "gradient_ascent", "ltu", "pgu", "rfu_ss"]
+STEPPING = ["conmu", "dau", "gradient_ascent", "ltu", "pgu", "rfu_ss"]
 
 
 def test_the_methods_that_step_on_the_forget_set_share_the_stop_rule_knobs():
@@ -25,7 +25,8 @@ def test_the_methods_that_step_on_the_forget_set_share_the_stop_rule_knobs():
     for name in STEPPING:
         params = validate_params(name, {})
         assert params["stop"] == "auto"
-        assert params["check_every"] == 128
+        own = unlearner_class(name).Params.model_fields["check_every"].default
+        assert params["check_every"] == own == (2048 if name == "conmu" else 128)
         assert params["validation_eval_size"] == 500
         assert "holdout_eval_size" not in params
 
@@ -62,7 +63,7 @@ def test_the_renamed_knob_keeps_its_validation(params, problem):
 
 
 def test_methods_without_a_stop_rule_refuse_its_knobs():
-    for name in ("conmu", "finetune", "random_labels", "retrain"):
+    for name in ("finetune", "random_labels", "retrain"):
         for key in ("stop", "validation_eval_size", "holdout_eval_size"):
             with pytest.raises(ValidationError, match=key):
                 validate_params(name, {key: 500 if key != "stop" else "none"})
