@@ -1,4 +1,5 @@
-"""Is the audit's verdict calibrated? Retrained models must pass, the original must not.
+"""Is the audit's verdict calibrated? Retrained models must pass, the parent that did
+nothing must never pass, and a half-done unlearning must be told apart.
 
     python -m benchmarks.audit_calibration [--seeds 9] [--forget 100 400] [--trials 2]
                                           [--architectures mlp small_cnn]
@@ -6,12 +7,17 @@
 On scikit-learn's digits (the split of ``tests/ml/test_audit.py``: 300 held-out samples, the
 rest of the training split as the pool, the source's test split), for each architecture and
 forget-set size: ``--seeds`` models retrained without the forget set; each one in turn is
-audited as a version against ``--trials`` random sets of K = 4 of the others, as the
-service's audit would audit a retrained version. Every gate failure there is a false alarm.
-Then the model trained on everything (forget set included) is audited against four of
-them: it should fail. The table gives, per setting, the false alarms over all audits and
-gates, the original model's verdict and failed gates, and the seed-to-seed spread of each
-metric beside the paired estimate the gates use (``ml.audit.scores.allowances``).
+audited as a version against ``--trials`` random sets of K = 4 of the others, with the
+model trained on everything (the forget set included) as its parent, the positive control,
+as the service's audit would audit a retrained version. Every gate failure there is a false
+alarm; a retrained version's verdict is "pass", or "inconclusive" where no gate tells the
+parent from the references. Then, against four of them, the parent audited as its own
+child (it did nothing: it must be "fail" or "inconclusive", never "pass"), and a half-done
+version: PGU stopped after one step (``stop`` "none", ``max_steps`` 1, from the parent's
+cache). The table gives, per setting, the false alarms over all audits and gates, the
+retrained versions' verdicts, the parent's and the half-done version's verdicts with their
+failed gates, and the seed-to-seed spread of each metric beside the reference-pair estimate
+the gates use (``ml.audit.scores.allowances``).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from ml.audit import audit_version, train_references
 from ml.datasets import open_source
 from ml.samples import SampleSet
 from ml.training import TrainingConfig, train
+from ml.unlearners import UnlearnContext, get_unlearner
 
 HOLDOUT_SIZE, K = 300, 4
 RECIPE = TrainingConfig(epochs=30, batch_size=64, lr=3e-3, seed=0)
@@ -70,10 +77,12 @@ def run(architecture: str, forget_size: int, seeds: int, trials: int) -> list[st
             test=test,
             device=CPU,
             references=references,
+            parent=original,
         )
 
     rng = np.random.default_rng(1)
     audits = gates = alarms = 0
+    verdicts: dict[str, int] = {}
     paired: dict[str, list[float]] = {}
     for index, version in enumerate(models):
         others = [m for j, m in enumerate(models) if j != index]
@@ -83,6 +92,7 @@ def run(architecture: str, forget_size: int, seeds: int, trials: int) -> list[st
             audits += 1
             gates += len(report["gates"])
             alarms += len(report["failed_gates"])
+            verdicts[report["verdict"]] = verdicts.get(report["verdict"], 0) + 1
             for gate in report["gates"]:
                 if gate["paired_sd"] is not None:
                     paired.setdefault(gate["name"], []).append(gate["paired_sd"])
@@ -91,19 +101,65 @@ def run(architecture: str, forget_size: int, seeds: int, trials: int) -> list[st
         for name, value in audit(model, [])["metrics"].items():
             if isinstance(value, float):
                 spread.setdefault(name, []).append(value)
-    first = audit(original, models[:K])
-    failed = ", ".join(g["name"] for g in first["failed_gates"]) or "-"
+
+    def outcome(report: dict) -> str:
+        failed = ", ".join(g["name"] for g in report["failed_gates"]) or "-"
+        return f"{report['verdict']} ({failed})"
+
+    parent = audit(original, models[:K])
+    half_done = audit(one_pgu_step(original, build, forget, retain, holdout), models[:K])
+    told = ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items()))
     lines = [
-        f"| {architecture} | {forget_size} | {audits} | {alarms} of {gates} "
-        f"| {first['verdict']} ({failed}) |"
+        f"| {architecture} | {forget_size} | {audits} | {alarms} of {gates} | {told} "
+        f"| {outcome(parent)} | {outcome(half_done)} |"
     ]
     for name in sorted(paired):
         if name in spread:
             lines.append(
                 f"|  | {name} | seed-to-seed sd {np.std(spread[name], ddof=1):.4f} "
-                f"| paired estimate {np.mean(paired[name]):.4f} | |"
+                f"| reference pairs {np.mean(paired[name]):.4f} | | | |"
             )
     return lines
+
+
+def one_pgu_step(
+    original: nn.Module,
+    build,  # type: ignore[no-untyped-def]
+    forget: SampleSet,
+    retain: SampleSet,
+    holdout: SampleSet,
+) -> nn.Module:
+    """A half-done unlearning: PGU from ``original``, one step, no stop rule."""
+    pgu = get_unlearner("pgu", {"stop": "none", "max_steps": 1})
+    everything = forget.take(np.arange(0))
+
+    def context(of: SampleSet, rest: SampleSet, artifacts: dict) -> UnlearnContext:
+        model = build()
+        model.load_state_dict(original.state_dict())
+        return UnlearnContext(
+            model=model.eval(),
+            build_model=build,
+            forget=of,
+            retain=rest,
+            validation=holdout,
+            shadow=holdout,
+            training=RECIPE,
+            device=CPU,
+            base_version=1,
+            artifacts=artifacts.get,
+        )
+
+    pool = SampleSet(
+        retain.adapter,
+        np.concatenate([forget.positions, retain.positions]),
+        np.concatenate([forget.labels, retain.labels]),
+        [*forget.keys, *retain.keys],
+    )
+    cache = pgu.prepare(context(everything, pool, {}))
+    result = pgu.unlearn(context(forget, retain, cache))
+    model = build()
+    model.load_state_dict(result.state_dict)
+    return model.eval()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     print(
         "| architecture | forgotten | retrained audits | false alarms (gates) "
-        "| original model |\n|---|---|---|---|---|"
+        "| retrained verdicts | parent, did nothing | PGU after one step |"
+        "\n|---|---|---|---|---|---|---|"
     )
     for architecture in args.architectures:
         for forget_size in args.forget:
