@@ -6,6 +6,8 @@ baseline of the unlearning literature (e.g. Golatkar et al. 2020, used by ConMU/
 
 from __future__ import annotations
 
+import time
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from ml.training import sgd_recipe, train
@@ -47,6 +49,7 @@ class Finetune(Unlearner):
         recipe = sgd_recipe(
             context.training, epochs=p.epochs, lr=p.lr, batch_size=p.batch_size, seed=context.seed
         )
+        started = time.perf_counter()
         train(
             context.model,
             context.retain,
@@ -55,4 +58,10 @@ class Finetune(Unlearner):
             progress=context.progress,
             stage="fine-tuning",
         )
-        return UnlearnResult(state_dict_of(context.model))
+        info = {
+            "unlearning_seconds": time.perf_counter() - started,
+            "epochs": p.epochs,
+            "samples": p.epochs * len(context.retain),
+            "stopped_by": "epoch budget (no stop rule: nothing measures D_f)",
+        }
+        return UnlearnResult(state_dict_of(context.model), info=info)

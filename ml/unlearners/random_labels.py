@@ -94,5 +94,9 @@ class RandomLabels(Unlearner):
             progress=context.progress,
             stage="epoch",
         )
-        info = {"unlearning_seconds": time.perf_counter() - started, "epochs": p.epochs}
+        info = {
+            "unlearning_seconds": time.perf_counter() - started,
+            "epochs": p.epochs,
+            "samples": p.epochs * len(mixed),
+        }
         return UnlearnResult(state_dict_of(context.model), info=info)

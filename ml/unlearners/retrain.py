@@ -5,6 +5,8 @@ The gold reference every other method is measured against, and the slowest.
 
 from __future__ import annotations
 
+import time
+
 from ml.training import train
 from ml.unlearners.base import Need, UnlearnContext, Unlearner, UnlearnResult, state_dict_of
 from ml.unlearners.registry import register_unlearner
@@ -18,6 +20,7 @@ class Retrain(Unlearner):
     needs = frozenset({Need.RETAIN})
 
     def unlearn(self, context: UnlearnContext) -> UnlearnResult:
+        started = time.perf_counter()
         model = context.build_model()
         train(
             model,
@@ -27,4 +30,9 @@ class Retrain(Unlearner):
             progress=context.progress,
             stage="retraining",
         )
-        return UnlearnResult(state_dict_of(model))
+        info = {
+            "unlearning_seconds": time.perf_counter() - started,
+            "epochs": context.training.epochs,
+            "samples": context.training.epochs * len(context.retain),
+        }
+        return UnlearnResult(state_dict_of(model), info=info)

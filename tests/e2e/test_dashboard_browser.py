@@ -293,18 +293,28 @@ def test_an_operator_watches_cancels_flushes_and_reads_the_audit(server, browser
     assert histograms[:2] == ["forget set (this version)", "held-out data"]
     assert drawn_pixels(browser, "entropy-chart") > 1000
     assert text_of(browser, "#verdict") == "NO REFERENCE"
+    # Without references the audit says what it did show, in plain words.
+    assert text_of(browser, "#audit-evidence").startswith(
+        "not verified against retrained models; the forget set's membership signal"
+    )
     screenshots(browser, "6-version-audit")
 
     click(browser, "#audit-reference")  # retrains K references, then gates the version
     browser.switch_to.alert.accept()
     wait_for(
         "the reference audit's verdict",
-        lambda: text_of(browser, "#verdict") in {"PASS", "FAIL"},
+        lambda: text_of(browser, "#verdict") in {"PASS", "FAIL", "INCONCLUSIVE"},
         timeout=180,
     )
     gates = browser.find_elements(By.CSS_SELECTOR, "#audit-gates tbody tr")
     assert len(gates) >= 3 and "mia_auc" in text_of(browser, "#audit-gates")
     screenshots(browser, "7-version-audit-against-references")
+
+    # The job that made version 2, and what its method reported doing.
+    made_by = server.json("GET", f"/v1/models/{model['id']}/versions/2")["job_id"]
+    browser.get(f"{server.base}/admin/#/jobs/{made_by}")
+    wait_for("the job's report", lambda: "epochs" in text_of(browser, "#job-report"))
+    assert "stopped_by" in text_of(browser, "#job-report")
 
     completed = wait_for(
         "the request to complete",

@@ -674,6 +674,8 @@
         ["UA / RA / TA", `${percent(version.metrics.ua)} / ${percent(version.metrics.ra)} / ` +
           `${percent(version.metrics.ta)}`],
         ["weights sha256", h("code", {}, version.artifact_sha256)],
+        version.unchanged && ["unchanged", h("span", { class: "error-text", id: "unchanged" },
+          `the parent's weights, as they were: ${version.unchanged_reason || "no reason given"}`)],
         ["created", formatTime(version.created_at)],
       ]), h("div", { class: "actions" },
         version.forgotten_samples ? action("Re-audit", auditPath,
@@ -803,7 +805,8 @@
 
   function jobView(view, id) {
     const details = panel("Job", "job-details");
-    fill($("#view"), h("h1", {}, "Job ", h("code", {}, id)), details.element);
+    const effort = panel("What the method did", "job-report");
+    fill($("#view"), h("h1", {}, "Job ", h("code", {}, id)), details.element, effort.element);
     const modelLink = modelNames(view);
     feed(view, `/v1/jobs/${id}`, (job) => {
       fill(details.body, definitions([
@@ -825,9 +828,28 @@
         ["created", formatTime(job.created_at)],
         ["started", formatTime(job.started_at)],
         ["finished", formatTime(job.finished_at)],
+        ["seed", job.seed === null || job.seed === undefined ? "-" : job.seed],
         job.error && ["error", h("span", { class: "error-text" }, job.error)],
       ]));
+      renderReport(effort.body, job.report || {});
     }, details.body);
+  }
+
+  // The method's own report: its facts, then one row per stop-rule check (the kept one
+  // marked), rendered from whatever the report holds.
+  function renderReport(target, report) {
+    const { checks, ...facts } = report;
+    const shown = Object.entries(facts).filter(([, value]) => value !== null && value !== "");
+    if (!shown.length && !(checks && checks.length)) {
+      fill(target, h("p", { class: "muted" }, "This job reported nothing of its own."));
+      return;
+    }
+    const columns = checks && checks.length ? [...new Set(checks.flatMap(Object.keys))] : [];
+    fill(target, definitions(shown.map(([name, value]) => [name, formatNumber(value)])),
+      columns.length ? table(["check", ...columns], checks.map((check, index) => h("tr", {
+        class: index === report.kept_check ? "gate-passed" : "" },
+      h("td", {}, index === report.kept_check ? `${index} (kept)` : String(index)),
+      columns.map((column) => h("td", { class: "num" }, formatNumber(check[column])))))) : null);
   }
 
   // ---------------------------------------------------------------- routing and sign-in
