@@ -329,27 +329,40 @@ def test_class_deletion_audit_of_a_masked_model_stays_finite(digits, deletion):
     assert np.isfinite([metrics["mia_auc"], metrics["lira_auc"], metrics["mia_efficacy"]]).all()
 
 
-def test_class_deletion_masks_the_references_like_the_version(digits, deletion):
-    """A retrained model, masked as a class deletion publishes it, against unmasked
-    retrained references: the audit masks them too, so only chance separates them."""
-    forgotten = [3]
+@pytest.fixture(scope="module")
+def class_three(digits: Digits) -> dict:
+    """A class deletion of digit 3 from the pool, and five models retrained without it."""
     train_pool = digits.samples(digits.pool)
-    forget = train_pool.take(np.flatnonzero(train_pool.labels == 3))
-    retain = train_pool.without_classes(forgotten)
-    models = train_references(
-        build_model=digits.build, retain=retain, training=RECIPE, k=5, device=CPU
-    )
-    version = mask_classes(models[0], forgotten)
-    report = audit_version(
-        version,
-        forget=forget,
-        retain=retain,
+    retain = train_pool.without_classes([3])
+    return {
+        "forget": train_pool.take(np.flatnonzero(train_pool.labels == 3)),
+        "retain": retain,
+        "models": train_references(
+            build_model=digits.build, retain=retain, training=RECIPE, k=5, device=CPU
+        ),
+    }
+
+
+def _audit_class_three(model: nn.Module, digits: Digits, deleted: dict, **options) -> dict:
+    return audit_version(
+        model,
+        forget=deleted["forget"],
+        retain=deleted["retain"],
         audit_nonmembers=digits.holdout,
         test=digits.test,
         device=CPU,
-        class_labels=forgotten,
-        references=models[1:],
+        class_labels=[3],
+        references=deleted["models"][1:],
+        **options,
     )
+
+
+def test_class_deletion_masks_the_references_like_the_version(digits, class_three):
+    """A retrained model, masked as a class deletion publishes it, against unmasked
+    retrained references: the audit masks them too, so only chance separates them."""
+    models = class_three["models"]
+    version = mask_classes(copy.deepcopy(models[0]), [3])
+    report = _audit_class_three(version, digits, class_three)
     assert report["metrics"]["ua"] == 1.0 and report["reference"]["metrics"]["ua"] == 1.0
     assert report["verdict"] == "pass", report["failed_gates"]
     assert all(not torch.all(m[-1].bias[3] == -1e4) for m in models[1:])  # copies were masked
@@ -357,29 +370,12 @@ def test_class_deletion_masks_the_references_like_the_version(digits, deletion):
     assert probe["passed"]
 
 
-def test_the_probe_sees_a_class_deletion_that_only_masks(digits, deletion):
-    """Masking the output layer leaves the features: a linear probe on them still recovers
-    the class as well as on the parent, far better than on models retrained without it.
-    The probe gate fails the masked parent, and it is informative (the parent fails it)."""
-    forgotten = [3]
-    train_pool = digits.samples(digits.pool)
-    forget = train_pool.take(np.flatnonzero(train_pool.labels == 3))
-    retain = train_pool.without_classes(forgotten)
-    references = train_references(
-        build_model=digits.build, retain=retain, training=RECIPE, k=4, device=CPU
-    )
-    only_masked = mask_classes(copy.deepcopy(deletion["original"]), forgotten)
-    report = audit_version(
-        only_masked,
-        forget=forget,
-        retain=retain,
-        audit_nonmembers=digits.holdout,
-        test=digits.test,
-        device=CPU,
-        class_labels=forgotten,
-        references=references,
-        parent=deletion["original"],
-    )
+def test_the_probe_sees_a_class_deletion_that_only_masks(digits, deletion, class_three):
+    """Masking the output layer leaves the features: a few-shot linear probe on them still
+    recovers the class as well as on the parent, better than on models retrained without
+    it, so a version that only masks is never a pass."""
+    only_masked = mask_classes(copy.deepcopy(deletion["original"]), [3])
+    report = _audit_class_three(only_masked, digits, class_three, parent=deletion["original"])
     probe = next(gate for gate in report["gates"] if gate["name"] == "probe_recall")
     assert probe["value"] == pytest.approx(probe["control"])  # the features did not move
     assert probe["value"] > probe["reference"] + 0.05  # the parent's tight cluster is there
