@@ -36,7 +36,7 @@ class TrainingConfig(BaseModel):
     lr: float = Field(1e-3, gt=0, le=10)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0, le=1)
-    # Bounded: it seeds torch and NumPy, and a job records it in a 64-bit column.
+    # Bounded: it seeds torch and the data order, and a job records it in a 64-bit column.
     seed: int = Field(0, ge=0, le=2**31 - 1)
     # The VIB loss's weight on KL(q(z|x) || N(0, I)) (the RFU-SS authors' MNIST value);
     # read only by architectures with a bottleneck (vib_mlp, vib_cnn).

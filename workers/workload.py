@@ -72,6 +72,9 @@ class Workload:
             progress=progress,
             seed=attempt.seed,
             load_version=self.load_version,
+            masked_classes=[
+                c for c in self.sets.masked_classes if c not in (self.sets.class_labels or [])
+            ],
         )
 
 

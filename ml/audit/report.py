@@ -20,7 +20,8 @@ nonmember_sample_size + |D_t| + |D_f|) forward passes, whatever |D_r| is):
   ``nonmember_sample_size`` of them (seeded). Random deletion: the audit's share of the
   held-out samples (``audit_nonmembers``: the stop rules never read them) of the unmasked
   classes (the test set when there are none). Class deletion (``class_labels``
-  set): holdout and test samples *of the classes deleted by this batch*, so the attacks ask
+  set): the audit's held-out samples and test samples *of the classes deleted by this
+  batch*, so the attacks ask
   the membership question of like against like (a retrained model has never seen either
   side; against all classes its AUC would measure class difficulty instead).
 """

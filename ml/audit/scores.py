@@ -197,7 +197,8 @@ def allowances(
         ]
         paired_sd = math.sqrt(float(np.mean(paired))) if paired else None
         variance = max((reference_sd or 0.0) ** 2, (paired_sd or 0.0) ** 2)
-        tolerance = max(floor, z * math.sqrt(variance * (1.0 + 1.0 / k)))
+        counted = len(values) or k  # the references that have this metric
+        tolerance = max(floor, z * math.sqrt(variance * (1.0 + 1.0 / counted)))
         result[name] = Allowance(tolerance, floor, reference_sd, paired_sd)
     return result
 

@@ -86,6 +86,8 @@ class UnlearnContext:
     seed: int = 0
     # Version N of this model, loaded, on ``device`` (PGU needs the cache's basis version).
     load_version: Callable[[int], nn.Module] = _no_version_loader
+    # Every class the model has forgotten before this batch (masked in the base weights).
+    masked_classes: list[int] = field(default_factory=list)
 
 
 @dataclass

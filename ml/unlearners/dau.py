@@ -22,12 +22,12 @@ The defender D (the model being unlearned), D = D_fc(D_enc(.)), minimises eq. 3:
     L_D = CE on a batch of D_r (keep the task),
     V_ss = sum_i (1 - C_ii)^2 + lambda sum_{i != j} C_ij^2 (Barlow Twins, eq. 2),
 with C the cross-correlation, over the batch, between the mean-centred encoder features
-(``ml.features``) of a D_f batch and a D_v batch; minimising alpha L_A makes the forget
+(``ml.features``) of a D_f batch and a shadow batch; minimising alpha L_A makes the forget
 samples' outputs look held out to the current attacker.
 
 Algorithm 1, per iteration: draw a batch of D_f, of the shadow set and of D_r; one attacker
-step up L_A (Adam, ``attacker_lr``), then one defender step down eq. 3 (SGD, ``lr``). Before
-the
+step up L_A (Adam, ``attacker_lr``), then one defender step down eq. 3 (SGD, ``lr``).
+Before the
 game the attacker is pre-trained (section 4.2, "Training Adjustments") for
 ``attacker_pretrain_steps`` steps on the original model's outputs, members drawn from
 D = D_f U D_r, non-members from the shadow set; in class deletion alpha drops to 0 after
@@ -66,11 +66,12 @@ Deviations:
   the game itself (``docs/benchmarks.md``, "Notes from development runs";
   ``attacker_pretrain_steps=1000`` restores the paper's).
 - The paper runs a fixed number of iterations. Here the game also stops under the shared
-  rules of ``ml.unlearners.early_stopping`` (by default once the forget set's losses look
-  held out; for class deletion, once its masked outputs look like held-out samples of the
-  class), checked every ``check_every`` forget samples, keeping the state closest to the
-  target; ``stop="none"`` runs the paper's fixed budget. When D_f already sits at the
-  rule's target, the base weights come back at once, before the attacker is pre-trained.
+  rules of ``ml.unlearners.early_stopping`` (by default once D_f's losses and accuracy are
+  equivalent to held-out data of D_f's class mix; for class deletion, once the unmasked
+  outputs no longer predict the deleted classes), checked every ``check_every`` forget
+  samples, keeping the state closest to the target; ``stop="none"`` runs the paper's fixed
+  budget. When D_f already sits at the rule's target, the base weights come back at once,
+  before the attacker is pre-trained.
 
 ``info`` reports the attacker's balanced accuracy on fixed subsets of D_f vs D_v (which
 it never fitted on) before and after the game. For class deletion, ``run_unlearner`` masks
@@ -161,7 +162,7 @@ class DAUParams(StopRuleParams):
         description="The budget of game iterations (one forget batch each).",
     )
     batch_size: int = Field(
-        64, ge=2, le=4096, description="Samples of D_f, of D_v and of D_r per iteration."
+        64, ge=2, le=4096, description="Samples of D_f, of the shadow set and of D_r per iteration."
     )
     perturbations: int = Field(
         10,
@@ -353,7 +354,7 @@ class DAU(Unlearner):
 
         optimizer = torch.optim.SGD(model.parameters(), lr=p.lr)
         retained = _cycle(context.retain.loader(p.batch_size, shuffle=True, seed=context.seed))
-        held_out = _cycle(context.shadow.loader(p.batch_size, shuffle=True, seed=context.seed))
+        shadows = _cycle(context.shadow.loader(p.batch_size, shuffle=True, seed=context.seed))
         iteration = 0
         norms: list[float] = []
 
@@ -364,7 +365,7 @@ class DAU(Unlearner):
                 alpha = 0.0
             iteration += 1
             x_f, y_f = inputs.to(device), labels.to(device)
-            x_v, y_v = (t.to(device) for t in next(held_out))
+            x_s, y_s = (t.to(device) for t in next(shadows))
             x_r, y_r = (t.to(device) for t in next(retained))
 
             def informed(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -380,7 +381,7 @@ class DAU(Unlearner):
                 ), features
 
             forget_tokens, forget_features = informed(x_f, y_f)
-            held_tokens, held_features = informed(x_v, y_v)
+            held_tokens, held_features = informed(x_s, y_s)
             # Attacker: one ascent step on L_A, on the defender's current outputs.
             attacker_optimizer.zero_grad(set_to_none=True)
             likelihood = attacker_log_likelihood(

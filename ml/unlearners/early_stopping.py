@@ -22,8 +22,8 @@ Rules:
   held-out data of every class, and one of an easy class better. "Reached" means
   equivalence with the target within ``equivalence_margin`` at 95% confidence, by two
   one-sided tests: each measure's 90% interval (DeLong's variance for the weighted AUC, the
-  binomial one for the gap, Agresti-Coull so that 50 of 50 is not a certainty) lies inside
-  +-margin. Distance = |AUC - 0.5| + |gap|, so a
+  binomial one for the gap, with one success and one failure added so that 50 of 50 is
+  not a certainty) lies inside +-margin. Distance = |AUC - 0.5| + |gap|, so a
   state that overshoots (forgets more than a retrained model would: the Streisand effect)
   is no closer than one that undershoots. A forget set too small for the interval to fit
   inside the margin never "reaches": the run then ends by ``patience`` or the budget and
@@ -49,7 +49,7 @@ start ends the run and is never kept.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Self
 
@@ -117,8 +117,9 @@ class StopRuleParams(BaseModel):
         gt=0,
         le=0.5,
         description="How close to what a retrained model shows counts as reached: the "
-        "loss AUC within 0.5 +- margin and the accuracy gap within +- margin (class rule: "
-        "the deleted classes' accuracy below margin), each at 95% confidence.",
+        "loss AUC within 0.5 +- margin and the accuracy gap within +- margin, each at 95% "
+        "confidence (two one-sided tests); the class rule: the deleted classes' accuracy at "
+        "most margin (point estimates).",
     )
 
 
@@ -173,8 +174,8 @@ def weighted_auc(
 
 def _rate_variance(rate: float, trials: float) -> float:
     """The sampling variance of an accuracy over ``trials`` samples, from the rate pulled
-    toward 1/2 by one success and one failure (Agresti-Coull), so that an accuracy of 1.0
-    on 50 samples is not taken for a certainty."""
+    toward 1/2 by one added success and one added failure (Laplace's rule of succession),
+    so that an accuracy of 1.0 on 50 samples is not taken for a certainty."""
     pulled = (rate * trials + 1) / (trials + 2)
     return pulled * (1 - pulled) / trials
 
@@ -235,6 +236,7 @@ class EarlyStopping:
         seed: int = 0,
         margin: float = 0.05,
         brake: float = 0.05,
+        masked_classes: Sequence[int] = (),
     ) -> None:
         if not 0 < margin <= 0.5:
             raise ValueError(f"Invalid margin: {margin}")
@@ -255,7 +257,10 @@ class EarlyStopping:
             return  # reads nothing
         forget_subset = forget.subset(eval_size, seed=seed)
         self._forget = forget_subset.tensors()
-        remaining = validation.without_classes(self.classes)
+        # The brake reads the classes the model still predicts: neither this batch's nor
+        # those an earlier deletion masked (their samples would sit at 0% and dilute it).
+        self._gone = sorted({*self.classes, *masked_classes})
+        remaining = validation.without_classes(self._gone)
         if len(remaining):
             self._utility = remaining.subset(eval_size, seed=seed + 1).tensors()
         if self.rule == "class":
@@ -286,6 +291,7 @@ class EarlyStopping:
             seed=context.seed,
             margin=params.equivalence_margin,
             brake=params.utility_brake,
+            masked_classes=context.masked_classes,
         )
 
     def _logits(self, model: nn.Module, data: Batch) -> torch.Tensor:
@@ -298,7 +304,7 @@ class EarlyStopping:
         forget_correct = _correct(forget_logits, forget_labels)
         record = {"forget_accuracy": float(forget_correct.mean())}
         if self._utility is not None:  # the brake comes first, under every rule
-            logits = _masked_logits(self._logits(model, self._utility), self.classes)
+            logits = _masked_logits(self._logits(model, self._utility), self._gone)
             utility = float((logits.argmax(1) == self._utility[1]).float().mean())
             record["remaining_accuracy"] = utility
             start = self.history[0]["remaining_accuracy"] if self.history else utility
@@ -387,11 +393,14 @@ def unlearn_steps(
     check_every: int,
     progress: Callable[[str, int, int], None],
     patience: int = PATIENCE,
+    reshuffle: bool = False,
 ) -> dict[str, Any]:
     """Run ``step(t, inputs, labels)`` over ``batches``, cycling through them, for at most
     ``max_steps`` steps under ``stopping``; ``t`` in [0, 1] is the share of the budget spent
     (for schedules, so they do not depend on the size of D_f). It also stops once
     ``patience`` checks in a row have come no closer to the target than the kept state.
+    The batches of the first pass are kept and cycled; with ``reshuffle`` ``batches`` (a
+    shuffling DataLoader) is iterated afresh for every pass, as epochs of training are.
 
     Returns JSON-safe facts for the job row: steps and samples run, why it stopped, which
     check's state was kept, and every check's measures (index 0 = before any step).
@@ -400,13 +409,17 @@ def unlearn_steps(
         raise ValueError(f"Invalid check_every: {check_every}")
     if max_steps < 1:
         raise ValueError(f"Invalid max_steps: {max_steps}")
-    batches = list(batches)
+    if not reshuffle:
+        batches = list(batches)
     checking = stopping.rule != "none"
     facts: dict[str, Any] = {"steps": 0, "samples": 0, "stopped_by": "step budget"}
     measured = stopping.observe(model, 0) if checking else None
     steps = seen = since_check = 0
-    while batches and steps < max_steps and not (measured and measured.reached):
+    passed = True  # the last pass yielded a batch
+    while passed and steps < max_steps and not (measured and measured.reached):
+        passed = False
         for inputs, labels in batches:
+            passed = True
             step(steps / max(1, max_steps - 1), inputs, labels)
             steps += 1
             seen += len(labels)

@@ -11,10 +11,11 @@ is clipped to ``max_grad_norm`` (global L2 norm), and weights that still turn no
 fail the job instead of being published.
 
 It reads D_f and, for the optional early stop, a fixed sample of the validation set D_v:
-the same rules as PGU (``ml.unlearners.early_stopping``: stop once the forget set's losses
-look held out, or, for class deletion, once its masked outputs look like held-out samples
-of the class, braked by the remaining classes' accuracy; checked every ``check_every``
-forget samples, the best state kept), without which GA runs on to destroy the model.
+the same rules as PGU (``ml.unlearners.early_stopping``: stop once D_f's losses and
+accuracy are equivalent to held-out data of D_f's class mix, or, for class deletion, once
+the unmasked outputs no longer predict the deleted classes, braked by the remaining
+classes' accuracy; checked every ``check_every`` forget samples, the best state kept),
+without which GA runs on to destroy the model.
 For class deletion, ``run_unlearner`` masks the forgotten classes in the published weights
 (``ml.class_masking``), as for every method.
 """

@@ -50,12 +50,12 @@ Choices where the paper is silent (also in ``docs/unlearners.md``):
   harmonised step is clipped to ``max_grad_norm`` (global L2).
 
 Deviation: the paper unlearns for a fixed number of iterations. Here the loop also stops
-under the shared rules of ``ml.unlearners.early_stopping`` (by default once the forget
-set's losses look held out; for class deletion, once its masked outputs look like held-out
-samples of the class), keeping the state closest to the target; ``stop="none"`` runs the
-fixed budget. When D_f already sits at the rule's target, the base weights come back at
-once, before any membership model is trained. For class deletion, ``run_unlearner`` masks
-the forgotten classes.
+under the shared rules of ``ml.unlearners.early_stopping`` (by default once D_f's losses
+and accuracy are equivalent to held-out data of D_f's class mix; for class deletion, once
+the unmasked outputs no longer predict the deleted classes), keeping the state closest to
+the target; ``stop="none"`` runs the fixed budget. When D_f already sits at the rule's
+target, the base weights come back at once, before any membership model is trained. For
+class deletion, ``run_unlearner`` masks the forgotten classes.
 """
 
 from __future__ import annotations
@@ -322,15 +322,15 @@ class LTU(Unlearner):
         # Everything the original model tells, read once with its weights frozen.
         x_r, y_r = (t.to(device) for t in accessible.tensors())
         x_f, y_f = (t.to(device) for t in forget.tensors())
-        x_v, y_v = (
+        x_s, y_s = (
             t.to(device) for t in context.shadow.subset(len(accessible), seed=seed).tensors()
         )
         retain_probabilities, retain_features = _outputs(model, x_r, device)
         _, forget_features = _outputs(model, x_f, device)
-        validation_probabilities, _ = _outputs(model, x_v, device)
+        shadow_probabilities, _ = _outputs(model, x_s, device)
         membership = _membership_models(
             (retain_probabilities, y_r),
-            (validation_probabilities, y_v),
+            (shadow_probabilities, y_s),
             count=p.mi_models,
             steps=p.mi_steps,
             seed=seed,

@@ -38,11 +38,11 @@ Layers l: every Conv2d and Linear weight W^l, viewed as (out x d) (``ml.pgu``).
        stopping once their AUC is within one standard error of 0.5 (what a retrained
        model shows, up to sampling noise); the first state inside that band is kept.
     4. Class deletion (``context.class_labels`` set; the worker makes D_f every active
-       training sample of those classes): the rule reads the outputs over the remaining
-       classes, as the masked published model will show them, against held-out samples of
-       the same classes, braked first by a 5-point fall of the remaining classes' held-out
-       accuracy; the forgotten classes are then masked in the output layer of the
-       published weights by ``run_unlearner`` (``ml.class_masking``), as for every method.
+       training sample of those classes): the rule reads the unmasked outputs and stops
+       once they no longer predict the deleted classes, on D_f and on held-out samples of
+       them, braked first by a 5-point fall of the remaining classes' held-out accuracy;
+       the forgotten classes are then masked in the output layer of the published
+       weights by ``run_unlearner`` (``ml.class_masking``), as for every method.
     Returns the new weights and the new version's ``pgu_cache`` = C_r, still relative to
     basis version b: by Eq. 5 the update barely moves W r for retained r, so version b's
     representations stay valid and the next batch subtracts again (section 3.2.4). A
@@ -72,24 +72,24 @@ Differences from the paper, each on purpose:
   than after each epoch, and the best state kept: an epoch is too coarse a unit to stop
   on (on class deletion forget accuracy collapsed within two).
 - The stop rules target what a retrained model shows, not accuracy alone: for random
-  deletion the loss distribution of D_f against held-out data *and* their accuracy gap
-  (each of the two alone stopped in the wrong place), and, for class deletion, masked
-  outputs against held-out samples of the class (the masking alone already gives UA = 1,
-  so "accuracy at chance" on unmasked logits measured nothing the published model shows).
-  The authors stop class deletion on the 5-point fall alone; here it is a brake checked
-  first, and a state past it is never published. ``stop`` "holdout_gap" keeps the
+  deletion the loss distribution of D_f against held-out data of D_f's class mix *and*
+  their accuracy gap (each of the two alone stopped in the wrong place), equivalent within
+  a margin by two one-sided tests; for class deletion, the unmasked outputs no longer
+  predicting the deleted classes (masking is applied after, so it cannot meet the rule).
+  The authors stop class deletion on the 5-point fall alone; here it is a brake, checked
+  first under every rule, and a state past it is never published. ``stop`` "holdout_gap" keeps the
   authors' random-deletion rule.
 - The gradient steps may read a sample of D_f (``gradient_samples``): a deleted class
   needs far fewer steps than it has samples, while the downdate of step 1, which must
   remove every forgotten sample from the cache, reads all of them.
-
-What development runs measured behind these choices is in ``docs/benchmarks.md``, "Notes
-from development runs".
 - The eigendecomposition runs in float64 (``ml.pgu.core_space``; the gamma cut sits
   among eigenvalues ~1e-6 of the largest, below float32's resolution), and only once a
   step is about to run: a forget set already at the stop rule's target costs no eigh.
 - De-poisoning in the paper uses TRGP on the last linear layer; here lambda < 0 runs the
   plain Eq. 4 projection in every layer.
+
+What development runs measured behind these choices is in ``docs/benchmarks.md``, "Notes
+from development runs".
 """
 
 from __future__ import annotations

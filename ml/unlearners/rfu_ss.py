@@ -22,9 +22,10 @@ holds a log-likelihood, so it can be negative; that ratio is clipped to [0, 1] h
 
 Differences from the paper:
 - The paper runs E epochs. Here the run is budgeted by ``epochs`` over D_f and stopped
-  by the shared rule of ``ml.unlearners.early_stopping`` (default ``auto``: stop once the
-  forget set's losses look held out, or for class deletion once its masked outputs look
-  like held-out samples of the class; the best state kept), because the erasure term
+  by the shared rule of ``ml.unlearners.early_stopping`` (default ``auto``: stop once D_f's
+  losses and accuracy are equivalent to held-out data of D_f's class mix, or for class
+  deletion once the unmasked outputs no longer predict the deleted classes; the best state
+  kept), because the erasure term
   log p(y_f|z_f) is unbounded and running on drives D_f below held-out accuracy (the
   Streisand effect). ``stop="none"`` runs the whole budget as the paper does.
 - The combined step sets the parameters' gradient to alpha g_u + (1 - alpha) g_r from the

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class AuditCreate(BaseModel):
@@ -23,7 +23,19 @@ class AuditRead(BaseModel):
     frm: float | None
     avg_disparity: float | None
     verdict: Literal["pass", "fail", "inconclusive", "no_reference"]
+    evidence: str | None = Field(None, description="what the audit shows, in plain words")
     failed_gates: list[dict[str, Any]]
+    uninformative_gates: list[str] = Field(
+        default_factory=list, description="gates the parent (the control) passes too"
+    )
+    control: dict[str, Any] | None = Field(
+        None, description="the parent version audited on the same samples: version, verdict"
+    )
+    membership_signal: dict[str, Any] | None = Field(
+        None, description="the forget set's loss-attack AUC before and after, with intervals"
+    )
+    frm_loss_auc: float | None = None
+    unchanged: bool = False
     unlearning_seconds: float | None
     speedup_vs_reference: float | None
     job_id: str | None

@@ -274,13 +274,31 @@ def finish_audit(
     session: Session, *, job: Job, verdict: str | None, seconds: float, referenced: bool
 ) -> None:
     """An audit job's end (its report is stored by the caller): the job succeeds and the
-    requests that waited for this audit complete, unless the model's policy wants an audit
-    against retrained references and this one (``referenced``) was not."""
+    requests that waited for this audit complete, unless the model's policy (as it is now)
+    wants an audit against retrained references and this one (``referenced``) was not: then
+    such an audit of the version is queued, carrying the requests, so none waits for good
+    (the policy may have changed while this audit ran)."""
     _succeed(session, job, result_version=job.base_version, timings={"auditing": seconds})
     model = session.get(Model, job.model_id)
     policy = ModelSettings.of(model).audit if model is not None else None
-    if policy is not None and policy.complete_after == "reference_audit" and not referenced:
-        return  # they wait for a reference audit of this version
+    if (
+        model is not None
+        and policy is not None
+        and policy.complete_after == "reference_audit"
+        and not referenced
+    ):
+        waiting = [r.id for r in _requests_of(session, job) if r.status == RequestStatus.AUDITING]
+        if waiting:
+            session.flush()  # this job leaves the live set first
+            new_job(
+                session,
+                model,
+                JobKind.AUDIT,
+                version=job.base_version,
+                request_ids=waiting,
+                params={"reference": "retrain"},
+            )
+        return
     _complete_audited(session, job, detail=f"version {job.base_version} audited: {verdict}")
 
 

@@ -280,3 +280,38 @@ def test_the_class_rule_reads_unmasked_outputs():
 
     never = stopping.measure(NeverThree(setup.model()))
     assert never.record["forget_accuracy"] == 0.0 and never.reached and never.distance == 0.0
+
+
+def test_the_brake_reads_only_the_classes_the_model_still_predicts():
+    """A class an earlier deletion masked sits at 0% on held-out data: counted in, it would
+    dilute the brake by its share."""
+    setup = digits_setup()
+
+    class NeverThree(nn.Module):
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            logits = self.inner(x).clone()
+            logits[:, 3] = -1e4
+            return logits
+
+    model = NeverThree(setup.model())
+    forget = setup.forget.without_classes([3])
+
+    def remaining(**options) -> float:
+        stopping = early_stopping.EarlyStopping(
+            "distribution",
+            forget=forget,
+            validation=setup.holdout,
+            eval_size=2000,
+            device=DEVICE,
+            **options,
+        )
+        return stopping.measure(model).record["remaining_accuracy"]
+
+    others = setup.holdout.without_classes([3])
+    correct = (model(others.tensors()[0]).argmax(1) == others.tensors()[1]).float()
+    assert remaining(masked_classes=[3]) == pytest.approx(float(correct.mean()), abs=1e-6)
+    assert remaining() < remaining(masked_classes=[3]) - 0.05
