@@ -134,6 +134,13 @@ class Unlearner(ABC):
         ``network`` may live on the meta device: look at its structure, not its values."""
         return None
 
+    def refuses(self, network: nn.Module) -> str | None:
+        """Why this method *with these params* cannot unlearn ``network`` (None: it can):
+        the class's :meth:`unsuitable_for`, and any param that names parts of the network
+        (PGU's ``layer_gamma``). Asked before a model's choice is stored, so that a
+        mismatch answers 422 instead of failing every later batch."""
+        return self.unsuitable_for(network)
+
     @abstractmethod
     def unlearn(self, context: UnlearnContext) -> UnlearnResult: ...
 

@@ -241,11 +241,18 @@ def unlearning_loss(
     return (reverse_ce + lambda_ * negative_entropy).mean()
 
 
-def _layer_gammas(params: PGUParams, layers: list[Layer]) -> dict[str, float]:
+def _unknown_layers(params: PGUParams, layers: list[Layer]) -> str | None:
     known = {layer.module_name for layer in layers}
     unknown = sorted(set(params.layer_gamma) - known)
     if unknown:
-        raise ValueError(f"layer_gamma names unknown layers {unknown}; known: {sorted(known)}")
+        return f"layer_gamma names unknown layers {unknown}; known: {sorted(known)}"
+    return None
+
+
+def _layer_gammas(params: PGUParams, layers: list[Layer]) -> dict[str, float]:
+    problem = _unknown_layers(params, layers)
+    if problem is not None:
+        raise ValueError(problem)
     return {layer.name: params.layer_gamma.get(layer.module_name, params.gamma) for layer in layers}
 
 
@@ -315,6 +322,11 @@ class PGU(Unlearner):
                 f"hooks never fire), found at: {', '.join(attention[:5])}"
             )
         return None
+
+    def refuses(self, network: nn.Module) -> str | None:
+        """Also: ``layer_gamma`` may only name the network's Conv2d and Linear modules."""
+        assert isinstance(self.params, PGUParams)
+        return super().refuses(network) or _unknown_layers(self.params, discover_layers(network))
 
     def prepare(self, context: UnlearnContext) -> dict[str, Artifact]:
         """The cache of ``context.model`` over ``context.retain`` (every active sample)."""

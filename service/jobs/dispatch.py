@@ -69,9 +69,9 @@ def _dispatch(session: Session, model_id: str) -> str | None:
     if Need.CACHE in settings.unlearner.method.needs and not versions.has_artifacts(
         session, model_id, model.head_version
     ):
-        job = lifecycle.new_job(session, model, JobKind.CACHE)
+        cache = lifecycle.new_job(session, model, JobKind.CACHE)
         session.commit()
-        return job.id
+        return cache.id
     requests = list(
         session.scalars(
             select(DeletionRequest)
@@ -102,7 +102,9 @@ def _dispatch(session: Session, model_id: str) -> str | None:
     job = lifecycle.batch(session, model, requests)
     model.flush_requested_at = None
     session.commit()
-    metrics.BATCH_SIZE.observe(len(requests))
+    if job is None:  # every request failed alone (lifecycle.batch says why)
+        return None
+    metrics.BATCH_SIZE.observe(len(job.request_ids))
     metrics.BATCH_SAMPLES.observe(job.sample_count)
     return job.id
 

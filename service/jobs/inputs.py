@@ -23,7 +23,7 @@ from ml.samples import SampleSet, split_holdout
 from ml.unlearners import Artifact
 from service.artifacts import store
 from service.db import session_scope
-from service.enums import JobKind, RequestStatus, SampleState, Split
+from service.enums import JobKind, SampleState, Split
 from service.errors import NotFound
 from service.jobs.lease import Attempt
 from service.models import versions
@@ -134,6 +134,7 @@ def _sample_sets(
         return SampleSet(adapter, positions[chosen], labels[chosen], [keys[i] for i in chosen])
 
     shadow, validation, audit_nonmembers = split_holdout(subset(splits == Split.HOLDOUT))
+    forgotten_before = versions.forgotten_classes(session, model.id, version)
     return SampleSets(
         forget=subset(forget_mask),
         forgotten=forgotten,
@@ -143,7 +144,7 @@ def _sample_sets(
         audit_nonmembers=audit_nonmembers,
         test=subset(splits == Split.TEST),
         class_labels=sorted(class_labels) or None,
-        masked_classes=sorted(class_labels | _forgotten_classes(session, model.id, version)),
+        masked_classes=sorted(class_labels | forgotten_before),
     )
 
 
@@ -204,16 +205,3 @@ def _version_forget_set(
         for label in labels or []
     }
     return forgotten, class_labels
-
-
-def _forgotten_classes(session: Session, model_id: str, up_to: int | None = None) -> set[int]:
-    """Every class the model forgot in a published version (up to version ``up_to``)."""
-    statement = select(DeletionRequest.class_labels).where(
-        DeletionRequest.model_id == model_id,
-        DeletionRequest.status.in_([RequestStatus.AUDITING, RequestStatus.COMPLETED]),
-        DeletionRequest.result_version.is_not(None),
-        DeletionRequest.class_labels.is_not(None),
-    )
-    if up_to is not None:
-        statement = statement.where(DeletionRequest.result_version <= up_to)
-    return {label for labels in session.scalars(statement) for label in labels or []}

@@ -47,7 +47,7 @@ from service.models import versions
 from service.models.settings import ModelSettings
 from service.settings import get_settings
 from service.states import move_job, move_request
-from service.tables import DeletionRequest, Job, Model, ModelVersion, utcnow
+from service.tables import Dataset, DeletionRequest, Job, Model, ModelVersion, utcnow
 
 __all__ = [
     "NewVersion",
@@ -152,14 +152,48 @@ def _requests_of(session: Session, job: Job) -> list[DeletionRequest]:
     )
 
 
-def batch(session: Session, model: Model, requests: Sequence[DeletionRequest]) -> Job:
-    """Pending requests (locked by the caller) become one ``unlearn`` job's batch."""
-    job = new_job(session, model, JobKind.UNLEARN, requests=requests)
-    for request in requests:
+def batch(session: Session, model: Model, requests: Sequence[DeletionRequest]) -> Job | None:
+    """Pending requests (locked by the caller) become one ``unlearn`` job's batch. A request
+    that cannot be honoured fails alone, with its reason, and its batch-mates go on; None
+    when none is left."""
+    honoured = _honourable(session, model, requests)
+    if not honoured:
+        return None
+    job = new_job(session, model, JobKind.UNLEARN, requests=honoured)
+    for request in honoured:
         request.job_id = job.id
         move_request(session, request, RequestStatus.BATCHED, detail=f"job {job.id}")
         log_received(session, request)
     return job
+
+
+def _honourable(
+    session: Session, model: Model, requests: Sequence[DeletionRequest]
+) -> list[DeletionRequest]:
+    """The requests that can be honoured together, in order; the others fail here. A class
+    deletion that, with the classes the model already forgot and those of its batch-mates
+    before it, would leave the model no class cannot be (each request alone was checked
+    against the class count when it was accepted)."""
+    num_classes = session.scalar(select(Dataset.num_classes).where(Dataset.id == model.dataset_id))
+    deleted = versions.forgotten_classes(session, model.id)
+    honoured = []
+    for request in requests:
+        if request.class_labels and num_classes is not None:
+            together = deleted | set(request.class_labels)
+            if len(together) >= num_classes:
+                reason = (
+                    f"deleting classes {sorted(request.class_labels)} would leave the model no "
+                    f"class: it has forgotten or is forgetting {sorted(deleted)} of "
+                    f"{num_classes}"
+                )
+                request.error = reason
+                move_request(session, request, RequestStatus.FAILED, detail=reason)
+                log_received(session, request)
+                log_request(session, request, "failed", reason=reason)
+                continue
+            deleted = together
+        honoured.append(request)
+    return honoured
 
 
 def start(session: Session, job: Job) -> None:

@@ -81,8 +81,8 @@ class UnlearnerSpec(BaseModel):
         return unlearners.get_unlearner(self.name, self.params)
 
     def unsuitable_for(self, network: nn.Module) -> str | None:
-        """Why the method cannot unlearn ``network`` (None: it can)."""
-        return self.method.unsuitable_for(network)
+        """Why the method, with these params, cannot unlearn ``network`` (None: it can)."""
+        return self.build().refuses(network)
 
 
 class Batching(BaseModel):

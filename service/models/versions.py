@@ -18,11 +18,20 @@ from sqlalchemy.orm import Session
 from service import audit_log, lookup
 from service.artifacts import StoredArtifact, store
 from service.db import on_commit
-from service.enums import LIVE_JOB_STATUSES, SampleState, VersionKind
+from service.enums import LIVE_JOB_STATUSES, RequestStatus, SampleState, VersionKind
 from service.errors import NotFound
 from service.models.schemas import ArtifactRead, VersionRead
 from service.pagination import paginate
-from service.tables import Job, Model, ModelVersion, Sample, Tombstone, VersionArtifact, utcnow
+from service.tables import (
+    DeletionRequest,
+    Job,
+    Model,
+    ModelVersion,
+    Sample,
+    Tombstone,
+    VersionArtifact,
+    utcnow,
+)
 
 __all__ = [
     "get",
@@ -36,6 +45,7 @@ __all__ = [
     "artifact",
     "collect_artifacts",
     "tombstone",
+    "forgotten_classes",
     "page",
     "to_read",
     "weights_bytes",
@@ -293,6 +303,19 @@ def tombstone(session: Session, model_id: str, forgotten: Mapping[int, str], num
             .where(Sample.id.in_(ids[start : start + _TOMBSTONE_CHUNK]))
             .values(state=SampleState.FORGOTTEN)
         )
+
+
+def forgotten_classes(session: Session, model_id: str, up_to: int | None = None) -> set[int]:
+    """Every class the model forgot in a published version (up to version ``up_to``)."""
+    statement = select(DeletionRequest.class_labels).where(
+        DeletionRequest.model_id == model_id,
+        DeletionRequest.status.in_([RequestStatus.AUDITING, RequestStatus.COMPLETED]),
+        DeletionRequest.result_version.is_not(None),
+        DeletionRequest.class_labels.is_not(None),
+    )
+    if up_to is not None:
+        statement = statement.where(DeletionRequest.result_version <= up_to)
+    return {label for labels in session.scalars(statement) for label in labels or []}
 
 
 def page(
