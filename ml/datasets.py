@@ -152,13 +152,25 @@ class NpzAdapter(InMemoryAdapter):
 
     MAX_CLASSES = 100_000
     MAX_KEY_CHARS = 200  # the samples table's key column
+    NPY_MAGIC = b"\x93NUMPY"
 
     def load(self) -> tuple[torch.Tensor, SourceIndex]:
         path = self.confined(str(self.source.get("path", "")))
         try:
-            with np.load(path, allow_pickle=False) as file:
-                if not isinstance(file, np.lib.npyio.NpzFile):
-                    raise ValueError("not an npz archive")
+            with open(path, "rb") as head:
+                magic = head.read(len(self.NPY_MAGIC))
+        except OSError as error:
+            raise InvalidSource(f"unreadable npz file: {error.strerror}") from None
+        if magic == self.NPY_MAGIC:  # np.load would read the whole array to say so
+            raise InvalidSource(
+                "the file is a single .npy array, not an npz archive: save x, y and keys "
+                "together with numpy.savez"
+            )
+        try:
+            loaded = np.load(path, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):  # replaced since its magic was read
+                raise ValueError("not an npz archive")
+            with loaded as file:
                 x, y, keys = file["x"], file["y"], file["keys"]
                 split = file["split"] if "split" in file.files else None
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
