@@ -250,6 +250,36 @@ def test_a_name_that_resolves_inside_the_network_is_refused_at_delivery(
     assert item["attempts"][0]["response_status"] is None
 
 
+def test_a_delivery_logs_no_callback_url(client, admin, ready_model, receiver, sent_messages):
+    import logging
+    import uuid
+
+    from service import logs
+
+    logs.configure()  # what every unlearnd process runs
+    records: list[logging.LogRecord] = []
+
+    class Kept(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Kept()
+    logging.getLogger().addHandler(handler)
+    try:
+        token = f"token-{uuid.uuid4().hex}"
+        keys = train_keys(client, admin, ready_model["dataset_id"], 1)
+        url = f"{receiver.url}&token={token}"
+        request = _submit(client, admin, ready_model, keys, url).json()
+        client.post(f"/v1/deletion-requests/{request['id']}/cancel", headers=admin)
+        _deliver_sent(sent_messages)
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert len(receiver.received) == 1
+    assert any(r.getMessage() == "callback attempt" for r in records)  # INFO is kept
+    leaked = [r.getMessage() for r in records if token in r.getMessage() or token in str(r.args)]
+    assert leaked == []
+
+
 def test_a_rotated_secret_signs_alongside_the_old_one(
     client, admin, ready_model, receiver, sent_messages
 ):
