@@ -56,7 +56,8 @@ __all__ = [
 # a key revoked by another process stops working within this many seconds (at once in the
 # process that revoked it).
 CACHE_SECONDS = 10.0
-TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+# Whole-string match (``$`` would let a trailing newline through).
+TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 MAX_GRACE = timedelta(days=30)
 
 
@@ -86,7 +87,7 @@ def parse_scopes(raw: list[str]) -> list[str]:
 
 
 def get_or_create_tenant(session: Session, name: str) -> Tenant:
-    if not TENANT_NAME.match(name):
+    if not TENANT_NAME.fullmatch(name):
         raise InvalidInput(
             "a tenant name is 1 to 100 letters, digits, '.', '_' or '-', starting with a "
             "letter or digit"

@@ -37,6 +37,7 @@ def test_the_cli_manages_keys(env, capsys):
         ["--tenant", "acme", "--scopes", "bogus"],
         ["--tenant", "", "--scopes", "admin"],
         ["--tenant", " spaced ", "--scopes", "admin"],
+        ["--tenant", "acme\n", "--scopes", "admin"],
     ],
 )
 def test_the_cli_refuses_bad_keys_without_a_traceback(env, capsys, args):
