@@ -77,6 +77,19 @@ def test_the_bearer_scheme_is_case_insensitive(client, admin):
     assert client.get("/v1/models", headers={"Authorization": f"Basic {token}"}).status_code == 401
 
 
+def test_a_method_not_allowed_is_405_naming_every_allowed_one(client, admin):
+    for method, path, allowed in [
+        ("DELETE", "/v1/models", {"GET", "POST"}),  # two routes share the path
+        ("PATCH", "/v1/deletion-requests", {"GET", "POST"}),
+        ("GET", "/v1/keys/some-key/revoke", {"POST"}),
+        ("POST", "/admin/", {"GET", "HEAD"}),
+    ]:
+        response = client.request(method, path, headers=admin)
+        assert response.status_code == 405, (method, path)
+        assert response.headers["content-type"] == PROBLEM
+        assert set(response.headers["allow"].split(", ")) == allowed, (method, path)
+
+
 def test_a_key_over_its_rate_is_429_with_retry_after(env, monkeypatch):
     configure(monkeypatch, rate_limit_per_second=1, rate_limit_burst=5)
     from service.app import create_app
