@@ -125,3 +125,15 @@ def test_a_malformed_proxy_setting_is_refused(env, monkeypatch, capsys):
     configure(monkeypatch, forwarded_allow_ips="10.0.0.0/8,not-an-address")
     assert main(["keys", "list"]) == 2
     assert "forwarded_allow_ips" in capsys.readouterr().err
+
+
+def test_the_cli_keeps_a_tenants_last_admin_key(env, capsys):
+    assert main(["keys", "create", "--tenant", "acme", "--scopes", "admin"]) == 0
+    capsys.readouterr()
+    main(["keys", "list", "--tenant", "acme"])
+    key_id = capsys.readouterr().out.splitlines()[1].split("\t")[0]
+    assert main(["keys", "revoke", key_id]) == 2
+    captured = capsys.readouterr()
+    assert "last active admin key" in captured.err and "Traceback" not in captured.err
+    assert main(["keys", "create", "--tenant", "acme", "--scopes", "admin"]) == 0
+    assert main(["keys", "revoke", key_id]) == 0
