@@ -24,7 +24,18 @@ __all__ = ["DatasetAdapter", "SourceIndex", "InvalidSource", "adapters", "open_s
 
 
 class InvalidSource(ValueError):
-    """The dataset source is unusable (bad path, outside the data root, malformed file)."""
+    """The dataset source is unusable (bad path, outside the data root, malformed file).
+    Its message reaches the client: it names paths as the client gave them, never the data
+    root's absolute path (``open_source`` scrubs what a library's message may add)."""
+
+
+def _reason(error: Exception) -> str:
+    """Why an OS call failed, without the file name the OS error carries."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    if isinstance(error, RuntimeError):  # Path.resolve on Python < 3.13
+        return "a symbolic link loop"
+    return str(error)
 
 
 @dataclass(frozen=True)
@@ -54,8 +65,8 @@ class DatasetAdapter(ABC):
         try:
             path = Path(raw)
             path = (path if path.is_absolute() else root / path).resolve()
-        except (ValueError, OSError) as error:  # NUL, loops, names too long
-            raise InvalidSource(f"path {raw!r} is not usable: {error}") from None
+        except (ValueError, OSError, RuntimeError) as error:  # NUL, loops, names too long
+            raise InvalidSource(f"path {raw!r} is not usable: {_reason(error)}") from None
         if not path.is_relative_to(root):
             raise InvalidSource(f"path {raw!r} lies outside the data root")
         if not path.exists():
@@ -129,12 +140,16 @@ class TorchvisionAdapter(InMemoryAdapter):
         name = self.source.get("name")
         if name not in self.NAMES:
             raise InvalidSource(f"torchvision dataset must be one of {', '.join(self.NAMES)}")
-        root = self.confined(str(self.source.get("root", ".")), directory=True)
+        given = str(self.source.get("root", "."))
+        root = self.confined(given, directory=True)
         try:
             train = getattr(tv, name)(str(root), train=True, download=False)
             test = getattr(tv, name)(str(root), train=False, download=False)
-        except RuntimeError as error:
-            raise InvalidSource(f"{name} files not found under {root}: {error}") from None
+        except RuntimeError:  # torchvision's message suggests a download, which never happens
+            raise InvalidSource(
+                f"{name} files not found under {given!r}: expected the IDX files in "
+                f"{name}/raw/ there"
+            ) from None
         inputs = torch.cat([train.data, test.data]).float().div_(255.0).unsqueeze(1)
         labels = torch.cat([train.targets, test.targets]).numpy().astype(np.int64)
         keys = [f"train/{i:05d}" for i in range(len(train.data))]
@@ -152,17 +167,29 @@ class NpzAdapter(InMemoryAdapter):
 
     MAX_CLASSES = 100_000
     MAX_KEY_CHARS = 200  # the samples table's key column
+    NPY_MAGIC = b"\x93NUMPY"
 
     def load(self) -> tuple[torch.Tensor, SourceIndex]:
         path = self.confined(str(self.source.get("path", "")))
         try:
-            with np.load(path, allow_pickle=False) as file:
-                if not isinstance(file, np.lib.npyio.NpzFile):
-                    raise ValueError("not an npz archive")
+            with open(path, "rb") as head:
+                magic = head.read(len(self.NPY_MAGIC))
+        except OSError as error:
+            raise InvalidSource(f"unreadable npz file: {_reason(error)}") from None
+        if magic == self.NPY_MAGIC:  # np.load would read the whole array to say so
+            raise InvalidSource(
+                "the file is a single .npy array, not an npz archive: save x, y and keys "
+                "together with numpy.savez"
+            )
+        try:
+            loaded = np.load(path, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):  # replaced since its magic was read
+                raise ValueError("not an npz archive")
+            with loaded as file:
                 x, y, keys = file["x"], file["y"], file["keys"]
                 split = file["split"] if "split" in file.files else None
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-            raise InvalidSource(f"unreadable npz file: {error}") from None
+            raise InvalidSource(f"unreadable npz file: {_reason(error)}") from None
         if x.ndim < 2 or y.ndim != 1 or keys.ndim != 1:
             raise InvalidSource("x must be (N, ...) with N >= 1, y and keys (N,)")
         n = len(x)
@@ -216,7 +243,13 @@ def _open(source_json: str, data_root: str) -> DatasetAdapter:
 
 def open_source(source: dict[str, Any], data_root: Path) -> DatasetAdapter:
     """The adapter for a source, loaded once per process."""
-    return _open(json.dumps(source, sort_keys=True), str(data_root))
+    try:
+        return _open(json.dumps(source, sort_keys=True), str(data_root))
+    except InvalidSource as error:
+        message = str(error)
+        for root in {str(data_root.resolve()), str(data_root.absolute())} - {"/"}:
+            message = message.replace(root, "<data root>")
+        raise InvalidSource(message) from None
 
 
 def holdout_mask(splits: list[str], fraction: float, seed: int) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Structured logs: one JSON object per line, carrying the id of the HTTP request or job it
 belongs to. What they never carry: SQL parameters (engines hide them), raw URLs (the access
-log names the route template, not the path or query), API keys, sample keys, and subject
-ids (only their SHA-256, ``subject_sha256``)."""
+log names the route template, not the path or query; callback URLs are not logged, httpx's
+request lines included), API keys, sample keys, and subject ids (only their SHA-256,
+``subject_sha256``)."""
 
 from __future__ import annotations
 
@@ -75,6 +76,10 @@ def config(*, level: str = "INFO", access_log: bool = True) -> dict[str, Any]:
             "uvicorn.error": {"handlers": [], "propagate": True},
             "uvicorn.access": {"handlers": [], "propagate": False, "level": "CRITICAL"},
             "unlearnd.access": {"level": "INFO" if access_log else "WARNING"},
+            # httpx logs every request's URL at INFO: a callback URL's query string may
+            # carry the receiver's token.
+            "httpx": {"level": "WARNING"},
+            "httpcore": {"level": "WARNING"},
         },
     }
 

@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     auth_failures_per_minute: int = Field(
         30, ge=0, description="failed authentications per client address; 0: no limit"
     )
+    forwarded_allow_ips: str = Field(
+        "",
+        description="comma-separated addresses or CIDRs of proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto are believed; empty: none (the client is the peer)",
+    )
 
     dispatch_interval_seconds: float = Field(5.0, gt=0)
     sweep_interval_seconds: float = Field(10.0, gt=0)
@@ -87,6 +92,14 @@ class Settings(BaseSettings):
     def _networks(cls, value: str) -> str:
         for network in filter(None, (part.strip() for part in value.split(","))):
             ipaddress.ip_network(network, strict=False)  # ValueError names the bad one
+        return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        for proxy in filter(None, (part.strip() for part in value.split(","))):
+            if proxy != "*":
+                ipaddress.ip_network(proxy, strict=False)  # ValueError names the bad one
         return value
 
     @property

@@ -9,6 +9,7 @@ import sys
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 
 def _multiprocess_metrics(role: str) -> None:
@@ -97,6 +98,17 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def proxy_options(forwarded_allow_ips: str) -> dict[str, Any]:
+    """uvicorn's proxy settings: X-Forwarded-For (the client address the failed-auth
+    lockout and the access log use) and X-Forwarded-Proto are believed only from the
+    proxies ``UNLEARN_FORWARDED_ALLOW_IPS`` names. uvicorn's own default believes them from
+    127.0.0.1, which lets any local process, or a proxy that passes the header through,
+    choose the address it is locked out under."""
+    if not forwarded_allow_ips.strip():
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": forwarded_allow_ips}
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     _multiprocess_metrics("serve")
     import uvicorn
@@ -111,6 +123,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _out(f"admin dashboard: http://{args.host}:{args.port}/admin/ (sign in with an API key)")
     # uvicorn's access log is off (it logs raw paths); ours is structured (service.logs).
     log_config = logs.config(access_log=args.access_log)
+    proxies = proxy_options(get_settings().forwarded_allow_ips)
     if args.workers > 1:
         if get_settings().embedded_worker:
             _out("--workers > 1 needs UNLEARN_BROKER_URL (the embedded worker runs in one process)")
@@ -123,10 +136,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
             workers=args.workers,
             log_config=log_config,
             access_log=False,
+            **proxies,
         )
         return 0
     uvicorn.run(
-        create_app(), host=args.host, port=args.port, log_config=log_config, access_log=False
+        create_app(),
+        host=args.host,
+        port=args.port,
+        log_config=log_config,
+        access_log=False,
+        **proxies,
     )
     return 0
 

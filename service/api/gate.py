@@ -7,7 +7,11 @@
    ``Retry-After``;
 3. a body that is counted as it streams in, chunked or not, and refused with 413 the moment
    it passes its limit (``UNLEARN_MAX_BODY_BYTES``; weight uploads
-   ``UNLEARN_MAX_UPLOAD_BYTES``), so no route ever buffers more than that.
+   ``UNLEARN_MAX_UPLOAD_BYTES``), so no route ever buffers more than that;
+4. every ``/v1`` answer marked ``Cache-Control: no-store``: it is one tenant's data,
+   answered to one key, and no shared or browser cache may keep it. Polled reads keep
+   their ETags: a client revalidates with ``If-None-Match`` itself (the dashboard does),
+   which needs no stored copy.
 
 The caller is left in the request's state for ``deps.current_caller``; scopes are checked
 per route.
@@ -39,6 +43,7 @@ CALLER = "caller"  # the authenticated key (``keys.Caller``) in the request stat
 CLEAR_SECONDS = 1.0
 MAX_CLEAR = 10_000
 UPLOAD = re.compile(r"^/v1/models/[^/]+/versions$")
+NO_STORE = (b"cache-control", b"no-store")
 
 
 class BodyTooLarge(HTTPException):
@@ -68,6 +73,7 @@ class Gate:
             await self.app(scope, receive, send)
             return
         if scope["path"] == "/v1" or scope["path"].startswith("/v1/"):
+            send = _not_stored(send)
             refusal = await self._admit(scope)
             if refusal is not None:
                 await refusal(scope, receive, send)
@@ -144,6 +150,18 @@ class Gate:
         if scope["method"] == "POST" and UPLOAD.match(scope["path"]):
             return self.settings.max_upload_bytes
         return self.settings.max_body_bytes
+
+
+def _not_stored(send: Send) -> Send:
+    async def marked(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            if not any(name.lower() == b"cache-control" for name, _ in headers):
+                headers.append(NO_STORE)
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return marked
 
 
 def _bearer(authorization: str) -> str | None:

@@ -48,7 +48,11 @@ def get_key(key_id: str, session: SessionDep, caller: CurrentCaller) -> KeyRead:
     return _read(service.get_or_raise(session, key_id=key_id, tenant_id=caller.tenant_id))
 
 
-@router.post("/{key_id}/revoke", response_model=KeyRead)
+@router.post(
+    "/{key_id}/revoke",
+    response_model=KeyRead,
+    responses=conflict("the key is the tenant's last active admin key"),
+)
 def revoke_key(key_id: str, session: SessionDep, caller: CurrentCaller) -> KeyRead:
     return _read(service.revoke(session, key_id=key_id, tenant_id=caller.tenant_id))
 

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, StatementError
 from starlette.exceptions import HTTPException
+from starlette.routing import Match, Mount
 
 from service.errors import (
     Conflict,
@@ -73,6 +74,28 @@ def answer_for(exc: Exception) -> JSONResponse | None:
     return None
 
 
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request, raised: str | None) -> str:
+    """A 405's ``Allow`` (RFC 9110, 15.5.6): every method a route of this path takes.
+    Starlette names only the first matching route's, and a path's methods are often split
+    over several routes (``GET`` and ``POST /v1/models``), so each method is tried against
+    the routes (mounts name their own, in ``raised``)."""
+    methods = {method.strip() for method in (raised or "").split(",") if method.strip()}
+    routes = [route for route in request.app.router.routes if not isinstance(route, Mount)]
+    for method in METHODS:
+        probe: dict[str, Any] = {
+            "type": "http",
+            "path": request.scope["path"],
+            "root_path": request.scope.get("root_path", ""),
+            "method": method,
+        }
+        if any(route.matches(probe)[0] is Match.FULL for route in routes):
+            methods.add(method)
+    return ", ".join(sorted(methods))
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     @app.exception_handler(StatementError)
@@ -94,7 +117,7 @@ def install(app: FastAPI) -> None:
         return problem_response(InvalidInput.from_errors(exc.errors()).problem())
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         if exc.status_code == 400:
             # The framework's only 400: a body it could not parse (invalid UTF-8, broken
             # multipart). The contract calls malformed input 422.
@@ -104,7 +127,11 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 413:
             return problem_response(TooLarge(str(exc.detail)).problem())
         slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
-        return problem(exc.status_code, str(exc.detail), str(exc.detail), slug)
+        answer = problem(exc.status_code, str(exc.detail), str(exc.detail), slug)
+        answer.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            answer.headers["Allow"] = _allowed_methods(request, answer.headers.get("Allow"))
+        return answer
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:

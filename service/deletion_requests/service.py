@@ -60,7 +60,11 @@ log = logging.getLogger(__name__)
 
 MAX_LISTED = 100  # invalid keys listed in a 422
 MAX_IDEMPOTENCY_KEY = 200
-MAX_BULK_KEY = MAX_IDEMPOTENCY_KEY - 4  # room for "#<index>"
+# A bulk call's item i is idempotent under "<key>\x1f<i>". A client's own key never holds a
+# control character (HTTP cannot carry one, and ``checked_key`` refuses it), so no single
+# request's key, "k#0" included, can name a bulk item. (Before, items used "<key>#<i>".)
+BULK_ITEM_SEPARATOR = "\x1f"
+MAX_BULK_KEY = MAX_IDEMPOTENCY_KEY - 4  # room for the separator and the index
 
 
 def digest(value: str) -> str:
@@ -95,22 +99,33 @@ def submission(
     """A submission for the ingest batcher; 422 on a malformed idempotency key."""
     if idempotency_key is None:
         return Submission(tenant_id, spec)
+    return Submission(tenant_id, spec, checked_key(idempotency_key, max_key), body_digest(spec))
+
+
+def checked_key(idempotency_key: str, max_key: int = MAX_IDEMPOTENCY_KEY) -> str:
+    """A client's ``Idempotency-Key``: 1 to ``max_key`` characters, no control characters
+    but tab (none reach us over HTTP; refusing them keeps bulk items' keys apart)."""
     if not 1 <= len(idempotency_key) <= max_key:
         raise InvalidInput(f"Idempotency-Key must be 1 to {max_key} characters")
-    return Submission(tenant_id, spec, idempotency_key, body_digest(spec))
+    if any((c < " " and c != "\t") or c == "\x7f" for c in idempotency_key):
+        raise InvalidInput("Idempotency-Key must not hold control characters")
+    return idempotency_key
 
 
 def bulk_submissions(
     *, tenant_id: str, items: list[dict[str, Any]], idempotency_key: str | None = None
 ) -> list[Submission | DomainError]:
     """``:bulk``'s items, each a submission or the problem of its body. With an
-    ``Idempotency-Key``, item ``i`` is idempotent under ``<key>#<i>``: retrying the whole
-    call stores nothing twice."""
+    ``Idempotency-Key``, item ``i`` is idempotent under ``<key>\x1f<i>``, a key no single
+    request can use: retrying the whole call stores nothing twice."""
     limit = get_settings().bulk_max_requests
     if len(items) > limit:
         raise TooLarge(f"{len(items)} requests; at most {limit} per bulk call")
-    if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_BULK_KEY:
-        raise InvalidInput(f"Idempotency-Key must be 1 to {MAX_BULK_KEY} characters on :bulk")
+    if idempotency_key is not None:
+        try:
+            checked_key(idempotency_key, MAX_BULK_KEY)
+        except InvalidInput as error:
+            raise InvalidInput(f"{error.detail} on :bulk") from None
     answers: list[Submission | DomainError] = []
     for index, raw in enumerate(items):
         try:
@@ -118,8 +133,11 @@ def bulk_submissions(
         except ValidationError as error:
             answers.append(InvalidInput.from_errors(error.errors()))
             continue
-        item_key = f"{idempotency_key}#{index}" if idempotency_key is not None else None
-        answers.append(submission(tenant_id=tenant_id, spec=spec, idempotency_key=item_key))
+        if idempotency_key is None:
+            answers.append(Submission(tenant_id, spec))
+            continue
+        item_key = f"{idempotency_key}{BULK_ITEM_SEPARATOR}{index}"
+        answers.append(Submission(tenant_id, spec, item_key, body_digest(spec)))
     return answers
 
 

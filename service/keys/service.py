@@ -56,7 +56,8 @@ __all__ = [
 # a key revoked by another process stops working within this many seconds (at once in the
 # process that revoked it).
 CACHE_SECONDS = 10.0
-TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+# Whole-string match (``$`` would let a trailing newline through).
+TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 MAX_GRACE = timedelta(days=30)
 
 
@@ -86,7 +87,7 @@ def parse_scopes(raw: list[str]) -> list[str]:
 
 
 def get_or_create_tenant(session: Session, name: str) -> Tenant:
-    if not TENANT_NAME.match(name):
+    if not TENANT_NAME.fullmatch(name):
         raise InvalidInput(
             "a tenant name is 1 to 100 letters, digits, '.', '_' or '-', starting with a "
             "letter or digit"
@@ -293,9 +294,46 @@ def with_tenant_names(session: Session, *, tenant_name: str | None) -> list[tupl
     return [(key, name) for key, name in session.execute(statement)]
 
 
+def _lasting_admin(key: ApiKey, now: datetime) -> bool:
+    """An admin key that works and will not stop at the end of a rotation's grace (a
+    development key, which production never authenticates, does not count there)."""
+    if not (
+        Scope.ADMIN in key.scopes
+        and key.revoked_at is None
+        and key.replaced_by is None
+        and (key.expires_at is None or key.expires_at > now)
+    ):
+        return False
+    development = {_plaintext_prefix(k) for k in DEVELOPMENT_KEYS}
+    return get_settings().environment != "production" or key.prefix not in development
+
+
 def revoke(session: Session, *, key_id: str, tenant_id: str | None = None) -> ApiKey:
-    """Revoke a key now (revoking a revoked key changes nothing)."""
+    """Revoke a key now (revoking a revoked key changes nothing). A tenant's last lasting
+    admin key is not revoked (409): nothing could manage the tenant's keys over HTTP after
+    it. Create another admin key first, then revoke this one."""
     key = get_or_raise(session, key_id=key_id, tenant_id=tenant_id, lock=True)
+    now = utcnow()
+    if _lasting_admin(key, now):
+        # Revocations of one tenant's keys queue here (FOR NO KEY UPDATE: a rotation's new
+        # key, which only shares the tenant row through its foreign key, does not wait), so
+        # two admins revoking each other's keys cannot leave the tenant with none.
+        session.scalar(
+            select(Tenant.id).where(Tenant.id == key.tenant_id).with_for_update(key_share=True)
+        )
+        others = session.scalars(
+            select(ApiKey).where(
+                ApiKey.tenant_id == key.tenant_id,
+                ApiKey.id != key.id,
+                ApiKey.revoked_at.is_(None),
+                ApiKey.replaced_by.is_(None),
+            )
+        )
+        if not any(_lasting_admin(other, now) for other in others):
+            raise Conflict(
+                "this is the tenant's last active admin key; create another admin key "
+                "before revoking it"
+            )
     if key.revoked_at is None:
         key.revoked_at = utcnow()
         audit_log.append(

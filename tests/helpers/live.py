@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from typing import Any
 
 import uvicorn
 
@@ -15,11 +16,12 @@ class LiveServer:
     """The API served by uvicorn on a free port in this process: real sockets, so a test
     can see how much of a body the server reads before it answers."""
 
-    def __init__(self) -> None:
+    def __init__(self, **options: Any) -> None:
+        """``options`` go to ``uvicorn.Config`` (e.g. the proxy settings ``serve`` uses)."""
         from service.app import create_app
 
         self.port = free_port()
-        config = uvicorn.Config(create_app(), port=self.port, log_level="warning")
+        config = uvicorn.Config(create_app(), port=self.port, log_level="warning", **options)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -33,6 +35,10 @@ class LiveServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def stream(
         self, head: str, total: int, *, preamble: bytes = b"", chunk: int = 64 * 1024

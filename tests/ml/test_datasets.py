@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import struct
 from pathlib import Path
@@ -42,6 +43,32 @@ def test_torchvision_adapter_reads_local_idx_files(tmp_path):
         open_source(
             {"kind": "torchvision", "name": "FashionMNIST", "root": "nothing-here"}, tmp_path
         )
+
+
+def test_errors_name_paths_as_given_never_the_data_root(tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    (root / "mnist").mkdir(parents=True)
+    (root / "loop1").symlink_to("loop2")
+    (root / "loop2").symlink_to("loop1")
+    np.savez(root / "ok.npz", x=np.zeros((2, 2)), y=np.zeros(2, int), keys=np.array(["a", "b"]))
+    for source, reason in [
+        ({"kind": "torchvision", "name": "MNIST", "root": "mnist"}, "MNIST files not found"),
+        ({"kind": "torchvision", "name": "MNIST", "root": "loop1"}, "symbolic link loop"),
+        ({"kind": "npz", "path": "loop1"}, "symbolic link loop"),
+        ({"kind": "npz", "path": str(root / "nope.npz")}, "does not exist"),
+    ]:
+        with pytest.raises(InvalidSource) as refused:
+            open_source(source, root)
+        assert reason in str(refused.value) and str(tmp_path) not in str(refused.value), source
+
+    def failing_disk(path, **kwargs):
+        raise OSError(errno.EIO, "Input/output error", str(path))
+
+    monkeypatch.setattr(np, "load", failing_disk)
+    with pytest.raises(InvalidSource) as refused:
+        open_source({"kind": "npz", "path": "ok.npz"}, root)
+    assert "Input/output error" in str(refused.value)
+    assert str(tmp_path) not in str(refused.value)
 
 
 def test_npz_adapter_and_its_checks(tmp_path):

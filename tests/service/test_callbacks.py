@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from service.callbacks import signing
+from service.callbacks import signing, targets
 from service.jobs import dispatch
 from tests.helpers.app import configure, make_key, run_queued_jobs, train_keys
 from tests.helpers.callbacks import Receiver
@@ -33,6 +33,63 @@ def _submit(client, headers, model, keys, url):
         headers=headers,
         json={"model_id": model["id"], "subject_id": "s", "sample_keys": keys, "callback_url": url},
     )
+
+
+# IPv6 addresses that carry an IPv4 address, each reaching one callbacks must not reach.
+TRANSITION_FORMS_INSIDE = [
+    "64:ff9b::a9fe:a9fe",  # NAT64 (well-known prefix) of 169.254.169.254
+    "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
+    "64:ff9b:1::a00:1",  # local-use NAT64, /96 layout, of 10.0.0.1
+    "64:ff9b:1:a9fe:a9:fe00::",  # local-use NAT64, /48 layout, of 169.254.169.254
+    "::127.0.0.1",  # IPv4-compatible
+    "::ffff:a9fe:a9fe",  # IPv4-mapped
+    "2002:7f00:1::",  # 6to4 of 127.0.0.1
+    "2002:c0a8:101::1",  # 6to4 of 192.168.1.1
+    "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo, client 127.0.0.1
+    "2001:0:4136:e378:8000:63bf:f5ff:fffe",  # Teredo, client 10.0.0.1
+]
+# The same forms reaching public addresses, which callbacks may reach.
+TRANSITION_FORMS_PUBLIC = [
+    "64:ff9b::808:808",
+    "64:ff9b:1::808:808",
+    "2002:808:808::1",
+    "2001:0:4136:e378:8000:63bf:f7f7:f7f7",  # Teredo, client 8.8.8.8
+]
+
+
+@pytest.mark.parametrize("address", TRANSITION_FORMS_INSIDE)
+def test_ipv6_forms_of_a_refused_ipv4_address_are_refused(monkeypatch, address):
+    configure(monkeypatch, callback_allowed_networks="")
+    with pytest.raises(targets.RefusedTarget):
+        targets.check_url(f"https://[{address}]/hook")
+
+    def resolves(host, port, *args, **kwargs):
+        return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", (address, port, 0, 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolves)
+    targets.check_url("https://hooks.example.com/hook")  # a name: judged at delivery
+    with pytest.raises(targets.RefusedTarget):
+        targets.resolve("https://hooks.example.com/hook")
+
+
+@pytest.mark.parametrize("address", TRANSITION_FORMS_PUBLIC)
+def test_ipv6_forms_of_a_public_ipv4_address_are_accepted(monkeypatch, address):
+    configure(monkeypatch, callback_allowed_networks="")
+    assert targets.check_url(f"https://[{address}]/hook")[1] == address
+
+    def resolves(host, port, *args, **kwargs):
+        return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", (address, port, 0, 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolves)
+    assert str(targets.resolve("https://hooks.example.com/hook").address) == address
+
+
+def test_an_allowed_ipv4_network_allows_its_ipv6_forms_and_nothing_else(monkeypatch):
+    configure(monkeypatch, callback_allowed_networks="10.0.0.0/8")
+    targets.check_url("http://[64:ff9b::a00:1]/hook")
+    targets.check_url("http://[2002:a00:1::]/hook")
+    with pytest.raises(targets.RefusedTarget):
+        targets.check_url("http://[64:ff9b::a9fe:a9fe]/hook")
 
 
 def _deliver_sent(sent_messages) -> None:
@@ -56,6 +113,8 @@ def _deliver_sent(sent_messages) -> None:
         "http://[::1]/hook",
         "http://[::ffff:127.0.0.1]/hook",
         "http://[fe80::1]/hook",
+        "http://[64:ff9b::a9fe:a9fe]/latest/meta-data",  # NAT64 of 169.254.169.254
+        "http://[::127.0.0.1]/hook",  # IPv4-compatible
         "http://0.0.0.0/hook",
         "http://224.0.0.1/hook",
         "ftp://example.com/hook",
@@ -169,14 +228,17 @@ def _delivery_ids(client, admin, request_id) -> list[str]:
     return [d["id"] for d in items["items"]]
 
 
+@pytest.mark.parametrize("address", ["10.9.8.7", "64:ff9b::a9fe:a9fe", "2002:7f00:1::"])
 def test_a_name_that_resolves_inside_the_network_is_refused_at_delivery(
-    client, admin, ready_model, sent_messages, monkeypatch
+    client, admin, ready_model, sent_messages, monkeypatch, address
 ):
     keys = train_keys(client, admin, ready_model["dataset_id"], 1)
     request = _submit(client, admin, ready_model, keys, "https://rebind.example.com/hook").json()
 
     def resolves_privately(host, port, *args, **kwargs):
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.9.8.7", port))]
+        if ":" in address:
+            return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", (address, port, 0, 0))]
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
 
     monkeypatch.setattr(socket, "getaddrinfo", resolves_privately)
     client.post(f"/v1/deletion-requests/{request['id']}/cancel", headers=admin)
@@ -186,6 +248,36 @@ def test_a_name_that_resolves_inside_the_network_is_refused_at_delivery(
     assert item["status"] == "failed" and len(item["attempts"]) == 1
     assert "refused target" in item["attempts"][0]["error"]
     assert item["attempts"][0]["response_status"] is None
+
+
+def test_a_delivery_logs_no_callback_url(client, admin, ready_model, receiver, sent_messages):
+    import logging
+    import uuid
+
+    from service import logs
+
+    logs.configure()  # what every unlearnd process runs
+    records: list[logging.LogRecord] = []
+
+    class Kept(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Kept()
+    logging.getLogger().addHandler(handler)
+    try:
+        token = f"token-{uuid.uuid4().hex}"
+        keys = train_keys(client, admin, ready_model["dataset_id"], 1)
+        url = f"{receiver.url}&token={token}"
+        request = _submit(client, admin, ready_model, keys, url).json()
+        client.post(f"/v1/deletion-requests/{request['id']}/cancel", headers=admin)
+        _deliver_sent(sent_messages)
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert len(receiver.received) == 1
+    assert any(r.getMessage() == "callback attempt" for r in records)  # INFO is kept
+    leaked = [r.getMessage() for r in records if token in r.getMessage() or token in str(r.args)]
+    assert leaked == []
 
 
 def test_a_rotated_secret_signs_alongside_the_old_one(

@@ -77,6 +77,35 @@ def test_the_bearer_scheme_is_case_insensitive(client, admin):
     assert client.get("/v1/models", headers={"Authorization": f"Basic {token}"}).status_code == 401
 
 
+def test_a_method_not_allowed_is_405_naming_every_allowed_one(client, admin):
+    for method, path, allowed in [
+        ("DELETE", "/v1/models", {"GET", "POST"}),  # two routes share the path
+        ("PATCH", "/v1/deletion-requests", {"GET", "POST"}),
+        ("GET", "/v1/keys/some-key/revoke", {"POST"}),
+        ("POST", "/admin/", {"GET", "HEAD"}),
+    ]:
+        response = client.request(method, path, headers=admin)
+        assert response.status_code == 405, (method, path)
+        assert response.headers["content-type"] == PROBLEM
+        assert set(response.headers["allow"].split(", ")) == allowed, (method, path)
+
+
+def test_answers_under_v1_are_not_stored_by_caches(client, admin):
+    listed = client.get("/v1/models", headers=admin)
+    assert listed.status_code == 200 and listed.headers["cache-control"] == "no-store"
+    # A polled read still revalidates: the client sends its ETag back itself.
+    again = client.get("/v1/models", headers={**admin, "If-None-Match": listed.headers["etag"]})
+    assert again.status_code == 304 and again.headers["cache-control"] == "no-store"
+    for answer in (
+        client.post("/v1/models", headers=admin, json={}),  # 422
+        client.get("/v1/models/nope", headers=admin),  # 404
+        client.get("/v1/models"),  # 401
+    ):
+        assert answer.status_code >= 400 and answer.headers["cache-control"] == "no-store"
+    assert "no-store" not in client.get("/healthz").headers.get("cache-control", "")
+    assert client.get("/admin/").headers["cache-control"] == "no-cache"  # revalidated files
+
+
 def test_a_key_over_its_rate_is_429_with_retry_after(env, monkeypatch):
     configure(monkeypatch, rate_limit_per_second=1, rate_limit_burst=5)
     from service.app import create_app

@@ -203,6 +203,35 @@ def test_broken_npz_files_are_422(any_backend, tmp_path):
     assert client.get("/v1/datasets", headers=admin).json()["items"] == []
 
 
+def test_an_npy_file_registered_as_npz_is_422_naming_the_problem(client, admin):
+    root = Path(os.environ["UNLEARN_DATA_ROOT"])
+    np.save(root / "x.npy", np.zeros((4, 2), dtype="float32"))
+    for path in ("x.npy", str(root / "x.npy")):
+        response = client.post(
+            "/v1/datasets",
+            headers=admin,
+            json={"name": "d", "source": {"kind": "npz", "path": path}},
+        )
+        assert_problem(response, 422)
+        assert "single .npy array, not an npz archive" in response.json()["detail"]
+        assert str(root) not in response.text
+    assert client.get("/v1/datasets", headers=admin).json()["items"] == []
+
+
+def test_dataset_errors_never_echo_the_data_root(client, admin):
+    root = Path(os.environ["UNLEARN_DATA_ROOT"])
+    (root / "loop1").symlink_to("loop2")
+    (root / "loop2").symlink_to("loop1")
+    for source in [
+        {"kind": "torchvision", "name": "MNIST", "root": "."},  # no MNIST files there
+        {"kind": "npz", "path": "loop1"},  # was a 500 (Path.resolve's RuntimeError)
+        {"kind": "npz", "path": str(root / "absent.npz")},
+    ]:
+        response = client.post("/v1/datasets", headers=admin, json={"name": "d", "source": source})
+        assert_problem(response, 422)
+        assert str(root) not in response.text, response.text
+
+
 def test_bulk_stores_nothing_it_does_not_accept(any_backend):
     client, admin = any_backend
     from tests.helpers.app import create_dataset, create_model

@@ -136,6 +136,14 @@ def test_a_stored_development_key_is_refused_after_a_restart_in_production(
     assert DEV_KEY not in str(refused.value) and "unlearnd keys revoke" in str(refused.value)
     # Even a process that skipped the check never authenticates it.
     assert client.get("/v1/models", headers=bearer(DEV_KEY)).status_code == 401
+    # So it is no admin key to keep: the operator revokes it as told, although it is its
+    # tenant's only one, and serves.
+    from service.keys import service as keys
+
+    with session_scope() as session:
+        [stored] = keys.stored_development_keys(session)
+        keys.revoke(session, key_id=stored.id)
+    prepare(announce=lambda _: None)
 
 
 def test_a_bootstrap_key_that_cannot_be_installed_is_announced(env, monkeypatch):
@@ -147,3 +155,30 @@ def test_a_bootstrap_key_that_cannot_be_installed_is_announced(env, monkeypatch)
     prepare(announce=said.append)
     assert any("NOT installed" in line for line in said)
     assert not any("a-new-key" in line for line in said)
+
+
+def test_a_tenants_last_active_admin_key_is_not_revoked(client, admin):
+    def revoke(key_id: str, headers: dict[str, str]) -> int:
+        return client.post(f"/v1/keys/{key_id}/revoke", headers=headers).status_code
+
+    [own] = client.get("/v1/keys", headers=admin).json()["items"]
+    refused = client.post(f"/v1/keys/{own['id']}/revoke", headers=admin)
+    assert refused.status_code == 409
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert "last active admin key" in refused.json()["detail"]
+    assert client.get("/v1/models", headers=admin).status_code == 200  # still works
+    # Keys that do not keep the tenant managed do not count: a reader, an admin key
+    # on its way out after a rotation.
+    reader = client.post("/v1/keys", headers=admin, json={"scopes": ["models:read"]}).json()
+    second = client.post("/v1/keys", headers=admin, json={"scopes": ["admin"]}).json()
+    third = client.post(
+        f"/v1/keys/{second['id']}/rotate", headers=admin, json={"grace_seconds": 600}
+    ).json()
+    assert revoke(third["id"], admin) == 200  # the first admin key remains
+    assert revoke(own["id"], admin) == 409  # the second is only in its grace period
+    assert revoke(reader["id"], admin) == 200
+    fourth = client.post("/v1/keys", headers=admin, json={"scopes": ["admin"]}).json()
+    assert revoke(own["id"], admin) == 200  # an admin may revoke its own key, not the last
+    assert client.get("/v1/models", headers=admin).status_code == 401
+    assert revoke(fourth["id"], bearer(fourth["key"])) == 409
+    assert revoke(own["id"], bearer(fourth["key"])) == 200  # already revoked: no change

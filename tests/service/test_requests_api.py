@@ -3,6 +3,7 @@ changes nothing."""
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import func, select
 
 from service.db import session_scope
@@ -86,6 +87,54 @@ def test_idempotency(client, admin, ready_model):
     assert other.status_code == 422
     assert "Idempotency-Key" in other.json()["detail"]
     assert _stored_counts()[0] == 1
+
+
+def test_a_single_key_never_names_a_bulk_item(client, admin, ready_model):
+    keys = train_keys(client, admin, ready_model["dataset_id"], 2)
+    a, b = _request(ready_model, keys[:1]), _request(ready_model, keys[1:])
+
+    def bulk(key: str, body: dict) -> dict:
+        answer = client.post(
+            "/v1/deletion-requests:bulk",
+            headers={**admin, "Idempotency-Key": key},
+            json={"requests": [body]},
+        )
+        [item] = answer.json()["accepted"]
+        return item
+
+    def single(key: str, body: dict):
+        return client.post(
+            "/v1/deletion-requests", headers={**admin, "Idempotency-Key": key}, json=body
+        )
+
+    # "k#0" on a single request is a key of its own, not bulk call k's item 0: with the
+    # item's body it stores a request (no replay), with another body it is no reuse (no 422).
+    item = bulk("k", a)
+    same = single("k#0", a)
+    assert same.status_code == 202 and same.json()["id"] != item["id"]
+    bulk("j", a)
+    other = single("j#0", b)
+    assert other.status_code == 202, other.text
+    assert _stored_counts()[:2] == (4, 4)
+    assert bulk("k", a)["id"] == item["id"]  # the bulk call itself still replays
+    assert single("k#0", a).json()["id"] == same.json()["id"]  # and so does the single
+    assert _stored_counts()[:2] == (4, 4)
+
+
+@pytest.mark.parametrize("key", ["k\x1f0", "k\n", "\x00", "k\x7f"])
+def test_an_idempotency_key_with_control_characters_is_refused(key):
+    from service.deletion_requests import service as requests
+    from service.deletion_requests.schemas import DeletionRequestCreate
+    from service.errors import InvalidInput
+
+    spec = DeletionRequestCreate.model_validate(
+        {"model_id": "m", "subject_id": "s", "sample_keys": ["a"]}
+    )
+    with pytest.raises(InvalidInput):
+        requests.submission(tenant_id="t", spec=spec, idempotency_key=key)
+    with pytest.raises(InvalidInput):
+        requests.bulk_submissions(tenant_id="t", items=[], idempotency_key=key)
+    assert requests.submission(tenant_id="t", spec=spec, idempotency_key="k\t0").idempotency_key
 
 
 def test_bad_input_changes_nothing(client, admin, ready_model, monkeypatch):

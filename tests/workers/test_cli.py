@@ -37,6 +37,7 @@ def test_the_cli_manages_keys(env, capsys):
         ["--tenant", "acme", "--scopes", "bogus"],
         ["--tenant", "", "--scopes", "admin"],
         ["--tenant", " spaced ", "--scopes", "admin"],
+        ["--tenant", "acme\n", "--scopes", "admin"],
     ],
 )
 def test_the_cli_refuses_bad_keys_without_a_traceback(env, capsys, args):
@@ -50,3 +51,89 @@ def test_the_cli_refuses_bad_keys_without_a_traceback(env, capsys, args):
         from service.tables import Tenant
 
         assert session.scalar(select(func.count()).select_from(Tenant)) == 0
+
+
+def _serve_options(monkeypatch, tmp_path) -> dict[str, object]:
+    """What ``unlearnd serve`` hands uvicorn besides the app, without serving."""
+    import uvicorn
+
+    captured: dict[str, object] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: captured.update(options))
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))  # keep serve's own out
+    assert main(["serve", "--port", "1"]) == 0
+    return {k: v for k, v in captured.items() if k in ("proxy_headers", "forwarded_allow_ips")}
+
+
+def _guesses(live, count: int) -> tuple[list[int], list[str]]:
+    """``count`` bad keys from one peer, each claiming another address in X-Forwarded-For;
+    the statuses and the clients the access log recorded."""
+    import logging
+
+    import httpx
+
+    recorded: list[str] = []
+
+    class Clients(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            recorded.append(record.__dict__.get("client", ""))
+
+    access = logging.getLogger("unlearnd.access")
+    handler = Clients()
+    access.addHandler(handler)
+    try:
+        statuses = [
+            httpx.get(
+                f"{live.url}/v1/models",
+                headers={
+                    "Authorization": f"Bearer ulk_guess_{i}",
+                    "X-Forwarded-For": f"203.0.113.{i}",
+                },
+            ).status_code
+            for i in range(count)
+        ]
+    finally:
+        access.removeHandler(handler)
+    return statuses, recorded
+
+
+def test_serve_trusts_no_proxy_unless_one_is_configured(env, monkeypatch, tmp_path):
+    from tests.helpers.app import configure
+    from tests.helpers.live import LiveServer
+
+    configure(monkeypatch, auth_failures_per_minute=20)
+    options = _serve_options(monkeypatch, tmp_path)
+    assert options == {"proxy_headers": False}
+    with LiveServer(**options) as live:
+        statuses, clients = _guesses(live, 40)
+    # One peer is one address, whatever it claims: locked out after 20 failures.
+    assert statuses[:20] == [401] * 20 and set(statuses[20:]) == {429}
+    assert set(clients) == {"127.0.0.1"}
+
+    configure(monkeypatch, forwarded_allow_ips="127.0.0.1")
+    options = _serve_options(monkeypatch, tmp_path)
+    assert options == {"proxy_headers": True, "forwarded_allow_ips": "127.0.0.1"}
+    with LiveServer(**options) as live:
+        statuses, clients = _guesses(live, 40)
+    # Behind a trusted proxy each forwarded address is its own client.
+    assert set(statuses) == {401}
+    assert clients == [f"203.0.113.{i}" for i in range(40)]
+
+
+def test_a_malformed_proxy_setting_is_refused(env, monkeypatch, capsys):
+    from tests.helpers.app import configure
+
+    configure(monkeypatch, forwarded_allow_ips="10.0.0.0/8,not-an-address")
+    assert main(["keys", "list"]) == 2
+    assert "forwarded_allow_ips" in capsys.readouterr().err
+
+
+def test_the_cli_keeps_a_tenants_last_admin_key(env, capsys):
+    assert main(["keys", "create", "--tenant", "acme", "--scopes", "admin"]) == 0
+    capsys.readouterr()
+    main(["keys", "list", "--tenant", "acme"])
+    key_id = capsys.readouterr().out.splitlines()[1].split("\t")[0]
+    assert main(["keys", "revoke", key_id]) == 2
+    captured = capsys.readouterr()
+    assert "last active admin key" in captured.err and "Traceback" not in captured.err
+    assert main(["keys", "create", "--tenant", "acme", "--scopes", "admin"]) == 0
+    assert main(["keys", "revoke", key_id]) == 0
