@@ -10,6 +10,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from torch import nn
 
 from service import audit_log, lookup, outbox
 from service.artifacts import store
@@ -45,17 +46,8 @@ def create(session: Session, *, tenant_id: str, spec: ModelCreate) -> Model:
         select(Model.id).where(Model.tenant_id == tenant_id, Model.name == spec.name)
     ):
         raise Conflict(f"a model named {spec.name!r} already exists")
-    try:
-        parameters = spec.architecture.parameter_count(dataset.input_shape, dataset.num_classes)
-    except ValueError as error:
-        raise InvalidInput(
-            str(error), [{"loc": ["body", "architecture"], "msg": str(error)}]
-        ) from None
-    limit = get_settings().max_model_parameters
-    if parameters > limit:
-        message = f"{parameters} parameters on this dataset; at most {limit}"
-        raise InvalidInput(message, [{"loc": ["body", "architecture"], "msg": message}])
-    _check_method_fits(spec.unlearner, spec.architecture, dataset)
+    network = _sized_structure(spec.architecture, dataset)
+    _check_method_fits(spec.unlearner, spec.architecture, network)
     model = Model(
         tenant_id=tenant_id,
         dataset_id=dataset.id,
@@ -83,12 +75,37 @@ def create(session: Session, *, tenant_id: str, spec: ModelCreate) -> Model:
     return model
 
 
+def _sized_structure(architecture: ArchitectureSpec, dataset: Dataset) -> nn.Module:
+    """The architecture's network for this dataset on the meta device (nothing allocated);
+    422 when it cannot be built for the dataset's shape, has more parameters than
+    ``UNLEARN_MAX_MODEL_PARAMETERS``, or does not map the dataset's inputs to one logit per
+    class through an output layer class deletion can mask (``ml.architectures.check_fits``).
+    """
+
+    def refused(message: str) -> InvalidInput:
+        return InvalidInput(message, [{"loc": ["body", "architecture"], "msg": message}])
+
+    shape, classes = dataset.input_shape, dataset.num_classes
+    try:
+        network = architecture.structure(shape, classes)
+    except ValueError as error:
+        raise refused(str(error)) from None
+    parameters = sum(p.numel() for p in network.parameters())
+    limit = get_settings().max_model_parameters
+    if parameters > limit:
+        raise refused(f"{parameters} parameters on this dataset; at most {limit}")
+    try:
+        architecture.check_fits(network, shape, classes)
+    except ValueError as error:
+        raise refused(f"architecture {architecture.name!r}: {error}") from None
+    return network
+
+
 def _check_method_fits(
-    unlearner: UnlearnerSpec, architecture: ArchitectureSpec, dataset: Dataset
+    unlearner: UnlearnerSpec, architecture: ArchitectureSpec, network: nn.Module
 ) -> None:
     """422 when the method cannot unlearn this architecture (its ``unsuitable_for`` says
-    why), before anything is stored."""
-    network = architecture.structure(dataset.input_shape, dataset.num_classes)
+    why, asked of ``network`` on the meta device), before anything is stored."""
     reason = unlearner.unsuitable_for(network)
     if reason is not None:
         message = f"unlearner {unlearner.name!r} cannot unlearn {architecture.name!r}: {reason}"
@@ -147,9 +164,9 @@ def update(session: Session, *, tenant_id: str, model_id: str, spec: ModelUpdate
     changes: dict[str, Any] = {}
     if spec.unlearner is not None:
         dataset = datasets.get_or_raise(session, tenant_id=tenant_id, dataset_id=model.dataset_id)
-        _check_method_fits(
-            spec.unlearner, ArchitectureSpec.model_validate(model.architecture), dataset
-        )
+        architecture = ArchitectureSpec.model_validate(model.architecture)
+        network = architecture.structure(dataset.input_shape, dataset.num_classes)
+        _check_method_fits(spec.unlearner, architecture, network)
         model.unlearner = changes["unlearner"] = spec.unlearner.model_dump(mode="json")
     if spec.batching is not None:
         model.batching = changes["batching"] = spec.batching.model_dump(mode="json")

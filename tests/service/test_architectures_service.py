@@ -1,0 +1,94 @@
+"""Bring your own network, through the API: torchvision networks by builder name (created,
+or refused with the reason and nothing stored)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from tests.helpers.app import configure, create_dataset
+
+
+def _rgb_dataset(client, admin, data_root: str) -> dict:
+    """40 random 3x32x32 images in 10 classes (an npz file under the data root)."""
+    rng = np.random.default_rng(0)
+    np.savez(
+        Path(data_root) / "rgb32.npz",
+        x=rng.random((40, 3, 32, 32), dtype=np.float32),
+        y=np.arange(40) % 10,
+        keys=np.array([f"img{i}" for i in range(40)]),
+    )
+    response = client.post(
+        "/v1/datasets",
+        headers=admin,
+        json={"name": "rgb32", "source": {"kind": "npz", "path": "rgb32.npz"}},
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["input_shape"] == [3, 32, 32]
+    return response.json()
+
+
+def _create(client, admin, dataset: dict, name: str, params: dict, unlearner: str = "finetune"):
+    return client.post(
+        "/v1/models",
+        headers=admin,
+        json={
+            "name": name,
+            "dataset_id": dataset["id"],
+            "architecture": {"name": "torchvision", "params": params},
+            "unlearner": {"name": unlearner},
+        },
+    )
+
+
+def _refused(response, *fragments: str) -> None:
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["errors"][0]["loc"][:2] in (["body", "architecture"], ["body", "unlearner"])
+    for fragment in fragments:
+        assert fragment in problem["detail"], problem["detail"]
+
+
+def test_torchvision_networks_are_created_or_refused_with_the_reason(
+    client, admin, env, monkeypatch
+):
+    digits = create_dataset(client, admin)  # 1x8x8
+    rgb = _rgb_dataset(client, admin, env["data_root"])
+    created = _create(
+        client, admin, digits, "resnet", {"builder": "resnet18", "small_input_stem": True}
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["architecture"] == {
+        "name": "torchvision",
+        "params": {"builder": "resnet18", "small_input_stem": True},
+    }
+    assert created.json()["status"] == "training"
+
+    _refused(_create(client, admin, digits, "vit", {"builder": "vit_b_16"}), "multiple of 16")
+    _refused(
+        _create(client, admin, digits, "cnx", {"builder": "convnext_tiny"}), "cannot take inputs"
+    )
+    _refused(
+        _create(client, admin, digits, "x", {"builder": "resnet19"}), "unknown torchvision builder"
+    )
+    _refused(_create(client, admin, digits, "x", {"builder": "squeezenet1_1"}), "not supported")
+    _refused(
+        _create(
+            client, admin, digits, "x", {"builder": "mobilenet_v3_small", "small_input_stem": True}
+        ),
+        "small_input_stem",
+    )
+    # vit_b_16 has 85 million parameters: over the default bound of 50 million.
+    _refused(
+        _create(client, admin, rgb, "vit", {"builder": "vit_b_16"}), "parameters on this dataset"
+    )
+    configure(monkeypatch, max_model_parameters=100_000_000)
+    _refused(
+        _create(client, admin, rgb, "vit", {"builder": "vit_b_16"}, unlearner="pgu"),
+        "nn.MultiheadAttention",
+    )
+    vit = _create(client, admin, rgb, "vit", {"builder": "vit_b_16"})
+    assert vit.status_code == 201, vit.text
+    names = {model["name"] for model in client.get("/v1/models", headers=admin).json()["items"]}
+    assert names == {"resnet", "vit"}  # every refusal stored nothing
