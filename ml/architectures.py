@@ -2,13 +2,17 @@
 
 Registered here: ``mlp``, ``small_cnn``, the bottleneck networks ``vib_mlp`` and
 ``vib_cnn``, and ``torchvision`` (any torchvision classification builder,
-``ml.torchvision_models``). The API names an architecture and its params, never code.
+``ml.torchvision_models``). Installed packages add their own through the entry-point group
+``unlearnd.architectures`` (:func:`load_plugins`, run once at import): the API names an
+architecture and its params, never code.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
+from importlib.metadata import EntryPoint, entry_points
 from typing import Annotated, Any
 
 import torch
@@ -21,18 +25,28 @@ from ml.registry import Registry
 from ml.vib import VariationalBottleneck
 
 __all__ = [
+    "PLUGIN_GROUP",
     "Architecture",
     "ArchitectureError",
+    "PluginError",
     "architectures",
     "build_model",
     "check_fits",
+    "load_plugins",
     "parameter_count",
     "structure",
     "validate_params",
 ]
 
+PLUGIN_GROUP = "unlearnd.architectures"
+
+
 class ArchitectureError(ValueError):
     """The architecture cannot be built for, or does not fit, a dataset's shape."""
+
+
+class PluginError(RuntimeError):
+    """An installed architecture plug-in cannot be registered (the process refuses to start)."""
 
 
 class Architecture:
@@ -42,9 +56,12 @@ class Architecture:
 
     Params: type[BaseModel]
     build: Callable[..., nn.Module]
+    source: str  # "built-in", or the plug-in's distribution and version
 
-    def __init__(self, params: type[BaseModel], build: Callable[..., nn.Module]) -> None:
-        self.Params, self.build = params, build
+    def __init__(
+        self, params: type[BaseModel], build: Callable[..., nn.Module], source: str = "built-in"
+    ) -> None:
+        self.Params, self.build, self.source = params, build, source
 
 
 architectures: Registry[Architecture] = Registry("architecture")
@@ -161,6 +178,55 @@ architectures.register("torchvision")(
     Architecture(torchvision_models.TorchvisionParams, torchvision_models.build)
 )
 
+_PLUGIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+def _plugin_architecture(point: EntryPoint, loaded: object) -> Architecture:
+    """What an entry point names, as an Architecture: one already, or any object with a
+    pydantic ``Params`` class and a callable ``build``."""
+    params, build = getattr(loaded, "Params", None), getattr(loaded, "build", None)
+    if isinstance(params, type) and issubclass(params, BaseModel) and callable(build):
+        source = f"{point.dist.name} {point.dist.version}" if point.dist else point.value
+        return Architecture(params, build, source=f"plug-in {source}")
+    raise PluginError(
+        f"architecture plug-in {point.name!r} ({point.value}) names neither an "
+        "ml.architectures.Architecture nor an object with a pydantic Params class and a "
+        "build(input_shape, num_classes, params) function"
+    )
+
+
+def load_plugins(
+    registry: Registry[Architecture], found: Iterable[EntryPoint] | None = None
+) -> list[str]:
+    """Register every architecture that installed packages declare in the entry-point group
+    ``unlearnd.architectures`` (``found``: those entry points; by default the installed
+    ones); returns their names. A name already taken (a built-in one or another
+    plug-in's), a plug-in that fails to import or names no architecture raises
+    :class:`PluginError`: a process never starts with an architecture it cannot name."""
+    names = []
+    for point in entry_points(group=PLUGIN_GROUP) if found is None else found:
+        source = f"{point.value} of {point.dist.name}" if point.dist else point.value
+        if not _PLUGIN_NAME.fullmatch(point.name):
+            raise PluginError(
+                f"architecture plug-in {point.name!r} ({source}): a name is 1-100 letters, "
+                "digits, '_', '.' or '-'"
+            )
+        if point.name in registry:
+            raise PluginError(
+                f"architecture plug-in {point.name!r} ({source}) clashes with the "
+                f"architecture already registered as {point.name!r}; rename its entry point"
+            )
+        try:
+            loaded = point.load()
+        except Exception as error:
+            raise PluginError(
+                f"architecture plug-in {point.name!r} ({source}) failed to load: {error}"
+            ) from error
+        registry.register(point.name)(_plugin_architecture(point, loaded))
+        names.append(point.name)
+    return names
+
+
 def validate_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
     """Checked params with defaults filled in (raises UnknownName or ValidationError)."""
     return architectures.get(name).Params.model_validate(params).model_dump(mode="json")
@@ -218,7 +284,7 @@ def structure(
     name: str, params: dict[str, Any], input_shape: list[int], num_classes: int
 ) -> nn.Module:
     """The network's modules on the meta device (nothing allocated), for checks. Whatever
-    stops a builder is an :class:`ArchitectureError` naming the shape."""
+    stops a builder (a plug-in's too) is an :class:`ArchitectureError` naming the shape."""
     architecture = architectures.get(name)
     checked = architecture.Params.model_validate(params)
     try:
@@ -236,3 +302,6 @@ def build_model(
 ) -> nn.Module:
     architecture = architectures.get(name)
     return architecture.build(input_shape, num_classes, architecture.Params.model_validate(params))
+
+
+load_plugins(architectures)

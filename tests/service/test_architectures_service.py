@@ -1,5 +1,6 @@
 """Bring your own network, through the API: torchvision networks by builder name (created,
-or refused with the reason and nothing stored)."""
+or refused with the reason and nothing stored), and a plug-in's network trained and
+unlearned by the service."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from tests.helpers.app import configure, create_dataset
+from tests.helpers.service_unlearning import unlearn_through_service
 
 
 def _rgb_dataset(client, admin, data_root: str) -> dict:
@@ -92,3 +94,19 @@ def test_torchvision_networks_are_created_or_refused_with_the_reason(
     assert vit.status_code == 201, vit.text
     names = {model["name"] for model in client.get("/v1/models", headers=admin).json()["items"]}
     assert names == {"resnet", "vit"}  # every refusal stored nothing
+
+
+def test_a_plugin_network_trains_and_unlearns_through_the_service(client, admin, example_plugin):
+    architecture = {"name": "tiny_convnet", "params": {"channels": [16, 32]}}
+    run = unlearn_through_service(
+        client,
+        admin,
+        "finetune",
+        {"epochs": 2},
+        architecture=architecture,
+        training={"epochs": 30, "batch_size": 32, "lr": 0.01},
+        forget_size=20,
+    )
+    assert run.job["status"] == "succeeded" and run.version["parent"] == 1
+    assert run.before.test > 0.5  # version 1 learned digits
+    assert run.after.test > 0.5  # and fine-tuning kept it
