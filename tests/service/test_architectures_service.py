@@ -1,6 +1,6 @@
 """Bring your own network, through the API: torchvision networks by builder name (created,
-or refused with the reason and nothing stored), and a plug-in's network trained and
-unlearned by the service."""
+or refused with the reason and nothing stored), a plug-in's network trained and unlearned
+by the service, and the discovery endpoints that list what is installed."""
 
 from __future__ import annotations
 
@@ -110,3 +110,52 @@ def test_a_plugin_network_trains_and_unlearns_through_the_service(client, admin,
     assert run.job["status"] == "succeeded" and run.version["parent"] == 1
     assert run.before.test > 0.5  # version 1 learned digits
     assert run.after.test > 0.5  # and fine-tuning kept it
+
+
+def test_discovery_lists_architectures_and_unlearners(client, key_for):
+    reader = key_for(["requests:write"])  # any valid key
+    for path in ("/v1/architectures", "/v1/unlearners"):
+        assert client.get(path).status_code == 401
+    response = client.get("/v1/architectures", headers=reader)
+    assert response.status_code == 200, response.text
+    found = {item["name"]: item for item in response.json()["items"]}
+    assert set(found) == {"mlp", "small_cnn", "vib_mlp", "vib_cnn", "torchvision"}
+    assert {item["source"] for item in found.values()} == {"built-in"}
+    torchvision = found["torchvision"]
+    assert torchvision["defaults"] == {"builder": "resnet18", "small_input_stem": False}
+    builder = torchvision["params_schema"]["properties"]["builder"]
+    assert {"resnet18", "mobilenet_v3_large", "vit_b_16"} <= set(builder["enum"])
+    assert not any(name.startswith(("squeezenet", "regnet")) for name in builder["enum"])
+    assert torchvision["params_schema"]["additionalProperties"] is False
+    hidden = found["mlp"]["params_schema"]["properties"]["hidden"]
+    assert (hidden["items"]["minimum"], hidden["items"]["maximum"]) == (1, 4096)
+
+    response = client.get("/v1/unlearners", headers=reader)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["representative_input"] == {"input_shape": [1, 28, 28], "num_classes": 10}
+    methods = {item["name"]: item for item in body["items"]}
+    assert {"pgu", "finetune", "retrain", "rfu_ss"} <= set(methods)
+    assert methods["pgu"]["needs"] == ["cache", "validation"]
+    assert methods["pgu"]["unsuitable_for"] == []  # resnet18 at the defaults: no attention
+    assert methods["finetune"]["defaults"]["epochs"] >= 1
+    assert methods["finetune"]["params_schema"]["properties"]["epochs"]["minimum"] == 1
+    refused = {u["architecture"]: u["reason"] for u in methods["rfu_ss"]["unsuitable_for"]}
+    assert set(refused) == {"mlp", "small_cnn", "torchvision"}
+    assert all("bottleneck" in reason for reason in refused.values())
+
+
+def test_discovery_lists_plugins(client, key_for, example_plugin):
+    reader = key_for(["models:read"])
+    found = {i["name"]: i for i in client.get("/v1/architectures", headers=reader).json()["items"]}
+    assert found["tiny_convnet"]["source"] == "plug-in unlearnd-example-plugin 0.1.0"
+    assert found["tiny_convnet"]["defaults"] == {"channels": [8, 16]}
+    methods = {i["name"]: i for i in client.get("/v1/unlearners", headers=reader).json()["items"]}
+    assert "tiny_convnet" in {u["architecture"] for u in methods["rfu_ss"]["unsuitable_for"]}
+
+
+def test_the_openapi_document_describes_discovery(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/v1/architectures", "/v1/unlearners"):
+        responses = paths[path]["get"]["responses"]
+        assert {"200", "401", "429", "503"} <= set(responses), path
