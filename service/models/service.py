@@ -208,13 +208,20 @@ def upload_version(session: Session, *, tenant_id: str, model_id: str, data: byt
     return version
 
 
+# How many tensors of each kind a refused upload lists (the counts are always whole).
+LISTED_TENSORS = 20
+
+
 def _checked_state_dict(session: Session, model: Model, data: bytes) -> dict[str, torch.Tensor]:
     try:
         state_dict = load_safetensors(data)
     except (SafetensorError, ValueError, OSError) as error:
         raise InvalidInput(f"not a safetensors file: {error}") from None
     dataset = datasets.get_or_raise(session, tenant_id=model.tenant_id, dataset_id=model.dataset_id)
-    network = ModelSettings.of(model).architecture.build(dataset.input_shape, dataset.num_classes)
+    architecture = ModelSettings.of(model).architecture
+    shape, classes = dataset.input_shape, dataset.num_classes
+    _check_tensor_names_and_shapes(architecture.structure(shape, classes), state_dict)
+    network = architecture.build(shape, classes)
     try:
         network.load_state_dict(state_dict, strict=True)
     except RuntimeError as error:
@@ -228,3 +235,50 @@ def _checked_state_dict(session: Session, model: Model, data: bytes) -> dict[str
     if broken:
         raise InvalidInput(f"weights hold NaN or infinite values: {', '.join(broken[:10])}")
     return {name: tensor.detach() for name, tensor in network.state_dict().items()}
+
+
+def _check_tensor_names_and_shapes(network: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
+    """422 listing the ``missing``, ``unexpected`` and ``mismatched`` tensors (each ``name``,
+    ``expected`` and ``got`` shape, the first ``LISTED_TENSORS`` with the ``count``) when
+    the upload's names and shapes are not the network's (``network`` may be its meta-device
+    structure). Missing and mismatched tensors come in the network's order, unexpected
+    ones by name."""
+    expected = {name: list(tensor.shape) for name, tensor in network.state_dict().items()}
+    got = {name: list(tensor.shape) for name, tensor in state_dict.items()}
+    kinds: dict[str, list[dict[str, Any]]] = {
+        "missing": [
+            {"name": n, "expected": s, "got": None} for n, s in expected.items() if n not in got
+        ],
+        "unexpected": [
+            {"name": n, "expected": None, "got": got[n]} for n in sorted(got) if n not in expected
+        ],
+        "mismatched": [
+            {"name": n, "expected": s, "got": got[n]}
+            for n, s in expected.items()
+            if n in got and got[n] != s
+        ],
+    }
+    if not any(kinds.values()):
+        return
+    counts = ", ".join(f"{len(found)} {kind}" for kind, found in kinds.items() if found)
+    first = next(found[0] for found in kinds.values() if found)
+    detail = (
+        f"the weights do not fit the architecture: {counts} tensors (first: {first['name']!r}, "
+        f"expected {first['expected']}, got {first['got']})"
+    )
+    errors = [
+        {
+            "loc": ["body", "file", t["name"]],
+            "msg": f"{kind}: expected {t['expected']}, got {t['got']}",
+        }
+        for kind, found in kinds.items()
+        for t in found[:LISTED_TENSORS]
+    ]
+    raise InvalidInput(
+        detail,
+        errors,
+        **{
+            kind: {"count": len(found), "tensors": found[:LISTED_TENSORS]}
+            for kind, found in kinds.items()
+        },
+    )
