@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from torch import nn
 
+from ml.training import TrainingConfig
 from service import audit_log, lookup, outbox
 from service.artifacts import store
 from service.datasets import service as datasets
@@ -24,7 +25,7 @@ from service.enums import (
 from service.errors import Conflict, InvalidInput
 from service.jobs import lifecycle
 from service.models.schemas import ModelCreate, ModelRead, ModelUpdate
-from service.models.settings import ArchitectureSpec, ModelSettings, UnlearnerSpec
+from service.models.settings import ArchitectureSpec, AuditPolicy, ModelSettings, UnlearnerSpec
 from service.pagination import paginate
 from service.settings import get_settings
 from service.tables import Dataset, DeletionRequest, Model, ModelVersion, utcnow
@@ -48,6 +49,8 @@ def create(session: Session, *, tenant_id: str, spec: ModelCreate) -> Model:
         raise Conflict(f"a model named {spec.name!r} already exists")
     network = _sized_structure(spec.architecture, dataset)
     _check_method_fits(spec.unlearner, spec.architecture, network)
+    _check_references_have_a_recipe(spec.audit, spec.training)
+    trains = spec.weights == "train"
     model = Model(
         tenant_id=tenant_id,
         dataset_id=dataset.id,
@@ -57,11 +60,11 @@ def create(session: Session, *, tenant_id: str, spec: ModelCreate) -> Model:
         batching=spec.batching.model_dump(mode="json"),
         training=spec.training.model_dump(mode="json") if spec.training else {},
         audit_policy=spec.audit.model_dump(mode="json"),
-        status=ModelStatus.TRAINING if spec.training else ModelStatus.AWAITING_UPLOAD,
+        status=ModelStatus.TRAINING if trains else ModelStatus.AWAITING_UPLOAD,
     )
     session.add(model)
     session.flush()
-    if spec.training:
+    if trains:
         lifecycle.new_job(session, model, JobKind.TRAIN)
     audit_log.append(
         session,
@@ -69,10 +72,39 @@ def create(session: Session, *, tenant_id: str, spec: ModelCreate) -> Model:
         action="model.created",
         subject_type="model",
         subject_id=model.id,
-        payload={"name": model.name, "dataset_id": dataset.id, "unlearner": model.unlearner},
+        payload={
+            "name": model.name,
+            "dataset_id": dataset.id,
+            "unlearner": model.unlearner,
+            "weights": spec.weights,
+        },
     )
     session.commit()
     return model
+
+
+def _check_references_have_a_recipe(audit: AuditPolicy, training: TrainingConfig | None) -> None:
+    """422 when the audit policy asks for retrained references (``reference_every`` or
+    ``complete_after: reference_audit``) and the model declares no recipe to retrain with."""
+    if training is not None:
+        return
+    asks = [
+        name
+        for name, asked in (
+            ("reference_every", audit.reference_every > 0),
+            ("complete_after", audit.complete_after == "reference_audit"),
+        )
+        if asked
+    ]
+    if asks:
+        message = (
+            "retrained references need the model's training recipe and this model declares "
+            "none: give `training` (with `weights: upload` for uploaded weights) or audit "
+            "without references"
+        )
+        raise InvalidInput(
+            message, [{"loc": ["body", "audit", name], "msg": message} for name in asks]
+        )
 
 
 def _sized_structure(architecture: ArchitectureSpec, dataset: Dataset) -> nn.Module:
@@ -171,6 +203,8 @@ def update(session: Session, *, tenant_id: str, model_id: str, spec: ModelUpdate
     if spec.batching is not None:
         model.batching = changes["batching"] = spec.batching.model_dump(mode="json")
     if spec.audit is not None:
+        recipe = ModelSettings.of(model).training
+        _check_references_have_a_recipe(spec.audit, recipe)
         model.audit_policy = changes["audit"] = spec.audit.model_dump(mode="json")
     if changes:
         audit_log.append(

@@ -1,5 +1,7 @@
 """Models of uploaded weights: an upload that does not fit says which tensors and stores
-nothing; a torchvision network exported as the docs say fits."""
+nothing; a torchvision network exported as the docs say fits; a model may declare the
+recipe its uploaded weights were trained with, and is then verified against retrained
+references, while one without a recipe is told so at once."""
 
 from __future__ import annotations
 
@@ -10,9 +12,13 @@ from safetensors.torch import save
 from torch import nn
 
 from ml.architectures import build_model
+from service.jobs import dispatch
 from tests.helpers.app import (
+    FAST_TRAINING,
     create_dataset,
     create_model,
+    run_queued_jobs,
+    train_keys,
 )
 
 
@@ -89,3 +95,107 @@ def test_a_torchvision_network_exported_as_the_docs_say_fits(client, admin, env)
     response = _upload(client, admin, model["id"], theirs.state_dict())
     assert response.status_code == 201, response.text
     assert response.json()["kind"] == "uploaded"
+
+
+def _forget(client, admin, model: dict, dataset_id: str) -> None:
+    """Five training samples forgotten: version 2, its audit run."""
+    keys = train_keys(client, admin, dataset_id, 5)
+    response = client.post(
+        "/v1/deletion-requests",
+        headers=admin,
+        json={"model_id": model["id"], "subject_id": "s", "sample_keys": keys},
+    )
+    assert response.status_code == 202, response.text
+    client.post(f"/v1/models/{model['id']}/flush", headers=admin)
+    assert dispatch.dispatch_model(model["id"]) is not None
+    run_queued_jobs(model["id"])
+
+
+def _jobs(client, admin, model_id: str) -> list[dict]:
+    return client.get("/v1/jobs", headers=admin, params={"model_id": model_id}).json()["items"]
+
+
+def test_an_uploaded_model_with_a_declared_recipe_is_verified_against_references(
+    client, admin, env
+):
+    dataset = create_dataset(client, admin)
+    recipe = {**FAST_TRAINING, "epochs": 2, "seed": 7}
+    model = create_model(
+        client,
+        admin,
+        dataset["id"],
+        training=recipe,
+        weights="upload",
+        audit={"reference_seeds": 2},
+    )
+    assert model["status"] == "awaiting_upload"
+    assert model["training"]["epochs"] == 2 and model["training"]["seed"] == 7
+    assert _jobs(client, admin, model["id"]) == []  # the service trains nothing
+    weights = build_model("mlp", {"hidden": [64]}, [1, 8, 8], 10).state_dict()
+    assert _upload(client, admin, model["id"], weights).status_code == 201
+    run_queued_jobs(model["id"])
+    _forget(client, admin, model, dataset["id"])
+
+    queued = client.post(
+        f"/v1/models/{model['id']}/versions/2/audit", headers=admin, json={"reference": "retrain"}
+    )
+    assert queued.status_code == 202, queued.text
+    run_queued_jobs(model["id"])
+    audit = client.get(f"/v1/jobs/{queued.json()['id']}", headers=admin).json()
+    assert audit["status"] == "succeeded", audit
+    report = client.get(f"/v1/models/{model['id']}/versions/2/audit", headers=admin).json()
+    assert report["reference"]["versions"] == [3, 4]
+    references = [
+        client.get(f"/v1/models/{model['id']}/versions/{n}", headers=admin).json() for n in (3, 4)
+    ]
+    assert all(v["kind"] == "retrained" and not v["in_lineage"] for v in references)
+    # A policy with references is accepted: the model has a recipe.
+    patched = client.patch(
+        f"/v1/models/{model['id']}", headers=admin, json={"audit": {"reference_every": 2}}
+    )
+    assert patched.status_code == 200, patched.text
+
+
+def test_a_model_without_a_recipe_is_told_it_cannot_have_references(client, admin, env):
+    dataset = create_dataset(client, admin)
+    body = {"name": "no-recipe", "dataset_id": dataset["id"], "architecture": {"name": "mlp"}}
+    for refused in (
+        {"training": None, "audit": {"reference_every": 1}},
+        {"training": None, "audit": {"complete_after": "reference_audit"}},
+        {"training": None, "weights": "train"},
+        {"weights": "download"},
+    ):
+        response = client.post("/v1/models", headers=admin, json={**body, **refused})
+        assert response.status_code == 422, refused
+    assert client.get("/v1/models", headers=admin).json()["items"] == []
+    response = client.post(
+        "/v1/models", headers=admin, json={**body, "training": None, "weights": "upload"}
+    )
+    assert response.status_code == 201, response.text
+    model = response.json()
+    assert model["training"] is None and model["status"] == "awaiting_upload"
+
+    refused = client.patch(
+        f"/v1/models/{model['id']}", headers=admin, json={"audit": {"reference_every": 3}}
+    )
+    assert refused.status_code == 422
+    assert refused.json()["errors"][0]["loc"] == ["body", "audit", "reference_every"]
+    assert "training recipe" in refused.json()["detail"]
+    assert (
+        client.get(f"/v1/models/{model['id']}", headers=admin).json()["audit"]["reference_every"]
+        == 0
+    )
+
+    weights = build_model("mlp", {"hidden": [128, 64]}, [1, 8, 8], 10).state_dict()
+    assert _upload(client, admin, model["id"], weights).status_code == 201
+    run_queued_jobs(model["id"])
+    _forget(client, admin, model, dataset["id"])
+    before = len(_jobs(client, admin, model["id"]))
+    response = client.post(
+        f"/v1/models/{model['id']}/versions/2/audit", headers=admin, json={"reference": "retrain"}
+    )
+    assert response.status_code == 409, response.text
+    assert "training recipe" in response.json()["detail"]
+    assert len(_jobs(client, admin, model["id"])) == before  # no audit job to fail later
+    response = client.post(f"/v1/models/{model['id']}/versions/2/audit", headers=admin, json={})
+    assert response.status_code == 202  # an audit without references still runs
