@@ -13,7 +13,7 @@ for the architectures of ``ml.architectures`` (torchvision's classifiers include
 ResNet's ``fc``, the last layer of MobileNet's, EfficientNet's and ConvNeXt's
 ``classifier``, a ViT's ``heads.head``). ``ml.architectures.check_fits`` refuses, when a
 model is created, a network whose last ``nn.Linear`` does not have one output per class
-(a torchvision network whose classifier is a convolution, for one).
+(a plug-in's, or a torchvision network whose classifier is a convolution).
 """
 
 from __future__ import annotations

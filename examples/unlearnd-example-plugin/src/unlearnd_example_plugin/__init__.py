@@ -9,9 +9,9 @@ with a pydantic ``Params`` class and a ``build`` function. What unlearnd asks of
   ``GET /v1/architectures`` shows).
 - ``build(input_shape, num_classes, params)`` returns a fresh, randomly initialised
   ``torch.nn.Module`` whose ``forward`` maps a batch of ``input_shape`` inputs to
-  ``(N, num_classes)`` logits. It must build on the meta device (no ``.item()`` or
-  ``.tolist()`` of tensors while building): the service sizes and checks the network there
-  before allocating it.
+  ``(N, num_classes)`` logits. Building and ``forward`` must work on the meta device (no
+  ``.item()``, ``.tolist()`` or branches on tensor values): the service sizes the network
+  there and runs it once on a batch of the dataset's shape before allocating anything.
 - The last ``nn.Linear`` is the output layer (class deletion masks its rows), and layers
   are called as modules (PGU reads their inputs with forward hooks).
 """
