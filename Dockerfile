@@ -34,7 +34,14 @@ COPY service ./service
 COPY ml ./ml
 COPY workers ./workers
 COPY migrations ./migrations
-RUN pip install --no-deps . && cd / && rm -rf /src
+COPY examples ./examples
+# Architecture plug-ins (docs/models.md): pip requirements, space-separated, installed next
+# to unlearnd, e.g. --build-arg PLUGINS="./examples/unlearnd-example-plugin my-nets==1.2"
+# (compose: UNLEARN_PLUGINS). None by default.
+ARG PLUGINS=""
+RUN pip install --no-deps . \
+    && if [ -n "$PLUGINS" ]; then pip install $PLUGINS; fi \
+    && cd / && rm -rf /src
 
 # A fixed, unprivileged uid so the named volumes' ownership is stable across rebuilds.
 RUN groupadd --system --gid 10001 unlearnd \

@@ -1,29 +1,67 @@
-"""Model architectures by name, shaped from the dataset's input shape and class count."""
+"""Model architectures by name, shaped from the dataset's input shape and class count.
+
+Registered here: ``mlp``, ``small_cnn``, the bottleneck networks ``vib_mlp`` and
+``vib_cnn``, and ``torchvision`` (any torchvision classification builder,
+``ml.torchvision_models``). Installed packages add their own through the entry-point group
+``unlearnd.architectures`` (:func:`load_plugins`, run once at import): the API names an
+architecture and its params, never code.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
+from importlib.metadata import EntryPoint, entry_points
 from typing import Annotated, Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from ml import torchvision_models
+from ml.class_masking import output_layer
 from ml.registry import Registry
 from ml.vib import VariationalBottleneck
 
-__all__ = ["Architecture", "architectures", "build_model", "parameter_count", "structure"]
+__all__ = [
+    "PLUGIN_GROUP",
+    "Architecture",
+    "ArchitectureError",
+    "PluginError",
+    "architectures",
+    "build_model",
+    "check_fits",
+    "load_plugins",
+    "parameter_count",
+    "structure",
+    "validate_params",
+]
+
+PLUGIN_GROUP = "unlearnd.architectures"
+
+
+class ArchitectureError(ValueError):
+    """The architecture cannot be built for, or does not fit, a dataset's shape."""
+
+
+class PluginError(RuntimeError):
+    """An installed architecture plug-in cannot be registered (the process refuses to start)."""
 
 
 class Architecture:
-    """A builder with its own params schema."""
+    """A builder with its own params schema: ``build(input_shape, num_classes, params)``
+    returns an ``nn.Module`` whose ``forward`` gives logits; ``params`` is an instance of
+    ``Params``."""
 
     Params: type[BaseModel]
     build: Callable[..., nn.Module]
+    source: str  # "built-in", or the plug-in's distribution and version
 
-    def __init__(self, params: type[BaseModel], build: Callable[..., nn.Module]) -> None:
-        self.Params, self.build = params, build
+    def __init__(
+        self, params: type[BaseModel], build: Callable[..., nn.Module], source: str = "built-in"
+    ) -> None:
+        self.Params, self.build, self.source = params, build, source
 
 
 architectures: Registry[Architecture] = Registry("architecture")
@@ -136,10 +174,101 @@ def _vib_cnn(input_shape: list[int], num_classes: int, params: VIBCNNParams) -> 
 
 architectures.register("vib_cnn")(Architecture(VIBCNNParams, _vib_cnn))
 
+architectures.register("torchvision")(
+    Architecture(torchvision_models.TorchvisionParams, torchvision_models.build)
+)
+
+_PLUGIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+def _plugin_architecture(point: EntryPoint, loaded: object) -> Architecture:
+    """What an entry point names, as an Architecture: one already, or any object with a
+    pydantic ``Params`` class and a callable ``build``."""
+    params, build = getattr(loaded, "Params", None), getattr(loaded, "build", None)
+    if isinstance(params, type) and issubclass(params, BaseModel) and callable(build):
+        source = f"{point.dist.name} {point.dist.version}" if point.dist else point.value
+        return Architecture(params, build, source=f"plug-in {source}")
+    raise PluginError(
+        f"architecture plug-in {point.name!r} ({point.value}) names neither an "
+        "ml.architectures.Architecture nor an object with a pydantic Params class and a "
+        "build(input_shape, num_classes, params) function"
+    )
+
+
+def load_plugins(
+    registry: Registry[Architecture], found: Iterable[EntryPoint] | None = None
+) -> list[str]:
+    """Register every architecture that installed packages declare in the entry-point group
+    ``unlearnd.architectures`` (``found``: those entry points; by default the installed
+    ones); returns their names. A name already taken (a built-in one or another
+    plug-in's), a plug-in that fails to import or names no architecture raises
+    :class:`PluginError`: a process never starts with an architecture it cannot name."""
+    names = []
+    for point in entry_points(group=PLUGIN_GROUP) if found is None else found:
+        source = f"{point.value} of {point.dist.name}" if point.dist else point.value
+        if not _PLUGIN_NAME.fullmatch(point.name):
+            raise PluginError(
+                f"architecture plug-in {point.name!r} ({source}): a name is 1-100 letters, "
+                "digits, '_', '.' or '-'"
+            )
+        if point.name in registry:
+            raise PluginError(
+                f"architecture plug-in {point.name!r} ({source}) clashes with the "
+                f"architecture already registered as {point.name!r}; rename its entry point"
+            )
+        try:
+            loaded = point.load()
+        except Exception as error:
+            raise PluginError(
+                f"architecture plug-in {point.name!r} ({source}) failed to load: {error}"
+            ) from error
+        registry.register(point.name)(_plugin_architecture(point, loaded))
+        names.append(point.name)
+    return names
+
 
 def validate_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
     """Checked params with defaults filled in (raises UnknownName or ValidationError)."""
     return architectures.get(name).Params.model_validate(params).model_dump(mode="json")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
+
+
+def check_fits(network: nn.Module, input_shape: list[int], num_classes: int) -> None:
+    """Raise :class:`ArchitectureError` unless ``network`` (on the meta device: nothing is
+    computed) maps a batch of ``input_shape`` inputs to ``num_classes`` logits, and its
+    output layer as ``ml.class_masking`` finds it (the last ``nn.Linear``) has one row per
+    class, so class deletion masks the right rows."""
+    training = network.training
+    network.eval()  # a batch of 2 in eval mode: BatchNorm takes it whatever the spatial size
+    try:
+        with torch.no_grad():
+            logits = network(torch.empty(2, *input_shape, device="meta"))
+    except Exception as error:
+        raise ArchitectureError(
+            f"the network cannot take inputs of shape {input_shape}: {_first_line(error)}"
+        ) from None
+    finally:
+        network.train(training)
+    shape = list(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+    if shape != [2, num_classes]:
+        raise ArchitectureError(
+            f"the network must return logits of shape (N, {num_classes}); for N=2 it "
+            f"returned {shape}"
+        )
+    try:
+        layer = output_layer(network)
+    except ValueError as error:
+        raise ArchitectureError(str(error)) from None
+    if layer.out_features != num_classes:
+        raise ArchitectureError(
+            f"the last nn.Linear layer has {layer.out_features} outputs, not one per class "
+            f"({num_classes}): class deletion masks the rows of the last nn.Linear, which "
+            "must be the output layer"
+        )
 
 
 def parameter_count(
@@ -154,9 +283,18 @@ def parameter_count(
 def structure(
     name: str, params: dict[str, Any], input_shape: list[int], num_classes: int
 ) -> nn.Module:
-    """The network's modules on the meta device (nothing allocated), for checks."""
-    with torch.device("meta"):
-        return build_model(name, params, input_shape, num_classes)
+    """The network's modules on the meta device (nothing allocated), for checks. Whatever
+    stops a builder (a plug-in's too) is an :class:`ArchitectureError` naming the shape."""
+    architecture = architectures.get(name)
+    checked = architecture.Params.model_validate(params)
+    try:
+        with torch.device("meta"):
+            return architecture.build(input_shape, num_classes, checked)
+    except Exception as error:
+        raise ArchitectureError(
+            f"architecture {name!r} cannot be built for inputs of shape {input_shape} and "
+            f"{num_classes} classes: {_first_line(error)}"
+        ) from None
 
 
 def build_model(
@@ -164,3 +302,6 @@ def build_model(
 ) -> nn.Module:
     architecture = architectures.get(name)
     return architecture.build(input_shape, num_classes, architecture.Params.model_validate(params))
+
+
+load_plugins(architectures)

@@ -9,8 +9,11 @@ beside it. This is the PGU paper's "remove the rows corresponding to forgetting 
 the last linear layer" (section 4.3) without changing the layer's shape.
 
 The output layer is taken to be the last ``nn.Linear`` in registration order, which holds
-for the architectures of ``ml.architectures``; a model whose logits come from
-elsewhere would need its own rule.
+for the architectures of ``ml.architectures`` (torchvision's classifiers included: a
+ResNet's ``fc``, the last layer of MobileNet's, EfficientNet's and ConvNeXt's
+``classifier``, a ViT's ``heads.head``). ``ml.architectures.check_fits`` refuses, when a
+model is created, a network whose last ``nn.Linear`` does not have one output per class
+(a plug-in's, or a torchvision network whose classifier is a convolution).
 """
 
 from __future__ import annotations

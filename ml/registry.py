@@ -34,6 +34,12 @@ class Registry(Generic[T]):
         except KeyError:
             raise UnknownName(self.what, name, self.names()) from None
 
+    def copy(self) -> Registry[T]:
+        """A registry with the same entries; registering in it leaves this one as it is."""
+        twin: Registry[T] = Registry(self.what)
+        twin._entries = dict(self._entries)
+        return twin
+
     def names(self) -> list[str]:
         return sorted(self._entries)
 

@@ -12,6 +12,7 @@ from service.api import (
     audits,
     callbacks,
     caller,
+    catalog,
     conditional,
     datasets,
     deletion_requests,
@@ -69,6 +70,7 @@ def create_app(*, lifespan: Lifespan | None = None) -> FastAPI:
         overview.router,
         keys.router,
         callbacks.router,
+        catalog.router,
     ):
         app.include_router(router)
     admin.mount(app)

@@ -18,6 +18,7 @@ from sqlalchemy import create_engine, text
 from service.db import reset_engine
 from tests.helpers.app import configure, create_dataset, create_model, make_key, run_queued_jobs
 from tests.helpers.network import port_open, service_missing
+from tests.helpers.plugins import forget_modules, install_example
 
 torch.set_num_threads(1)
 
@@ -153,3 +154,11 @@ def ready_model(client: TestClient, admin: dict[str, str]) -> dict:
     model = client.get(f"/v1/models/{model['id']}", headers=admin).json()
     assert model["status"] == "ready" and model["head_version"] == 1
     return {**model, "dataset": dataset}
+
+
+@pytest.fixture
+def example_plugin(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[list[str]]:
+    """The example architecture plug-in installed for this test (``tests/helpers/plugins``:
+    a dist-info folder on sys.path, no pip, no network); yields the names it registered."""
+    yield install_example(monkeypatch, tmp_path / "site")
+    forget_modules()

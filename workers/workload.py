@@ -54,7 +54,8 @@ class Workload:
         self, attempt: Attempt, progress: Callable[[str, int, int], None]
     ) -> UnlearnContext:
         """The context an unlearner runs in, on the job's base version."""
-        # An uploaded model has no recipe of its own; methods that train get the defaults.
+        # The model's recipe (an uploaded model's declared one); a model that declares none
+        # gives the methods that train the defaults.
         training = self.settings.training or TrainingConfig()
         model_id, number = self.inputs.model_id, attempt.base_version
         return UnlearnContext(

@@ -299,6 +299,16 @@ def _subtracted(cache: Artifact, forget: SampleSet) -> tuple[SampleSet, torch.Te
     return forget.take(np.flatnonzero(covered)), kept
 
 
+# Modules that multiply by their submodules' weights without calling them (named, so
+# that the check does not import torchvision).
+HOOKLESS_ATTENTION = frozenset(
+    {
+        "torchvision.models.swin_transformer.ShiftedWindowAttention",
+        "torchvision.models.swin_transformer.ShiftedWindowAttentionV2",
+    }
+)
+
+
 @register_unlearner
 class PGU(Unlearner):
     name = "pgu"
@@ -307,18 +317,21 @@ class PGU(Unlearner):
 
     @classmethod
     def unsuitable_for(cls, network: nn.Module) -> str | None:
-        """PGU reads each layer's inputs with forward hooks. ``nn.MultiheadAttention``
-        multiplies by its ``in_proj`` and ``out_proj`` weights inside
-        ``F.multi_head_attention_forward``, where no hook of theirs fires: their caches
-        would stay empty and their core spaces protect nothing."""
+        """PGU reads each layer's inputs with forward hooks. ``nn.MultiheadAttention`` (a
+        ViT's) multiplies by its ``in_proj`` and ``out_proj`` weights inside
+        ``F.multi_head_attention_forward``, and torchvision's Swin attention passes its
+        ``qkv`` and ``proj`` weights to ``F.linear``: no hook of those layers fires, so
+        their caches would stay empty and their core spaces protect nothing."""
         attention = [
             name or "(the network)"
             for name, module in network.named_modules()
             if isinstance(module, nn.MultiheadAttention)
+            or f"{type(module).__module__}.{type(module).__name__}" in HOOKLESS_ATTENTION
         ]
         if attention:
             return (
-                "PGU cannot read the inputs of nn.MultiheadAttention's projections (their "
+                "PGU cannot read the inputs of attention layers that call their projections "
+                "functionally (nn.MultiheadAttention, torchvision's Swin attention; their "
                 f"hooks never fire), found at: {', '.join(attention[:5])}"
             )
         return None

@@ -31,7 +31,10 @@ def get_audit(
     status_code=202,
     response_model=JobRead,
     dependencies=[require(Scope.ADMIN)],
-    responses=conflict("the version forgot nothing"),
+    responses=conflict(
+        "the version forgot nothing, or retrained references were asked of a model without "
+        "a training recipe"
+    ),
 )
 def request_audit(
     model_id: str,

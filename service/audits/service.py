@@ -50,6 +50,12 @@ def request_audit(
     version = versions.get_or_raise(session, model_id=model_id, number=number)
     if not version.forgotten_samples:
         raise Conflict(f"version {number} forgot nothing; there is nothing to audit")
+    if reference == "retrain" and not model.training:
+        raise Conflict(
+            "retrained references need the model's training recipe and this model declares "
+            "none (a model of uploaded weights declares it with `training` and "
+            "`weights: upload` when it is created)"
+        )
     # The version's requests ride along: one still waiting for an audit (a policy that
     # wants references) completes with this one.
     job = lifecycle.new_job(

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ml.training import TrainingConfig
 from service.enums import ModelStatus, VersionKind
@@ -22,9 +22,28 @@ class ModelCreate(BaseModel):
     batching: Batching = Field(default_factory=Batching)
     training: TrainingConfig | None = Field(
         default_factory=TrainingConfig,
-        description="how the service trains version 1; null to upload weights instead",
+        description="the model's training recipe: how the service trains version 1 (unless "
+        "`weights` is `upload`), and how it retrains (`retrain`, retrained audit references) "
+        "and fine-tunes; null for none (upload weights; no reference audits)",
+    )
+    weights: Literal["train", "upload"] | None = Field(
+        None,
+        description="where version 1 comes from: `train` (the service trains it with "
+        "`training`) or `upload` (POST /v1/models/{id}/versions; `training` then declares "
+        "the recipe the uploaded weights were trained with). Default: `train` with a "
+        "recipe, `upload` without",
     )
     audit: AuditPolicy = Field(default_factory=AuditPolicy)
+
+    @model_validator(mode="after")
+    def _version_1(self) -> ModelCreate:
+        if self.weights == "train" and self.training is None:
+            raise ValueError("weights 'train' needs a training recipe (`training`)")
+        if self.training is None:
+            self.weights = "upload"
+        elif self.weights is None:
+            self.weights = "train"
+        return self
 
 
 class ModelUpdate(BaseModel):
@@ -41,7 +60,9 @@ class ModelRead(BaseModel):
     architecture: dict[str, Any]
     unlearner: dict[str, Any]
     batching: dict[str, Any]
-    training: dict[str, Any] | None
+    training: dict[str, Any] | None = Field(
+        description="the training recipe; null when the model declares none"
+    )
     audit: dict[str, Any]
     status: ModelStatus
     head_version: int | None

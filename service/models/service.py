@@ -10,7 +10,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from torch import nn
 
+from ml.training import TrainingConfig
 from service import audit_log, lookup, outbox
 from service.artifacts import store
 from service.datasets import service as datasets
@@ -23,7 +25,7 @@ from service.enums import (
 from service.errors import Conflict, InvalidInput
 from service.jobs import lifecycle
 from service.models.schemas import ModelCreate, ModelRead, ModelUpdate
-from service.models.settings import ArchitectureSpec, ModelSettings, UnlearnerSpec
+from service.models.settings import ArchitectureSpec, AuditPolicy, ModelSettings, UnlearnerSpec
 from service.pagination import paginate
 from service.settings import get_settings
 from service.tables import Dataset, DeletionRequest, Model, ModelVersion, utcnow
@@ -45,17 +47,10 @@ def create(session: Session, *, tenant_id: str, spec: ModelCreate) -> Model:
         select(Model.id).where(Model.tenant_id == tenant_id, Model.name == spec.name)
     ):
         raise Conflict(f"a model named {spec.name!r} already exists")
-    try:
-        parameters = spec.architecture.parameter_count(dataset.input_shape, dataset.num_classes)
-    except ValueError as error:
-        raise InvalidInput(
-            str(error), [{"loc": ["body", "architecture"], "msg": str(error)}]
-        ) from None
-    limit = get_settings().max_model_parameters
-    if parameters > limit:
-        message = f"{parameters} parameters on this dataset; at most {limit}"
-        raise InvalidInput(message, [{"loc": ["body", "architecture"], "msg": message}])
-    _check_method_fits(spec.unlearner, spec.architecture, dataset)
+    network = _sized_structure(spec.architecture, dataset)
+    _check_method_fits(spec.unlearner, spec.architecture, network)
+    _check_references_have_a_recipe(spec.audit, spec.training)
+    trains = spec.weights == "train"
     model = Model(
         tenant_id=tenant_id,
         dataset_id=dataset.id,
@@ -65,11 +60,11 @@ def create(session: Session, *, tenant_id: str, spec: ModelCreate) -> Model:
         batching=spec.batching.model_dump(mode="json"),
         training=spec.training.model_dump(mode="json") if spec.training else {},
         audit_policy=spec.audit.model_dump(mode="json"),
-        status=ModelStatus.TRAINING if spec.training else ModelStatus.AWAITING_UPLOAD,
+        status=ModelStatus.TRAINING if trains else ModelStatus.AWAITING_UPLOAD,
     )
     session.add(model)
     session.flush()
-    if spec.training:
+    if trains:
         lifecycle.new_job(session, model, JobKind.TRAIN)
     audit_log.append(
         session,
@@ -77,18 +72,72 @@ def create(session: Session, *, tenant_id: str, spec: ModelCreate) -> Model:
         action="model.created",
         subject_type="model",
         subject_id=model.id,
-        payload={"name": model.name, "dataset_id": dataset.id, "unlearner": model.unlearner},
+        payload={
+            "name": model.name,
+            "dataset_id": dataset.id,
+            "unlearner": model.unlearner,
+            "weights": spec.weights,
+        },
     )
     session.commit()
     return model
 
 
+def _check_references_have_a_recipe(audit: AuditPolicy, training: TrainingConfig | None) -> None:
+    """422 when the audit policy asks for retrained references (``reference_every`` or
+    ``complete_after: reference_audit``) and the model declares no recipe to retrain with."""
+    if training is not None:
+        return
+    asks = [
+        name
+        for name, asked in (
+            ("reference_every", audit.reference_every > 0),
+            ("complete_after", audit.complete_after == "reference_audit"),
+        )
+        if asked
+    ]
+    if asks:
+        message = (
+            "retrained references need the model's training recipe and this model declares "
+            "none: give `training` (with `weights: upload` for uploaded weights) or audit "
+            "without references"
+        )
+        raise InvalidInput(
+            message, [{"loc": ["body", "audit", name], "msg": message} for name in asks]
+        )
+
+
+def _sized_structure(architecture: ArchitectureSpec, dataset: Dataset) -> nn.Module:
+    """The architecture's network for this dataset on the meta device (nothing allocated);
+    422 when it cannot be built for the dataset's shape, has more parameters than
+    ``UNLEARN_MAX_MODEL_PARAMETERS``, or does not map the dataset's inputs to one logit per
+    class through an output layer class deletion can mask (``ml.architectures.check_fits``).
+    """
+
+    def refused(message: str) -> InvalidInput:
+        return InvalidInput(message, [{"loc": ["body", "architecture"], "msg": message}])
+
+    shape, classes = dataset.input_shape, dataset.num_classes
+    try:
+        network = architecture.structure(shape, classes)
+    except ValueError as error:
+        raise refused(str(error)) from None
+    parameters = sum(p.numel() for p in network.parameters())
+    limit = get_settings().max_model_parameters
+    if parameters > limit:
+        raise refused(f"{parameters} parameters on this dataset; at most {limit}")
+    try:
+        architecture.check_fits(network, shape, classes)
+    except ValueError as error:
+        raise refused(f"architecture {architecture.name!r}: {error}") from None
+    return network
+
+
 def _check_method_fits(
-    unlearner: UnlearnerSpec, architecture: ArchitectureSpec, dataset: Dataset
+    unlearner: UnlearnerSpec, architecture: ArchitectureSpec, network: nn.Module
 ) -> None:
     """422 when the method cannot unlearn this architecture (its ``unsuitable_for`` says
-    why), before anything is stored."""
-    network = architecture.structure(dataset.input_shape, dataset.num_classes)
+    why, asked of ``network`` on the meta device), before anything is stored."""
     reason = unlearner.unsuitable_for(network)
     if reason is not None:
         message = f"unlearner {unlearner.name!r} cannot unlearn {architecture.name!r}: {reason}"
@@ -147,13 +196,15 @@ def update(session: Session, *, tenant_id: str, model_id: str, spec: ModelUpdate
     changes: dict[str, Any] = {}
     if spec.unlearner is not None:
         dataset = datasets.get_or_raise(session, tenant_id=tenant_id, dataset_id=model.dataset_id)
-        _check_method_fits(
-            spec.unlearner, ArchitectureSpec.model_validate(model.architecture), dataset
-        )
+        architecture = ArchitectureSpec.model_validate(model.architecture)
+        network = architecture.structure(dataset.input_shape, dataset.num_classes)
+        _check_method_fits(spec.unlearner, architecture, network)
         model.unlearner = changes["unlearner"] = spec.unlearner.model_dump(mode="json")
     if spec.batching is not None:
         model.batching = changes["batching"] = spec.batching.model_dump(mode="json")
     if spec.audit is not None:
+        recipe = ModelSettings.of(model).training
+        _check_references_have_a_recipe(spec.audit, recipe)
         model.audit_policy = changes["audit"] = spec.audit.model_dump(mode="json")
     if changes:
         audit_log.append(
@@ -191,13 +242,20 @@ def upload_version(session: Session, *, tenant_id: str, model_id: str, data: byt
     return version
 
 
+# How many tensors of each kind a refused upload lists (the counts are always whole).
+LISTED_TENSORS = 20
+
+
 def _checked_state_dict(session: Session, model: Model, data: bytes) -> dict[str, torch.Tensor]:
     try:
         state_dict = load_safetensors(data)
     except (SafetensorError, ValueError, OSError) as error:
         raise InvalidInput(f"not a safetensors file: {error}") from None
     dataset = datasets.get_or_raise(session, tenant_id=model.tenant_id, dataset_id=model.dataset_id)
-    network = ModelSettings.of(model).architecture.build(dataset.input_shape, dataset.num_classes)
+    architecture = ModelSettings.of(model).architecture
+    shape, classes = dataset.input_shape, dataset.num_classes
+    _check_tensor_names_and_shapes(architecture.structure(shape, classes), state_dict)
+    network = architecture.build(shape, classes)
     try:
         network.load_state_dict(state_dict, strict=True)
     except RuntimeError as error:
@@ -211,3 +269,50 @@ def _checked_state_dict(session: Session, model: Model, data: bytes) -> dict[str
     if broken:
         raise InvalidInput(f"weights hold NaN or infinite values: {', '.join(broken[:10])}")
     return {name: tensor.detach() for name, tensor in network.state_dict().items()}
+
+
+def _check_tensor_names_and_shapes(network: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
+    """422 listing the ``missing``, ``unexpected`` and ``mismatched`` tensors (each ``name``,
+    ``expected`` and ``got`` shape, the first ``LISTED_TENSORS`` with the ``count``) when
+    the upload's names and shapes are not the network's (``network`` may be its meta-device
+    structure). Missing and mismatched tensors come in the network's order, unexpected
+    ones by name."""
+    expected = {name: list(tensor.shape) for name, tensor in network.state_dict().items()}
+    got = {name: list(tensor.shape) for name, tensor in state_dict.items()}
+    kinds: dict[str, list[dict[str, Any]]] = {
+        "missing": [
+            {"name": n, "expected": s, "got": None} for n, s in expected.items() if n not in got
+        ],
+        "unexpected": [
+            {"name": n, "expected": None, "got": got[n]} for n in sorted(got) if n not in expected
+        ],
+        "mismatched": [
+            {"name": n, "expected": s, "got": got[n]}
+            for n, s in expected.items()
+            if n in got and got[n] != s
+        ],
+    }
+    if not any(kinds.values()):
+        return
+    counts = ", ".join(f"{len(found)} {kind}" for kind, found in kinds.items() if found)
+    first = next(found[0] for found in kinds.values() if found)
+    detail = (
+        f"the weights do not fit the architecture: {counts} tensors (first: {first['name']!r}, "
+        f"expected {first['expected']}, got {first['got']})"
+    )
+    errors = [
+        {
+            "loc": ["body", "file", t["name"]],
+            "msg": f"{kind}: expected {t['expected']}, got {t['got']}",
+        }
+        for kind, found in kinds.items()
+        for t in found[:LISTED_TENSORS]
+    ]
+    raise InvalidInput(
+        detail,
+        errors,
+        **{
+            kind: {"count": len(found), "tensors": found[:LISTED_TENSORS]}
+            for kind, found in kinds.items()
+        },
+    )

@@ -49,9 +49,6 @@ class ArchitectureSpec(BaseModel):
         self.params = _checked(architectures.validate_params, self.name, self.params)
         return self
 
-    def parameter_count(self, input_shape: list[int], num_classes: int) -> int:
-        return architectures.parameter_count(self.name, self.params, input_shape, num_classes)
-
     def build(self, input_shape: list[int], num_classes: int) -> nn.Module:
         """A freshly initialised network for a dataset of this shape."""
         return architectures.build_model(self.name, self.params, input_shape, num_classes)
@@ -59,6 +56,11 @@ class ArchitectureSpec(BaseModel):
     def structure(self, input_shape: list[int], num_classes: int) -> nn.Module:
         """The network's modules on the meta device (nothing allocated), for checks."""
         return architectures.structure(self.name, self.params, input_shape, num_classes)
+
+    def check_fits(self, network: nn.Module, input_shape: list[int], num_classes: int) -> None:
+        """Raise ValueError unless ``network`` (its ``structure``) maps inputs of this shape
+        to one logit per class through a maskable output layer."""
+        architectures.check_fits(network, input_shape, num_classes)
 
 
 class UnlearnerSpec(BaseModel):
