@@ -201,6 +201,7 @@ def _stage(
     model_ids = sorted({items[i].spec.model_id for i in live})
     models = store.models(model_ids) if model_ids else {}
     wanted: list[tuple[str, str]] = []
+    claimed: dict[str, set[int]] = {}  # model -> classes forgotten, on their way or in `items`
     for i in live:
         item = items[i]
         model = models.get(item.spec.model_id)
@@ -211,7 +212,12 @@ def _stage(
                 _check_key_list(item.spec.sample_keys)
                 wanted += [(model.id, key) for key in item.spec.sample_keys]
             else:
-                _check_classes(model.num_classes, item.spec.class_labels or [])
+                labels = item.spec.class_labels or []
+                _check_classes(model.num_classes, labels)
+                if model.id not in claimed:
+                    claimed[model.id] = store.claimed_classes(model.id)
+                _check_classes_left(model.num_classes, claimed[model.id], labels)
+                claimed[model.id].update(labels)
         except DomainError as error:
             outcomes[i] = error
     found = store.samples(wanted) if wanted else {}
@@ -406,6 +412,18 @@ def _check_classes(num_classes: int, labels: list[int]) -> None:
         raise InvalidInput("duplicated class labels")
     if len(set(labels)) >= num_classes:
         raise InvalidInput("a model cannot forget every class")
+
+
+def _check_classes_left(num_classes: int, claimed: set[int], labels: list[int]) -> None:
+    """A model keeps at least one class: with the classes it forgot and those its accepted
+    requests are forgetting, these labels must not cover all of them. (Two submissions
+    racing past this check meet the same rule at batch time, where the later one fails
+    alone: service.jobs.lifecycle.)"""
+    if len(claimed | set(labels)) >= num_classes:
+        raise Conflict(
+            f"deleting classes {sorted(labels)} would leave the model no class: its other "
+            f"requests have forgotten or are forgetting {sorted(claimed)} of {num_classes}"
+        )
 
 
 def get_or_raise(

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from service import changes
 from service.changes import Topic
-from service.enums import Split
+from service.enums import RequestStatus, Split
 from service.tables import (
     Dataset,
     DeletionRequest,
@@ -139,6 +139,16 @@ class BatchStorage:
             )
             or 0
         )
+
+    def claimed_classes(self, model_id: str) -> set[int]:
+        """Classes of the model's class deletions that are forgotten or on their way (every
+        status but failed and cancelled)."""
+        statement = select(DeletionRequest.class_labels).where(
+            DeletionRequest.model_id == model_id,
+            DeletionRequest.class_labels.is_not(None),
+            DeletionRequest.status.not_in([RequestStatus.FAILED, RequestStatus.CANCELLED]),
+        )
+        return {label for labels in self.session.scalars(statement) for label in labels or []}
 
     def write(self, rows: list[dict[str, Any]], claims: list[dict[str, Any]]) -> bool:
         """Insert the pending requests ``rows`` (columns of ``deletion_requests``) with their
