@@ -95,7 +95,10 @@ def test_expired_keys_are_refused(client, admin):
     assert listed[key.json()["id"]]["status"] == "expired"
 
 
-@pytest.mark.parametrize("weak", ["a" * 16, "ab" * 40, DEV_KEY, "Short1!"])
+NEAR_DEV_KEYS = [DEV_KEY[:-1] + "N", DEV_KEY.upper(), DEV_KEY.replace("-", "_"), f"x{DEV_KEY}-2026"]
+
+
+@pytest.mark.parametrize("weak", ["a" * 16, "ab" * 40, DEV_KEY, "Short1!", *NEAR_DEV_KEYS])
 def test_production_refuses_weak_bootstrap_keys_without_quoting_them(env, monkeypatch, weak):
     from service.settings import Settings
 
