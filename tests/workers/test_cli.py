@@ -137,3 +137,20 @@ def test_the_cli_keeps_a_tenants_last_admin_key(env, capsys):
     assert "last active admin key" in captured.err and "Traceback" not in captured.err
     assert main(["keys", "create", "--tenant", "acme", "--scopes", "admin"]) == 0
     assert main(["keys", "revoke", key_id]) == 0
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "1"], ["keys", "list"], ["migrate"]])
+def test_an_unreachable_database_is_one_line_without_the_password(
+    env, monkeypatch, capsys, command
+):
+    from tests.helpers.app import configure
+    from tests.helpers.network import free_port
+
+    port = free_port()  # nothing listens there
+    url = f"postgresql+psycopg://unlearnd:hunter2@127.0.0.1:{port}/unlearnd"
+    configure(monkeypatch, database_url=url)
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("unlearnd: cannot use the database at ") and f":{port}/" in err
+    assert "hunter2" not in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
