@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
 from ml.datasets import InvalidSource, holdout_mask, open_source
@@ -69,7 +69,17 @@ def register(session: Session, *, tenant_id: str, spec: DatasetCreate) -> Datase
         payload={"name": spec.name, "source": source, "counts": counts},
     )
     session.commit()
+    _refresh_planner_statistics(session)
     return dataset
+
+
+def _refresh_planner_statistics(session: Session) -> None:
+    """A registration can multiply the samples table, and Postgres's autovacuum analyzes it
+    only later: until then a request naming 10,000 keys was planned as if the table were
+    nearly empty (16-77 s measured on 100k samples; 0.1-1.6 s once analyzed)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("ANALYZE samples"))
+        session.commit()
 
 
 def get_or_raise(session: Session, *, tenant_id: str, dataset_id: str) -> Dataset:
