@@ -31,6 +31,7 @@ read = polled(Topic.REQUESTS, scope=Scope.REQUESTS_READ)
     "",
     status_code=202,
     response_model=DeletionRequestRead,
+    responses=conflict("its classes, with those the model forgot or is forgetting, are all"),
     openapi_extra=read_by_hand(
         DeletionRequestCreate,
         headers={"Idempotency-Key": {"type": "string", "maxLength": service.MAX_IDEMPOTENCY_KEY}},
