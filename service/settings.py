@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     auth_failures_per_minute: int = Field(
         30, ge=0, description="failed authentications per client address; 0: no limit"
     )
+    max_header_bytes: int = Field(
+        65536, ge=4096, le=1048576, description="a request line and headers, together, at most"
+    )
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, le=300, description="a request head not complete after this is closed"
+    )
     forwarded_allow_ips: str = Field(
         "",
         description="comma-separated addresses or CIDRs of proxies whose X-Forwarded-For and "

@@ -123,7 +123,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _out(f"admin dashboard: http://{args.host}:{args.port}/admin/ (sign in with an API key)")
     # uvicorn's access log is off (it logs raw paths); ours is structured (service.logs).
     log_config = logs.config(access_log=args.access_log)
-    proxies = proxy_options(get_settings().forwarded_allow_ips)
+    # Request heads bounded in size and time (workers.http_edge), proxies as configured.
+    options = {
+        "http": "workers.http_edge:BoundedHttpProtocol",
+        **proxy_options(get_settings().forwarded_allow_ips),
+    }
     if args.workers > 1:
         if get_settings().embedded_worker:
             _out("--workers > 1 needs UNLEARN_BROKER_URL (the embedded worker runs in one process)")
@@ -136,7 +140,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             workers=args.workers,
             log_config=log_config,
             access_log=False,
-            **proxies,
+            **options,
         )
         return 0
     uvicorn.run(
@@ -145,7 +149,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         log_config=log_config,
         access_log=False,
-        **proxies,
+        **options,
     )
     return 0
 
