@@ -16,13 +16,14 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 PROMETHEUS_FILE = ROOT / "deploy" / "prometheus.yml"
 DOCKERFILE = ROOT / "Dockerfile"
+NGINX_FILE = ROOT / "deploy" / "nginx.conf"
 
 # The variables docker-compose.yml requires (`${VAR:?...}`); dummies are enough to resolve it.
 REQUIRED_ENV = {
     "UNLEARN_BOOTSTRAP_ADMIN_KEY": "compose-test-admin-key-0123456789ab",
     "POSTGRES_PASSWORD": "compose-test-password",
 }
-SERVICES = {"postgres", "redis", "migrate", "api", "worker", "beat", "prometheus"}
+SERVICES = {"postgres", "redis", "migrate", "api", "edge", "worker", "beat", "prometheus"}
 UNLEARND_ROLES = {"api", "worker", "beat"}
 
 
@@ -128,7 +129,25 @@ def test_roles_share_settings_and_wait_for_migrate(resolved: str) -> None:
         assert re.search(r"/data:/data:ro\b", volumes)
     assert "unlearnd" in _subtree(resolved, "services", "migrate", "command")
     assert "pg_isready" in _subtree(resolved, "services", "postgres", "healthcheck")
-    assert "8000" in _subtree(resolved, "services", "api", "ports")
+
+
+def test_only_the_edge_is_published_and_it_bounds_requests(resolved: str) -> None:
+    """The app server is not published: nginx bounds heads, bodies and slow clients in
+    front of it, and overwrites X-Forwarded-For, which the API believes from it alone."""
+    assert "8000" in _subtree(resolved, "services", "edge", "ports")
+    assert "deploy/nginx.conf:/etc/nginx/nginx.conf" in _subtree(
+        resolved, "services", "edge", "volumes"
+    )
+    with pytest.raises(AssertionError):
+        _subtree(resolved, "services", "api", "ports")
+    environment = _subtree(resolved, "services", "api", "environment")
+    assert re.search(r"UNLEARN_FORWARDED_ALLOW_IPS: '?\*'?", environment)
+    conf = NGINX_FILE.read_text()
+    assert re.search(r"^\s*large_client_header_buffers 4 16k;", conf, flags=re.MULTILINE)
+    assert re.search(r"^\s*client_header_timeout 10s;", conf, flags=re.MULTILINE)
+    assert re.search(r"^\s*client_body_timeout 30s;", conf, flags=re.MULTILINE)
+    assert re.search(r"proxy_set_header X-Forwarded-For \$remote_addr;", conf)
+    assert re.search(r"server api:8000;", conf)
 
 
 def test_prometheus_scrapes_api_and_worker(resolved: str) -> None:
