@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -178,3 +180,14 @@ def _run_on_commit(session: Session) -> None:
 
 def _drop_on_commit(session: Session) -> None:
     session.info.pop("on_commit", None)
+
+
+def unreachable(error: BaseException) -> str | None:
+    """One line an operator can act on when ``error`` says the database cannot be used (down,
+    unknown, refusing us): its address without the password and the driver's first line,
+    instead of a hundred lines of traceback. None for any other error."""
+    if not isinstance(error, OperationalError):
+        return None
+    url = make_url(get_settings().resolved_database_url).render_as_string(hide_password=True)
+    cause = str(getattr(error, "orig", error)).strip().splitlines() or ["no reason given"]
+    return f"cannot use the database at {url}: {cause[0]}"

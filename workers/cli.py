@@ -258,10 +258,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from pydantic import ValidationError
-    from sqlalchemy.exc import OperationalError
 
     from service import logs
     from service.bootstrap import RefusedToStart
+    from service.db import unreachable
     from service.errors import DomainError
 
     args = parser().parse_args(argv)
@@ -274,21 +274,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as error:  # the settings; their errors never echo values
         sys.stderr.write(f"unlearnd: invalid configuration: {error}\n")
         return 2
-    except OperationalError as error:  # the database is down, unknown or refuses us
-        sys.stderr.write(f"unlearnd: {_unreachable_database(error)}\n")
+    except Exception as error:  # the database down, unknown or refusing us: one line
+        message = unreachable(error)
+        if message is None:
+            raise
+        sys.stderr.write(f"unlearnd: {message}\n")
         return 2
-
-
-def _unreachable_database(error: Exception) -> str:
-    """One line an operator can act on (the database's address without its password, and
-    the driver's first line), instead of a hundred lines of traceback."""
-    from sqlalchemy.engine import make_url
-
-    from service.settings import get_settings
-
-    url = make_url(get_settings().database_url).render_as_string(hide_password=True)
-    cause = str(getattr(error, "orig", error)).strip().splitlines() or ["no reason given"]
-    return f"cannot use the database at {url}: {cause[0]}"
 
 
 if __name__ == "__main__":
