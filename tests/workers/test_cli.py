@@ -105,8 +105,10 @@ def test_serve_trusts_no_proxy_unless_one_is_configured(env, monkeypatch, tmp_pa
     assert options == {"proxy_headers": False}
     with LiveServer(**options) as live:
         statuses, clients = _guesses(live, 40)
-    # One peer is one address, whatever it claims: locked out after 20 failures.
-    assert statuses[:20] == [401] * 20 and set(statuses[20:]) == {429}
+    # One peer is one address, whatever it claims: locked out after 20 failures (a token
+    # comes back every 3 s, so a loaded machine may let one of the later guesses through).
+    assert statuses[:20] == [401] * 20 and set(statuses[20:]) <= {401, 429}
+    assert statuses[20:].count(429) >= 15
     assert set(clients) == {"127.0.0.1"}
 
     configure(monkeypatch, forwarded_allow_ips="127.0.0.1")
@@ -141,11 +143,12 @@ def test_the_cli_keeps_a_tenants_last_admin_key(env, capsys):
 
 @pytest.mark.parametrize("command", [["serve", "--port", "1"], ["keys", "list"], ["migrate"]])
 def test_an_unreachable_database_is_one_line_without_the_password(
-    env, monkeypatch, capsys, command
+    env, monkeypatch, capsys, tmp_path, command
 ):
     from tests.helpers.app import configure
     from tests.helpers.network import free_port
 
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))  # keep serve's own out
     port = free_port()  # nothing listens there
     url = f"postgresql+psycopg://unlearnd:hunter2@127.0.0.1:{port}/unlearnd"
     configure(monkeypatch, database_url=url)
