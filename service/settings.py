@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.audit_signing import Signer, decode_key
 from service.keys.policy import weakness
 
 
@@ -25,6 +26,12 @@ class Settings(BaseSettings):
     data_root: Path = Field(Path("data"), description="the only folder dataset paths may use")
     bootstrap_admin_key: SecretStr = Field(
         SecretStr(""), description="first admin key of tenant `default`"
+    )
+    audit_signing_key: SecretStr = Field(
+        SecretStr(""), description="Ed25519 key (32 bytes, base64) signing the audit log"
+    )
+    audit_signing_key_file: Path | None = Field(
+        None, description="a file holding that key instead (e.g. a container secret)"
     )
 
     max_keys_per_request: int = Field(10_000, ge=1)
@@ -93,6 +100,11 @@ class Settings(BaseSettings):
             raise ValueError("environment must be development or production")
         return value
 
+    @field_validator("audit_signing_key_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
     @field_validator("callback_allowed_networks")
     @classmethod
     def _networks(cls, value: str) -> str:
@@ -114,15 +126,48 @@ class Settings(BaseSettings):
         return [ipaddress.ip_network(p, strict=False) for p in parts if p]
 
     @model_validator(mode="after")
+    def _readable_signing_key(self) -> Settings:
+        """The key is checked where it is set, so no process starts unable to sign."""
+        self.audit_signer  # noqa: B018 (raises ValueError, never quoting the key)
+        return self
+
+    @model_validator(mode="after")
     def _no_placeholders_in_production(self) -> Settings:
         if self.environment == "production":
             if not self.database_url or self.database_url.startswith("sqlite"):
                 raise ValueError("production needs UNLEARN_DATABASE_URL pointing at Postgres")
+            if self.audit_signer is None:
+                raise ValueError(
+                    "production needs UNLEARN_AUDIT_SIGNING_KEY or UNLEARN_AUDIT_SIGNING_KEY_FILE "
+                    "(`unlearnd audit keygen` prints one): the audit log is signed with a key "
+                    "the database does not hold"
+                )
             key = self.bootstrap_admin_key.get_secret_value()
             problem = weakness(key) if key else None
             if problem:
                 raise ValueError(f"UNLEARN_BOOTSTRAP_ADMIN_KEY is refused in production: {problem}")
         return self
+
+    @cached_property
+    def audit_signer(self) -> Signer | None:
+        """The audit log's signer, or None when no key is configured."""
+        if self.audit_signing_key_file is not None:
+            if self.audit_signing_key.get_secret_value():
+                raise ValueError("set UNLEARN_AUDIT_SIGNING_KEY or its _FILE, not both")
+            try:
+                text = self.audit_signing_key_file.read_text()
+            except OSError as error:
+                raise ValueError(
+                    f"UNLEARN_AUDIT_SIGNING_KEY_FILE cannot be read: {error.strerror}"
+                ) from None
+        else:
+            text = self.audit_signing_key.get_secret_value()
+        if not text.strip():
+            return None
+        try:
+            return Signer(decode_key(text))
+        except ValueError as error:
+            raise ValueError(f"the audit signing key is not usable: {error}") from None
 
     @property
     def resolved_database_url(self) -> str:

@@ -302,7 +302,7 @@ class ChangeStamp(Base):
 
 
 class AuditLogEntry(Base):
-    """Append-only, hash-chained: ``hash = sha256(prev_hash || canonical entry)``."""
+    """Append-only, hash-chained: ``hash = sha256(prev_hash || canonical entry)``, and signed."""
 
     __tablename__ = "audit_log"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -314,6 +314,10 @@ class AuditLogEntry(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(Json)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # Ed25519 over (id, hash) with a key the database does not hold (service.audit_signing);
+    # None for entries written while no key was configured.
+    signature: Mapped[str | None] = mapped_column(String(100))
+    key_id: Mapped[str | None] = mapped_column(String(16))
 
 
 class Audit(Base):

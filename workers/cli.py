@@ -189,20 +189,72 @@ def cmd_beat(_: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_audit_verify(_: argparse.Namespace) -> int:
-    from service import audit_log
-    from service.db import session_scope
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """Exit 0 when the chain (and, with --public-key, every signature and every entry of
+    the certificates given) holds; 1 naming the first break; 2 on unusable input."""
+    import json
 
+    from service import audit_log
+    from service.audit_signing import PublicKey
+    from service.db import session_scope
+    from service.errors import InvalidInput
+
+    try:
+        keys = [PublicKey.parse(text) for text in args.public_key]
+    except ValueError as error:
+        raise InvalidInput(f"--public-key is not an Ed25519 public key: {error}") from None
+    if args.certificate and not keys:
+        raise InvalidInput("--certificate needs --public-key: a certificate is checked by it")
+    held: list[tuple[str, dict]] = []
+    for path in args.certificate:
+        try:
+            entries = json.loads(Path(path).read_text())["audit_log"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise InvalidInput(f"{path} is not a certificate ({error})") from None
+        held += [(path, entry) for entry in entries if isinstance(entry, dict)]
     with session_scope() as session:
-        checked, broken = audit_log.verify(session)
-    if broken is None:
-        _out(f"audit log intact: {checked} entries verified")
-        return 0
-    _out(
-        f"audit log BROKEN at entry {broken.entry_id}: {broken.reason} "
-        f"({checked} entries verified before it)"
-    )
-    return 1
+        result = audit_log.verify(session, keys=keys)
+        problems = [
+            f"entry {entry.get('id')} of {path} {problem}"
+            for path, entry in held
+            if (problem := audit_log.held_entry_problem(session, entry, keys))
+        ]
+    if result.broken is not None:
+        _out(
+            f"audit log BROKEN at entry {result.broken.entry_id}: {result.broken.reason} "
+            f"({result.checked} entries verified before it)"
+        )
+        return 1
+    if problems:
+        _out("audit log BROKEN: " + "; ".join(problems))
+        return 1
+    signed = f", signatures checked on {result.signed}" if keys else " (signatures not checked)"
+    _out(f"audit log intact: {result.checked} entries verified{signed}")
+    if held:
+        _out(f"the {len(held)} entries of {len(args.certificate)} certificate(s) are in it")
+    if result.head is not None:
+        _out(f"head: entry {result.head.entry_id} {result.head.hash}")
+    return 0
+
+
+def cmd_audit_keygen(_: argparse.Namespace) -> int:
+    from service.audit_signing import generate
+
+    private, public = generate()
+    _out(f"UNLEARN_AUDIT_SIGNING_KEY={private}")
+    _out(f"public key (give it to verifiers): {public}")
+    return 0
+
+
+def cmd_audit_public_key(_: argparse.Namespace) -> int:
+    from service import audit_log
+    from service.errors import InvalidInput
+
+    key = audit_log.public_key()
+    if key is None:
+        raise InvalidInput("no audit signing key is configured (UNLEARN_AUDIT_SIGNING_KEY)")
+    _out(f"{key.text} (Ed25519, key id {key.key_id})")
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -252,7 +304,24 @@ def parser() -> argparse.ArgumentParser:
     audit = commands.add_parser("audit", help="the audit log").add_subparsers(
         dest="audit", required=True
     )
-    audit.add_parser("verify", help="walk the hash chain").set_defaults(run=cmd_audit_verify)
+    verify = audit.add_parser("verify", help="walk the hash chain, check the signatures")
+    verify.add_argument(
+        "--public-key",
+        action="append",
+        default=[],
+        help="check every signature with this key (repeat for a rotated key)",
+    )
+    verify.add_argument(
+        "--certificate",
+        action="append",
+        default=[],
+        help="a certificate's JSON: its entries must be signed and still in the log",
+    )
+    verify.set_defaults(run=cmd_audit_verify)
+    audit.add_parser("keygen", help="print a new signing key").set_defaults(run=cmd_audit_keygen)
+    audit.add_parser("public-key", help="the configured key's public half").set_defaults(
+        run=cmd_audit_public_key
+    )
     return root
 
 

@@ -1,12 +1,14 @@
 from fastapi import APIRouter
 
+from service import audit_log
 from service.api.conditional import polled
 from service.api.deps import CurrentCaller, SessionDep, VersionNumber, require
 from service.api.openapi import conflict
 from service.audits import service
-from service.audits.schemas import AuditCreate, AuditRead, Certificate
+from service.audits.schemas import AuditCreate, AuditRead, Certificate, SigningKey
 from service.changes import Topic
 from service.enums import Scope
+from service.errors import NotFound
 from service.jobs import service as jobs
 from service.jobs.schemas import JobRead
 
@@ -61,3 +63,16 @@ def request_audit(
 )
 def get_certificate(request_id: str, session: SessionDep, caller: CurrentCaller) -> Certificate:
     return service.certificate(session, tenant_id=caller.tenant_id, request_id=request_id)
+
+
+@router.get(
+    "/v1/audit-log/public-key",
+    response_model=SigningKey,
+    dependencies=[require(Scope.AUDIT_READ)],
+)
+def get_public_key() -> SigningKey:
+    """The key that verifies the audit log's signatures and a certificate's entries."""
+    key = audit_log.public_key()
+    if key is None:
+        raise NotFound("audit signing key", "configured")
+    return SigningKey(algorithm="Ed25519", public_key=key.text, key_id=key.key_id)

@@ -43,14 +43,28 @@ class AuditRead(BaseModel):
 
 
 class LogEntry(BaseModel):
+    """An audit log entry as stored: with its hash's inputs, so anyone can recompute it, and
+    its signature, which `unlearnd audit verify --public-key K --certificate F` checks."""
+
     id: int
     at: datetime
+    tenant_id: str | None
     action: str
     subject_type: str
     subject_id: str
     payload: dict[str, Any]
     prev_hash: str
     hash: str
+    signature: str | None
+    key_id: str | None
+
+
+class SigningKey(BaseModel):
+    """The public key that verifies the audit log's signatures."""
+
+    algorithm: str
+    public_key: str  # 32 bytes, base64 (URL-safe, no padding)
+    key_id: str
 
 
 class Certificate(BaseModel):

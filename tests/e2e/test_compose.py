@@ -22,6 +22,7 @@ NGINX_FILE = ROOT / "deploy" / "nginx.conf"
 REQUIRED_ENV = {
     "UNLEARN_BOOTSTRAP_ADMIN_KEY": "compose-test-admin-key-0123456789ab",
     "POSTGRES_PASSWORD": "compose-test-password",
+    "UNLEARN_AUDIT_SIGNING_KEY": "A" * 43,
 }
 SERVICES = {"postgres", "redis", "migrate", "api", "edge", "worker", "beat", "prometheus"}
 UNLEARND_ROLES = {"api", "worker", "beat"}
@@ -122,6 +123,7 @@ def test_roles_share_settings_and_wait_for_migrate(resolved: str) -> None:
         assert "UNLEARN_STATE_DIR: /var/lib/unlearnd" in environment
         assert "UNLEARN_DATA_ROOT: /data" in environment
         assert REQUIRED_ENV["UNLEARN_BOOTSTRAP_ADMIN_KEY"] in environment
+        assert REQUIRED_ENV["UNLEARN_AUDIT_SIGNING_KEY"] in environment
         migrate = _subtree(resolved, "services", role, "depends_on", "migrate")
         assert "condition: service_completed_successfully" in migrate
         volumes = _subtree(resolved, "services", role, "volumes")

@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import update
 
+from service.audit_signing import generate
 from service.db import session_scope
 from service.tables import ApiKey, utcnow
 from tests.helpers.app import configure, make_key
@@ -103,6 +104,7 @@ def test_production_refuses_weak_bootstrap_keys_without_quoting_them(env, monkey
     from service.settings import Settings
 
     monkeypatch.setenv("UNLEARN_ENVIRONMENT", "production")
+    monkeypatch.setenv("UNLEARN_AUDIT_SIGNING_KEY", generate()[0])  # production needs one
     monkeypatch.setenv("UNLEARN_BOOTSTRAP_ADMIN_KEY", weak)
     with pytest.raises(ValidationError) as raised:
         Settings()
@@ -116,6 +118,7 @@ def test_production_accepts_a_random_bootstrap_key(env, monkeypatch):
     from service.settings import Settings
 
     monkeypatch.setenv("UNLEARN_ENVIRONMENT", "production")
+    monkeypatch.setenv("UNLEARN_AUDIT_SIGNING_KEY", generate()[0])  # production needs one
     # The documented generators. A key of exactly 128 random bits (token_urlsafe(16)) is
     # refused about 1% of the time: the estimate counts the character classes a key happens
     # to use, and 22 characters without a digit, '-' or '_' estimate at 125 bits.
@@ -133,7 +136,12 @@ def test_a_stored_development_key_is_refused_after_a_restart_in_production(
     prepare(announce=lambda _: None)  # development: the make-run key is installed
     assert client.get("/v1/models", headers=bearer(DEV_KEY)).status_code == 200
     strong = "Zq8" + "x".join(str(i) for i in range(40))
-    configure(monkeypatch, environment="production", bootstrap_admin_key=strong)
+    configure(
+        monkeypatch,
+        environment="production",
+        bootstrap_admin_key=strong,
+        audit_signing_key=generate()[0],
+    )
     with pytest.raises(RefusedToStart) as refused:
         prepare(announce=lambda _: None)
     assert DEV_KEY not in str(refused.value) and "unlearnd keys revoke" in str(refused.value)
