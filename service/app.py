@@ -7,7 +7,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcon
 
 from fastapi import FastAPI
 
-from service import admin
+from service import admin, api_docs
 from service.api import (
     audits,
     callbacks,
@@ -53,6 +53,10 @@ def create_app(*, lifespan: Lifespan | None = None) -> FastAPI:
         # own), and asking for a tracer provider on every request cost 4% of the ingest
         # path's CPU (py-spy, docs/benchmarks.md).
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # Swagger UI is served by the service itself (service.api_docs), ReDoc not at all:
+        # FastAPI's pages load both from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     problems.install(app)
     conditional.install(app)
@@ -74,6 +78,7 @@ def create_app(*, lifespan: Lifespan | None = None) -> FastAPI:
     ):
         app.include_router(router)
     admin.mount(app)
+    api_docs.mount(app)
     if settings.metrics_enabled and settings.metrics_port is None:
         app.add_api_route(
             "/metrics", operations.metrics_endpoint, methods=["GET"], include_in_schema=False

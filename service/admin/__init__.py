@@ -10,9 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI
-from starlette.responses import Response
-from starlette.staticfiles import StaticFiles
-from starlette.types import Scope
+
+from service.static_files import SecuredFiles
 
 __all__ = ["mount", "STATIC"]
 
@@ -31,12 +30,6 @@ SECURITY_HEADERS = {
 }
 
 
-class DashboardFiles(StaticFiles):
-    async def get_response(self, path: str, scope: Scope) -> Response:
-        response = await super().get_response(path, scope)
-        response.headers.update(SECURITY_HEADERS)
-        return response
-
-
 def mount(app: FastAPI) -> None:
-    app.mount("/admin", DashboardFiles(directory=STATIC, html=True), name="admin")
+    files = SecuredFiles(directory=STATIC, html=True, headers=SECURITY_HEADERS)
+    app.mount("/admin", files, name="admin")

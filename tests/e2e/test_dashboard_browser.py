@@ -369,3 +369,28 @@ def test_a_key_without_a_scope_sees_the_view_refuse(server, browser, screenshots
     )[0]
     assert "models:read" in refusal.text
     screenshots(browser, "10-overview-refused-without-models-read")
+
+
+def test_the_api_docs_render_under_their_policy(server, browser, screenshots):
+    """Swagger UI, served by the service, draws every operation with nothing refused by
+    the page's Content-Security-Policy and nothing fetched from elsewhere."""
+    from selenium.webdriver.common.by import By
+
+    browser.get_log("browser")  # drop what earlier pages logged
+    browser.get(f"{server.base}/docs/")
+    operations = wait_for(
+        "the operations", lambda: browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")
+    )
+    paths = {element.get_attribute("data-path") or element.text for element in operations}
+    assert "/v1/deletion-requests" in paths
+    screenshots(browser, "11-api-docs")
+    refused = [
+        entry["message"]
+        for entry in browser.get_log("browser")
+        if "Content Security Policy" in entry["message"] or entry["level"] == "SEVERE"
+    ]
+    assert not refused, refused
+    loaded = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)"
+    )
+    assert loaded and all(url.startswith(server.base) for url in loaded), loaded
