@@ -67,9 +67,16 @@ def gaussian_kl(
 
 
 def vib_loss(
-    model: VariationalBottleneck, inputs: torch.Tensor, labels: torch.Tensor, beta: float
+    model: VariationalBottleneck,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    beta: float,
+    *,
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
-    """The VIB training loss of a batch (Eq. 2), one sample of z per input."""
+    """The VIB training loss of a batch (Eq. 2), one sample of z per input; the
+    cross-entropy takes the training recipe's label smoothing."""
     mean, std = model.encode(inputs)
     logits = model.approximator(model.sample(mean, std))
-    return F.cross_entropy(logits, labels) + beta * prior_kl(mean, std).mean()
+    cross_entropy = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+    return cross_entropy + beta * prior_kl(mean, std).mean()

@@ -29,8 +29,9 @@ class FinetuneParams(BaseModel):
         1e-2,
         gt=0,
         le=1,
-        description="The SGD learning rate (momentum and weight decay come from the model's "
-        "training recipe): faster forgetting against damage to what D_r taught.",
+        description="The SGD learning rate, constant through the run (momentum, weight decay "
+        "and the recipe's data and loss options come from the model's training recipe, not "
+        "its schedule): faster forgetting against damage to what D_r taught.",
     )
     batch_size: int = Field(
         128, ge=1, le=8192, description="Samples of D_r per step: speed against noise."

@@ -7,8 +7,10 @@ D_f' U D_r, shuffled together:
 so it unlearns the forget labels while rehearsing the retained data (Golatkar et al. 2020;
 the "RL" baseline of Jia et al. 2023, SalUn). It reads all of D_r, like fine-tuning.
 Optimiser settings other than lr, epochs and batch size come from the model's training
-recipe, as in ``finetune``. For class deletion, ``run_unlearner`` masks the forgotten
-classes in the published weights (``ml.class_masking``), as for every method.
+recipe, with its augmentation, label smoothing, clipping and precision but not its
+schedule, as in ``finetune`` (``ml.training.sgd_recipe``). For class deletion,
+``run_unlearner`` masks the forgotten classes in the published weights
+(``ml.class_masking``), as for every method.
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ class RandomLabelsParams(BaseModel):
         1e-2,
         gt=0,
         le=1,
-        description="The SGD learning rate (momentum and weight decay come from the model's "
-        "training recipe).",
+        description="The SGD learning rate, constant through the run (momentum, weight decay "
+        "and the recipe's data and loss options come from the model's training recipe, not "
+        "its schedule).",
     )
     batch_size: int = Field(128, ge=1, le=8192, description="Samples per step.")
 
