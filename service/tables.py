@@ -161,6 +161,9 @@ class ModelVersion(Base):
     forgotten_total: Mapped[int] = mapped_column(Integer, default=0)
     artifact_sha256: Mapped[str] = mapped_column(String(64))
     metrics: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)  # UA / RA / TA
+    # The recipe the service trained it with, as run (``ml.training.TrainingConfig``); None
+    # for uploaded weights, methods with their own loop, and versions older than this column.
+    training: Mapped[dict[str, Any] | None] = mapped_column(Json)
     seconds: Mapped[float | None] = mapped_column(Float)
     unchanged: Mapped[bool] = mapped_column(default=False)  # the parent's weights, as they were
     unchanged_reason: Mapped[str | None] = mapped_column(Text)

@@ -97,6 +97,10 @@ class UnlearnResult:
     # What the method did, for the job's report: steps, stopped_by, the stop rule's checks,
     # the kept check, its own measurements, and its stages' ``*_seconds``.
     info: dict[str, Any] = field(default_factory=dict)
+    # The recipe the method trained the new weights with, as run (``retrain``'s, the
+    # fine-tuning of ``finetune`` and ``random_labels``): the version records it. None for
+    # a method whose own loop makes the weights.
+    training: TrainingConfig | None = None
 
     def report(self) -> dict[str, Any]:
         """``info`` as plain JSON (NumPy and torch scalars and arrays become numbers and

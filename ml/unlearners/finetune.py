@@ -65,4 +65,6 @@ class Finetune(Unlearner):
             "samples": p.epochs * len(context.retain),
             "stopped_by": "epoch budget (no stop rule: nothing measures D_f)",
         }
-        return UnlearnResult(state_dict_of(context.model), info=info)
+        return UnlearnResult(
+            state_dict_of(context.model), info=info, training=recipe.as_run_on(context.device)
+        )

@@ -102,4 +102,6 @@ class RandomLabels(Unlearner):
             "epochs": p.epochs,
             "samples": p.epochs * len(mixed),
         }
-        return UnlearnResult(state_dict_of(context.model), info=info)
+        return UnlearnResult(
+            state_dict_of(context.model), info=info, training=recipe.as_run_on(context.device)
+        )

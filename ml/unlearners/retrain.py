@@ -35,4 +35,6 @@ class Retrain(Unlearner):
             "epochs": context.training.epochs,
             "samples": context.training.epochs * len(context.retain),
         }
-        return UnlearnResult(state_dict_of(model), info=info)
+        return UnlearnResult(
+            state_dict_of(model), info=info, training=context.training.as_run_on(context.device)
+        )

@@ -76,6 +76,7 @@ class NewVersion:
     artifacts: Mapping[str, StoredArtifact] = field(default_factory=dict)
     timings: Mapping[str, float] = field(default_factory=dict)  # extra stages for the job row
     report: Mapping[str, Any] = field(default_factory=dict)  # the method's, JSON-safe
+    training: Mapping[str, Any] | None = None  # the recipe it was trained with, as run
 
 
 def live_lineage_job(session: Session, model_id: str) -> Job | None:
@@ -235,6 +236,7 @@ def publish(session: Session, *, job: Job, model: Model, result: NewVersion) -> 
             job=job,
             forgotten=len(result.forgotten),
             seconds=result.seconds,
+            training=result.training,
             unchanged_reason=_unchanged_reason(result.report) if unchanged else None,
         )
         versions.add_artifacts(session, version, result.artifacts)

@@ -90,6 +90,12 @@ class VersionRead(BaseModel):
     forgotten_total: int
     artifact_sha256: str
     metrics: dict[str, Any]
+    training: dict[str, Any] | None = Field(
+        description="the training recipe the service trained its weights with, as it ran on "
+        "the worker's device (version 1, `retrain`, `finetune` and `random_labels`'s "
+        "fine-tuning, retrained references); null for uploaded weights, for methods with "
+        "their own loop, and for versions made before versions recorded it"
+    )
     unchanged: bool = Field(
         description="its weights are its parent's, as they were (unchanged_reason says why)"
     )

@@ -104,14 +104,16 @@ def new_version(
     job: Job | None,
     forgotten: int,
     seconds: float | None,
+    training: Mapping[str, Any] | None = None,
     reference_of: int | None = None,
     unchanged_reason: str | None = None,
 ) -> ModelVersion:
     """A new version, in the caller's transaction with the model row locked. It becomes the
     head, unless it is a retrained audit reference of version ``reference_of`` (kept outside
     the lineage, its parent the audited version). ``accuracies`` is its UA / RA / TA (the
-    API's ``metrics``); ``unchanged_reason``, set when its weights are its parent's, marks
-    it unchanged."""
+    API's ``metrics``); ``training`` the recipe the service trained it with, as run (None:
+    it was not trained with one); ``unchanged_reason``, set when its weights are its
+    parent's, marks it unchanged."""
     parent = model.head_version if reference_of is None else reference_of
     previous = get(session, model.id, parent)
     number = (
@@ -136,6 +138,7 @@ def new_version(
         forgotten_total=(previous.forgotten_total if previous else 0) + forgotten,
         artifact_sha256=sha256,
         metrics=accuracies,
+        training=dict(training) if training is not None else None,
         seconds=seconds,
         unchanged=unchanged_reason is not None,
         unchanged_reason=unchanged_reason,
@@ -180,10 +183,17 @@ def references_of(session: Session, model_id: str, number: int) -> list[ModelVer
 
 
 def new_references(
-    session: Session, *, model_id: str, reference_of: int, shas: list[str], seconds_each: float
+    session: Session,
+    *,
+    model_id: str,
+    reference_of: int,
+    shas: list[str],
+    trainings: list[dict[str, Any]],
+    seconds_each: float,
 ) -> list[int]:
-    """New ``retrained`` versions (weights already stored) outside the lineage, children of
-    the audited version; returns their numbers."""
+    """New ``retrained`` versions (weights already stored, each trained with the recipe at
+    its place in ``trainings``) outside the lineage, children of the audited version;
+    returns their numbers."""
     model = lock_model(session, model_id)
     return [
         new_version(
@@ -195,9 +205,10 @@ def new_references(
             job=None,
             forgotten=0,
             seconds=seconds_each,
+            training=training,
             reference_of=reference_of,
         ).number
-        for sha in shas
+        for sha, training in zip(shas, trainings, strict=True)
     ]
 
 
@@ -350,6 +361,7 @@ def to_read(session: Session, version: ModelVersion) -> VersionRead:
         forgotten_total=version.forgotten_total,
         artifact_sha256=version.artifact_sha256,
         metrics=version.metrics,
+        training=version.training,
         unchanged=version.unchanged,
         unchanged_reason=version.unchanged_reason,
         artifacts=[ArtifactRead(name=a.name, sha256=a.sha256, meta=a.meta) for a in artifacts],

@@ -149,6 +149,11 @@ def test_an_uploaded_model_with_a_declared_recipe_is_verified_against_references
         client.get(f"/v1/models/{model['id']}/versions/{n}", headers=admin).json() for n in (3, 4)
     ]
     assert all(v["kind"] == "retrained" and not v["in_lineage"] for v in references)
+    # The references record the declared recipe they ran; the uploaded weights record none.
+    assert [v["training"]["seed"] for v in references] == [8, 9]
+    assert all(v["training"]["epochs"] == 2 for v in references)
+    uploaded = client.get(f"/v1/models/{model['id']}/versions/1", headers=admin).json()
+    assert uploaded["kind"] == "uploaded" and uploaded["training"] is None
     # A policy with references is accepted: the model has a recipe.
     patched = client.patch(
         f"/v1/models/{model['id']}", headers=admin, json={"audit": {"reference_every": 2}}

@@ -61,12 +61,19 @@ def run(attempt: Attempt, heartbeat: Heartbeat) -> None:
             )
             each = (time.monotonic() - began) / missing
             shas = [store().put_tensors(state_dict_of(model)) for model in fresh]
+            trainings = [  # as train_references ran them: the recipe with each one's seed
+                recipe.model_copy(update={"seed": seed})
+                .as_run_on(work.device)
+                .model_dump(mode="json")
+                for seed in seeds
+            ]
             with fenced(attempt) as (session, _):
                 reference_numbers += versions.new_references(
                     session,
                     model_id=attempt.model_id,
                     reference_of=number,
                     shas=shas,
+                    trainings=trainings,
                     seconds_each=each,
                 )
             trained_seconds += [each] * missing

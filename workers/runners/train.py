@@ -43,6 +43,7 @@ def run(attempt: Attempt, heartbeat: Heartbeat) -> None:
         accuracies=measured,
         seconds=seconds,
         timings={"evaluating": time.monotonic() - started - seconds},
+        training=recipe.as_run_on(work.device).model_dump(mode="json"),
     )
     with fenced(attempt) as (session, job):
         model = versions.lock_model(session, attempt.model_id)

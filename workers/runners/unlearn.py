@@ -68,6 +68,7 @@ def run(attempt: Attempt, heartbeat: Heartbeat) -> None:
             },
             timings={**stages, "evaluating": time.monotonic() - started - seconds},
             report=outcome.report(),
+            training=outcome.training.model_dump(mode="json") if outcome.training else None,
         )
     with fenced(attempt) as (session, job):
         model = versions.lock_model(session, attempt.model_id)
