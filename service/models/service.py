@@ -50,6 +50,7 @@ def create(session: Session, *, tenant_id: str, spec: ModelCreate) -> Model:
     network = _sized_structure(spec.architecture, dataset)
     _check_method_fits(spec.unlearner, spec.architecture, network)
     _check_references_have_a_recipe(spec.audit, spec.training)
+    _check_recipe_fits(spec.training, dataset)
     trains = spec.weights == "train"
     model = Model(
         tenant_id=tenant_id,
@@ -105,6 +106,20 @@ def _check_references_have_a_recipe(audit: AuditPolicy, training: TrainingConfig
         raise InvalidInput(
             message, [{"loc": ["body", "audit", name], "msg": message} for name in asks]
         )
+
+
+def _check_recipe_fits(training: TrainingConfig | None, dataset: Dataset) -> None:
+    """422 when the recipe augments and the dataset's samples are not images (C, H, W):
+    a job would fail on its first batch."""
+    if training is None:
+        return
+    try:
+        training.augment.check_fits(dataset.input_shape)
+    except ValueError as error:
+        message = str(error)
+        raise InvalidInput(
+            message, [{"loc": ["body", "training", "augment"], "msg": message}]
+        ) from None
 
 
 def _sized_structure(architecture: ArchitectureSpec, dataset: Dataset) -> nn.Module:
