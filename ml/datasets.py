@@ -8,10 +8,13 @@ promise that it reads no retained data is tested by an adapter that fails on suc
 from __future__ import annotations
 
 import json
+import threading
 import zipfile
 from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,15 @@ import torch
 
 from ml.registry import Registry
 
-__all__ = ["DatasetAdapter", "SourceIndex", "InvalidSource", "adapters", "open_source"]
+__all__ = [
+    "DatasetAdapter",
+    "SourceIndex",
+    "InvalidSource",
+    "adapters",
+    "open_source",
+    "index_source",
+    "clear_cache",
+]
 
 
 class InvalidSource(ValueError):
@@ -57,6 +68,11 @@ class DatasetAdapter(ABC):
     @abstractmethod
     def read(self, positions: np.ndarray) -> torch.Tensor:
         """Inputs (float32) of the samples at these positions, in that order."""
+
+    @property
+    def nbytes(self) -> int:
+        """Memory this adapter holds for its inputs (what a cache of adapters counts)."""
+        return 0
 
     def confined(self, raw: str, *, directory: bool = False) -> Path:
         """``raw`` resolved (relative paths against the data root), kept inside it, and a
@@ -95,6 +111,10 @@ class InMemoryAdapter(DatasetAdapter):
 
     def read(self, positions: np.ndarray) -> torch.Tensor:
         return self._inputs[torch.as_tensor(positions, dtype=torch.long)]
+
+    @property
+    def nbytes(self) -> int:
+        return self._inputs.element_size() * self._inputs.nelement()
 
 
 def _train_test_keys(is_test: np.ndarray) -> tuple[list[str], list[str]]:
@@ -235,16 +255,96 @@ def _storable_key(key: str, max_chars: int) -> bool:
     return 0 < len(key) <= max_chars and "\x00" not in key
 
 
-@lru_cache(maxsize=8)
-def _open(source_json: str, data_root: str) -> DatasetAdapter:
-    source = json.loads(source_json)
-    return adapters.get(source.get("kind", ""))(source, Path(data_root))
+def index_source(source: dict[str, Any], data_root: Path) -> SourceIndex:
+    """A source's index, read once and nothing kept: the API process registers datasets
+    and must not hold their arrays (a registration of three spellings of one 400 MB file
+    once pinned 1.2 GB in it for good)."""
+    with _client_facing(data_root):
+        return adapters.get(source.get("kind", ""))(source, data_root).index()
 
 
-def open_source(source: dict[str, Any], data_root: Path) -> DatasetAdapter:
-    """The adapter for a source, loaded once per process."""
+def open_source(
+    source: dict[str, Any], data_root: Path, *, cache_bytes: int = 4 << 30
+) -> DatasetAdapter:
+    """The adapter for a source, kept for the next job: one entry per file (however its
+    path is spelled) as it is now (a replaced file is read again), the least recently used
+    dropped first while the cached inputs pass ``cache_bytes``."""
+    with _client_facing(data_root):
+        identity = _identity(source, data_root)
+        adapter = _CACHE.get(identity)
+        if adapter is None:
+            adapter = adapters.get(source.get("kind", ""))(source, data_root)
+            _CACHE.put(identity, adapter, cache_bytes)
+        return adapter
+
+
+def clear_cache() -> None:
+    _CACHE.clear()
+
+
+class _SourceCache:
+    """Adapters by source identity, bounded by the bytes of their inputs (LRU)."""
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[str, DatasetAdapter] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, identity: str) -> DatasetAdapter | None:
+        with self._lock:
+            adapter = self._entries.get(identity)
+            if adapter is not None:
+                self._entries.move_to_end(identity)
+            return adapter
+
+    def put(self, identity: str, adapter: DatasetAdapter, budget: int) -> None:
+        with self._lock:
+            self._entries[identity] = adapter
+            self._entries.move_to_end(identity)
+            while len(self._entries) > 1 and self.nbytes > budget:
+                self._entries.popitem(last=False)
+            if adapter.nbytes > budget:  # larger than the whole budget: used once, not kept
+                self._entries.pop(identity, None)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(adapter.nbytes for adapter in self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_CACHE = _SourceCache()
+
+
+def _identity(source: dict[str, Any], data_root: Path) -> str:
+    """The source with each path resolved and stamped with its file's identity (device,
+    inode, size, modification time): spellings of one file share an entry, and a file
+    replaced in place is a new one. A path that does not resolve stays as given (the
+    adapter then says what is wrong with it)."""
+    stamped = dict(source)
+    root = data_root.resolve()
+    for field in ("path", "root"):
+        if isinstance(source.get(field), str):
+            try:
+                path = Path(source[field])
+                path = (path if path.is_absolute() else root / path).resolve()
+                stat = path.stat()
+                stamped[field] = [str(path), stat.st_dev, stat.st_ino, stat.st_size]
+                stamped[field] += [stat.st_mtime_ns]
+            except (ValueError, OSError, RuntimeError):
+                pass
+    return json.dumps(stamped, sort_keys=True, default=str) + "\0" + str(root)
+
+
+@contextmanager
+def _client_facing(data_root: Path) -> Iterator[None]:
+    """InvalidSource messages never carry the data root's absolute path."""
     try:
-        return _open(json.dumps(source, sort_keys=True), str(data_root))
+        yield
     except InvalidSource as error:
         message = str(error)
         for root in {str(data_root.resolve()), str(data_root.absolute())} - {"/"}:

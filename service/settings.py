@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     request_deadline_days: int = Field(30, ge=1)
     max_upload_bytes: int = Field(1 << 30, ge=1024, description="uploaded weights")
     max_model_parameters: int = Field(50_000_000, ge=1000)
+    dataset_cache_bytes: int = Field(
+        4 << 30,
+        ge=0,
+        description="decoded dataset inputs a worker keeps between jobs (LRU; 0: none)",
+    )
 
     ingest_batch_max: int = Field(
         256, ge=1, le=5000, description="deletion requests stored per ingest transaction"

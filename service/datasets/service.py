@@ -6,7 +6,7 @@ import numpy as np
 from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
-from ml.datasets import InvalidSource, holdout_mask, open_source
+from ml.datasets import InvalidSource, holdout_mask, index_source
 from service import audit_log, lookup
 from service.datasets.schemas import DatasetCreate
 from service.errors import Conflict, InvalidInput, NotFound
@@ -24,7 +24,7 @@ def register(session: Session, *, tenant_id: str, spec: DatasetCreate) -> Datase
         raise Conflict(f"a dataset named {spec.name!r} already exists")
     source = spec.source.model_dump(mode="json")
     try:
-        index = open_source(source, get_settings().data_root).index()
+        index = index_source(source, get_settings().data_root)
     except InvalidSource as error:
         raise InvalidInput(str(error), [{"loc": ["body", "source"], "msg": str(error)}]) from None
     if not index.keys:

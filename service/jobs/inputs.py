@@ -108,7 +108,10 @@ def _sample_sets(
     request_ids: Sequence[str] = (),
     version: int | None = None,
 ) -> SampleSets:
-    adapter = open_source(dataset.source, get_settings().data_root)
+    settings = get_settings()
+    adapter = open_source(
+        dataset.source, settings.data_root, cache_bytes=settings.dataset_cache_bytes
+    )
     rows = session.execute(
         select(Sample.id, Sample.key, Sample.position, Sample.split, Sample.label, Sample.state)
         .where(Sample.dataset_id == dataset.id)

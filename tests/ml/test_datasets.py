@@ -112,3 +112,62 @@ def test_digits_keys_are_stable_and_holdout_is_seeded():
     assert (a == b).all() and not (a == c).all()
     train = np.asarray(first.splits) == "train"
     assert a.sum() == round(0.1 * train.sum()) and not (a & ~train).any()
+
+
+def _npz(path: Path, n: int, value: float = 0.0) -> None:
+    keys = np.array([f"k{i}" for i in range(n)])
+    np.savez(path, x=np.full((n, 4, 4), value, "float32"), y=np.arange(n) % 2, keys=keys)
+
+
+def test_one_cache_entry_per_file_however_its_path_is_spelled(tmp_path):
+    from ml import datasets
+
+    datasets.clear_cache()
+    (tmp_path / "sub").mkdir()
+    _npz(tmp_path / "a.npz", 10)
+    spellings = ["a.npz", "./a.npz", "sub/../a.npz", str(tmp_path / "a.npz")]
+    adapters = {id(open_source({"kind": "npz", "path": p}, tmp_path)) for p in spellings}
+    assert len(adapters) == 1 and len(datasets._CACHE) == 1
+
+
+def test_a_file_replaced_in_place_is_read_again(tmp_path):
+    from ml import datasets
+
+    datasets.clear_cache()
+    source = {"kind": "npz", "path": "a.npz"}
+    _npz(tmp_path / "a.npz", 10, value=0.0)
+    assert float(open_source(source, tmp_path).read(np.array([0])).max()) == 0.0
+    (tmp_path / "a.npz").unlink()  # a new file (a new inode), as a pipeline rewrites it
+    _npz(tmp_path / "a.npz", 10, value=1.0)
+    assert float(open_source(source, tmp_path).read(np.array([0])).max()) == 1.0
+
+
+def test_the_cache_keeps_inputs_within_its_byte_budget(tmp_path):
+    from ml import datasets
+
+    datasets.clear_cache()
+    for name in ("a", "b", "c"):
+        _npz(tmp_path / f"{name}.npz", 100)  # 100 x 16 float32 = 6,400 bytes each
+    budget = 2 * 6400
+    opened = [
+        open_source({"kind": "npz", "path": f"{n}.npz"}, tmp_path, cache_bytes=budget)
+        for n in ("a", "b", "c")
+    ]
+    assert len(datasets._CACHE) == 2 and datasets._CACHE.nbytes <= budget
+    again = open_source({"kind": "npz", "path": "a.npz"}, tmp_path, cache_bytes=budget)
+    assert again is not opened[0]  # a, the least recently used, was dropped
+    open_source({"kind": "npz", "path": "b.npz"}, tmp_path, cache_bytes=0)
+    assert len(datasets._CACHE) == 0  # nothing kept with no budget
+
+
+def test_indexing_a_source_keeps_nothing(tmp_path):
+    from ml import datasets
+    from ml.datasets import index_source
+
+    datasets.clear_cache()
+    _npz(tmp_path / "a.npz", 10)
+    index = index_source({"kind": "npz", "path": "a.npz"}, tmp_path)
+    assert len(index.keys) == 10 and len(datasets._CACHE) == 0
+    with pytest.raises(InvalidSource) as refused:
+        index_source({"kind": "npz", "path": str(tmp_path / "none.npz")}, tmp_path)
+    assert str(tmp_path) not in str(refused.value)

@@ -166,6 +166,20 @@ def test_registering_a_dataset_leaves_postgres_statistics_of_its_samples(client,
     assert estimate == 1797
 
 
+def test_registering_a_dataset_keeps_no_arrays_in_the_api_process(client, admin, env):
+    from ml import datasets
+
+    datasets.clear_cache()
+    root = Path(env["data_root"])
+    keys = np.array([f"k{i}" for i in range(50)])
+    np.savez(root / "big.npz", x=np.zeros((50, 8, 8), "float32"), y=np.arange(50) % 5, keys=keys)
+    for i, path in enumerate(["big.npz", "./big.npz", "sub/../big.npz"]):
+        (root / "sub").mkdir(exist_ok=True)
+        body = {"name": f"big-{i}", "source": {"kind": "npz", "path": path}}
+        assert client.post("/v1/datasets", headers=admin, json=body).status_code == 201
+    assert len(datasets._CACHE) == 0
+
+
 def test_dataset_paths_are_confined(client, admin, env, tmp_path):
     root = Path(env["data_root"])
     keys = np.array([f"s{i}" for i in range(20)])
