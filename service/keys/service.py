@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service import audit_log
@@ -92,7 +92,9 @@ def get_or_create_tenant(session: Session, name: str) -> Tenant:
             "a tenant name is 1 to 100 letters, digits, '.', '_' or '-', starting with a "
             "letter or digit"
         )
-    tenant = session.scalar(select(Tenant).where(Tenant.name == name))
+    # One tenant whatever the case: `Acme` is the tenant `acme` (a unique index on
+    # lower(name) holds it against a concurrent creation).
+    tenant = session.scalar(select(Tenant).where(func.lower(Tenant.name) == name.lower()))
     if tenant is None:
         tenant = Tenant(name=name)
         session.add(tenant)
@@ -290,7 +292,7 @@ def with_tenant_names(session: Session, *, tenant_name: str | None) -> list[tupl
     oldest first: the CLI's listing."""
     statement = select(ApiKey, Tenant.name).join(Tenant).order_by(ApiKey.created_at)
     if tenant_name:
-        statement = statement.where(Tenant.name == tenant_name)
+        statement = statement.where(func.lower(Tenant.name) == tenant_name.lower())
     return [(key, name) for key, name in session.execute(statement)]
 
 

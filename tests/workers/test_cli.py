@@ -31,6 +31,20 @@ def test_the_cli_manages_keys(env, capsys):
     assert "revoked" in capsys.readouterr().out
 
 
+def test_a_tenant_name_is_one_tenant_whatever_its_case(env, capsys):
+    from sqlalchemy import select
+
+    from service.tables import Tenant
+
+    for name in ("Acme", "acme", "ACME"):
+        assert main(["keys", "create", "--tenant", name, "--scopes", "admin"]) == 0
+    capsys.readouterr()
+    with session_scope() as session:
+        assert session.scalars(select(Tenant.name)).all() == ["Acme"]
+    assert main(["keys", "list", "--tenant", "aCmE"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 4  # a header, three keys
+
+
 @pytest.mark.parametrize(
     "args",
     [
