@@ -54,7 +54,9 @@ async def create_request(request: Request) -> Any:
 async def create_bulk(
     caller: CurrentCaller,
     requests: Annotated[list[dict[str, Any]], Body(embed=True)],
-    idempotency_key: Annotated[str | None, Header()] = None,
+    idempotency_key: Annotated[
+        str | None, Header(min_length=1, max_length=service.MAX_BULK_KEY)
+    ] = None,
 ) -> BulkResult:
     return await ingest.submit_bulk(
         tenant_id=caller.tenant_id, items=requests, idempotency_key=idempotency_key

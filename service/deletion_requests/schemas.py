@@ -9,6 +9,8 @@ from service.callbacks.targets import RefusedTarget, check_url
 from service.enums import RequestStatus
 from service.schemas import Text
 
+MAX_CLASS_LABEL = 99_999  # a dataset has at most 100,000 classes (ml.datasets)
+
 
 class DeletionRequestCreate(BaseModel):
     """Exactly one of ``sample_keys`` and ``class_labels``."""
@@ -19,8 +21,11 @@ class DeletionRequestCreate(BaseModel):
     sample_keys: list[Annotated[Text, Field(max_length=200)]] | None = Field(
         None, description="training sample keys to forget (limit: UNLEARN_MAX_KEYS_PER_REQUEST)"
     )
-    class_labels: list[int] | None = Field(
-        None, min_length=1, description="forget every training sample of these classes"
+    class_labels: list[Annotated[int, Field(ge=0, le=MAX_CLASS_LABEL)]] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_CLASS_LABEL + 1,
+        description="forget every training sample of these classes",
     )
     callback_url: Annotated[AnyHttpUrl, Strict(False)] | None = Field(
         None, description="status changes are POSTed here"

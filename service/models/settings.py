@@ -39,9 +39,18 @@ def _checked(validate: Any, name: str, params: dict[str, Any]) -> dict[str, Any]
         raise ValueError(f"invalid params for {name!r}: {problems}") from None
 
 
+def _enum(schema: dict[str, Any], names: list[str]) -> None:
+    """A name field's schema lists the registry's names (read when the schema is made)."""
+    schema["enum"] = list(names)
+
+
 class ArchitectureSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    name: Text = Field(max_length=100)
+    # The schema lists the installed names (plug-ins included) when it is generated.
+    name: Text = Field(
+        max_length=100,
+        json_schema_extra=lambda schema: _enum(schema, architectures.architectures.names()),
+    )
     params: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -67,7 +76,10 @@ class UnlearnerSpec(BaseModel):
     """An unlearner by registry name; params are checked by the method's own schema."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
-    name: Text = Field(max_length=100)
+    name: Text = Field(
+        max_length=100,
+        json_schema_extra=lambda schema: _enum(schema, unlearners.list_unlearners()),
+    )
     params: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")

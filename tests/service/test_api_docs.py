@@ -21,3 +21,32 @@ def test_the_docs_page_and_its_assets_are_served_here_under_a_policy(client):
     assert "SwaggerUIBundle" in client.get("/docs/vendor/swagger-ui-bundle.js").text
     assert client.get("/redoc").status_code == 404
     assert client.get("/openapi.json").json()["info"]["title"] == "unlearnd"
+
+
+def test_the_schema_is_as_strict_as_validation(client, admin, ready_model):
+    """What the OpenAPI document allows is what the service accepts: method and architecture
+    names as enums of what is installed, class labels and the bulk Idempotency-Key bounded."""
+    from ml import architectures, unlearners
+
+    schema = client.get("/openapi.json").json()
+    components = schema["components"]["schemas"]
+    assert components["UnlearnerSpec"]["properties"]["name"]["enum"] == sorted(
+        unlearners.list_unlearners()
+    )
+    names = components["ArchitectureSpec"]["properties"]["name"]["enum"]
+    assert set(names) == set(architectures.architectures.names()) and "torchvision" in names
+    labels = components["DeletionRequestCreate"]["properties"]["class_labels"]["anyOf"][0]
+    assert labels["items"]["minimum"] == 0 and labels["items"]["maximum"] == 99_999
+    (header,) = schema["paths"]["/v1/deletion-requests:bulk"]["post"]["parameters"]
+    bounds = header["schema"]["anyOf"][0]
+    assert (bounds["minLength"], bounds["maxLength"]) == (1, 196)
+
+    body = {"model_id": ready_model["id"], "subject_id": "s", "class_labels": [2**70]}
+    refused = client.post("/v1/deletion-requests", headers=admin, json=body)
+    assert refused.status_code == 422
+    bulk = {"requests": [{**body, "class_labels": [1]}]}
+    for key, status in (("k" * 197, 422), ("k" * 196, 200)):
+        answer = client.post(
+            "/v1/deletion-requests:bulk", headers={**admin, "Idempotency-Key": key}, json=bulk
+        )
+        assert answer.status_code == status, answer.text
