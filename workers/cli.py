@@ -309,7 +309,8 @@ def parser() -> argparse.ArgumentParser:
         "--public-key",
         action="append",
         default=[],
-        help="check every signature with this key (repeat for a rotated key)",
+        help="check every signature with this key (write --public-key=K: a key may start "
+        "with -; repeat for a rotated key)",
     )
     verify.add_argument(
         "--certificate",

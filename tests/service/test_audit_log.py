@@ -128,7 +128,7 @@ def test_a_signed_chain_verifies_with_the_public_key(signing, client, admin, rea
     assert result.broken is None and result.signed == result.checked >= 6
     served = client.get("/v1/audit-log/public-key", headers=admin).json()
     assert served == {"algorithm": "Ed25519", "public_key": public.text, "key_id": public.key_id}
-    cli = _cli({**env, "audit_signing_key": private}, "verify", "--public-key", public.text)
+    cli = _cli({**env, "audit_signing_key": private}, "verify", f"--public-key={public.text}")
     assert cli.returncode == 0, cli.stdout + cli.stderr
     assert f"signatures checked on {result.checked}" in cli.stdout
     assert f"head: entry {result.head.entry_id} {result.head.hash}" in cli.stdout
@@ -149,7 +149,7 @@ def test_a_tail_rewritten_in_sql_with_recomputed_hashes_is_caught(
     broken = _verify([public]).broken
     assert broken is not None and broken.entry_id == last - 1
     assert "signature does not match" in broken.reason
-    cli = _cli({**env, "audit_signing_key": private}, "verify", "--public-key", public.text)
+    cli = _cli({**env, "audit_signing_key": private}, "verify", f"--public-key={public.text}")
     assert cli.returncode == 1 and f"entry {last - 1}" in cli.stdout
 
     with session_scope() as session:  # nor can the signatures be dropped
@@ -179,19 +179,19 @@ def test_a_certificate_outlives_a_log_cut_short(signing, client, admin, ready_mo
     path = tmp_path / "certificate.json"
     path.write_text(json.dumps(certificate))
     settings = {**env, "audit_signing_key": private}
-    check = _cli(settings, "verify", "--public-key", public.text, "--certificate", str(path))
+    check = _cli(settings, "verify", f"--public-key={public.text}", "--certificate", str(path))
     assert check.returncode == 0, check.stdout + check.stderr
 
     with session_scope() as session:  # cut the log back to before the request
         first = min(entry["id"] for entry in entries)
         session.execute(delete(AuditLogEntry).where(AuditLogEntry.id >= first))
     assert _verify([public]).broken is None  # what is left is a valid chain
-    check = _cli(settings, "verify", "--public-key", public.text, "--certificate", str(path))
+    check = _cli(settings, "verify", f"--public-key={public.text}", "--certificate", str(path))
     assert check.returncode == 1 and "no longer in the log" in check.stdout
 
     forged = {**entries[0], "payload": {"forged": True}}  # nor can a certificate be edited
     path.write_text(json.dumps({"audit_log": [forged]}))
-    check = _cli(settings, "verify", "--public-key", public.text, "--certificate", str(path))
+    check = _cli(settings, "verify", f"--public-key={public.text}", "--certificate", str(path))
     assert check.returncode == 1 and "does not match its own hash" in check.stdout
 
 
