@@ -6,10 +6,10 @@ lies in the span of those vectors (the property PGU builds on, its ref. [47]). A
 input representation R (d x n) has one column per vector W multiplies:
 
 - ``Linear``: the layer input itself, d = in_features (leading dimensions are samples);
-- ``Conv2d``: every patch the kernel sees, taken by ``F.unfold`` with the layer's kernel
-  size, dilation and padding but stride 1 (the authors' code does so even for strided
-  convolutions), d = in_channels/groups x kh x kw in the channel-major order of
-  ``weight.view(out, -1)``; every output position of every sample is one column.
+- ``Conv2d``: every patch the kernel multiplies, taken by ``F.unfold`` with the layer's
+  kernel size, stride, dilation and padding, d = in_channels/groups x kh x kw in the
+  channel-major order of ``weight.view(out, -1)``; every output position of every sample
+  is one column, so R spans exactly the vectors the weight gradient is built from.
 
 The cache is C = R R^T (Eq. 2), accumulated over mini-batches as sum_b R_b R_b^T.
 
@@ -23,6 +23,13 @@ Implementation notes (differences from the paper and the authors' code):
   subtracting R_f R_f^T removes what adding it put in (Eq. 3) to round-off.
 - The model runs in eval mode (BatchNorm running statistics, no dropout); the authors
   leave dropout active while building the cache.
+- Convolutions are unfolded with their own stride and dilation. The authors' code unfolds
+  every convolution with stride 1 and dilation 1: for a strided layer that adds the
+  patches between its output positions, which it never multiplies (a ResNet's 1x1
+  stride-2 shortcut sees a quarter of the positions it would cache), and for a dilated one
+  it caches other patches than those it multiplies. Both change the singular values the
+  gamma cut reads, so the core space would protect directions of inputs the layer never
+  sees.
 - Grouped convolutions: the gradient of group g's filters lies in the span of group g's
   patches; C sums the patch covariances of all groups, a core space that protects every
   group at once (more conservative than per-group spaces, which one shared weight matrix
@@ -91,8 +98,12 @@ def input_representation(module: nn.Linear | nn.Conv2d, inputs: torch.Tensor) ->
         inputs = F.pad(inputs, module._reversed_padding_repeated_twice, mode=mode)
         padding = 0
     patches = F.unfold(
-        inputs, module.kernel_size, dilation=module.dilation, padding=padding, stride=1
-    )  # (N, C*kh*kw, L), channel-major like weight.view(out, -1)
+        inputs,
+        module.kernel_size,
+        dilation=module.dilation,
+        padding=padding,
+        stride=module.stride,
+    )  # (N, C*kh*kw, L): one column per output position, channel-major like the weight
     n, _, positions = patches.shape
     patches = patches.view(n, module.groups, -1, positions)  # groups own contiguous channels
     return patches.permute(0, 1, 3, 2).reshape(-1, patches.shape[2])

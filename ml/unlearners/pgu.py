@@ -60,6 +60,9 @@ Differences from the paper, each on purpose:
 - eps is applied as the authors do, -log(1 - (p_y - offset)), with offset 0.05.
 - R_f comes from the basis version, not from the current model as in the authors'
   incremental code (which leans on Eq. 5); the cache algebra is then exact.
+- Convolutions are unfolded at their own stride and dilation; the authors' code unfolds
+  every one at stride 1 and dilation 1, which caches patches a strided or dilated layer
+  never multiplies (``ml.pgu.representations``).
 - The cache keeps C itself (float64), not U and S: the same information (C = U S^2 U^T),
   and Eq. 3 becomes a plain subtraction.
 - The model stays in eval mode while unlearning: BatchNorm statistics frozen as in the

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from pydantic import ValidationError
 from torch import nn
 
@@ -66,23 +67,14 @@ def test_discovery_walks_nested_modules_and_skips_tied_weights():
     ids=["padded", "strided-dilated", "same-reflect", "grouped"],
 )
 def test_conv_patches_follow_the_weight_layout(conv):
-    """Each patch row r gives the stride-1 convolution's output as W.view(out, -1) r."""
+    """Each patch row r gives the convolution's own output (its stride, dilation and
+    padding) as W.view(out, -1) r: one row per output position the layer computes."""
     torch.manual_seed(0)
     inputs = torch.randn(2, conv.in_channels, 7, 6, dtype=torch.float64)
     conv = conv.double()
     rows = input_representation(conv, inputs)
-    stride_one = nn.Conv2d(
-        conv.in_channels,
-        conv.out_channels,
-        conv.kernel_size,
-        padding=conv.padding,
-        dilation=conv.dilation,
-        groups=conv.groups,
-        padding_mode=conv.padding_mode,
-        bias=False,
-    ).double()
-    stride_one.weight.data.copy_(conv.weight.data)
-    expected = stride_one(inputs)  # (N, out, H', W')
+    with torch.no_grad():
+        expected = conv(inputs) - conv.bias[:, None, None]  # (N, out, H', W')
     n, out, h, w = expected.shape
     groups, per_group = conv.groups, out // conv.groups
     assert rows.shape == (n * groups * h * w, conv.weight[0].numel())
@@ -92,6 +84,68 @@ def test_conv_patches_follow_the_weight_layout(conv):
         got = rows[:, g] @ weight.T  # (N, positions, per_group)
         want = expected[:, g * per_group : (g + 1) * per_group].flatten(2).transpose(1, 2)
         torch.testing.assert_close(got, want)
+
+
+def _brute_force_patches(conv: nn.Conv2d, inputs: torch.Tensor) -> torch.Tensor:
+    """The vectors ``conv`` multiplies, read pixel by pixel: one (C*kh*kw) row per sample
+    and output position, zero outside the image (zero padding)."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+    )
+    n, channels, height, width = inputs.shape
+    out_h = (height + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    out_w = (width + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    rows = []
+    for sample in range(n):
+        for i in range(out_h):
+            for j in range(out_w):
+                patch = torch.zeros(channels, kh, kw, dtype=inputs.dtype)
+                for a in range(kh):
+                    for b in range(kw):
+                        y, x = i * sh - ph + a * dh, j * sw - pw + b * dw
+                        if 0 <= y < height and 0 <= x < width:
+                            patch[:, a, b] = inputs[sample, :, y, x]
+                rows.append(patch.flatten())
+    return torch.stack(rows)
+
+
+def test_a_strided_dilated_convs_cache_holds_exactly_the_patches_it_multiplies():
+    """Stride 2, padding 1, dilation 2: the cache's C equals the covariance of the patches
+    read pixel by pixel at the layer's own output positions (a stride-1 unfold, as the
+    authors', would add the positions in between)."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3, stride=2, padding=1, dilation=2).double()
+    inputs = torch.randn(2, 3, 9, 8, dtype=torch.float64)
+    patches = _brute_force_patches(conv, inputs)
+    assert patches.shape == (2 * 4 * 3, 27)  # 4x3 output positions per sample
+    rows = input_representation(conv, inputs)
+    torch.testing.assert_close(rows.T @ rows, patches.T @ patches)
+
+
+def test_a_projected_gradient_leaves_a_strided_convs_cached_outputs_unchanged():
+    """PGU's promise on a strided, dilated, padded convolution: a step along the projected
+    gradient changes the layer's outputs on the cached inputs by nothing (to first order;
+    the layer is linear in W, so exactly), while the step itself is not zero. With gamma
+    just under 1 the core space spans every cached patch (the round-off eigenvalues of the
+    empty directions weigh ~1e-8 of the sum); there are fewer patches (2 samples x 16
+    positions) than dimensions (8 x 3 x 3), so room to move is left. Unfolded at stride 1
+    (98 patches) they would fill all 72 dimensions and leave none."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 4, 3, stride=2, padding=1, dilation=2, bias=False).double()
+    inputs = torch.randn(2, 8, 9, 9, dtype=torch.float64)
+    rows = input_representation(conv, inputs)
+    assert rows.shape == (32, 72)
+    core = core_gradient_space(rows.T @ rows, 1 - 1e-6)
+    assert core.shape[1] == 32
+    gradient = torch.randn_like(conv.weight)
+    projected = project_out(gradient, residual_projector(core))
+    assert torch.linalg.norm(projected) > 0.5 * torch.linalg.norm(gradient)
+    moved = F.conv2d(inputs, projected, stride=2, padding=1, dilation=2)
+    with torch.no_grad():
+        assert torch.linalg.norm(moved) < 1e-10 * torch.linalg.norm(conv(inputs))
 
 
 def test_linear_representation_takes_every_leading_position():
