@@ -22,7 +22,7 @@ from torch import nn
 from ml import torchvision_models
 from ml.class_masking import output_layer
 from ml.registry import Registry
-from ml.vib import VariationalBottleneck
+from ml.vib import VariationalBottleneck, ZDim
 
 __all__ = [
     "PLUGIN_GROUP",
@@ -127,8 +127,6 @@ def _small_cnn(input_shape: list[int], num_classes: int, params: SmallCNNParams)
 
 
 architectures.register("small_cnn")(Architecture(SmallCNNParams, _small_cnn))
-
-ZDim = Annotated[int, Field(ge=1, le=1024)]  # dimensions of the bottleneck z
 
 
 class VIBMLPParams(BaseModel):

@@ -12,7 +12,12 @@
 - ``small_input_stem`` (ResNets only) replaces a ResNet's 7x7 stride-2 stem and its
   max-pool with a 3x3 stride-1 convolution and no pooling: the CIFAR convention of the
   papers the methods come from, which keeps 28 and 32 pixel images from shrinking to 1x1
-  before the last stage.
+  before the last stage;
+- ``vib`` makes the network a variational information bottleneck (``ml.vib``), the shape
+  RFU-SS unlearns: the backbone is the representer, its classifier's last ``nn.Linear``
+  giving the mean and scale of z (2 x ``z_dim``) instead of the classes, and a linear
+  approximator maps z to the classes (the RFU-SS paper's CIFAR-10 shape: a convolutional
+  representer, a linear approximator; ``vib_cnn``'s too).
 
 Whether a builder takes a dataset's input size is decided by trying it on the meta device
 (``ml.architectures.check_fits``), so sizes a network cannot take are refused with its
@@ -28,7 +33,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
-__all__ = ["TorchvisionParams", "build", "builders", "refusal", "is_resnet"]
+from ml.vib import VariationalBottleneck, ZDim
+
+__all__ = ["BottleneckParams", "TorchvisionParams", "build", "builders", "refusal", "is_resnet"]
 
 RESNETS = ("resnet", "resnext", "wide_resnet")
 # Builders refused by name, with the reason (a prefix of the builder's name).
@@ -65,6 +72,11 @@ def _list_builders(schema: dict[str, Any]) -> None:
     schema["enum"] = _supported()
 
 
+class BottleneckParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    z_dim: ZDim = Field(256, description="dimensions of the bottleneck z")
+
+
 class TorchvisionParams(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     builder: str = Field(
@@ -78,6 +90,13 @@ class TorchvisionParams(BaseModel):
         False,
         description="ResNets only: a 3x3 stride-1 first convolution and no max-pool "
         "(the CIFAR convention for 28-32 pixel images)",
+    )
+    vib: BottleneckParams | None = Field(
+        None,
+        description="a variational information bottleneck on the backbone's features "
+        "(what rfu_ss unlearns): the classifier's last linear layer gives z's mean and "
+        "scale, a linear layer maps z to the classes; trained with the VIB loss "
+        "(training.beta)",
     )
 
     @field_validator("builder")
@@ -128,6 +147,14 @@ def _first_conv(network: nn.Module) -> tuple[str, nn.Conv2d]:
     raise ValueError("the network has no nn.Conv2d whose input channels could be adapted")
 
 
+def _last_linear(network: nn.Module) -> tuple[str, nn.Linear]:
+    """The classifier's output layer: the last nn.Linear (``ml.class_masking``'s rule)."""
+    found = [(n, m) for n, m in network.named_modules() if isinstance(m, nn.Linear)]
+    if not found:
+        raise ValueError("the network has no nn.Linear classifier to put a bottleneck on")
+    return found[-1]
+
+
 def _replace(network: nn.Module, name: str, module: nn.Module) -> None:
     parent, _, attribute = name.rpartition(".")
     setattr(network.get_submodule(parent) if parent else network, attribute, module)
@@ -159,6 +186,14 @@ def _small_stem(network: nn.Module, channels: int) -> None:
     network.maxpool = nn.Identity()
 
 
+def _with_bottleneck(network: nn.Module, z_dim: int, num_classes: int) -> VariationalBottleneck:
+    """``network`` as the representer of a bottleneck: its output layer now gives the
+    2 x ``z_dim`` statistics of q(z|x); a linear approximator maps z to the classes."""
+    name, head = _last_linear(network)
+    _replace(network, name, nn.Linear(head.in_features, 2 * z_dim))
+    return VariationalBottleneck(network, nn.Linear(z_dim, num_classes), z_dim)
+
+
 def build(input_shape: list[int], num_classes: int, params: TorchvisionParams) -> nn.Module:
     import torchvision.models as models
 
@@ -176,4 +211,6 @@ def build(input_shape: list[int], num_classes: int, params: TorchvisionParams) -
         name, conv = _first_conv(network)
         if conv.in_channels != channels:
             _replace(network, name, _with_channels(conv, channels))
+    if params.vib is not None:
+        return _with_bottleneck(network, params.vib.z_dim, num_classes)
     return network

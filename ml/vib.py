@@ -12,11 +12,15 @@ Training minimises the VIB objective (RFU-SS paper, Eq. 2):
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 __all__ = [
+    "ZDim",
     "VariationalBottleneck",
     "gaussian_kl",
     "prior_kl",
@@ -27,6 +31,8 @@ __all__ = [
 # (std ~ softplus(-5) ~ 0.007), the convention of Alemi et al.'s reference code.
 SCALE_SHIFT = 5.0
 MIN_SCALE = 1e-6
+
+ZDim = Annotated[int, Field(ge=1, le=1024)]  # dimensions of the bottleneck z (a params field)
 
 
 class VariationalBottleneck(nn.Module):

@@ -1,7 +1,7 @@
 """RFU-SS: representation-forgetting unlearning with parameter self-sharing (Wang et al.,
 "Machine Unlearning via Representation Forgetting With Parameter Self-Sharing", IEEE TIFS
 2023; seed ``rfu-ss_*``). Only for networks with a variational information bottleneck
-(``ml.vib``: ``vib_mlp``, ``vib_cnn``).
+(``ml.vib``: ``vib_mlp``, ``vib_cnn``, ``torchvision`` with ``vib``).
 
 Inputs: theta = (theta^r, theta^a), the base version; D_f; D_r; the recipe's VIB beta.
 theta_fix = a frozen copy of theta. Each step (Algorithm 1) takes a mini-batch of m from
@@ -179,7 +179,7 @@ class RFUSS(Unlearner):
             "RFU-SS forgets the representation of a variational information bottleneck "
             "(a representer giving the mean and variance of z, an approximator from z to "
             "the classes) and this network has none; choose a bottleneck architecture "
-            "(vib_mlp, vib_cnn)"
+            "(vib_mlp, vib_cnn, or torchvision with a vib head)"
         )
 
     def unlearn(self, context: UnlearnContext) -> UnlearnResult:

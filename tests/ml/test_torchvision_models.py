@@ -18,6 +18,7 @@ from ml import unlearners
 from ml.architectures import ArchitectureError, build_model, check_fits, structure, validate_params
 from ml.class_masking import output_layer
 from ml.torchvision_models import builders
+from ml.vib import VariationalBottleneck, vib_loss
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "models.md"
 ROW = re.compile(
@@ -150,7 +151,44 @@ def test_params_are_checked(params, reason):
 
 
 def test_defaults_are_a_resnet18_with_its_standard_stem():
-    assert validate_params("torchvision", {}) == {"builder": "resnet18", "small_input_stem": False}
+    assert validate_params("torchvision", {}) == {
+        "builder": "resnet18",
+        "small_input_stem": False,
+        "vib": None,
+    }
+
+
+@pytest.mark.parametrize(
+    ("vib", "reason"),
+    [({"z_dim": 0}, "greater than or equal to 1"), ({"z": 8}, "Extra inputs"), (8, "dict")],
+)
+def test_vib_params_are_checked(vib, reason):
+    with pytest.raises(ValidationError, match=reason):
+        validate_params("torchvision", {"builder": "resnet18", "vib": vib})
+
+
+@pytest.mark.parametrize("builder", ["resnet18", "mobilenet_v3_small"])
+def test_a_vib_head_makes_the_backbone_a_bottleneck_rfu_ss_takes(builder):
+    """The backbone's output layer gives z's 2 x z_dim statistics, a linear approximator
+    maps z to the classes, and that approximator is the output layer class deletion masks;
+    RFU-SS takes the network, and the VIB loss trains it."""
+    params = validate_params("torchvision", {"builder": builder, "vib": {"z_dim": 12}})
+    assert params["vib"] == {"z_dim": 12}
+    network = structure("torchvision", params, [1, 28, 28], 7)
+    assert isinstance(network, VariationalBottleneck) and network.z_dim == 12
+    check_fits(network, [1, 28, 28], 7)
+    assert output_layer(network) is network.approximator
+    assert (network.approximator.in_features, network.approximator.out_features) == (12, 7)
+    assert unlearners.unlearner_class("rfu_ss").unsuitable_for(network) is None
+    plain = _network(builder, [1, 28, 28], classes=7)
+    assert unlearners.unlearner_class("rfu_ss").unsuitable_for(plain) is not None
+
+    torch.manual_seed(0)
+    real = build_model("torchvision", params, [1, 28, 28], 7).train()
+    mean, std = real.encode(torch.randn(4, 1, 28, 28))
+    assert mean.shape == std.shape == (4, 12) and bool((std > 0).all())
+    vib_loss(real, torch.randn(4, 1, 28, 28), torch.tensor([0, 1, 2, 3]), beta=1e-3).backward()
+    assert all(p.grad is not None for p in real.parameters())
 
 
 def test_sizes_a_vit_cannot_take_are_refused_with_the_reason():

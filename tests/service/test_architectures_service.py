@@ -63,7 +63,7 @@ def test_torchvision_networks_are_created_or_refused_with_the_reason(
     assert created.status_code == 201, created.text
     assert created.json()["architecture"] == {
         "name": "torchvision",
-        "params": {"builder": "resnet18", "small_input_stem": True},
+        "params": {"builder": "resnet18", "small_input_stem": True, "vib": None},
     }
     assert created.json()["status"] == "training"
 
@@ -122,7 +122,11 @@ def test_discovery_lists_architectures_and_unlearners(client, key_for):
     assert set(found) == {"mlp", "small_cnn", "vib_mlp", "vib_cnn", "torchvision"}
     assert {item["source"] for item in found.values()} == {"built-in"}
     torchvision = found["torchvision"]
-    assert torchvision["defaults"] == {"builder": "resnet18", "small_input_stem": False}
+    assert torchvision["defaults"] == {
+        "builder": "resnet18",
+        "small_input_stem": False,
+        "vib": None,
+    }
     builder = torchvision["params_schema"]["properties"]["builder"]
     assert {"resnet18", "mobilenet_v3_large", "vit_b_16"} <= set(builder["enum"])
     assert not any(name.startswith(("squeezenet", "regnet")) for name in builder["enum"])
