@@ -160,8 +160,9 @@ def run_unlearner(
     ``masked_classes`` (the model's forgotten classes, this batch's ``class_labels``
     included) is masked in the returned weights, whichever method ran. This is the one
     place where masking happens; methods never mask. The sets the method did not declare
-    in ``needs`` are withheld from it. ``context.model`` holds the returned weights
-    afterwards."""
+    in ``needs`` are withheld from it. Returned weights or buffers that are not finite
+    fail the run, whichever method produced them. ``context.model`` holds the returned
+    weights afterwards."""
     withheld = {
         name: getattr(context, name).withheld(f"{unlearner.name} did not declare Need.{need.name}")
         for need, name in (
@@ -172,6 +173,12 @@ def run_unlearner(
         if need not in unlearner.needs
     }
     result = unlearner.unlearn(dataclasses.replace(context, **withheld))
+    broken = [name for name, t in result.state_dict.items() if not torch.isfinite(t).all()]
+    if broken:  # weights or statistics (BatchNorm's running ones) that no one should serve
+        raise RuntimeError(
+            f"{unlearner.name} produced non-finite values in {', '.join(broken[:3])}"
+            f"{' and others' if len(broken) > 3 else ''}; nothing is published"
+        )
     context.model.load_state_dict(result.state_dict)
     classes = sorted({*masked_classes, *(context.class_labels or [])})
     if classes:

@@ -29,7 +29,9 @@ Differences from the paper and the authors' code:
   the proxy from the original model's untrained initial weights for 3 epochs; the paper
   says a fresh model for delta epochs (default 1), which is what runs here.
 - The noise is drawn once per chosen forget sample (seeded), not per epoch.
-- Fine-tuning uses SGD with the model recipe's momentum and weight decay, as ``finetune``.
+- Fine-tuning uses SGD with the model recipe's momentum and weight decay, as ``finetune``,
+  in train mode as the paper's: BatchNorm re-estimates its running statistics from the
+  batches of D_f'' U D_r', noised forget inputs included (``ml.batchnorm``).
 - The paper fine-tunes for a fixed number of epochs. Here ``epochs`` is the budget, and the
   shared stop rule (``ml.unlearners.early_stopping``) checks the model every
   ``check_every`` fine-tuning samples: the state closest to what a retrained model shows is
@@ -177,6 +179,7 @@ class ConMUParams(StopRuleParams):
         unset = {name: value for name, value in defaults.items() if getattr(self, name) is None}
         return self.model_copy(update=unset)
 
+
 @torch.no_grad()
 def el2n_scores(model: nn.Module, samples: SampleSet, *, device: torch.device) -> np.ndarray:
     """|| softmax(f(x)) - onehot(y) ||_2 per sample, in ``samples``' order."""
@@ -296,6 +299,7 @@ class ConMU(Unlearner):
             shuffle=True,
             generator=torch.Generator().manual_seed(context.seed),
         )
+
         def step(spent: float, batch_inputs: torch.Tensor, batch_labels: torch.Tensor) -> None:
             model.train()  # the paper fine-tunes in train mode; the checks read eval mode
             batch_inputs, batch_labels = batch_inputs.to(device), batch_labels.to(device)

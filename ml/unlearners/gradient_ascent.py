@@ -18,6 +18,11 @@ classes' accuracy; checked every ``check_every`` forget samples, the best state 
 without which GA runs on to destroy the model.
 For class deletion, ``run_unlearner`` masks the forgotten classes in the published weights
 (``ml.class_masking``), as for every method.
+
+Deviation: the ascent runs in train mode with BatchNorm frozen (``ml.batchnorm``). The
+usual implementations (e.g. SalUn's) ascend in plain train mode, which normalises by the
+forget batch's statistics and folds them into the running ones: the published model would
+carry D_f's statistics, for a class deletion one class's in place of all.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import ConfigDict, Field
 
+from ml.batchnorm import train_with_frozen_batchnorm
 from ml.unlearners.base import (
     Need,
     UnlearnContext,
@@ -80,7 +86,7 @@ class GradientAscent(Unlearner):
         optimizer = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=0.0)
 
         def step(spent: float, inputs: torch.Tensor, labels: torch.Tensor) -> None:
-            model.train()
+            train_with_frozen_batchnorm(model)  # D_f's statistics stay out of BatchNorm's
             optimizer.zero_grad(set_to_none=True)
             ascent = -F.cross_entropy(model(inputs.to(device)), labels.to(device))
             ascent.backward()

@@ -48,6 +48,8 @@ Choices where the paper is silent (also in ``docs/unlearners.md``):
   then repeating; each trained ``mi_steps`` Adam steps with its own seed.
 - Step sizes: eta (``meta_lr``) and beta (``lr``) 0.01 and plain SGD meta-updates; each
   harmonised step is clipped to ``max_grad_norm`` (global L2).
+- Mode: the model stays in eval mode throughout, so BatchNorm keeps the base version's
+  running statistics (``ml.batchnorm``: D_f's batches never enter them) and dropout is off.
 
 Deviation: the paper unlearns for a fixed number of iterations. Here the loop also stops
 under the shared rules of ``ml.unlearners.early_stopping`` (by default once D_f's losses

@@ -33,6 +33,9 @@ Differences from the paper:
   without a third backward pass.
 - Adam, as in the authors' code (the paper only names a learning rate eta: 1e-3 on
   MNIST, 5e-4 with a conv representer).
+- BatchNorm (absent from the paper's networks, present in a torchvision backbone's) stays
+  frozen while stepping (``ml.batchnorm``): every step reads a batch of D_f, whose
+  statistics train mode would fold into the published running statistics.
 For class deletion, ``run_unlearner`` masks the forgotten classes, as for every method.
 """
 
@@ -49,6 +52,7 @@ import torch.nn.functional as F
 from pydantic import ConfigDict, Field
 from torch import nn
 
+from ml.batchnorm import train_with_frozen_batchnorm
 from ml.samples import SampleSet
 from ml.unlearners.base import (
     Need,
@@ -201,7 +205,7 @@ class RFUSS(Unlearner):
 
         def step(spent: float, inputs: torch.Tensor, labels: torch.Tensor) -> None:
             retain_inputs, retain_labels = next(remembered)
-            model.train()
+            train_with_frozen_batchnorm(model)  # half of every step's inputs are D_f's
             forget = forget_loss(
                 model, fixed, inputs.to(device), labels.to(device), p.unlearning_rate
             )
