@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import re
 from functools import lru_cache
-from pathlib import Path
 
 import pytest
 import torch
@@ -28,10 +26,9 @@ from ml.unlearners import (
     state_dict_of,
 )
 from ml.vib import VariationalBottleneck
+from tests.helpers.batchnorm import documented_batchnorm, running_statistics
 from tests.helpers.unlearning import DEVICE, digits_setup
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "unlearners.md"
-SECTION = re.compile(r"^## (\w+)\n(.*?)(?=^## |\Z)", re.M | re.S)
 RECIPE = TrainingConfig(epochs=3, batch_size=32, lr=3e-3, seed=0)
 Z_DIM = 8
 # Each method's smallest run that still steps (no stop rule: the run must not end at once).
@@ -46,19 +43,7 @@ QUICK: dict[str, dict] = {
     "ltu": {"iterations": 2, "mi_steps": 5, "stop": "none"},
     "dau": {"iterations": 2, "attacker_pretrain_steps": 5, "stop": "none"},
 }
-
-
-def _documented() -> dict[str, str]:
-    """Method -> the first word of its "BatchNorm:" line (frozen or re-estimated)."""
-    found = {}
-    for name, body in SECTION.findall(DOC.read_text()):
-        line = re.search(r"^\*\*BatchNorm:\*\* ([\w-]+):", body, re.M)
-        assert line is not None, f"docs/unlearners.md: the {name} section states no BatchNorm"
-        found[name] = line.group(1)
-    return found
-
-
-DOCUMENTED = _documented()
+DOCUMENTED = documented_batchnorm()
 
 
 def _network() -> VariationalBottleneck:
@@ -82,10 +67,6 @@ def _trained() -> dict[str, torch.Tensor]:
     model = _network()
     train(model, digits_setup().train, RECIPE, device=DEVICE)
     return state_dict_of(model)
-
-
-def _statistics(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {name: t for name, t in state.items() if name.endswith(("running_mean", "running_var"))}
 
 
 def _context() -> UnlearnContext:
@@ -117,9 +98,9 @@ def test_each_method_keeps_or_re_estimates_batchnorm_as_documented(name):
     if Need.CACHE in unlearner.needs:
         artifacts = unlearner.prepare(dataclasses.replace(context, retain=digits_setup().train))
         context.artifacts = artifacts.get
-    before = _statistics(_trained())
+    before = running_statistics(_trained())
     assert len(before) == 4  # two BatchNorm layers, mean and variance each
-    after = _statistics(run_unlearner(unlearner, context).state_dict)
+    after = running_statistics(run_unlearner(unlearner, context).state_dict)
     assert all(bool(torch.isfinite(t).all()) for t in after.values())
     assert all(bool((after[n] >= 0).all()) for n in after if n.endswith("running_var"))
     kept = [n for n in before if torch.equal(before[n], after[n])]
