@@ -94,8 +94,9 @@ from benchmarks.fashion_mnist import ensure_fashion_mnist
 from ml.architectures import build_model
 from ml.audit import audit_version, train_references
 from ml.datasets import DatasetAdapter, holdout_mask, open_source
+from ml.devices import resolve_device
 from ml.samples import SampleSet, split_holdout
-from ml.training import TrainingConfig, accuracy, pick_device, train
+from ml.training import TrainingConfig, accuracy, train
 from ml.unlearners import get_unlearner, run_unlearner, unlearner_class
 from ml.unlearners.base import Artifact, UnlearnContext, UnlearnResult
 from ml.unlearners.pgu import CACHE_ARTIFACT, MEMBERS
@@ -849,7 +850,7 @@ def main(argv: list[str] | None = None) -> int:
 
     data = load_data(args.state_dir, args.fraction, args.seed)
     recipe = TrainingConfig(epochs=epochs, batch_size=128, optimizer="adam", lr=1e-3, seed=0)
-    base = Bench(data, recipe, pick_device(args.device), args.seed, methods)
+    base = Bench(data, recipe, resolve_device(args.device), args.seed, methods)
     n = len(data.train)
     base.emit(
         f"Fashion-MNIST, small_cnn, {epochs} training epochs, fraction {args.fraction}: "

@@ -17,7 +17,6 @@ from ml.vib import VariationalBottleneck, vib_loss
 
 __all__ = [
     "TrainingConfig",
-    "pick_device",
     "sgd_recipe",
     "train",
     "seeded",
@@ -154,12 +153,6 @@ def sgd_recipe(
             "warmup_epochs": 0,
         }
     )
-
-
-def pick_device(preference: str = "auto") -> torch.device:
-    if preference == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(preference)
 
 
 def make_optimizer(model: nn.Module, config: TrainingConfig) -> torch.optim.Optimizer:

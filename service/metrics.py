@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -69,6 +70,14 @@ AUDIT_DURATION = Histogram(
     "Audit run time (reference training excluded)",
     ["reference"],
     buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800),
+)
+# Set once by a process that runs jobs (workers.device); "max" so that the process tree's
+# files in multiprocess mode give one series, not one per pid.
+WORKER_INFO = Gauge(
+    "unlearn_worker_info",
+    "The device this process runs jobs on, and its torch build (always 1)",
+    ["device", "torch", "cuda"],
+    multiprocess_mode="max",
 )
 REQUEST_END_TO_END = Histogram(
     "unlearn_request_end_to_end_seconds",

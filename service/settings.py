@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from functools import cached_property, lru_cache
 from pathlib import Path
 
@@ -11,6 +12,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.audit_signing import Signer, decode_key
 from service.keys.policy import weakness
+
+# What UNLEARN_DEVICE may say (ml.devices says what each means; torch is not imported here).
+DEVICE_CHOICES = re.compile(r"auto|cpu|cuda(:\d{1,2})?")
 
 
 class Settings(BaseSettings):
@@ -96,7 +100,11 @@ class Settings(BaseSettings):
     worker_metrics_port: int | None = Field(None, description="a worker's own metrics port")
 
     demo_model: bool = Field(False, description="register the digits demo model at start")
-    device: str = Field("auto", description="`auto` (cuda when available), `cpu` or `cuda`")
+    device: str = Field(
+        "auto",
+        description="`auto` (CUDA device 0 when torch sees one), `cpu`, `cuda` or `cuda:N`; "
+        "a process that runs jobs refuses to start on a GPU it lacks",
+    )
 
     @field_validator("environment")
     @classmethod
@@ -109,6 +117,13 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not DEVICE_CHOICES.fullmatch(value):
+            raise ValueError("device must be auto, cpu, cuda or cuda:N")
+        return value
 
     @field_validator("callback_allowed_networks")
     @classmethod

@@ -120,6 +120,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     install_sender()  # the demo model's training job is sent while preparing
     prepare(announce=_out)
+    if get_settings().embedded_worker:  # this process runs the jobs
+        from workers.device import announce_device
+
+        announce_device(get_settings().device)
     _out(f"admin dashboard: http://{args.host}:{args.port}/admin/ (sign in with an API key)")
     # uvicorn's access log is off (it logs raw paths); ours is structured (service.logs).
     log_config = logs.config(access_log=args.access_log)
@@ -154,12 +158,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# The queues whose tasks run jobs on UNLEARN_DEVICE (service.outbox); a worker serving
+# only dispatch or callbacks needs no device.
+JOB_QUEUES = {"gpu", "audit"}
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     _multiprocess_metrics("worker")
     from service.settings import get_settings
     from workers.celery_app import app
     from workers.runtime import install_sender
 
+    if JOB_QUEUES & {queue.strip() for queue in args.queues.split(",")}:
+        from workers.device import announce_device
+
+        announce_device(get_settings().device)  # before the pool forks: one check, one line
     install_sender()  # follow-up jobs are sent from inside the worker
     port = args.metrics_port or get_settings().worker_metrics_port
     if port:

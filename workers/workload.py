@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ml.training import TrainingConfig, pick_device
+from ml.devices import resolve_device
+from ml.training import TrainingConfig
 from ml.unlearners import UnlearnContext
 from service.jobs.inputs import (
     JobInputs,
@@ -81,4 +82,4 @@ class Workload:
 
 def load_workload(attempt: Attempt) -> Workload:
     """The inputs of a claimed job, on this worker's device."""
-    return Workload(load_inputs(attempt), pick_device(get_settings().device))
+    return Workload(load_inputs(attempt), resolve_device(get_settings().device))

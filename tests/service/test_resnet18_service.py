@@ -1,10 +1,11 @@
 """Every method completes a deletion through the service on torchvision's ResNet-18 (with
-BatchNorm and strided convolutions) at tiny scale: 16x16 grey images, 160 samples, CPU.
+BatchNorm and strided convolutions) at tiny scale: 16x16 grey images, 160 samples.
 
-Per method: a model trained at version 1 (one epoch), one deletion request, the jobs
-run; then version 2 is published as the request's result, its forgotten samples name it,
-and BatchNorm's running statistics are finite and, for the methods whose docs line says
-"frozen", version 1's to the bit (re-estimated ones moved)."""
+Per method, on the CPU and (where torch sees one) on a GPU through ``UNLEARN_DEVICE``: a
+model trained at version 1 (one epoch), one deletion request, the jobs run; then version 2
+is published as the request's result, its forgotten samples name it, and BatchNorm's
+running statistics are finite and, for the methods whose docs line says "frozen", version
+1's to the bit (re-estimated ones moved)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from service.artifacts import store
 from service.jobs import dispatch
-from tests.helpers.app import create_model, run_queued_jobs, train_keys
+from tests.helpers.app import configure, create_model, run_queued_jobs, train_keys
 from tests.helpers.batchnorm import documented_batchnorm, running_statistics
 
 pytestmark = pytest.mark.slow  # nine ResNet-18s trained and unlearned, 5-20 s each
@@ -81,8 +83,23 @@ def _tiny_images(client, admin, data_root: str) -> dict:
     return response.json()
 
 
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=pytest.mark.skipif(
+                not torch.cuda.is_available(), reason="torch sees no CUDA device"
+            ),
+        ),
+    ],
+)
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_every_method_completes_a_deletion_on_resnet18(client, admin, env, method):
+def test_every_method_completes_a_deletion_on_resnet18(
+    client, admin, env, monkeypatch, method, device
+):
+    configure(monkeypatch, device=device)  # UNLEARN_DEVICE: every job's tensors and modules
     dataset = _tiny_images(client, admin, env["data_root"])
     params = {**RESNET18, "vib": {"z_dim": 256}} if method == "rfu_ss" else RESNET18
     model = create_model(
