@@ -3,7 +3,12 @@ the unlearner that uses it (``ml.unlearners.pgu``): which layers are updated and
 what each of them sees (``representations``), and the core gradient space of a cache
 (``core_space``)."""
 
-from ml.pgu.core_space import core_gradient_space, project_out, residual_projector
+from ml.pgu.core_space import (
+    core_gradient_space,
+    layer_projector,
+    project_out,
+    residual_projector,
+)
 from ml.pgu.representations import Layer, discover_layers, input_covariances
 
 __all__ = [
@@ -12,5 +17,6 @@ __all__ = [
     "input_covariances",
     "core_gradient_space",
     "residual_projector",
+    "layer_projector",
     "project_out",
 ]

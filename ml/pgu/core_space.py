@@ -7,13 +7,23 @@ The core gradient space (CGS) is M = [u_1 ... u_k] (the leading eigenvectors), w
 smallest such that sum_{i<=k} s_i >= gamma * sum_i s_i. A weight gradient G (viewed as
 out x d) is stepped only along G_perp = G - G M M^T (Eq. 4), which changes W r by nothing
 for every r in the span of M: the retained samples' outputs barely move.
+
+A grouped convolution's cache holds one C_r per group (groups, d, d); each group gets its
+own core space, and group g's rows of G are projected with group g's projector
+(:func:`layer_projector`, :func:`project_out`).
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["singular_values", "core_gradient_space", "residual_projector", "project_out"]
+__all__ = [
+    "singular_values",
+    "core_gradient_space",
+    "residual_projector",
+    "layer_projector",
+    "project_out",
+]
 
 
 def singular_values(covariance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,7 +59,22 @@ def residual_projector(core_space: torch.Tensor) -> torch.Tensor:
     return identity - core_space @ core_space.T
 
 
+def layer_projector(covariance: torch.Tensor, gamma: float) -> tuple[torch.Tensor, int]:
+    """(I - M M^T, k) for a layer's C_r: (d, d) and k = M's columns; for a grouped
+    convolution's (groups, d, d) cache, the groups' projectors stacked (groups, d, d) and
+    the sum of their k."""
+    if covariance.ndim == 2:
+        core = core_gradient_space(covariance, gamma)
+        return residual_projector(core), core.shape[1]
+    cores = [core_gradient_space(group, gamma) for group in covariance]
+    return torch.stack([residual_projector(c) for c in cores]), sum(c.shape[1] for c in cores)
+
+
 def project_out(gradient: torch.Tensor, projector: torch.Tensor) -> torch.Tensor:
-    """Eq. 4 for a weight gradient of any shape (out, ...): (G.view(out, d) P).view(shape)."""
-    out = gradient.shape[0]
-    return (gradient.reshape(out, -1) @ projector).view_as(gradient)
+    """Eq. 4 for a weight gradient of any shape (out, ...): (G.view(out, d) P).view(shape).
+    A stack of projectors (groups, d, d) projects each group's rows (out / groups of them,
+    in order) with its own."""
+    if projector.ndim == 2:
+        return (gradient.reshape(gradient.shape[0], -1) @ projector).view_as(gradient)
+    groups, d = projector.shape[0], projector.shape[-1]
+    return (gradient.reshape(groups, -1, d) @ projector).view_as(gradient)

@@ -11,7 +11,10 @@ input representation R (d x n) has one column per vector W multiplies:
   channel-major order of ``weight.view(out, -1)``; every output position of every sample
   is one column, so R spans exactly the vectors the weight gradient is built from.
 
-The cache is C = R R^T (Eq. 2), accumulated over mini-batches as sum_b R_b R_b^T.
+The cache is C = R R^T (Eq. 2), accumulated over mini-batches as sum_b R_b R_b^T. A
+grouped convolution has one R per group, and so one C per group (``Layer.cache_shape``):
+group g's filters, rows g*out/groups to (g+1)*out/groups of ``weight.view(out, -1)``,
+multiply only group g's patches.
 
 Implementation notes (differences from the paper and the authors' code):
 - Representations are captured with forward pre-hooks on the modules themselves, so any
@@ -30,10 +33,11 @@ Implementation notes (differences from the paper and the authors' code):
   it caches other patches than those it multiplies. Both change the singular values the
   gamma cut reads, so the core space would protect directions of inputs the layer never
   sees.
-- Grouped convolutions: the gradient of group g's filters lies in the span of group g's
-  patches; C sums the patch covariances of all groups, a core space that protects every
-  group at once (more conservative than per-group spaces, which one shared weight matrix
-  shape cannot express).
+- Grouped convolutions (MobileNet's and EfficientNet's depthwise ones, ResNeXt's): each
+  group gets its own C, core space and projection, as if its filters were a layer of
+  their own, which is what PGU's maths asks of them. One C summed over the groups would
+  let the gamma cut drop the directions of a group whose inputs are small beside the
+  others', and a step would then move that group's outputs on retained data.
 - Non-zero padding modes (reflect, replicate, circular) and string paddings pad the
   input the way ``Conv2d`` does before unfolding.
 """
@@ -51,7 +55,12 @@ from torch import nn
 
 from ml.samples import SampleSet
 
-__all__ = ["Layer", "discover_layers", "input_representation", "input_covariances"]
+__all__ = [
+    "Layer",
+    "discover_layers",
+    "input_representation",
+    "input_covariances",
+]
 
 READ_CHUNK = 4096  # samples read from the adapter at a time while building a cache
 
@@ -71,6 +80,16 @@ class Layer:
         """d: the length of one column of R (one row of ``weight.view(out, -1)``)."""
         return self.module.weight[0].numel()
 
+    @property
+    def groups(self) -> int:
+        return self.module.groups if isinstance(self.module, nn.Conv2d) else 1
+
+    @property
+    def cache_shape(self) -> tuple[int, ...]:
+        """(d, d), or (groups, d, d) for a grouped convolution: one C per group."""
+        square = (self.dim, self.dim)
+        return square if self.groups == 1 else (self.groups, *square)
+
 
 def discover_layers(model: nn.Module) -> list[Layer]:
     """Every Linear and Conv2d of ``model`` in registration order, one entry per weight."""
@@ -88,9 +107,10 @@ def discover_layers(model: nn.Module) -> list[Layer]:
 
 
 def input_representation(module: nn.Linear | nn.Conv2d, inputs: torch.Tensor) -> torch.Tensor:
-    """The columns of R for this input batch, as rows of an (n x d) matrix."""
+    """The columns of R for this input batch, as rows: (groups, n, d), one (n x d) matrix
+    per group (a single one but for grouped convolutions)."""
     if isinstance(module, nn.Linear):
-        return inputs.reshape(-1, module.in_features)
+        return inputs.reshape(1, -1, module.in_features)
     padding: tuple[int, ...] | int = module.padding  # type: ignore[assignment]
     if isinstance(module.padding, str) or module.padding_mode != "zeros":
         # What Conv2d itself does for these cases (see Conv2d._conv_forward).
@@ -106,7 +126,7 @@ def input_representation(module: nn.Linear | nn.Conv2d, inputs: torch.Tensor) ->
     )  # (N, C*kh*kw, L): one column per output position, channel-major like the weight
     n, _, positions = patches.shape
     patches = patches.view(n, module.groups, -1, positions)  # groups own contiguous channels
-    return patches.permute(0, 1, 3, 2).reshape(-1, patches.shape[2])
+    return patches.permute(1, 0, 3, 2).reshape(module.groups, n * positions, -1)
 
 
 @torch.no_grad()
@@ -118,7 +138,8 @@ def input_covariances(
     device: torch.device,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """C = R R^T (Eq. 2) for every layer over ``samples``, float64, keyed by weight name.
+    """C = R R^T (Eq. 2) for every layer over ``samples``, float64, keyed by weight name
+    (``Layer.cache_shape``: one per group of a grouped convolution).
 
     Runs a float64 copy of ``model``; ``model`` itself is not changed. ``progress`` is
     called with (samples done, samples in all) after every chunk read.
@@ -126,14 +147,16 @@ def input_covariances(
     twin = copy.deepcopy(model).to(device=device, dtype=torch.float64).eval()
     layers = discover_layers(twin)
     covariances = {
-        layer.name: torch.zeros(layer.dim, layer.dim, dtype=torch.float64, device=device)
+        layer.name: torch.zeros(layer.cache_shape, dtype=torch.float64, device=device)
         for layer in layers
     }
 
     def accumulate(name: str):
         def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
             columns = input_representation(module, args[0])  # type: ignore[arg-type]
-            covariances[name].addmm_(columns.T, columns)  # += R_b R_b^T
+            d = columns.shape[-1]
+            per_group = covariances[name].view(-1, d, d)  # (d, d) is one group of them
+            per_group.baddbmm_(columns.transpose(1, 2), columns)  # += R_b R_b^T
 
         return hook
 

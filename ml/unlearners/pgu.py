@@ -5,13 +5,15 @@ Networks: Minimizing Unlearning Interference with Gradient Projection", WACV 202
 (authors' code github.com/hnanhtuan/projected_gradient_unlearning). It reads the forget
 set D_f and a small fixed sample of the validation set D_v, never the retained data D_r.
 
-Layers l: every Conv2d and Linear weight W^l, viewed as (out x d) (``ml.pgu``).
+Layers l: every Conv2d and Linear weight W^l, viewed as (out x d) (``ml.pgu``); each group
+of a grouped convolution is a layer of its own (its own C, core space and projection).
 
 ``prepare`` (a ``cache`` job, once per basis version), Eq. 2:
     C^l = R^l R^l^T = sum over mini-batches b of D of R_b^l R_b^l^T   (float64)
     stored as the artifact ``pgu_cache``: one d x d tensor per layer keyed by the weight's
-    name, meta {"basis_version": the version whose forward passes made R, "layers": the
-    weight names, "samples": how many samples C covers}.
+    name (groups x d x d for a grouped convolution), meta {"basis_version": the version
+    whose forward passes made R, "layers": the weight names, "samples": how many samples
+    C covers}.
 
 ``unlearn``, given the base version's cache C (basis version b):
     1. C_r^l = C^l - R_f^l R_f^l^T                                          (Eq. 3)
@@ -110,11 +112,10 @@ from torch import nn
 
 from ml.pgu import (
     Layer,
-    core_gradient_space,
     discover_layers,
     input_covariances,
+    layer_projector,
     project_out,
-    residual_projector,
 )
 from ml.samples import SampleSet, key_hashes
 from ml.unlearners.base import (
@@ -279,7 +280,7 @@ def _step_size(
 
 
 def _check_cache(cache: Artifact, layers: list[Layer]) -> None:
-    expected = {layer.name: (layer.dim, layer.dim) for layer in layers}
+    expected = {layer.name: layer.cache_shape for layer in layers}
     found = {name: tuple(t.shape) for name, t in cache.tensors.items() if name != MEMBERS}
     if found != expected:
         raise RuntimeError(
@@ -417,9 +418,9 @@ class PGU(Unlearner):
             nonlocal core_space_seconds
             begun = time.perf_counter()
             for number, layer in enumerate(trainable, start=1):
-                core = core_gradient_space(retained[layer.name], gammas[layer.name])
-                projectors[layer.name] = residual_projector(core).float()
-                core_dims[layer.name] = core.shape[1]
+                projector, k = layer_projector(retained[layer.name], gammas[layer.name])
+                projectors[layer.name] = projector.float()
+                core_dims[layer.name] = k  # summed over the groups of a grouped convolution
                 context.progress("core-space", number, len(trainable))
             core_space_seconds = time.perf_counter() - begun
 

@@ -14,6 +14,7 @@ from ml.pgu import (
     core_gradient_space,
     discover_layers,
     input_covariances,
+    layer_projector,
     project_out,
     residual_projector,
 )
@@ -77,11 +78,11 @@ def test_conv_patches_follow_the_weight_layout(conv):
         expected = conv(inputs) - conv.bias[:, None, None]  # (N, out, H', W')
     n, out, h, w = expected.shape
     groups, per_group = conv.groups, out // conv.groups
-    assert rows.shape == (n * groups * h * w, conv.weight[0].numel())
-    rows = rows.view(n, groups, h * w, -1)
+    assert rows.shape == (groups, n * h * w, conv.weight[0].numel())
+    rows = rows.view(groups, n, h * w, -1)
     for g in range(groups):
         weight = conv.weight[g * per_group : (g + 1) * per_group].reshape(per_group, -1)
-        got = rows[:, g] @ weight.T  # (N, positions, per_group)
+        got = rows[g] @ weight.T  # (N, positions, per_group)
         want = expected[:, g * per_group : (g + 1) * per_group].flatten(2).transpose(1, 2)
         torch.testing.assert_close(got, want)
 
@@ -121,7 +122,7 @@ def test_a_strided_dilated_convs_cache_holds_exactly_the_patches_it_multiplies()
     inputs = torch.randn(2, 3, 9, 8, dtype=torch.float64)
     patches = _brute_force_patches(conv, inputs)
     assert patches.shape == (2 * 4 * 3, 27)  # 4x3 output positions per sample
-    rows = input_representation(conv, inputs)
+    (rows,) = input_representation(conv, inputs)
     torch.testing.assert_close(rows.T @ rows, patches.T @ patches)
 
 
@@ -136,7 +137,7 @@ def test_a_projected_gradient_leaves_a_strided_convs_cached_outputs_unchanged():
     torch.manual_seed(0)
     conv = nn.Conv2d(8, 4, 3, stride=2, padding=1, dilation=2, bias=False).double()
     inputs = torch.randn(2, 8, 9, 9, dtype=torch.float64)
-    rows = input_representation(conv, inputs)
+    (rows,) = input_representation(conv, inputs)
     assert rows.shape == (32, 72)
     core = core_gradient_space(rows.T @ rows, 1 - 1e-6)
     assert core.shape[1] == 32
@@ -148,10 +149,75 @@ def test_a_projected_gradient_leaves_a_strided_convs_cached_outputs_unchanged():
         assert torch.linalg.norm(moved) < 1e-10 * torch.linalg.norm(conv(inputs))
 
 
+def test_a_grouped_conv_caches_one_covariance_per_group():
+    """Group g's C is the covariance of the patches of group g's input channels alone."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 6, 1), nn.Conv2d(6, 4, 3, padding=1, groups=2))
+    samples = digits_setup().train.subset(5, seed=0)
+    cache = input_covariances(model, samples, batch_size=2, device=DEVICE)["1.weight"]
+    assert cache.shape == (2, 27, 27)
+    with torch.no_grad():
+        inputs = model.double()[0](samples.tensors()[0].double())  # what the grouped conv sees
+    for g in range(2):
+        patches = _brute_force_patches(model[1], inputs[:, 3 * g : 3 * (g + 1)])
+        torch.testing.assert_close(cache[g], patches.T @ patches)
+
+
+def test_each_group_is_protected_by_its_own_core_space():
+    """Group 1's inputs are 1e-7 times group 0's. With one core space per group a step
+    leaves both groups' outputs on the cached inputs unchanged; one core space of the
+    summed covariance would drop group 1's directions below the gamma cut."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 4, 3, padding=1, groups=2, bias=False).double()
+    inputs = torch.randn(1, 4, 3, 3, dtype=torch.float64)  # 9 patches per group, d = 18
+    inputs[:, 2:] *= 1e-7
+    rows = input_representation(conv, inputs)
+    projector, k = layer_projector(rows.transpose(1, 2) @ rows, 1 - 1e-6)
+    assert projector.shape == (2, 18, 18) and k == 18
+    gradient = torch.randn_like(conv.weight)
+    projected = project_out(gradient, projector)
+    assert torch.linalg.norm(projected[2:]) > 0.5 * torch.linalg.norm(gradient[2:])
+    moved = F.conv2d(inputs, projected, padding=1, groups=2)
+    with torch.no_grad():
+        outputs = conv(inputs)
+    for rows_of_group in (slice(0, 2), slice(2, 4)):
+        relative = torch.linalg.norm(moved[:, rows_of_group])
+        assert relative < 1e-10 * torch.linalg.norm(outputs[:, rows_of_group])
+    summed = residual_projector(core_gradient_space((rows.transpose(1, 2) @ rows).sum(0), 0.9))
+    leaked = F.conv2d(inputs, project_out(gradient, summed), padding=1, groups=2)
+    assert torch.linalg.norm(leaked[:, 2:]) > 0.1 * torch.linalg.norm(outputs[:, 2:])
+
+
+def test_pgu_unlearns_a_network_with_a_depthwise_convolution():
+    """MobileNet's building block, a depthwise 3x3 conv (groups = channels), through the
+    whole method: its cache holds one 9 x 9 covariance per channel, and a step runs."""
+    setup = digits_setup()
+    torch.manual_seed(0)
+    network = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, groups=8),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8 * 8 * 8, 10),
+    ).eval()
+    pgu = get_unlearner("pgu", FAST)
+    empty = setup.train.take(np.arange(0))
+    cache = pgu.prepare(context_for(setup, network, forget=empty, retain=setup.train))
+    assert cache[CACHE_ARTIFACT].tensors["2.weight"].shape == (8, 9, 9)
+    result = pgu.unlearn(
+        context_for(setup, network, forget=setup.forget, retain=setup.retain, artifacts=cache)
+    )
+    assert result.info["steps"] == FAST["max_steps"]
+    assert 0 < result.info["core_dims"]["2.weight"] <= 8 * 9
+    assert not torch.equal(result.state_dict["2.weight"], network.state_dict()["2.weight"])
+    assert result.artifacts[CACHE_ARTIFACT].tensors["2.weight"].shape == (8, 9, 9)
+
+
 def test_linear_representation_takes_every_leading_position():
     linear = nn.Linear(5, 3)
     inputs = torch.randn(2, 4, 5)
-    rows = input_representation(linear, inputs)
+    (rows,) = input_representation(linear, inputs)
     assert rows.shape == (8, 5)
     torch.testing.assert_close(rows @ linear.weight.T + linear.bias, linear(inputs).view(8, 3))
 
