@@ -49,6 +49,12 @@ class Settings(BaseSettings):
         ge=0,
         description="decoded dataset inputs a worker keeps between jobs (LRU; 0: none)",
     )
+    max_cache_mb: int = Field(
+        2048,
+        ge=1,
+        description="a method's per-version cache (PGU's) for the model's network at most "
+        "this many MiB; a deletion needs about three times it in memory",
+    )
 
     ingest_batch_max: int = Field(
         256, ge=1, le=5000, description="deletion requests stored per ingest transaction"

@@ -9,10 +9,11 @@ from ml.pgu.core_space import (
     project_out,
     residual_projector,
 )
-from ml.pgu.representations import Layer, discover_layers, input_covariances
+from ml.pgu.representations import Layer, cache_bytes, discover_layers, input_covariances
 
 __all__ = [
     "Layer",
+    "cache_bytes",
     "discover_layers",
     "input_covariances",
     "core_gradient_space",

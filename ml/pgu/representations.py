@@ -45,6 +45,7 @@ Implementation notes (differences from the paper and the authors' code):
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -57,12 +58,17 @@ from ml.samples import SampleSet
 
 __all__ = [
     "Layer",
+    "cache_bytes",
     "discover_layers",
     "input_representation",
     "input_covariances",
 ]
 
 READ_CHUNK = 4096  # samples read from the adapter at a time while building a cache
+# The unfolded patches one layer holds at once. A batch's patches can be far bigger than its
+# activations (at 28x28 one of ResNet-18's first convolutions unfolds 256 float64 samples
+# into 0.9 GB, twice over with the reordering copy), so the batch is unfolded in slices.
+UNFOLD_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,13 @@ def discover_layers(model: nn.Module) -> list[Layer]:
         name = f"{module_name}.weight" if module_name else "weight"
         layers.append(Layer(name, module_name, module))
     return layers
+
+
+def cache_bytes(model: nn.Module) -> int:
+    """The size of one version's cache of ``model``: every layer's float64 C
+    (``Layer.cache_shape``), whatever the number of samples (their key hashes, 8 bytes
+    each, aside). ``model`` may live on the meta device."""
+    return sum(math.prod(layer.cache_shape) * 8 for layer in discover_layers(model))
 
 
 def input_representation(module: nn.Linear | nn.Conv2d, inputs: torch.Tensor) -> torch.Tensor:
@@ -153,10 +166,14 @@ def input_covariances(
 
     def accumulate(name: str):
         def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-            columns = input_representation(module, args[0])  # type: ignore[arg-type]
-            d = columns.shape[-1]
-            per_group = covariances[name].view(-1, d, d)  # (d, d) is one group of them
-            per_group.baddbmm_(columns.transpose(1, 2), columns)  # += R_b R_b^T
+            inputs = args[0]
+            one = input_representation(module, inputs[:1])  # type: ignore[arg-type]
+            per_slice = max(1, UNFOLD_BYTES // (one.numel() * one.element_size()))
+            for part in inputs.split(per_slice):
+                columns = input_representation(module, part)  # type: ignore[arg-type]
+                d = columns.shape[-1]
+                per_group = covariances[name].view(-1, d, d)  # (d, d) is one group of them
+                per_group.baddbmm_(columns.transpose(1, 2), columns)  # += R_b R_b^T
 
         return hook
 

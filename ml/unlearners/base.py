@@ -145,6 +145,12 @@ class Unlearner(ABC):
         mismatch answers 422 instead of failing every later batch."""
         return self.unsuitable_for(network)
 
+    def cache_bytes(self, network: nn.Module) -> int:
+        """The size of the per-version artifacts :meth:`prepare` keeps for ``network`` (0:
+        none), so the service can refuse a network whose cache it is not sized for.
+        ``network`` may live on the meta device."""
+        return 0
+
     @abstractmethod
     def unlearn(self, context: UnlearnContext) -> UnlearnResult: ...
 

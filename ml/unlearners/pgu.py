@@ -112,6 +112,7 @@ from torch import nn
 
 from ml.pgu import (
     Layer,
+    cache_bytes,
     discover_layers,
     input_covariances,
     layer_projector,
@@ -345,6 +346,13 @@ class PGU(Unlearner):
         assert isinstance(self.params, PGUParams)
         return super().refuses(network) or _unknown_layers(self.params, discover_layers(network))
 
+    def cache_bytes(self, network: nn.Module) -> int:
+        """Every layer's float64 C: d^2 x 8 bytes per layer (per group of a grouped
+        convolution), whatever the dataset's size; ResNet-18's is 704 MiB. The cache job and
+        a deletion peak at about three times this (C_r, the unfolded patches, the
+        projectors and the eigendecompositions' work space; docs/unlearners.md, "pgu")."""
+        return cache_bytes(network)
+
     def prepare(self, context: UnlearnContext) -> dict[str, Artifact]:
         """The cache of ``context.model`` over ``context.retain`` (every active sample)."""
         p = self.params
@@ -389,13 +397,14 @@ class PGU(Unlearner):
             else context.load_version(basis_version)
         )
         subtracted, members = _subtracted(cache, context.forget)
-        forgotten = input_covariances(
+        retained = input_covariances(  # R_f R_f^T, turned into C_r in place below
             basis_model, subtracted, batch_size=COVARIANCE_BATCH, device=device
         )
-        retained = {
-            name: cache.tensors[name].to(device=device, dtype=torch.float64) - forgotten[name]
-            for name in forgotten
-        }
+        for name, downdated in retained.items():  # -R_f R_f^T + C, exactly C - R_f R_f^T,
+            # in place: with C dropped below, the rest of the deletion holds one cache
+            downdated.neg_().add_(cache.tensors[name].to(device=device, dtype=torch.float64))
+        cached_samples = int(cache.meta.get("samples", 0))
+        del cache  # the worker's copy of C goes: from here a deletion holds C_r alone
         context.progress("cache", 1, 1)
         cache_seconds = time.perf_counter() - started
 
@@ -465,7 +474,7 @@ class PGU(Unlearner):
             {
                 "basis_version": basis_version,
                 "layers": [layer.name for layer in layers],
-                "samples": int(cache.meta.get("samples", 0)) - len(subtracted),
+                "samples": cached_samples - len(subtracted),
             },
         )
         info = {

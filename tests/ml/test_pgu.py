@@ -9,8 +9,10 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 from torch import nn
 
+from ml.architectures import structure
 from ml.class_masking import MASKED_LOGIT
 from ml.pgu import (
+    cache_bytes,
     core_gradient_space,
     discover_layers,
     input_covariances,
@@ -214,6 +216,18 @@ def test_pgu_unlearns_a_network_with_a_depthwise_convolution():
     assert result.artifacts[CACHE_ARTIFACT].tensors["2.weight"].shape == (8, 9, 9)
 
 
+def test_the_cache_of_resnet18_is_704_mib_whatever_the_image_size():
+    """d depends on channels and kernels, not on the image: docs/unlearners.md's figure."""
+    for shape in ([1, 28, 28], [3, 32, 32]):
+        params = {"builder": "resnet18", "small_input_stem": True}
+        network = structure("torchvision", params, shape, 10)
+        layers = discover_layers(network)
+        assert cache_bytes(network) == sum(layer.dim**2 * 8 for layer in layers)
+        assert round(cache_bytes(network) / 2**20) == 704
+        assert get_unlearner("pgu").cache_bytes(network) == cache_bytes(network)
+    assert get_unlearner("finetune").cache_bytes(network) == 0
+
+
 def test_linear_representation_takes_every_leading_position():
     linear = nn.Linear(5, 3)
     inputs = torch.randn(2, 4, 5)
@@ -232,6 +246,20 @@ def test_covariance_is_r_r_transpose_accumulated_in_float64():
     inputs, _ = samples.tensors()
     hidden = model.double()[:9](inputs.double())
     torch.testing.assert_close(covariances["9.weight"], hidden.T @ hidden, rtol=1e-12, atol=1e-9)
+
+
+def test_unfolding_in_slices_gives_the_same_covariances(monkeypatch):
+    """The patches are unfolded a few samples at a time (``UNFOLD_BYTES``); the sum is the
+    same to round-off however the batch is sliced."""
+    from ml.pgu import representations
+
+    setup = digits_setup()
+    samples = setup.train.subset(40, seed=3)
+    whole = input_covariances(setup.model(), samples, batch_size=40, device=DEVICE)
+    monkeypatch.setattr(representations, "UNFOLD_BYTES", 1)  # one sample per slice
+    sliced = input_covariances(setup.model(), samples, batch_size=40, device=DEVICE)
+    for name, covariance in whole.items():
+        torch.testing.assert_close(sliced[name], covariance, rtol=1e-12, atol=1e-10)
 
 
 # --- the cache algebra (Eq. 2, 3) -------------------------------------------------------

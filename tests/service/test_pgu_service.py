@@ -14,7 +14,7 @@ from ml.pgu import input_covariances
 from ml.samples import SampleSet
 from service.artifacts import store
 from service.jobs import dispatch
-from tests.helpers.app import create_dataset, create_model, run_queued_jobs, train_keys
+from tests.helpers.app import configure, create_dataset, create_model, run_queued_jobs, train_keys
 
 SMALL_CNN = {"name": "small_cnn", "params": {"channels": [8, 16], "hidden": 32}}
 
@@ -105,3 +105,29 @@ def test_incremental_caches_through_the_service(client, admin, env):
         expected = covariance - removed[name]
         error = torch.linalg.norm(v3_cache[name] - expected) / torch.linalg.norm(expected)
         assert error < 1e-9, (name, float(error))
+
+
+def test_a_network_whose_cache_exceeds_the_bound_is_refused_with_its_size(
+    client, admin, monkeypatch
+):
+    """ResNet-18's cache is 704 MiB per version: refused (422, nothing stored) on create and
+    on a switch to pgu while UNLEARN_MAX_CACHE_MB is below it, accepted at the default."""
+    dataset = create_dataset(client, admin)
+    resnet = {"name": "torchvision", "params": {"builder": "resnet18", "small_input_stem": True}}
+    body = {"name": "big", "dataset_id": dataset["id"], "architecture": resnet}
+    configure(monkeypatch, max_cache_mb=500)
+    refused = client.post("/v1/models", headers=admin, json=body | {"unlearner": {"name": "pgu"}})
+    assert refused.status_code == 422, refused.text
+    assert "704 MiB cache per version" in refused.json()["detail"]
+    assert "UNLEARN_MAX_CACHE_MB allows 500" in refused.json()["detail"]
+    assert client.get("/v1/models", headers=admin).json()["items"] == []
+    model = create_model(client, admin, dataset["id"], architecture=resnet, training=None)
+    switched = client.patch(
+        f"/v1/models/{model['id']}", headers=admin, json={"unlearner": {"name": "pgu"}}
+    )
+    assert switched.status_code == 422 and "UNLEARN_MAX_CACHE_MB" in switched.text
+    configure(monkeypatch, max_cache_mb=2048)
+    switched = client.patch(
+        f"/v1/models/{model['id']}", headers=admin, json={"unlearner": {"name": "pgu"}}
+    )
+    assert switched.status_code == 200, switched.text
