@@ -158,18 +158,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-# The queues whose tasks run jobs on UNLEARN_DEVICE (service.outbox); a worker serving
-# only dispatch or callbacks needs no device.
-JOB_QUEUES = {"gpu", "audit"}
-
-
 def cmd_worker(args: argparse.Namespace) -> int:
     _multiprocess_metrics("worker")
+    from service import outbox
     from service.settings import get_settings
     from workers.celery_app import app
     from workers.runtime import install_sender
 
-    if JOB_QUEUES & {queue.strip() for queue in args.queues.split(",")}:
+    # Jobs run from the gpu and audit queues; a worker serving only dispatch or callbacks
+    # needs no device.
+    if {outbox.GPU, outbox.AUDIT} & {queue.strip() for queue in args.queues.split(",")}:
         from workers.device import announce_device
 
         announce_device(get_settings().device)  # before the pool forks: one check, one line
