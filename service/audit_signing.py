@@ -40,15 +40,21 @@ def message(entry_id: int, entry_hash: str) -> bytes:
 def decode_key(text: str) -> bytes:
     """32 bytes from base64 (standard or URL-safe, padding optional); ValueError otherwise,
     never quoting the text."""
-    cleaned = text.strip()
+    return _decoded(text, 32, "an Ed25519 key")
+
+
+def decode_signature(text: str) -> bytes:
+    return _decoded(text, 64, "an Ed25519 signature")
+
+
+def _decoded(text: str, size: int, what: str) -> bytes:
+    cleaned = text.strip().replace("+", "-").replace("/", "_")
     try:
-        raw = base64.urlsafe_b64decode(
-            cleaned.replace("+", "-").replace("/", "_") + "=" * (-len(cleaned) % 4)
-        )
+        raw = base64.urlsafe_b64decode(cleaned + "=" * (-len(cleaned) % 4))
     except (binascii.Error, ValueError):
         raise ValueError("not base64") from None
-    if len(raw) != 32:
-        raise ValueError(f"{len(raw)} bytes where an Ed25519 key has 32")
+    if len(raw) != size:
+        raise ValueError(f"{len(raw)} bytes where {what} has {size}")
     return raw
 
 
@@ -84,16 +90,6 @@ class PublicKey:
         except (InvalidSignature, ValueError):
             return False
         return True
-
-
-def decode_signature(text: str) -> bytes:
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError):
-        raise ValueError("not base64") from None
-    if len(raw) != 64:
-        raise ValueError("an Ed25519 signature has 64 bytes")
-    return raw
 
 
 class Signer:

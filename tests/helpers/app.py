@@ -86,3 +86,22 @@ def train_keys(client: TestClient, headers: dict[str, str], dataset_id: str, n: 
         f"/v1/datasets/{dataset_id}/samples", params={"split": "train", "limit": n}, headers=headers
     )
     return [item["key"] for item in response.json()["items"]]
+
+
+def forget_now(
+    client: TestClient, headers: dict[str, str], model_id: str, sample_keys: list[str]
+) -> dict:
+    """One deletion request for ``sample_keys``, batched at once (flush, dispatch) and
+    unlearned with every follow-up job run here; the request as accepted."""
+    from service.jobs import dispatch
+
+    response = client.post(
+        "/v1/deletion-requests",
+        headers=headers,
+        json={"model_id": model_id, "subject_id": "s", "sample_keys": sample_keys},
+    )
+    assert response.status_code == 202, response.text
+    client.post(f"/v1/models/{model_id}/flush", headers=headers)
+    assert dispatch.dispatch_model(model_id) is not None
+    run_queued_jobs(model_id)
+    return response.json()

@@ -18,6 +18,19 @@ from ml.unlearners import early_stopping
 from tests.helpers.unlearning import DEVICE, RECIPE, digits_setup
 
 
+class NeverPredicts(nn.Module):
+    """``inner`` with one class's logit pinned at -1e4, as masking leaves it."""
+
+    def __init__(self, inner: nn.Module, label: int) -> None:
+        super().__init__()
+        self.inner, self.label = inner, label
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.inner(x).clone()
+        logits[:, self.label] = -1e4
+        return logits
+
+
 def _scripted_run(monkeypatch, measures, *, batches=6, check_every=1):
     """Run unlearn_steps on a one-weight model whose weight counts the steps, the rule's
     measures scripted: ``measures[i]`` is what check i sees (check 0 before any step)."""
@@ -268,17 +281,7 @@ def test_the_class_rule_reads_unmasked_outputs():
     assert parent.record["heldout_class_accuracy"] > 0.8
     assert parent.record["remaining_accuracy"] > 0.8  # argmax over the other nine classes
 
-    class NeverThree(nn.Module):
-        def __init__(self, inner: nn.Module) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            logits = self.inner(x).clone()
-            logits[:, forgotten] = -1e4
-            return logits
-
-    never = stopping.measure(NeverThree(setup.model()))
+    never = stopping.measure(NeverPredicts(setup.model(), forgotten))
     assert never.record["forget_accuracy"] == 0.0 and never.reached and never.distance == 0.0
 
 
@@ -286,18 +289,7 @@ def test_the_brake_reads_only_the_classes_the_model_still_predicts():
     """A class an earlier deletion masked sits at 0% on held-out data: counted in, it would
     dilute the brake by its share."""
     setup = digits_setup()
-
-    class NeverThree(nn.Module):
-        def __init__(self, inner: nn.Module) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            logits = self.inner(x).clone()
-            logits[:, 3] = -1e4
-            return logits
-
-    model = NeverThree(setup.model())
+    model = NeverPredicts(setup.model(), 3)
     forget = setup.forget.without_classes([3])
 
     def remaining(**options) -> float:

@@ -18,7 +18,7 @@ from service.audit_signing import PublicKey, generate
 from service.db import session_scope
 from service.jobs import dispatch
 from service.tables import AuditLogEntry
-from tests.helpers.app import configure, run_queued_jobs, train_keys
+from tests.helpers.app import configure, forget_now, train_keys
 
 
 def _verify(keys=None):
@@ -164,14 +164,7 @@ def test_a_tail_rewritten_in_sql_with_recomputed_hashes_is_caught(
 def test_a_certificate_outlives_a_log_cut_short(signing, client, admin, ready_model, env, tmp_path):
     private, public = signing
     keys = train_keys(client, admin, ready_model["dataset_id"], 5)
-    request = client.post(
-        "/v1/deletion-requests",
-        headers=admin,
-        json={"model_id": ready_model["id"], "subject_id": "s", "sample_keys": keys},
-    ).json()
-    client.post(f"/v1/models/{ready_model['id']}/flush", headers=admin)
-    dispatch.dispatch_model(ready_model["id"])
-    run_queued_jobs(ready_model["id"])
+    request = forget_now(client, admin, ready_model["id"], keys)
     url = f"/v1/deletion-requests/{request['id']}/certificate"
     certificate = client.get(url, headers=admin).json()
     entries = certificate["audit_log"]

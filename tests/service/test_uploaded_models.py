@@ -12,11 +12,11 @@ from safetensors.torch import save
 from torch import nn
 
 from ml.architectures import build_model
-from service.jobs import dispatch
 from tests.helpers.app import (
     FAST_TRAINING,
     create_dataset,
     create_model,
+    forget_now,
     run_queued_jobs,
     train_keys,
 )
@@ -99,16 +99,7 @@ def test_a_torchvision_network_exported_as_the_docs_say_fits(client, admin, env)
 
 def _forget(client, admin, model: dict, dataset_id: str) -> None:
     """Five training samples forgotten: version 2, its audit run."""
-    keys = train_keys(client, admin, dataset_id, 5)
-    response = client.post(
-        "/v1/deletion-requests",
-        headers=admin,
-        json={"model_id": model["id"], "subject_id": "s", "sample_keys": keys},
-    )
-    assert response.status_code == 202, response.text
-    client.post(f"/v1/models/{model['id']}/flush", headers=admin)
-    assert dispatch.dispatch_model(model["id"]) is not None
-    run_queued_jobs(model["id"])
+    forget_now(client, admin, model["id"], train_keys(client, admin, dataset_id, 5))
 
 
 def _jobs(client, admin, model_id: str) -> list[dict]:

@@ -14,9 +14,15 @@ from ml import devices
 from ml.devices import DeviceUnavailable, resolve_device
 from service import metrics
 from service.bootstrap import RefusedToStart
-from service.jobs import dispatch
 from service.settings import Settings
-from tests.helpers.app import configure, create_dataset, create_model, run_queued_jobs, train_keys
+from tests.helpers.app import (
+    configure,
+    create_dataset,
+    create_model,
+    forget_now,
+    run_queued_jobs,
+    train_keys,
+)
 from workers.cli import main
 from workers.device import announce_device
 
@@ -128,16 +134,7 @@ def test_jobs_train_and_unlearn_on_the_gpu(client, admin, monkeypatch):
         unlearner={"name": "pgu", "params": {"max_steps": 5}},
     )
     run_queued_jobs(model["id"])
-    keys = train_keys(client, admin, dataset["id"], 10)
-    response = client.post(
-        "/v1/deletion-requests",
-        headers=admin,
-        json={"model_id": model["id"], "subject_id": "s", "sample_keys": keys},
-    )
-    assert response.status_code == 202, response.text
-    client.post(f"/v1/models/{model['id']}/flush", headers=admin)
-    assert dispatch.dispatch_model(model["id"]) is not None
-    run_queued_jobs(model["id"])
+    forget_now(client, admin, model["id"], train_keys(client, admin, dataset["id"], 10))
     jobs = client.get("/v1/jobs", headers=admin, params={"model_id": model["id"]}).json()
     statuses = {j["kind"]: j["status"] for j in jobs["items"]}
     assert {"train", "cache", "unlearn"} <= set(statuses), statuses
