@@ -1,8 +1,8 @@
 """Structured logs: one JSON object per line, carrying the id of the HTTP request or job it
 belongs to. What they never carry: SQL parameters (engines hide them), raw URLs (the access
 log names the route template, not the path or query; callback URLs are not logged, httpx's
-request lines included), API keys, sample keys, and subject ids (only their SHA-256,
-``subject_sha256``)."""
+request lines included), API keys, sample keys, and subject ids (only their keyed digest,
+``subject_digest``: service.subjects)."""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -77,6 +78,8 @@ class Tenant(Base):
     callback_secret: Mapped[str | None] = mapped_column(String(100))
     previous_callback_secret: Mapped[str | None] = mapped_column(String(100))
     previous_callback_secret_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Keys the HMAC of subject ids (service.subjects); made with the tenant, never shown.
+    subject_key: Mapped[str] = mapped_column(String(64), default=lambda: secrets.token_hex(32))
 
 
 class ApiKey(Base):
@@ -245,7 +248,8 @@ class DeletionRequest(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
     model_id: Mapped[str] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
-    subject_id: Mapped[str] = mapped_column(String(200), index=True)
+    # The subject as the tenant's HMAC digest, never in clear (service.subjects).
+    subject_digest: Mapped[str] = mapped_column(String(64), index=True)
     sample_keys: Mapped[list[str] | None] = mapped_column(Json)
     class_labels: Mapped[list[int] | None] = mapped_column(Json)
     already_forgotten: Mapped[list[str]] = mapped_column(Json, default=list)

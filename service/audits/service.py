@@ -138,7 +138,7 @@ def certificate(session: Session, *, tenant_id: str, request_id: str) -> Certifi
         request={
             "id": request.id,
             "model_id": request.model_id,
-            "subject_sha256": requests.digest(request.subject_id),
+            "subject_digest": request.subject_digest,
             "status": request.status,
             "sample_count": request.sample_count,
             "class_labels": request.class_labels,

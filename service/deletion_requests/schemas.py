@@ -56,7 +56,10 @@ class HistoryEntry(BaseModel):
 class DeletionRequestRead(BaseModel):
     id: str
     model_id: str
-    subject_id: str
+    subject_digest: str = Field(
+        description="HMAC-SHA256 of the request's subject_id under the tenant's subject key: "
+        "the service keeps no subject in clear"
+    )
     status: RequestStatus
     sample_count: int
     sample_keys: list[str] | None

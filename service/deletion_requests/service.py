@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service import audit_log, lookup
+from service import audit_log, lookup, subjects
 from service.deletion_requests import storage
 from service.deletion_requests.schemas import (
     DeletionRequestCreate,
@@ -289,7 +289,7 @@ def _stored(
         "id": new_id(),
         "tenant_id": item.tenant_id,
         "model_id": model.id,
-        "subject_id": spec.subject_id,
+        "subject_digest": subjects.subject_digest(model.subject_key, spec.subject_id),
         "sample_keys": keys,
         "class_labels": spec.class_labels,
         "already_forgotten": already,
@@ -320,13 +320,13 @@ def _stored(
 
 
 def _log_accepted(answer: dict[str, Any]) -> None:
-    # The subject as a digest only: logs never carry personal data (service.logs).
+    # The subject as its digest only: logs never carry personal data (service.logs).
     log.info(
         "deletion request accepted",
         extra={
             "deletion_request_id": answer["id"],
             "model_id": answer["model_id"],
-            "subject_sha256": digest(answer["subject_id"]),
+            "subject_digest": answer["subject_digest"],
             "sample_count": answer["sample_count"],
         },
     )
@@ -358,7 +358,7 @@ def log_received(session: Session, request: DeletionRequest) -> None:
         "received",
         model_id=request.model_id,
         received_at=request.created_at.isoformat(),
-        subject_sha256=digest(request.subject_id),
+        subject_digest=request.subject_digest,
         keys_sha256=digest("\n".join(sorted(keys))) if keys is not None else None,
         class_labels=request.class_labels,
         sample_count=request.sample_count,
@@ -455,7 +455,10 @@ def list_page(
     if status:
         statement = statement.where(DeletionRequest.status == status)
     if subject_id:
-        statement = statement.where(DeletionRequest.subject_id == subject_id)
+        key = subjects.tenant_key(session, tenant_id)
+        statement = statement.where(
+            DeletionRequest.subject_digest == subjects.subject_digest(key, subject_id)
+        )
     rows, next_cursor = paginate(
         session,
         statement,
@@ -508,7 +511,7 @@ def to_read(request: DeletionRequest, history: list[RequestEvent]) -> DeletionRe
     return DeletionRequestRead(
         id=request.id,
         model_id=request.model_id,
-        subject_id=request.subject_id,
+        subject_digest=request.subject_digest,
         status=RequestStatus(request.status),
         sample_count=request.sample_count,
         sample_keys=request.sample_keys,

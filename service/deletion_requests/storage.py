@@ -36,6 +36,7 @@ from service.tables import (
     Model,
     RequestEvent,
     Sample,
+    Tenant,
     Tombstone,
 )
 
@@ -50,6 +51,7 @@ class ModelFacts(NamedTuple):
     dataset_id: str
     head_version: int | None
     num_classes: int
+    subject_key: str  # the tenant's (service.subjects)
 
 
 class SampleFacts(NamedTuple):
@@ -97,9 +99,15 @@ class BatchStorage:
     def models(self, model_ids: list[str]) -> dict[str, ModelFacts]:
         rows = self.session.execute(
             select(
-                Model.id, Model.tenant_id, Model.dataset_id, Model.head_version, Dataset.num_classes
+                Model.id,
+                Model.tenant_id,
+                Model.dataset_id,
+                Model.head_version,
+                Dataset.num_classes,
+                Tenant.subject_key,
             )
             .join(Dataset, Dataset.id == Model.dataset_id)
+            .join(Tenant, Tenant.id == Model.tenant_id)
             .where(Model.id.in_(model_ids))
         )
         return {row[0]: ModelFacts(*row) for row in rows}
@@ -199,8 +207,9 @@ _REPLAYS = (
     "JOIN idempotency_keys k ON k.tenant_id = w.tenant_id AND k.key = w.key"
 )
 _MODELS = (
-    "SELECT m.id, m.tenant_id, m.dataset_id, m.head_version, d.num_classes "
-    "FROM models m JOIN datasets d ON d.id = m.dataset_id WHERE m.id = ANY(%b::text[])"
+    "SELECT m.id, m.tenant_id, m.dataset_id, m.head_version, d.num_classes, t.subject_key "
+    "FROM models m JOIN datasets d ON d.id = m.dataset_id JOIN tenants t ON t.id = m.tenant_id "
+    "WHERE m.id = ANY(%b::text[])"
 )
 _SAMPLES = (
     "SELECT w.model_id, s.key, s.split, t.id IS NOT NULL "
@@ -212,20 +221,20 @@ _SAMPLES = (
 # The requests, their first events and the claims in one statement. The claims' foreign
 # keys are checked at the end of the statement, when the requests are in.
 _REQUEST_COLUMNS = (
-    "id, tenant_id, model_id, subject_id, sample_keys, class_labels, already_forgotten, "
+    "id, tenant_id, model_id, subject_digest, sample_keys, class_labels, already_forgotten, "
     "sample_count, callback_url, status, created_at, updated_at, due_at"
 )
 _WRITE = f"""
 WITH requests AS (
     INSERT INTO deletion_requests ({_REQUEST_COLUMNS})
-    SELECT id, tenant_id, model_id, subject_id, sample_keys::jsonb, class_labels::jsonb,
+    SELECT id, tenant_id, model_id, subject_digest, sample_keys::jsonb, class_labels::jsonb,
            already_forgotten::jsonb, sample_count, callback_url, status, at, at, due_at
     FROM unnest(%(id)b::text[], %(tenant_id)b::text[], %(model_id)b::text[],
-                %(subject_id)b::text[], %(sample_keys)b::text[], %(class_labels)b::text[],
+                %(subject_digest)b::text[], %(sample_keys)b::text[], %(class_labels)b::text[],
                 %(already_forgotten)b::text[], %(sample_count)b::integer[],
                 %(callback_url)b::text[], %(status)b::text[], %(at)b::timestamptz[],
                 %(due_at)b::timestamptz[])
-         AS r(id, tenant_id, model_id, subject_id, sample_keys, class_labels,
+         AS r(id, tenant_id, model_id, subject_digest, sample_keys, class_labels,
               already_forgotten, sample_count, callback_url, status, at, due_at)
     RETURNING id, status, created_at
 ), events AS (
@@ -285,7 +294,7 @@ class PostgresStorage(BatchStorage):
             return True
         params: dict[str, list[Any]] = {
             name: [row[name] for row in rows]
-            for name in ("id", "tenant_id", "model_id", "subject_id", "sample_count")
+            for name in ("id", "tenant_id", "model_id", "subject_digest", "sample_count")
         }
         params |= {name: [json.dumps(row[name]) for row in rows] for name in _JSON_COLUMNS}
         params |= {

@@ -131,7 +131,9 @@ def test_a_full_run_logs_no_subject_ids_and_no_sample_keys(env, redis_url, tmp_p
         "a sample key reached a log"
     )
     assert admin_key not in text, "an API key reached a log"
-    assert hashlib.sha256(subject.encode()).hexdigest() in text  # the digest does: not vacuous
+    # The keyed digest does (not vacuous), never the bare hash of the id, which a guess reverses.
+    assert request.json()["subject_digest"] in text
+    assert hashlib.sha256(subject.encode()).hexdigest() not in text
     records = [json.loads(line) for line in lines if line.startswith("{")]
     access = [r for r in records if r.get("logger") == "unlearnd.access"]
     assert any(r.get("request_id") == f"trace-{marker}" for r in access)

@@ -19,6 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, select, text
 
+from service.subjects import subject_digest
 from service.tables import DeletionRequest
 from tests.helpers.app import create_dataset, create_model, make_key, train_keys
 from tests.helpers.network import free_port
@@ -137,13 +138,28 @@ def _post_all(
     return asyncio.run(go())
 
 
+def _subject_digest(env: dict[str, str], model_id: str, subject: str) -> str:
+    """What the service stores for ``subject`` asked of this model (its tenant's key)."""
+    engine = create_engine(env["database_url"])
+    with engine.connect() as connection:
+        key = connection.scalar(
+            text(
+                "SELECT t.subject_key FROM tenants t JOIN models m ON m.tenant_id = t.id "
+                "WHERE m.id = :id"
+            ),
+            {"id": model_id},
+        )
+    engine.dispose()
+    return subject_digest(key, subject)
+
+
 def _stored(env: dict[str, str]) -> tuple[dict[str, str], dict[str, str], int]:
-    """(request id -> subject, idempotency key -> request id, request events)"""
+    """(request id -> subject digest, idempotency key -> request id, request events)"""
     engine = create_engine(env["database_url"])
     with engine.connect() as connection:
         requests = {
             r[0]: r[1]
-            for r in connection.execute(text("SELECT id, subject_id FROM deletion_requests"))
+            for r in connection.execute(text("SELECT id, subject_digest FROM deletion_requests"))
         }
         keys = {
             r[0]: r[1]
@@ -188,7 +204,9 @@ def test_concurrent_posts_store_each_key_once_across_processes(served, env):
         for body, answer in sent:
             if answer.status_code == 422:
                 assert body != winner and "Idempotency-Key" in answer.json()["detail"]
-        assert won[0][1].json()["subject_id"] == winner["subject_id"]
+        assert won[0][1].json()["subject_digest"] == _subject_digest(
+            env, served.model["id"], winner["subject_id"]
+        )
         first[key] = won[0][1].json()["id"]
 
     requests, keys, events = _stored(env)
@@ -235,7 +253,8 @@ def test_a_request_is_unaffected_by_its_batch_mates(served, env, key_for):
     # The good ones shared one transaction (a batch stamps its requests with one time).
     assert len({answers[i].json()["created_at"] for i in range(20)}) == 1
     requests, _, _ = _stored(env)
-    assert sorted(requests.values()) == sorted(f"good-{n}" for n in range(20))
+    good_digests = [_subject_digest(env, served.model["id"], f"good-{n}") for n in range(20)]
+    assert sorted(requests.values()) == sorted(good_digests)
 
 
 @pytest.mark.parametrize("served", [(1, 300)], indirect=True)
@@ -247,7 +266,8 @@ def test_a_database_failure_mid_batch_answers_the_batch_503_and_stores_none(serv
         connection.execute(
             text(
                 "CREATE FUNCTION ingest_poison() RETURNS trigger AS $$ BEGIN "
-                "IF NEW.subject_id = 'poison' THEN RAISE EXCEPTION 'injected failure' "
+                f"IF NEW.subject_digest = '{_subject_digest(env, served.model['id'], 'poison')}' "
+                "THEN RAISE EXCEPTION 'injected failure' "
                 "USING ERRCODE = 'XX000'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql"
             )
         )

@@ -266,7 +266,7 @@
   const cancelButton = (request) => (request.status === "pending" ? action(
     "Cancel", `/v1/deletion-requests/${request.id}/cancel`, {
       scope: "requests:write", id: `cancel-${request.id}`,
-      confirmText: `Cancel the deletion request of subject ${request.subject_id}? ` +
+      confirmText: `Cancel the deletion request ${short(request.id)}? ` +
         "Its data will then stay in the model.",
       done: () => "Request cancelled.",
     }) : null);
@@ -331,7 +331,7 @@
   function requestRows(requests, modelLink) {
     return requests.map((request) => h("tr", { class: `row-${request.status}` },
       h("td", {}, link(`#/requests/${request.id}`, short(request.id))),
-      h("td", {}, request.subject_id),
+      h("td", { title: request.subject_digest }, short(request.subject_digest)),
       h("td", {}, modelLink(request.model_id)),
       h("td", {}, badge(request.status)),
       h("td", {}, request.sample_count),
@@ -429,7 +429,7 @@
         REQUEST_STATUSES.map((status) => h("option", {
           value: status, selected: query.get("status") === status }, status)))),
       h("label", {}, "subject ", h("input", {
-        name: "subject_id", value: query.get("subject_id") || "", placeholder: "subject id" })),
+        name: "subject_id", value: query.get("subject_id") || "", placeholder: "subject id (searched by its digest)" })),
       h("label", {}, "model id ", h("input", {
         name: "model_id", value: query.get("model_id") || "", placeholder: "any model" })),
       h("button", { type: "submit" }, "Filter"));
@@ -477,7 +477,7 @@
         : null;
       fill(details.body, definitions([
         ["status", h("span", { id: "request-status" }, badge(request.status))],
-        ["subject", request.subject_id],
+        ["subject digest", h("code", {}, request.subject_digest)],
         ["model", modelLink(request.model_id)],
         ["samples", request.sample_count],
         keys && ["sample keys", keys],
