@@ -2,7 +2,8 @@
 # make test  - install into .venv (with dev tools), lint, type-check, run the suite (what CI runs)
 # make test-quick - between edits: lint, type-check, the tests but e2e and the slowest (< 2 min)
 # make bench - the benchmarks (API ingest, unlearning, audit)
-# make fuzz  - schemathesis against the served API, thousands of cases (prints the count)
+# make fuzz  - schemathesis against the served API, thousands of cases (prints the count),
+#              then the hardening probe's cases at ten times the suite's scale
 # make drills - the fault drills, DRILL_RUNS times each (prints runs and failures)
 
 PYTHON ?= python3.11
@@ -51,8 +52,10 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.unlearning
 
 FUZZ_EXAMPLES ?= 400
+PROBE_SCALE ?= 10
 fuzz: $(STAMP)
 	UNLEARN_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -s tests/e2e/test_fuzz.py
+	UNLEARN_PROBE_SCALE=$(PROBE_SCALE) $(BIN)/python -m pytest -q -s tests/e2e/test_probe.py
 
 DRILL_RUNS ?= 5
 drills: $(STAMP)

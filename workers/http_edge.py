@@ -46,6 +46,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._head_timeout = settings.header_timeout_seconds
         self._in_head = True  # the bytes arriving now belong to a request head
         self._head_bytes = 0
+        self._head_tail = b""  # the head's last 3 bytes: its end may span two chunks
         self._head_timer: asyncio.TimerHandle | None = None
         self._arm_head_timer()
 
@@ -54,12 +55,20 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        # Judged before the parser sees the chunk: a whole oversized head often arrives in
+        # one chunk, which the parser would complete and hand to the app. Only the head's
+        # bytes count (up to its blank line); a body in the same chunk does not.
         if self._in_head:
-            self._head_bytes += len(data)
+            window = self._head_tail + data
+            end = window.find(b"\r\n\r\n")
+            self._head_bytes += len(data) if end < 0 else max(0, end + 4 - len(self._head_tail))
+            self._head_tail = window[-3:]
+            if self._head_bytes > self._max_head:
+                self._refuse(
+                    431, "Request Header Fields Too Large", "header-too-large", "too large"
+                )
+                return
         super().data_received(data)
-        # Judged after the parser ran: a chunk that completed the head may carry body too.
-        if self._in_head and self._head_bytes > self._max_head:
-            self._refuse(431, "Request Header Fields Too Large", "header-too-large", "too large")
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -68,7 +77,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        self._in_head, self._head_bytes = True, 0  # what comes next is the next request's
+        # What comes next is the next request's.
+        self._in_head, self._head_bytes, self._head_tail = True, 0, b""
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

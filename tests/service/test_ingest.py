@@ -354,7 +354,7 @@ def test_the_postgres_storage_answers_and_writes_as_the_reference_does(client, a
                 "id": f"request-{name}",
                 "tenant_id": tenant,
                 "model_id": model["id"],
-                "subject_id": "t",
+                "subject_digest": "0" * 64,
                 "sample_keys": None if name == "reference" else train[2:],
                 "class_labels": [3] if name == "reference" else None,
                 "already_forgotten": [],

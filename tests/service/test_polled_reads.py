@@ -211,7 +211,7 @@ def test_stamps_advance_once_per_commit_and_never_on_rollback(client, admin, rea
         "id": str(uuid.uuid4()),
         "tenant_id": tenant_id,
         "model_id": ready_model["id"],
-        "subject_id": "bulk",
+        "subject_digest": "0" * 64,
         "sample_count": 1,
         "status": "pending",
         "created_at": now,
