@@ -19,6 +19,8 @@ from service.catalog.schemas import (
     UnlearnerList,
     Unsuitability,
 )
+from service.models.settings import UnlearnerSpec
+from service.settings import get_settings
 
 __all__ = ["REPRESENTATIVE_INPUT", "list_architectures", "list_unlearners"]
 
@@ -61,11 +63,12 @@ def _architectures(names: tuple[str, ...]) -> ArchitectureList:
 
 
 def list_unlearners() -> UnlearnerList:
-    return _unlearners(tuple(architectures.architectures.names()))
+    return _unlearners(tuple(architectures.architectures.names()), get_settings().max_cache_mb)
 
 
 @functools.cache
-def _unlearners(names: tuple[str, ...]) -> UnlearnerList:
+def _unlearners(names: tuple[str, ...], max_cache_mb: int) -> UnlearnerList:
+    """(``max_cache_mb`` keys the cache: the limit is one of the reasons listed.)"""
     networks = {}
     for name in names:
         defaults = _defaults(architectures.architectures.get(name).Params)
@@ -83,10 +86,11 @@ def _unlearners(names: tuple[str, ...]) -> UnlearnerList:
     items = []
     for method_name in unlearners.list_unlearners():
         method = unlearners.unlearner_class(method_name)
+        spec = UnlearnerSpec(name=method_name)  # its default params, as a model would ask
         refused = [
             Unsuitability(architecture=name, reason=reason)
             for name, network in networks.items()
-            if (reason := method.unsuitable_for(network)) is not None
+            if (reason := spec.unsuitable_for(network)) is not None
         ]
         items.append(
             UnlearnerInfo(

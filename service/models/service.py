@@ -151,16 +151,9 @@ def _sized_structure(architecture: ArchitectureSpec, dataset: Dataset) -> nn.Mod
 def _check_method_fits(
     unlearner: UnlearnerSpec, architecture: ArchitectureSpec, network: nn.Module
 ) -> None:
-    """422 when the method cannot unlearn this architecture (its ``unsuitable_for`` says
-    why, asked of ``network`` on the meta device) or would keep a bigger cache per version
-    than ``UNLEARN_MAX_CACHE_MB``, before anything is stored."""
+    """422 when the method cannot unlearn this architecture (``unsuitable_for`` says why,
+    asked of ``network`` on the meta device), before anything is stored."""
     reason = unlearner.unsuitable_for(network)
-    mib, limit = unlearner.build().cache_bytes(network) / 2**20, get_settings().max_cache_mb
-    if reason is None and mib > limit:
-        reason = (
-            f"it keeps a {mib:.0f} MiB cache per version for this network and needs about "
-            f"three times that in memory per deletion; UNLEARN_MAX_CACHE_MB allows {limit}"
-        )
     if reason is not None:
         message = f"unlearner {unlearner.name!r} cannot unlearn {architecture.name!r}: {reason}"
         raise InvalidInput(message, [{"loc": ["body", "unlearner"], "msg": message}])

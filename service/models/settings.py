@@ -14,6 +14,7 @@ from ml.audit.scores import GATE_Z, AuditTolerances
 from ml.registry import UnknownName
 from ml.training import TrainingConfig
 from service.schemas import Text
+from service.settings import get_settings
 
 if TYPE_CHECKING:
     from service.tables import Model
@@ -95,8 +96,17 @@ class UnlearnerSpec(BaseModel):
         return unlearners.get_unlearner(self.name, self.params)
 
     def unsuitable_for(self, network: nn.Module) -> str | None:
-        """Why the method, with these params, cannot unlearn ``network`` (None: it can)."""
-        return self.build().refuses(network)
+        """Why the method, with these params, cannot unlearn ``network`` (None: it can):
+        its own reason, or a per-version cache bigger than ``UNLEARN_MAX_CACHE_MB``."""
+        method = self.build()
+        reason = method.refuses(network)
+        mib, limit = method.cache_bytes(network) / 2**20, get_settings().max_cache_mb
+        if reason is None and mib > limit:
+            reason = (
+                f"it keeps a {mib:.0f} MiB cache per version for this network and needs about "
+                f"three times that in memory per deletion; UNLEARN_MAX_CACHE_MB allows {limit}"
+            )
+        return reason
 
 
 class Batching(BaseModel):

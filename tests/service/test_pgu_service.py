@@ -126,8 +126,21 @@ def test_a_network_whose_cache_exceeds_the_bound_is_refused_with_its_size(
         f"/v1/models/{model['id']}", headers=admin, json={"unlearner": {"name": "pgu"}}
     )
     assert switched.status_code == 422 and "UNLEARN_MAX_CACHE_MB" in switched.text
+    # Discovery says the same before anyone tries: torchvision (resnet18 by default) is
+    # unsuitable for pgu under this limit, and suitable again above it.
+    pgu = _discovered(client, admin, "pgu")
+    assert {u["architecture"]: u["reason"] for u in pgu["unsuitable_for"]}["torchvision"] == (
+        "it keeps a 704 MiB cache per version for this network and needs about three times "
+        "that in memory per deletion; UNLEARN_MAX_CACHE_MB allows 500"
+    )
     configure(monkeypatch, max_cache_mb=2048)
+    assert _discovered(client, admin, "pgu")["unsuitable_for"] == []
     switched = client.patch(
         f"/v1/models/{model['id']}", headers=admin, json={"unlearner": {"name": "pgu"}}
     )
     assert switched.status_code == 200, switched.text
+
+
+def _discovered(client, headers, method: str) -> dict:
+    listed = client.get("/v1/unlearners", headers=headers).json()["items"]
+    return next(item for item in listed if item["name"] == method)
