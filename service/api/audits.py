@@ -2,15 +2,23 @@ from fastapi import APIRouter
 
 from service import audit_log
 from service.api.conditional import polled
-from service.api.deps import CurrentCaller, SessionDep, VersionNumber, require
+from service.api.deps import CurrentCaller, Limit, SessionDep, VersionNumber, require
 from service.api.openapi import conflict
 from service.audits import service
-from service.audits.schemas import AuditCreate, AuditRead, Certificate, SigningKey
+from service.audits.schemas import (
+    AuditCreate,
+    AuditRead,
+    Certificate,
+    ChainVerification,
+    LogEntry,
+    SigningKey,
+)
 from service.changes import Topic
 from service.enums import Scope
 from service.errors import NotFound
 from service.jobs import service as jobs
 from service.jobs.schemas import JobRead
+from service.schemas import Page
 
 router = APIRouter(tags=["audit"])
 
@@ -76,3 +84,26 @@ def get_public_key() -> SigningKey:
     if key is None:
         raise NotFound("audit signing key", "configured")
     return SigningKey(algorithm="Ed25519", public_key=key.text, key_id=key.key_id)
+
+
+@router.get(
+    "/v1/audit-log", response_model=Page[LogEntry], dependencies=[require(Scope.AUDIT_READ)]
+)
+def list_log(
+    session: SessionDep, caller: CurrentCaller, limit: Limit = 50, cursor: str | None = None
+) -> Page[LogEntry]:
+    """This tenant's audit-log entries, newest first, each with its hash's inputs."""
+    items, next_cursor = service.log_page(
+        session, tenant_id=caller.tenant_id, limit=limit, cursor=cursor
+    )
+    return Page(items=items, next_cursor=next_cursor)
+
+
+@router.get(
+    "/v1/audit-log/verification",
+    response_model=ChainVerification,
+    dependencies=[require(Scope.ADMIN)],
+)
+def verify_log(session: SessionDep) -> ChainVerification:
+    """Walk the whole chain now: where it breaks, if it does (a full read of the log)."""
+    return service.verify_chain(session)

@@ -1,7 +1,7 @@
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from service.api.conditional import polled
 from service.api.deps import CurrentCaller, Limit, SessionDep, authorized, json_body, require
@@ -9,7 +9,7 @@ from service.api.openapi import conflict, read_by_hand
 from service.callbacks import service as callbacks
 from service.callbacks.schemas import DeliveryList
 from service.changes import Topic
-from service.deletion_requests import ingest, service
+from service.deletion_requests import ingest, register, service
 from service.deletion_requests.schemas import (
     BulkResult,
     DeletionRequestCreate,
@@ -83,6 +83,26 @@ def list_requests(
         cursor=cursor,
     )
     return Page(items=items, next_cursor=next_cursor)
+
+
+@router.get(
+    ":export",
+    response_class=StreamingResponse,
+    dependencies=[require(Scope.REQUESTS_READ)],
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+)
+def export_register(
+    caller: CurrentCaller, model_id: str | None = None, status: RequestStatus | None = None
+) -> StreamingResponse:
+    """The request register as CSV, oldest first: request, subject digest, model, status,
+    received, due, completed, met deadline, result version, evidence (the version's audit
+    verdict, `not_audited` or `already_forgotten`)."""
+    lines = register.csv_lines(tenant_id=caller.tenant_id, model_id=model_id, status=status)
+    return StreamingResponse(
+        lines,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="deletion-register.csv"'},
+    )
 
 
 @router.get("/{request_id}", response_model=DeletionRequestRead, **read)

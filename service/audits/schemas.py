@@ -59,6 +59,31 @@ class LogEntry(BaseModel):
     key_id: str | None
 
 
+class ChainBreakRead(BaseModel):
+    entry_id: int
+    reason: str
+
+
+class ChainHead(BaseModel):
+    entry_id: int
+    hash: str
+    signature: str | None
+
+
+class ChainVerification(BaseModel):
+    """The whole audit log walked by the service: every link and hash, and every signature
+    with the configured signing key. An auditor who does not trust the service runs
+    `unlearnd audit verify --public-key K` on a copy of the database instead."""
+
+    checked: int
+    signed: int = Field(description="entries whose signatures were checked")
+    signatures_checked: bool = Field(description="false: no signing key is configured")
+    intact: bool
+    broken: ChainBreakRead | None = Field(description="the first break, when there is one")
+    head: ChainHead | None = Field(description="the last entry checked")
+    verified_at: datetime
+
+
 class SigningKey(BaseModel):
     """The public key that verifies the audit log's signatures."""
 

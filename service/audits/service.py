@@ -10,7 +10,14 @@ from sqlalchemy.orm import Session
 
 from ml.audit import evidence_statement
 from service import audit_log
-from service.audits.schemas import AuditRead, Certificate, LogEntry
+from service.audits.schemas import (
+    AuditRead,
+    Certificate,
+    ChainBreakRead,
+    ChainHead,
+    ChainVerification,
+    LogEntry,
+)
 from service.db import session_scope
 from service.deletion_requests import service as requests
 from service.enums import JobKind, RequestStatus
@@ -18,9 +25,19 @@ from service.errors import Conflict, NotFound
 from service.jobs import lifecycle
 from service.models import service as models
 from service.models import versions
+from service.pagination import paginate
 from service.tables import Audit, AuditLogEntry, Job, ModelVersion, utcnow
 
-__all__ = ["latest_or_raise", "request_audit", "certificate", "Subject", "subject", "record"]
+__all__ = [
+    "latest_or_raise",
+    "request_audit",
+    "certificate",
+    "Subject",
+    "subject",
+    "record",
+    "log_page",
+    "verify_chain",
+]
 
 
 def _latest(session: Session, version: ModelVersion) -> Audit | None:
@@ -218,6 +235,37 @@ def _audit_summary(audit: Audit | None) -> dict[str, Any] | None:
         "membership_signal": report.get("membership_signal"),
         "created_at": audit.created_at,
     }
+
+
+def log_page(
+    session: Session, *, tenant_id: str, limit: int, cursor: str | None
+) -> tuple[list[LogEntry], str | None]:
+    """The tenant's audit-log entries, newest first."""
+    statement = select(AuditLogEntry).where(AuditLogEntry.tenant_id == tenant_id)
+    rows, next_cursor = paginate(
+        session, statement, order=(AuditLogEntry.at, AuditLogEntry.id), limit=limit, cursor=cursor
+    )
+    return [LogEntry.model_validate(e, from_attributes=True) for e in rows], next_cursor
+
+
+def verify_chain(session: Session) -> ChainVerification:
+    """Walk the whole chain (every tenant's entries: the chain is one), with the signing
+    key's public half when one is configured."""
+    key = audit_log.public_key()
+    result = audit_log.verify(session, keys=[key] if key is not None else None)
+    broken = result.broken
+    head = result.head
+    return ChainVerification(
+        checked=result.checked,
+        signed=result.signed,
+        signatures_checked=key is not None,
+        intact=broken is None,
+        broken=ChainBreakRead(entry_id=broken.entry_id, reason=broken.reason) if broken else None,
+        head=ChainHead(entry_id=head.entry_id, hash=head.hash, signature=head.signature)
+        if head
+        else None,
+        verified_at=utcnow(),
+    )
 
 
 def _log_entries(
