@@ -335,6 +335,27 @@ def test_an_operator_watches_cancels_flushes_and_reads_the_audit(server, browser
     wait_for("the certificate file", downloaded.exists, timeout=10)
     screenshots(browser, "8-request-certificate")
 
+    # For the person accountable: a printable certificate, the register, the chain.
+    browser.get(f"{server.base}/admin/#/requests/{second['id']}/certificate")
+    wait_for("the printable certificate", lambda: text_of(browser, "#certificate-evidence"))
+    page = text_of(browser, "#certificate-page")
+    assert "Certificate of erasure" in page and second["subject_digest"] in page
+    assert "user-0031" not in page
+    screenshots(browser, "8b-printable-certificate")
+    browser.get(f"{server.base}/admin/#/requests")
+    click(browser, "#register-export")
+    register = browser.downloads / "deletion-register.csv"
+    wait_for("the register file", register.exists, timeout=10)
+    exported = register.read_text()
+    assert exported.startswith("request_id,subject_digest,") and second["id"] in exported
+    click(browser, "a[data-nav=audit-log]")
+    wait_for(
+        "the log's entries", lambda: "deletion_request" in text_of(browser, "#audit-log-entries")
+    )
+    click(browser, "#verify-chain")
+    wait_for("the verification", lambda: text_of(browser, "#chain-result").startswith("Intact"))
+    screenshots(browser, "8c-audit-log-verified")
+
     problems = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert problems == []  # no script error, no refused resource (the CSP)
 

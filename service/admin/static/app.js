@@ -163,6 +163,22 @@
     return { status: response.status, etag: response.headers.get("ETag"), body: parsed };
   }
 
+  /** Save what ``path`` answers (a CSV, say) as ``filename``, sent with the key. */
+  async function download(path, filename) {
+    const response = await fetch(path, {
+      headers: { Authorization: `Bearer ${sessionStorage.getItem(KEY_ITEM)}` },
+      cache: "no-store",
+    });
+    if (!response.ok) {
+      const text = await response.text();
+      throw new ApiError(response.status, text ? JSON.parse(text) : null);
+    }
+    const anchor = h("a", { href: URL.createObjectURL(await response.blob()), download: filename });
+    document.body.append(anchor);
+    anchor.click();
+    anchor.remove();
+  }
+
   const can = (scope) => me && (me.scopes.includes(scope) || me.scopes.includes("admin"));
 
   // ---------------------------------------------------------------- feeds and polling
@@ -439,7 +455,24 @@
       for (const [name, value] of new FormData(filters)) if (value) chosen.set(name, value);
       location.hash = `#/requests?${chosen}`;
     });
-    fill($("#view"), h("h1", {}, "Deletion requests"), filters, list.element);
+    const exported = h("span", { id: "register-status", class: "muted" });
+    const exportButton = h("button", { type: "button", id: "register-export" },
+      "Export the register (CSV)");
+    exportButton.addEventListener("click", async () => {
+      const chosen = new URLSearchParams();
+      for (const name of ["status", "model_id"]) {
+        if (query.get(name)) chosen.set(name, query.get(name));
+      }
+      try {
+        await download(`/v1/deletion-requests:export?${chosen}`, "deletion-register.csv");
+        fill(exported, " Saved deletion-register.csv.");
+      } catch (error) {
+        if (!(error instanceof ApiError)) throw error;
+        fill(exported, problemNotice(error));
+      }
+    });
+    fill($("#view"), h("h1", {}, "Deletion requests"), filters,
+      h("p", { class: "actions" }, exportButton, exported), list.element);
 
     const modelLink = modelNames(view);
     const apiQuery = new URLSearchParams();
@@ -538,7 +571,118 @@
     });
     fill(target, h("p", {}, "The evidence that this request was honoured: digests of its " +
       "keys, the job, the versions before and after, the audit, and its hash-chained " +
-      "audit-log entries."), button, summary);
+      "audit-log entries."), h("p", { class: "actions" }, button,
+      link(`#/requests/${request.id}/certificate`, "Printable certificate")), summary);
+  }
+
+  /** A completed request's certificate as a page to print or save as PDF. */
+  async function certificateView(view, id) {
+    const page = h("article", { class: "certificate", id: "certificate-page" },
+      h("p", { class: "muted" }, "Loading..."));
+    fill($("#view"), page);
+    let cert;
+    try {
+      cert = (await api(`/v1/deletion-requests/${id}/certificate`)).body;
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      fill(page, problemNotice(error), link(`#/requests/${id}`, "Back to the request"));
+      return;
+    }
+    if (!view.alive) return;
+    const request = cert.request;
+    const version = (v) => (v ? `v${v.number} (${v.kind}, weights sha256 ${v.artifact_sha256})` : "-");
+    const print = h("button", { type: "button", class: "no-print", onclick: () => window.print() },
+      "Print or save as PDF");
+    fill(page,
+      h("h1", {}, "Certificate of erasure"),
+      h("p", { class: "evidence", id: "certificate-evidence" }, cert.evidence),
+      h("h2", {}, "The request"),
+      definitions([
+        ["request", h("code", {}, request.id)],
+        ["subject (keyed digest)", h("code", {}, request.subject_digest)],
+        ["model", h("code", {}, request.model_id)],
+        ["samples", request.sample_count],
+        request.class_labels && ["classes", request.class_labels.join(", ")],
+        ["received", formatTime(request.created_at)],
+        ["due", formatTime(request.due_at)],
+        ["completed", formatTime(request.completed_at)],
+        ["met the deadline", request.met_deadline ? "yes" : "NO"],
+      ]),
+      h("h2", {}, "The model"),
+      definitions([
+        ["version before", version(cert.version_before)],
+        ["version after", version(cert.version_after)],
+        ["job", cert.job ? `${cert.job.id} (${typeof cert.job.unlearner === "string"
+          ? cert.job.unlearner : (cert.job.unlearner || {}).name})` : "-"],
+      ]),
+      h("h2", {}, "The audit"),
+      cert.audit ? definitions([
+        ["verdict", badge(cert.audit.verdict)],
+        ["failed gates", (cert.audit.failed_gates || []).join(", ") || "none"],
+        ["audited", formatTime(cert.audit.created_at)],
+      ]) : h("p", {}, "No audit of this version is stored."),
+      h("h2", {}, "Audit-log entries"),
+      table(["entry", "at", "action", "hash", "signed"], cert.audit_log.map((entry) =>
+        h("tr", {}, h("td", {}, String(entry.id)), h("td", {}, formatTime(entry.at)),
+          h("td", {}, entry.action), h("td", {}, h("code", {}, entry.hash)),
+          h("td", {}, entry.signature ? `key ${entry.key_id}` : "no")))),
+      h("p", { class: "muted" }, `Entries consistent with the log: ${
+        cert.audit_log_entries_consistent ? "yes" : "NO"}. Issued ${formatTime(cert.issued_at)}. ` +
+        "Verify independently with `unlearnd audit verify --public-key K --certificate F` " +
+        "on the JSON certificate."),
+      h("p", { class: "actions no-print" }, print, link(`#/requests/${id}`, "Back to the request")));
+  }
+
+  /** This tenant's audit-log entries, and (admin) a verification of the whole chain. */
+  function auditLogView(view, params) {
+    const query = new URLSearchParams(params);
+    const check = panel("Chain verification", "chain-verification");
+    const entries = panel("Entries", "audit-log-entries");
+    fill($("#view"), h("h1", {}, "Audit log"), check.element, entries.element);
+    let broken = null;
+    const verify = h("button", { type: "button", id: "verify-chain" }, "Verify the chain now");
+    verify.addEventListener("click", async () => {
+      fill(check.body, h("p", { class: "muted" }, "Walking the whole chain..."));
+      try {
+        const result = (await api("/v1/audit-log/verification")).body;
+        broken = result.broken;
+        fill(check.body, h("p", { id: "chain-result",
+          class: result.intact ? "gate-passed" : "error" },
+        result.intact
+          ? `Intact: ${result.checked} entries linked and hashed, ${result.signed} signatures ` +
+            `checked${result.signatures_checked ? "" : " (no signing key configured)"}.`
+          : `BROKEN at entry ${result.broken.entry_id}: ${result.broken.reason}.`),
+        definitions([
+          ["head", result.head ? `entry ${result.head.entry_id}, ${result.head.hash}` : "-"],
+          ["verified", formatTime(result.verified_at)],
+        ]), verify);
+        pollNow();
+      } catch (error) {
+        if (!(error instanceof ApiError)) throw error;
+        fill(check.body, problemNotice(error), verify);
+      }
+    });
+    fill(check.body, h("p", {}, "Every entry carries the hash of the one before it and, with a " +
+      "signing key, a signature the database cannot forge. Walk the whole chain (every " +
+      "tenant's entries: it is one chain) and see where it breaks, if it does."),
+    can("admin") ? verify : h("p", { class: "muted" }, "Verifying needs the admin scope."));
+
+    const apiQuery = new URLSearchParams({ limit: "50" });
+    if (query.get("cursor")) apiQuery.set("cursor", query.get("cursor"));
+    feed(view, `/v1/audit-log?${apiQuery}`, (page) => {
+      const next = new URLSearchParams(query);
+      if (page.next_cursor) next.set("cursor", page.next_cursor);
+      fill(entries.body, table(["entry", "at", "action", "subject", "hash", "signed"],
+        page.items.map((entry) => h("tr", {
+          class: broken && broken.entry_id === entry.id ? "broken-entry" : "" },
+        h("td", {}, String(entry.id)), h("td", {}, formatTime(entry.at)),
+        h("td", {}, entry.action), h("td", {}, `${entry.subject_type} ${short(entry.subject_id)}`),
+        h("td", { title: entry.hash }, h("code", {}, short(entry.hash))),
+        h("td", {}, entry.signature ? "yes" : "no"))), "No entries yet."),
+      h("p", { class: "pager" },
+        query.get("cursor") ? link("#/audit-log", "<- newest") : null, " ",
+        page.next_cursor ? link(`#/audit-log?${next}`, "older ->") : null));
+    }, entries.body);
   }
 
   function modelView(view, id) {
@@ -858,6 +1002,9 @@
     [/^#\/?$/, "overview", (view) => overviewView(view)],
     [/^#\/requests(?:\?(.*))?$/, "requests", (view, query) => requestsView(view, query || "")],
     [/^#\/requests\/([\w-]+)$/, "requests", (view, id) => requestView(view, id)],
+    [/^#\/requests\/([\w-]+)\/certificate$/, "requests",
+      (view, id) => certificateView(view, id)],
+    [/^#\/audit-log(?:\?(.*))?$/, "audit-log", (view, query) => auditLogView(view, query || "")],
     [/^#\/models\/([\w-]+)$/, "overview", (view, id) => modelView(view, id)],
     [/^#\/models\/([\w-]+)\/versions\/(\d+)$/, "overview",
       (view, id, number) => versionView(view, id, Number(number))],
