@@ -15,14 +15,29 @@ from unlearnd_client._core import retry_after
 
 BASE = "http://unlearnd.test"
 REQUEST = {
-    "id": "r1", "model_id": "m1", "subject_id": "s", "status": "pending", "sample_count": 1,
-    "sample_keys": ["train/1"], "class_labels": None, "already_forgotten": [],
-    "callback_url": None, "created_at": "2026-01-01T00:00:00Z",
-    "due_at": "2026-01-31T00:00:00Z", "completed_at": None, "job_id": None,
-    "result_version": None, "error": None, "history": [],
+    "id": "r1",
+    "model_id": "m1",
+    "subject_id": "s",
+    "status": "pending",
+    "sample_count": 1,
+    "sample_keys": ["train/1"],
+    "class_labels": None,
+    "already_forgotten": [],
+    "callback_url": None,
+    "created_at": "2026-01-01T00:00:00Z",
+    "due_at": "2026-01-31T00:00:00Z",
+    "completed_at": None,
+    "job_id": None,
+    "result_version": None,
+    "error": None,
+    "history": [],
 }
-PROBLEM = {"type": "https://unlearnd.dev/problems/rate-limited", "title": "Too many requests",
-           "status": 429, "detail": "slow down"}
+PROBLEM = {
+    "type": "https://unlearnd.dev/problems/rate-limited",
+    "title": "Too many requests",
+    "status": 429,
+    "detail": "slow down",
+}
 
 
 def scripted(
@@ -38,8 +53,9 @@ def scripted(
     return handle
 
 
-def client(answers: list[httpx.Response | Exception], seen: list[httpx.Request],
-           **options: float) -> Client:
+def client(
+    answers: list[httpx.Response | Exception], seen: list[httpx.Request], **options: float
+) -> Client:
     http = httpx.Client(base_url=BASE, transport=httpx.MockTransport(scripted(answers, seen)))
     return Client(BASE, "key", http=http, **options)  # type: ignore[arg-type]
 
@@ -79,8 +95,9 @@ def test_retry_after_is_waited_for(monkeypatch):
 def test_a_retry_after_over_the_cap_or_spent_retries_raise_the_problem(monkeypatch):
     monkeypatch.setattr("unlearnd_client.client.time.sleep", lambda seconds: None)
     seen: list[httpx.Request] = []
-    long_wait = httpx.Response(429, json=PROBLEM, headers={"Retry-After": "120",
-                                                             "X-Request-ID": "abc"})
+    long_wait = httpx.Response(
+        429, json=PROBLEM, headers={"Retry-After": "120", "X-Request-ID": "abc"}
+    )
     with client([long_wait], seen, max_retry_wait=60) as api, pytest.raises(RateLimited) as raised:
         api.me()
     assert len(seen) == 1
@@ -96,7 +113,8 @@ def test_a_broken_connection_is_retried_only_where_a_repeat_is_harmless(monkeypa
     monkeypatch.setattr("unlearnd_client.client.time.sleep", lambda seconds: None)
     seen: list[httpx.Request] = []
     answers: list[httpx.Response | Exception] = [
-        httpx.ReadError("reset"), httpx.Response(200, json=REQUEST)
+        httpx.ReadError("reset"),
+        httpx.Response(200, json=REQUEST),
     ]
     with client(answers, seen) as api:  # a read: retried
         assert api.get_deletion_request("r1").id == "r1"
@@ -111,8 +129,13 @@ def test_a_broken_connection_is_retried_only_where_a_repeat_is_harmless(monkeypa
 
 
 def test_a_problem_body_becomes_the_exception_of_its_status():
-    problem = {"type": "t", "title": "Invalid input", "status": 422, "detail": "bad",
-               "errors": [{"loc": ["body", "sample_keys"], "msg": "unknown key"}]}
+    problem = {
+        "type": "t",
+        "title": "Invalid input",
+        "status": 422,
+        "detail": "bad",
+        "errors": [{"loc": ["body", "sample_keys"], "msg": "unknown key"}],
+    }
     seen: list[httpx.Request] = []
     answers: list[httpx.Response | Exception] = [httpx.Response(422, json=problem)]
     with client(answers, seen) as api, pytest.raises(InvalidInput) as raised:

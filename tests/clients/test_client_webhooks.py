@@ -12,8 +12,7 @@ from standardwebhooks import Webhook
 from unlearnd_client import WebhookVerificationError, verify_webhook
 
 SECRET = "whsec_" + base64.b64encode(b"a secret of thirty-two bytes....").decode()
-PAYLOAD = {"event": "deletion_request.status_changed", "request_id": "r1",
-           "status": "completed"}
+PAYLOAD = {"event": "deletion_request.status_changed", "request_id": "r1", "status": "completed"}
 
 
 def signed(body: bytes, secret: str = SECRET, at: datetime | None = None) -> dict[str, str]:
@@ -35,8 +34,9 @@ def test_a_second_signature_of_a_rotated_secret_is_enough():
     body = json.dumps(PAYLOAD).encode()
     old = "whsec_" + base64.b64encode(b"the old secret, thirty-two bytes").decode()
     headers = signed(body)
-    headers["Webhook-Signature"] = signed(body, old)["Webhook-Signature"] + " " + headers[
-        "Webhook-Signature"]
+    headers["Webhook-Signature"] = (
+        signed(body, old)["Webhook-Signature"] + " " + headers["Webhook-Signature"]
+    )
     assert verify_webhook(SECRET, body, headers) == PAYLOAD
 
 

@@ -111,7 +111,9 @@ class Client:
     def get_dataset(self, dataset_id: str) -> Dataset:
         return self._run(self._core.get_dataset(dataset_id))
 
-    def list_datasets(self, *, limit: int | None = None, cursor: str | None = None) -> Page[Dataset]:
+    def list_datasets(
+        self, *, limit: int | None = None, cursor: str | None = None
+    ) -> Page[Dataset]:
         return self._run(self._core.list_datasets(limit=limit, cursor=cursor))
 
     def iter_datasets(self, *, limit: int | None = None) -> Iterator[Dataset]:
@@ -195,7 +197,10 @@ class Client:
     ) -> Page[DeletionRequest]:
         return self._run(
             self._core.list_deletion_requests(
-                model_id=model_id, status=status, subject_id=subject_id, limit=limit,
+                model_id=model_id,
+                status=status,
+                subject_id=subject_id,
+                limit=limit,
                 cursor=cursor,
             )
         )
@@ -210,7 +215,10 @@ class Client:
     ) -> Iterator[DeletionRequest]:
         return self._iterate(
             lambda cursor: self._core.list_deletion_requests(
-                model_id=model_id, status=status, subject_id=subject_id, limit=limit,
+                model_id=model_id,
+                status=status,
+                subject_id=subject_id,
+                limit=limit,
                 cursor=cursor,
             )
         )
@@ -406,7 +414,10 @@ class AsyncClient:
     ) -> Page[DeletionRequest]:
         return await self._run(
             self._core.list_deletion_requests(
-                model_id=model_id, status=status, subject_id=subject_id, limit=limit,
+                model_id=model_id,
+                status=status,
+                subject_id=subject_id,
+                limit=limit,
                 cursor=cursor,
             )
         )
@@ -421,7 +432,10 @@ class AsyncClient:
     ) -> AsyncIterator[DeletionRequest]:
         return self._iterate(
             lambda cursor: self._core.list_deletion_requests(
-                model_id=model_id, status=status, subject_id=subject_id, limit=limit,
+                model_id=model_id,
+                status=status,
+                subject_id=subject_id,
+                limit=limit,
                 cursor=cursor,
             )
         )

@@ -98,7 +98,10 @@ def error_for(response: httpx.Response) -> ApiError:
     except ValueError:
         problem = None
     if not isinstance(problem, dict):
-        problem = {"title": response.reason_phrase, "status": response.status_code,
-                   "detail": response.text[:500]}
+        problem = {
+            "title": response.reason_phrase,
+            "status": response.status_code,
+            "detail": response.text[:500],
+        }
     kind = _BY_STATUS.get(response.status_code, ApiError)
     return kind(response.status_code, problem, response.headers.get("x-request-id"))
