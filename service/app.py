@@ -57,6 +57,7 @@ def create_app(*, lifespan: Lifespan | None = None) -> FastAPI:
         # FastAPI's pages load both from a CDN.
         docs_url=None,
         redoc_url=None,
+        generate_unique_id_function=openapi.operation_id,
     )
     problems.install(app)
     conditional.install(app)
