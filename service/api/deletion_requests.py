@@ -93,7 +93,9 @@ def list_deletion_requests(
 
 
 @router.get("/{request_id}", response_model=DeletionRequestRead, **read)
-def get_deletion_request(request_id: str, session: SessionDep, caller: CurrentCaller) -> DeletionRequestRead:
+def get_deletion_request(
+    request_id: str, session: SessionDep, caller: CurrentCaller
+) -> DeletionRequestRead:
     request = service.get_or_raise(session, tenant_id=caller.tenant_id, request_id=request_id)
     return service.read_many(session, [request])[0]
 
@@ -127,6 +129,8 @@ def retry_deletion_request(
     response_model=DeliveryList,
     dependencies=[require(Scope.REQUESTS_READ)],  # deliveries carry no change stamp: not polled
 )
-def list_callback_deliveries(request_id: str, session: SessionDep, caller: CurrentCaller) -> DeliveryList:
+def list_callback_deliveries(
+    request_id: str, session: SessionDep, caller: CurrentCaller
+) -> DeliveryList:
     deliveries = callbacks.deliveries_of(session, tenant_id=caller.tenant_id, request_id=request_id)
     return DeliveryList(items=deliveries)

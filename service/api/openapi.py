@@ -20,9 +20,8 @@ a route that reads its key by hand, from ``read_by_hand``'s ``scope``).
 
 from __future__ import annotations
 
-from typing import Any
-
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from fastapi import FastAPI, routing
 from fastapi.dependencies.models import Dependant
