@@ -16,6 +16,7 @@ from service.api import (
     conditional,
     datasets,
     deletion_requests,
+    events,
     jobs,
     keys,
     models,
@@ -59,6 +60,7 @@ def create_app(*, lifespan: Lifespan | None = None) -> FastAPI:
         redoc_url=None,
         generate_unique_id_function=openapi.operation_id,
     )
+    app.webhooks.include_router(events.webhooks)
     problems.install(app)
     conditional.install(app)
     openapi.install(app)

@@ -1,6 +1,7 @@
-"""An example of every JSON request body, by its OpenAPI component: ``service.api.openapi``
-puts each on its schema and on the operations that take it, and the tests check that every
-body has one and that each is valid input for its model (so they never drift from it)."""
+"""An example of every JSON request body (and webhook payload), by its OpenAPI component:
+``service.api.openapi`` puts each on its schema and on the operations that take it, and the
+tests check that every body has one and that each is valid for its model (so they never
+drift from it)."""
 
 from __future__ import annotations
 
@@ -42,4 +43,15 @@ REQUEST_EXAMPLES: dict[str, Any] = {
     "AuditCreate": {"reference": "retrain"},
     "KeyCreate": {"name": "product-backend", "scopes": ["requests:write", "requests:read"]},
     "KeyRotate": {"grace_seconds": 3600},
+    # What the service sends (the OpenAPI document's webhooks), not what it takes.
+    "DeletionRequestStatusChanged": {
+        "event": "deletion_request.status_changed",
+        "delivery_id": "6f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f",
+        "request_id": "1b2c3d4e-5f60-4718-92a3-b4c5d6e7f809",
+        "model_id": "0d9b5a6c-8f4e-4b8a-9d59-3f0a2c6e1b7d",
+        "status": "completed",
+        "at": "2026-12-06T11:40:00+00:00",
+        "result_version": 2,
+        "error": None,
+    },
 }

@@ -215,6 +215,7 @@ def install(app: FastAPI) -> None:
             version=app.version,
             summary=app.summary,
             routes=app.routes,
+            webhooks=app.webhooks.routes,
         )
         schemas = document.setdefault("components", {}).setdefault("schemas", {})
         for unused in ("HTTPValidationError", "ValidationError"):
@@ -236,6 +237,12 @@ def install(app: FastAPI) -> None:
                 _document_example(operation, schemas)
                 if guarded:
                     _document_scope(operation, scopes.get(name))
+        for operations in document.get("webhooks", {}).values():
+            for operation in operations.values():  # the receiver's answers, not ours
+                operation["responses"] = {
+                    "2XX": {"description": "received; any other answer is retried"}
+                }
+                _document_example(operation, schemas)
         app.openapi_schema = document
         return document
 

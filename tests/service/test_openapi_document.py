@@ -127,7 +127,15 @@ def test_every_json_body_has_an_example_the_service_accepts(document):
         "KeyCreate": KeyCreate,
         "KeyRotate": KeyRotate,
     }
-    for path, method, operation in _operations(document):
+    from service.api.events import DeletionRequestStatusChanged
+
+    models["DeletionRequestStatusChanged"] = DeletionRequestStatusChanged
+    bodies = _operations(document) + [
+        (name, method, operation)
+        for name, operations in document["webhooks"].items()
+        for method, operation in operations.items()
+    ]
+    for path, method, operation in bodies:
         media = operation.get("requestBody", {}).get("content", {}).get("application/json")
         if media is not None:
             assert media.get("example"), (method, path)
@@ -138,6 +146,41 @@ def test_every_json_body_has_an_example_the_service_accepts(document):
         else:
             models[component].model_validate_json(json.dumps(example))
         assert document["components"]["schemas"][component]["examples"] == [example]
+
+
+def test_the_status_change_webhook_is_documented_as_it_is_sent(
+    client, admin, ready_model, sent_messages, monkeypatch, document
+):
+    """The payload a receiver really gets validates, strictly, against the documented one."""
+    from service.api.events import DeletionRequestStatusChanged
+    from tests.helpers.app import configure, train_keys
+    from tests.helpers.callbacks import Receiver
+    from workers.commands import deliver_callback
+
+    (operation,) = document["webhooks"]["deletion_request.status_changed"].values()
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert schema == {"$ref": "#/components/schemas/DeletionRequestStatusChanged"}
+    assert operation["operationId"] == "deletion_request_status_changed"
+    configure(monkeypatch, callback_allowed_networks="127.0.0.0/8")
+    receiver = Receiver()
+    try:
+        keys = train_keys(client, admin, ready_model["dataset"]["id"], 1)
+        body = {
+            "model_id": ready_model["id"],
+            "subject_id": "s",
+            "sample_keys": keys,
+            "callback_url": receiver.url,
+        }
+        created = client.post("/v1/deletion-requests", headers=admin, json=body).json()
+        client.post(f"/v1/deletion-requests/{created['id']}/cancel", headers=admin)
+        for task, args, _ in list(sent_messages):
+            if task == "unlearnd.deliver_callback":
+                deliver_callback(*args)
+        (payload,) = receiver.bodies()
+    finally:
+        receiver.close()
+    sent = DeletionRequestStatusChanged.model_validate_json(json.dumps(payload))
+    assert sent.status == "cancelled" and sent.request_id == created["id"]
 
 
 def test_a_client_generated_from_the_document_imports(document, tmp_path):
