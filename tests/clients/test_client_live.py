@@ -46,10 +46,9 @@ def _ready_model(api: Client) -> tuple[str, list[str]]:
     assert api.get_model(model.id).head_version == 1
     job = next(api.iter_jobs(model_id=model.id))
     assert job.kind == "train" and job.status == "succeeded"
-    train = api._http.get(
-        f"/v1/datasets/{dataset.id}/samples", params={"split": "train", "limit": 20}
-    ).json()["items"]
-    return model.id, [sample["key"] for sample in train]
+    train = api.list_samples(dataset.id, split="train", limit=20).items
+    assert all(sample.split == "train" and sample.state == "active" for sample in train)
+    return model.id, [sample.key for sample in train]
 
 
 def _unlearn_in_background(model_id: str) -> threading.Thread:
@@ -76,6 +75,9 @@ def test_a_request_submitted_waited_for_and_certified(api):
     worker.join()
     assert done.status == "completed" and done.result_version == 2
     assert [entry.status for entry in done.history][-1] == "completed"
+    dataset_id = api.get_model(model_id).dataset_id
+    forgotten = list(api.iter_samples(dataset_id, state="forgotten", limit=1))
+    assert sorted(sample.key for sample in forgotten) == sorted(keys[:2])
     certificate = api.get_certificate(request.id)
     assert certificate.request["id"] == request.id and certificate.audit_log_entries_consistent
     assert len(certificate.sample_key_digests) == 2
@@ -96,6 +98,8 @@ def test_pages_are_followed_to_the_last_and_errors_raise_their_problem(api):
     listed = [r.id for r in api.iter_deletion_requests(model_id=model_id, limit=2)]
     assert sorted(listed) == sorted(made) and len(listed) == 5
     assert [r.id for r in api.iter_deletion_requests(subject_id="user-3")] == [made[3]]
+    dataset_id = api.get_model(model_id).dataset_id
+    assert list(api.iter_samples(dataset_id, state="forgotten", limit=2)) == []
     cancelled = api.cancel_deletion_request(made[0])
     assert cancelled.status == "cancelled" and api.wait_for(made[0], timeout=1).done
     with pytest.raises(Conflict) as conflict:

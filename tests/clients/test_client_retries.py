@@ -10,7 +10,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from unlearnd_client import AsyncClient, Client, InvalidInput, RateLimited
+from unlearnd_client import AsyncClient, Client, InvalidInput, RateLimited, WaitTimeout
 from unlearnd_client._core import retry_after
 
 BASE = "http://unlearnd.test"
@@ -174,3 +174,23 @@ def test_the_async_client_retries_the_same_way():
     assert asyncio.run(go()) == "r1"
     assert len(seen) == 2
     assert seen[0].headers["idempotency-key"] == seen[1].headers["idempotency-key"]
+
+
+def test_wait_for_polls_until_a_terminal_status_or_its_timeout(monkeypatch):
+    slept: list[float] = []
+    monkeypatch.setattr("unlearnd_client.client.time.sleep", slept.append)
+    seen: list[httpx.Request] = []
+    statuses = ["pending", "batched", "unlearning", "completed"]
+    answers: list[httpx.Response | Exception] = [
+        httpx.Response(200, json={**REQUEST, "status": status}) for status in statuses
+    ]
+    with client(answers, seen) as api:
+        assert api.wait_for("r1", timeout=60, interval=0.5).status == "completed"
+    assert len(seen) == 4 and slept == [0.5, 0.5, 0.5]
+    clock = iter(range(0, 1000, 10))  # each reading of the clock is 10 s later
+    monkeypatch.setattr("unlearnd_client._core.time.monotonic", lambda: next(clock))
+    always = [httpx.Response(200, json=REQUEST)] * 10
+    with client(always, seen) as api, pytest.raises(WaitTimeout) as waited:
+        api.wait_for("r1", timeout=25, interval=1)
+    assert waited.value.status == "pending" and waited.value.request_id == "r1"
+    assert len(seen) == 4 + 3

@@ -26,6 +26,7 @@ from unlearnd_client.models import (
     JobProgress,
     Model,
     Page,
+    Sample,
     Version,
 )
 from unlearnd_client.webhooks import WebhookVerificationError, verify_webhook
@@ -51,6 +52,7 @@ __all__ = [
     "NotFound",
     "Page",
     "RateLimited",
+    "Sample",
     "ServiceUnavailable",
     "TooLarge",
     "Version",

@@ -32,6 +32,7 @@ from unlearnd_client.models import (
     Job,
     Model,
     Page,
+    Sample,
     Version,
 )
 
@@ -169,6 +170,18 @@ class Core:
 
     def list_datasets(self, *, limit: int | None, cursor: str | None) -> Operation[Page[Dataset]]:
         return self._page("/v1/datasets", Dataset, limit=limit, cursor=cursor)
+
+    def list_samples(
+        self,
+        dataset_id: str,
+        *,
+        split: str | None,
+        state: str | None,
+        limit: int | None,
+        cursor: str | None,
+    ) -> Operation[Page[Sample]]:
+        path = f"/v1/datasets/{_segment(dataset_id)}/samples"
+        return self._page(path, Sample, split=split, state=state, limit=limit, cursor=cursor)
 
     def create_model(self, spec: dict[str, Any]) -> Operation[Model]:
         return self.fetch(Call("POST", "/v1/models", json=spec), Model)

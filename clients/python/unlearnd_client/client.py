@@ -21,6 +21,7 @@ from unlearnd_client.models import (
     Job,
     Model,
     Page,
+    Sample,
     Version,
 )
 
@@ -118,6 +119,37 @@ class Client:
 
     def iter_datasets(self, *, limit: int | None = None) -> Iterator[Dataset]:
         return self._iterate(lambda cursor: self._core.list_datasets(limit=limit, cursor=cursor))
+
+    def list_samples(
+        self,
+        dataset_id: str,
+        *,
+        split: str | None = None,
+        state: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page[Sample]:
+        """A dataset's samples (``split``: train, holdout, test; ``state``: active,
+        forgotten), in dataset order."""
+        return self._run(
+            self._core.list_samples(
+                dataset_id, split=split, state=state, limit=limit, cursor=cursor
+            )
+        )
+
+    def iter_samples(
+        self,
+        dataset_id: str,
+        *,
+        split: str | None = None,
+        state: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[Sample]:
+        return self._iterate(
+            lambda cursor: self._core.list_samples(
+                dataset_id, split=split, state=state, limit=limit, cursor=cursor
+            )
+        )
 
     def create_model(
         self, name: str, dataset_id: str, architecture: dict[str, Any], **spec: Any
@@ -338,6 +370,35 @@ class AsyncClient:
 
     def iter_datasets(self, *, limit: int | None = None) -> AsyncIterator[Dataset]:
         return self._iterate(lambda cursor: self._core.list_datasets(limit=limit, cursor=cursor))
+
+    async def list_samples(
+        self,
+        dataset_id: str,
+        *,
+        split: str | None = None,
+        state: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page[Sample]:
+        return await self._run(
+            self._core.list_samples(
+                dataset_id, split=split, state=state, limit=limit, cursor=cursor
+            )
+        )
+
+    def iter_samples(
+        self,
+        dataset_id: str,
+        *,
+        split: str | None = None,
+        state: str | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[Sample]:
+        return self._iterate(
+            lambda cursor: self._core.list_samples(
+                dataset_id, split=split, state=state, limit=limit, cursor=cursor
+            )
+        )
 
     async def create_model(
         self, name: str, dataset_id: str, architecture: dict[str, Any], **spec: Any

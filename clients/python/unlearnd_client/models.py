@@ -24,6 +24,7 @@ __all__ = [
     "Model",
     "Page",
     "RequestStatus",
+    "Sample",
     "TERMINAL_STATUSES",
     "Version",
 ]
@@ -51,6 +52,14 @@ class Dataset(Resource):
     input_shape: list[int]
     counts: dict[str, int]
     created_at: datetime
+
+
+class Sample(Resource):
+    key: str
+    split: Literal["train", "holdout", "test"]
+    label: int
+    state: Literal["active", "forgotten"]
+    forgotten_by: list[dict[str, Any]] = []
 
 
 class Model(Resource):
