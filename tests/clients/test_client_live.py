@@ -13,7 +13,7 @@ import pytest
 
 from tests.helpers.app import DIGITS, FAST_TRAINING, configure, make_key, run_queued_jobs
 from tests.helpers.live import LiveServer
-from unlearnd_client import AsyncClient, Client, Conflict, NotFound, RateLimited
+from unlearnd_client import AsyncClient, Client, Conflict, NotFound, RateLimited, WaitTimeout
 
 MODEL = {
     "unlearner": {"name": "finetune", "params": {"epochs": 1}},
@@ -100,6 +100,12 @@ def test_pages_are_followed_to_the_last_and_errors_raise_their_problem(api):
     assert [r.id for r in api.iter_deletion_requests(subject_id="user-3")] == [made[3]]
     dataset_id = api.get_model(model_id).dataset_id
     assert list(api.iter_samples(dataset_id, state="forgotten", limit=2)) == []
+    statuses: list[int] = []
+    api._http.event_hooks["response"].append(lambda response: statuses.append(response.status_code))
+    with pytest.raises(WaitTimeout) as waited:
+        api.wait_for(made[1], timeout=0.6, interval=0.1)
+    assert waited.value.status == "pending"
+    assert statuses[0] == 200 and len(statuses) >= 3 and set(statuses[1:]) == {304}
     cancelled = api.cancel_deletion_request(made[0])
     assert cancelled.status == "cancelled" and api.wait_for(made[0], timeout=1).done
     with pytest.raises(Conflict) as conflict:

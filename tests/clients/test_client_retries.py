@@ -194,3 +194,16 @@ def test_wait_for_polls_until_a_terminal_status_or_its_timeout(monkeypatch):
         api.wait_for("r1", timeout=25, interval=1)
     assert waited.value.status == "pending" and waited.value.request_id == "r1"
     assert len(seen) == 4 + 3
+
+
+def test_wait_for_sends_the_etag_back_and_keeps_the_request_on_304(monkeypatch):
+    monkeypatch.setattr("unlearnd_client.client.time.sleep", lambda seconds: None)
+    seen: list[httpx.Request] = []
+    answers: list[httpx.Response | Exception] = [
+        httpx.Response(200, json=REQUEST, headers={"ETag": 'W/"a"'}),
+        httpx.Response(304, headers={"ETag": 'W/"a"'}),
+        httpx.Response(200, json={**REQUEST, "status": "cancelled"}, headers={"ETag": 'W/"b"'}),
+    ]
+    with client(answers, seen) as api:
+        assert api.wait_for("r1", interval=0).status == "cancelled"
+    assert [r.headers.get("if-none-match") for r in seen] == [None, 'W/"a"', 'W/"a"']

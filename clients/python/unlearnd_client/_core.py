@@ -142,10 +142,21 @@ class Core:
         self, request_id: str, *, timeout: float, interval: float
     ) -> Operation[DeletionRequest]:
         """The request once its status is terminal (completed, cancelled or failed),
-        read every ``interval`` seconds; ``WaitTimeout`` after ``timeout`` seconds."""
+        read every ``interval`` seconds; ``WaitTimeout`` after ``timeout`` seconds. Each
+        read after the first sends the last ``ETag`` back (``If-None-Match``): while
+        nothing changed the service answers 304 without building the body."""
         deadline = time.monotonic() + timeout
+        path = f"/v1/deletion-requests/{_segment(request_id)}"
+        request: DeletionRequest | None = None
+        etag: str | None = None
         while True:
-            request = yield from self.get_deletion_request(request_id)
+            headers = {"If-None-Match": etag} if etag and request else {}
+            response = yield from self.send(Call("GET", path, headers=headers, idempotent=True))
+            if response.status_code != 304 or request is None:
+                if response.is_error or response.status_code == 304:
+                    raise error_for(response)
+                request = DeletionRequest.model_validate_json(response.content)
+                etag = response.headers.get("etag")
             if request.done:
                 return request
             remaining = deadline - time.monotonic()
