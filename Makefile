@@ -13,10 +13,10 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test test-quick lint bench fuzz drills clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev]' -e clients/python
 	touch $(STAMP)
 
 # The development admin key of `make run` (refused when UNLEARN_ENVIRONMENT=production).
@@ -29,7 +29,7 @@ run: $(STAMP)
 	$(BIN)/unlearnd serve --host 127.0.0.1 --port 8000
 
 lint: $(STAMP)
-	$(BIN)/ruff check ml service workers migrations tests benchmarks
+	$(BIN)/ruff check ml service workers migrations tests benchmarks clients
 	$(BIN)/mypy
 
 test: lint
@@ -38,7 +38,8 @@ test: lint
 # Between edits: not tests/e2e (whole runs: processes, a browser, docker-compose), nor the
 # service tests that start serve processes (ingest), deliver callbacks with retries and an
 # embedded runtime (callbacks) or train memorising models (the methods through the service).
-QUICK_TESTS := tests/test_architecture.py tests/ml tests/workers tests/service tests/benchmarks
+QUICK_TESTS := tests/test_architecture.py tests/ml tests/workers tests/service tests/benchmarks \
+	tests/clients
 QUICK_SKIP  := test_ingest test_callbacks \
 	test_conmu_service test_dau_service test_ltu_service test_rfu_ss_service
 test-quick: lint

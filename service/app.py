@@ -16,6 +16,7 @@ from service.api import (
     conditional,
     datasets,
     deletion_requests,
+    events,
     jobs,
     keys,
     models,
@@ -57,7 +58,9 @@ def create_app(*, lifespan: Lifespan | None = None) -> FastAPI:
         # FastAPI's pages load both from a CDN.
         docs_url=None,
         redoc_url=None,
+        generate_unique_id_function=openapi.operation_id,
     )
+    app.webhooks.include_router(events.webhooks)
     problems.install(app)
     conditional.install(app)
     openapi.install(app)

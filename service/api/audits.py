@@ -78,7 +78,7 @@ def get_certificate(request_id: str, session: SessionDep, caller: CurrentCaller)
     response_model=SigningKey,
     dependencies=[require(Scope.AUDIT_READ)],
 )
-def get_public_key() -> SigningKey:
+def get_audit_log_public_key() -> SigningKey:
     """The key that verifies the audit log's signatures and a certificate's entries."""
     key = audit_log.public_key()
     if key is None:

@@ -11,10 +11,10 @@ router = APIRouter(
 
 
 @router.get("", response_model=SecretRead)
-def get_secret(session: SessionDep, caller: CurrentCaller) -> SecretRead:
+def get_callback_secret(session: SessionDep, caller: CurrentCaller) -> SecretRead:
     return service.secret_of(session, tenant_id=caller.tenant_id)
 
 
 @router.post("/rotate", response_model=SecretRead)
-def rotate_secret(session: SessionDep, caller: CurrentCaller) -> SecretRead:
+def rotate_callback_secret(session: SessionDep, caller: CurrentCaller) -> SecretRead:
     return service.rotate_secret(session, tenant_id=caller.tenant_id)

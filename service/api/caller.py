@@ -8,6 +8,6 @@ router = APIRouter(tags=["keys"])
 
 
 @router.get("/v1/me", response_model=CallerRead)
-def who_am_i(session: SessionDep, caller: CurrentCaller) -> CallerRead:
+def get_caller(session: SessionDep, caller: CurrentCaller) -> CallerRead:
     """The calling key's tenant and scopes (any valid key may ask)."""
     return keys.describe(session, caller)

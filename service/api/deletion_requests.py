@@ -16,10 +16,11 @@ from service.deletion_requests.schemas import (
     DeletionRequestRead,
 )
 from service.enums import RequestStatus, Scope
-from service.schemas import Page
+from service.schemas import Page, schema_ref
 
 router = APIRouter(prefix="/v1/deletion-requests", tags=["deletion requests"])
 write = [require(Scope.REQUESTS_WRITE)]
+SUBMIT = Scope.REQUESTS_WRITE  # checked and documented (read_by_hand) by the ingest route
 read = polled(Topic.REQUESTS, scope=Scope.REQUESTS_READ)
 
 
@@ -35,10 +36,11 @@ read = polled(Topic.REQUESTS, scope=Scope.REQUESTS_READ)
     openapi_extra=read_by_hand(
         DeletionRequestCreate,
         headers={"Idempotency-Key": {"type": "string", "maxLength": service.MAX_IDEMPOTENCY_KEY}},
+        scope=SUBMIT,
     ),
 )
-async def create_request(request: Request) -> Any:
-    caller = authorized(request, Scope.REQUESTS_WRITE)
+async def create_deletion_request(request: Request) -> Any:
+    caller = authorized(request, SUBMIT)
     spec = await json_body(request, DeletionRequestCreate)
     idempotency_key = request.headers.get("idempotency-key")
     item = service.submission(
@@ -51,9 +53,14 @@ async def create_request(request: Request) -> Any:
 
 
 @router.post(":bulk", response_model=BulkResult, dependencies=write)
-async def create_bulk(
+async def create_deletion_requests_bulk(
     caller: CurrentCaller,
-    requests: Annotated[list[dict[str, Any]], Body(embed=True)],
+    # Each item is checked on its own (a bad one is rejected by its index, the others
+    # stored), so the route takes plain objects; the document shows what each must be.
+    requests: Annotated[
+        list[dict[str, Any]],
+        Body(embed=True, json_schema_extra=schema_ref("DeletionRequestCreate", array=True)),
+    ],
     idempotency_key: Annotated[
         str | None, Header(min_length=1, max_length=service.MAX_BULK_KEY)
     ] = None,
@@ -64,7 +71,7 @@ async def create_bulk(
 
 
 @router.get("", response_model=Page[DeletionRequestRead], **read)
-def list_requests(
+def list_deletion_requests(
     session: SessionDep,
     caller: CurrentCaller,
     model_id: str | None = None,
@@ -106,7 +113,9 @@ def export_register(
 
 
 @router.get("/{request_id}", response_model=DeletionRequestRead, **read)
-def get_request(request_id: str, session: SessionDep, caller: CurrentCaller) -> DeletionRequestRead:
+def get_deletion_request(
+    request_id: str, session: SessionDep, caller: CurrentCaller
+) -> DeletionRequestRead:
     request = service.get_or_raise(session, tenant_id=caller.tenant_id, request_id=request_id)
     return service.read_many(session, [request])[0]
 
@@ -117,7 +126,7 @@ def get_request(request_id: str, session: SessionDep, caller: CurrentCaller) -> 
     dependencies=write,
     responses=conflict("the request is not pending"),
 )
-def cancel_request(
+def cancel_deletion_request(
     request_id: str, session: SessionDep, caller: CurrentCaller
 ) -> DeletionRequestRead:
     return service.cancel(session, tenant_id=caller.tenant_id, request_id=request_id)
@@ -129,7 +138,7 @@ def cancel_request(
     dependencies=[require(Scope.ADMIN)],
     responses=conflict("the request has not failed"),
 )
-def retry_request(
+def retry_deletion_request(
     request_id: str, session: SessionDep, caller: CurrentCaller
 ) -> DeletionRequestRead:
     return service.retry(session, tenant_id=caller.tenant_id, request_id=request_id)
@@ -140,6 +149,8 @@ def retry_request(
     response_model=DeliveryList,
     dependencies=[require(Scope.REQUESTS_READ)],  # deliveries carry no change stamp: not polled
 )
-def list_callbacks(request_id: str, session: SessionDep, caller: CurrentCaller) -> DeliveryList:
+def list_callback_deliveries(
+    request_id: str, session: SessionDep, caller: CurrentCaller
+) -> DeliveryList:
     deliveries = callbacks.deliveries_of(session, tenant_id=caller.tenant_id, request_id=request_id)
     return DeliveryList(items=deliveries)

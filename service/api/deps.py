@@ -69,13 +69,21 @@ def _check_scope(caller: Caller, scope: Scope) -> None:
 CurrentCaller = Annotated[Caller, Depends(current_caller)]
 
 
+class RequireScope:
+    """The dependency ``require`` adds: it enforces ``scope``, and the OpenAPI document
+    reads ``scope`` from it (``service.api.openapi``), so what is documented is what is
+    checked."""
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+
+    async def __call__(self, caller: CurrentCaller) -> None:  # pure CPU: no thread-pool hop
+        _check_scope(caller, self.scope)
+
+
 def require(scope: Scope):  # type: ignore[no-untyped-def]
     """A route dependency: the caller's key must carry ``scope`` (or ``admin``)."""
-
-    async def check(caller: CurrentCaller) -> None:  # pure CPU: no thread-pool hop
-        _check_scope(caller, scope)
-
-    return Depends(check)
+    return Depends(RequireScope(scope))
 
 
 async def json_body(request: Request, model: type[Body]) -> Body:

@@ -7,7 +7,7 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, Strict, model_val
 
 from service.callbacks.targets import RefusedTarget, check_url
 from service.enums import RequestStatus
-from service.schemas import Text
+from service.schemas import Text, schema_ref
 
 MAX_CLASS_LABEL = 99_999  # a dataset has at most 100,000 classes (ml.datasets)
 
@@ -77,7 +77,7 @@ class DeletionRequestRead(BaseModel):
 
 class BulkRejection(BaseModel):
     index: int
-    problem: dict[str, Any]
+    problem: dict[str, Any] = Field(json_schema_extra=schema_ref("Problem"))
 
 
 class BulkResult(BaseModel):
