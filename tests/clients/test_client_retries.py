@@ -17,7 +17,7 @@ BASE = "http://unlearnd.test"
 REQUEST = {
     "id": "r1",
     "model_id": "m1",
-    "subject_id": "s",
+    "subject_digest": "0" * 64,
     "status": "pending",
     "sample_count": 1,
     "sample_keys": ["train/1"],

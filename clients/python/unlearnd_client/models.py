@@ -96,7 +96,9 @@ class HistoryEntry(Resource):
 class DeletionRequest(Resource):
     id: str
     model_id: str
-    subject_id: str
+    # HMAC-SHA256 of the subject_id asked with, under the tenant's key: the service keeps
+    # no subject in clear (keep your own mapping from ``id`` if you need the id back).
+    subject_digest: str
     status: RequestStatus
     sample_count: int
     sample_keys: list[str] | None
