@@ -163,14 +163,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from service import outbox
     from service.settings import get_settings
     from workers.celery_app import app
+    from workers.presence import PresenceBeat
     from workers.runtime import install_sender
 
+    queues = tuple(queue.strip() for queue in args.queues.split(",") if queue.strip())
     # Jobs run from the gpu and audit queues; a worker serving only dispatch or callbacks
     # needs no device.
-    if {outbox.GPU, outbox.AUDIT} & {queue.strip() for queue in args.queues.split(",")}:
-        from workers.device import announce_device
+    device: str | None = None
+    build: tuple[str, str] | None = None
+    if {outbox.GPU, outbox.AUDIT} & set(queues):
+        from workers import device as job_device
 
-        announce_device(get_settings().device)  # before the pool forks: one check, one line
+        # Before the pool forks: one check, one line.
+        device = str(job_device.announce_device(get_settings().device))
+        build = job_device.build()
+    _beat_while_consuming(PresenceBeat(queues, device, build))
     install_sender()  # follow-up jobs are sent from inside the worker
     port = args.metrics_port or get_settings().worker_metrics_port
     if port:
@@ -188,6 +195,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
     ]
     app.worker_main(argv)
     return 0
+
+
+def _beat_while_consuming(beat: Any) -> None:
+    """Seen on /readyz (``service.presence``) from the moment Celery consumes until it
+    shuts down."""
+    from celery.signals import worker_ready, worker_shutdown
+
+    worker_ready.connect(lambda **_: beat.start(), weak=False)
+    worker_shutdown.connect(lambda **_: beat.stop(), weak=False)
 
 
 def cmd_beat(_: argparse.Namespace) -> int:
@@ -269,7 +285,10 @@ def cmd_audit_public_key(_: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    from service.version import VERSION
+
     root = argparse.ArgumentParser(prog="unlearnd", description=__doc__)
+    root.add_argument("--version", action="version", version=f"unlearnd {VERSION}")
     commands = root.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="the HTTP API")
