@@ -209,10 +209,35 @@ def _beat_while_consuming(beat: Any) -> None:
 def cmd_beat(_: argparse.Namespace) -> int:
     from service.settings import get_settings
     from workers.celery_app import app
+    from workers.presence import PresenceBeat
 
+    # Consumes no queue: its beats are for its health check (`unlearnd healthcheck`).
+    PresenceBeat((), None).start()
     schedule = get_settings().state_dir / "celerybeat-schedule"
     schedule.parent.mkdir(parents=True, exist_ok=True)
     app.Beat(loglevel="INFO", schedule=str(schedule)).run()
+    return 0
+
+
+def cmd_healthcheck(_: argparse.Namespace) -> int:
+    """Exit 0 when a worker or beat process of this host (container) beat within the last
+    minute (``service.presence``), 1 otherwise: the compose health check of the roles that
+    serve no HTTP port."""
+    import socket
+    import time
+
+    from service import presence
+
+    beats = presence.seen()
+    if beats is None:
+        _out("unhealthy: worker beats travel through a Redis broker; none is configured")
+        return 1
+    host = socket.gethostname()
+    mine = [beat for beat in beats if beat.name.rpartition(":")[0] == host]
+    if not mine:
+        _out(f"unhealthy: no beat from {host} in the last {presence.SEEN_SECONDS} s")
+        return 1
+    _out(f"healthy: {mine[0].name} beat {time.time() - mine[0].at:.0f} s ago")
     return 0
 
 
@@ -312,6 +337,9 @@ def parser() -> argparse.ArgumentParser:
 
     commands.add_parser("beat", help="the batching scheduler").set_defaults(run=cmd_beat)
     commands.add_parser("migrate", help="upgrade the database").set_defaults(run=cmd_migrate)
+    commands.add_parser(
+        "healthcheck", help="exit 0 when a worker or beat of this host beat in the last minute"
+    ).set_defaults(run=cmd_healthcheck)
 
     keys = commands.add_parser("keys", help="API keys").add_subparsers(dest="keys", required=True)
     create = keys.add_parser("create", help="create a key and print it once")
