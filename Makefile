@@ -4,19 +4,32 @@
 # make bench - the benchmarks (API ingest, unlearning, audit)
 # make fuzz  - schemathesis against the served API, thousands of cases (prints the count)
 # make drills - the fault drills, DRILL_RUNS times each (prints runs and failures)
+# make lock  - re-resolve requirements.lock (runtime) and requirements-dev.lock (+ dev tools)
+#              from pyproject.toml, newest allowed versions, with hashes
 
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-quick lint bench fuzz drills clean
+.PHONY: run test test-quick lint lock bench fuzz drills clean
 
-$(STAMP): pyproject.toml
+# Exactly the locked versions, each checked against its hash, then unlearnd itself on top
+# (its own dependencies are the lock's: `pip check` fails when pyproject.toml names one the
+# lock lacks, i.e. `make lock` was not run).
+$(STAMP): requirements-dev.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
 	touch $(STAMP)
+
+PIP_COMPILE := $(BIN)/pip-compile --quiet --upgrade --generate-hashes --allow-unsafe \
+	--strip-extras --no-header --no-emit-index-url --no-emit-find-links
+lock: $(STAMP)
+	$(PIP_COMPILE) --output-file requirements.lock pyproject.toml
+	$(PIP_COMPILE) --extra dev --constraint requirements.lock \
+		--output-file requirements-dev.lock pyproject.toml
 
 # The development admin key of `make run` (refused when UNLEARN_ENVIRONMENT=production).
 DEV_KEY := unlearnd-dev-admin-key-for-make-run
