@@ -111,3 +111,21 @@ def test_beats_cross_processes_through_redis_and_expire(monkeypatch, sqlite_env,
 def test_beats_are_unknown_with_a_broker_that_is_not_redis(monkeypatch, sqlite_env):
     configure(monkeypatch, broker_url="amqp://guest@127.0.0.1:1//")
     assert presence.seen() is None
+
+
+def test_a_database_never_migrated_is_behind(monkeypatch, tmp_path):
+    configure(monkeypatch, database_url="", state_dir=str(tmp_path / "fresh"), broker_url="")
+    (tmp_path / "fresh").mkdir()
+    from service.app import create_app
+
+    with TestClient(create_app(), raise_server_exceptions=False) as client:
+        response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["migration"]["current"] is None
+
+
+def test_readiness_probes_do_not_log_per_call(embedded_client, caplog):
+    with caplog.at_level("INFO", logger="alembic"):
+        for _ in range(3):
+            assert embedded_client.get("/readyz").status_code == 200
+    assert [r for r in caplog.records if r.name.startswith("alembic")] == []
