@@ -21,7 +21,7 @@ import redis
 from service import outbox
 from service.settings import get_settings
 
-__all__ = ["BEAT_SECONDS", "SEEN_SECONDS", "WorkerBeat", "record", "seen", "by_queue"]
+__all__ = ["BEAT_SECONDS", "SEEN_SECONDS", "WorkerBeat", "record", "forget", "seen", "by_queue"]
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,17 @@ def by_queue(beats: list[WorkerBeat], now: float | None = None) -> dict[str, lis
         for queue in beat.queues:
             listed.setdefault(queue, []).append(entry)
     return listed
+
+
+def forget(name: str) -> None:
+    """Drop ``name``'s beat (a worker that stops cleanly), so it is not listed for the rest
+    of the minute. Raises when Redis is away."""
+    url = _redis_url()
+    if url == "":
+        with _local_lock:
+            _local.pop(name, None)
+    elif url is not None:
+        _client(url).delete(KEY_PREFIX + name)
 
 
 def forget_local() -> None:

@@ -54,10 +54,15 @@ class PresenceBeat:
         return self
 
     def stop(self) -> None:
+        """Stop beating and drop this worker's beat: a clean stop is no longer listed."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        try:
+            presence.forget(self.name)
+        except Exception as error:  # Redis away: the beat expires by itself
+            log.warning("could not drop the presence beat (%s)", error)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

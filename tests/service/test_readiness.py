@@ -101,8 +101,10 @@ def test_beats_cross_processes_through_redis_and_expire(monkeypatch, sqlite_env,
         assert seen[0].queues == ("audit",) and seen[0].device == "cuda:0"
         ttl = client.ttl(presence.KEY_PREFIX + beat.name)
         assert 0 < ttl <= presence.SEEN_SECONDS
-        # A beat left from a worker that stopped is not listed once a minute has passed.
+        # A beat left from a worker that died is not listed once a minute has passed.
         assert presence.seen(time.time() + presence.SEEN_SECONDS + 1) == []
+        beat.stop()  # a clean stop drops out at once
+        assert presence.seen() == []
     finally:
         beat.stop()
         client.flushdb()
