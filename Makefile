@@ -50,7 +50,7 @@ test: lint
 # Between edits: not tests/e2e (whole runs: processes, a browser, docker-compose), nor the
 # service tests that start serve processes (ingest), deliver callbacks with retries and an
 # embedded runtime (callbacks) or train memorising models (the methods through the service).
-QUICK_TESTS := tests/test_architecture.py tests/ml tests/workers tests/service tests/benchmarks
+QUICK_TESTS := tests/test_architecture.py tests/test_lock.py tests/test_links.py tests/ml tests/workers tests/service tests/benchmarks
 QUICK_SKIP  := test_ingest test_callbacks \
 	test_conmu_service test_dau_service test_ltu_service test_rfu_ss_service
 test-quick: lint
