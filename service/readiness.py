@@ -14,7 +14,6 @@ from typing import Any
 from service import outbox, presence
 from service.db import session_scope
 from service.errors import Unavailable
-from service.migrate import migration_state
 from service.version import VERSION
 
 __all__ = ["readiness"]
@@ -23,6 +22,10 @@ log = logging.getLogger(__name__)
 
 
 def readiness() -> dict[str, Any]:
+    # Alembic on first use: importing it logs its plugins, which a worker (that imports the
+    # app but never answers /readyz) should not.
+    from service.migrate import migration_state
+
     checks: dict[str, Any] = {"version": VERSION, "database": "ok"}
     try:
         with session_scope() as session:
