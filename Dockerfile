@@ -23,13 +23,13 @@ RUN python -m venv "$VIRTUAL_ENV"
 
 WORKDIR /src
 
-# Dependencies first, from pyproject.toml alone, so the multi-gigabyte torch layer stays
-# cached while only the code changes.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
+# Dependencies first, from the lock alone (exact versions, each checked against its hash;
+# `make lock` refreshes it), so the multi-gigabyte torch layer stays cached while only the
+# code changes.
+COPY requirements.lock ./
+RUN pip install --require-hashes -r requirements.lock && rm requirements.lock
 
+COPY pyproject.toml README.md ./
 COPY service ./service
 COPY ml ./ml
 COPY workers ./workers
@@ -39,7 +39,7 @@ COPY examples ./examples
 # to unlearnd, e.g. --build-arg PLUGINS="./examples/unlearnd-example-plugin my-nets==1.2"
 # (compose: UNLEARN_PLUGINS). None by default.
 ARG PLUGINS=""
-RUN pip install --no-deps . \
+RUN pip install --no-deps --no-build-isolation . \
     && if [ -n "$PLUGINS" ]; then pip install $PLUGINS; fi \
     && cd / && rm -rf /src
 

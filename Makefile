@@ -5,19 +5,32 @@
 # make fuzz  - schemathesis against the served API, thousands of cases (prints the count),
 #              then the hardening probe's cases at ten times the suite's scale
 # make drills - the fault drills, DRILL_RUNS times each (prints runs and failures)
+# make lock  - re-resolve requirements.lock (runtime) and requirements-dev.lock (+ dev tools)
+#              from pyproject.toml, newest allowed versions, with hashes
 
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-quick lint bench fuzz drills clean
+.PHONY: run test test-quick lint lock bench fuzz drills clean
 
-$(STAMP): pyproject.toml clients/python/pyproject.toml
+# Exactly the locked versions, each checked against its hash, then unlearnd and its Python
+# client on top (their own dependencies are the lock's: `pip check` fails when a
+# pyproject.toml names one the lock lacks, i.e. `make lock` was not run).
+$(STAMP): requirements-dev.lock pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]' -e clients/python
+	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e . -e clients/python
+	$(BIN)/pip check
 	touch $(STAMP)
+
+PIP_COMPILE := $(BIN)/pip-compile --quiet --upgrade --generate-hashes --allow-unsafe \
+	--strip-extras --no-header --no-emit-index-url --no-emit-find-links
+lock: $(STAMP)
+	$(PIP_COMPILE) --output-file requirements.lock pyproject.toml
+	$(PIP_COMPILE) --extra dev --constraint requirements.lock \
+		--output-file requirements-dev.lock pyproject.toml
 
 # The development admin key of `make run` (refused when UNLEARN_ENVIRONMENT=production).
 DEV_KEY := unlearnd-dev-admin-key-for-make-run
@@ -38,8 +51,8 @@ test: lint
 # Between edits: not tests/e2e (whole runs: processes, a browser, docker-compose), nor the
 # service tests that start serve processes (ingest), deliver callbacks with retries and an
 # embedded runtime (callbacks) or train memorising models (the methods through the service).
-QUICK_TESTS := tests/test_architecture.py tests/ml tests/workers tests/service tests/benchmarks \
-	tests/clients
+QUICK_TESTS := tests/test_architecture.py tests/test_lock.py tests/test_links.py tests/ml \
+	tests/workers tests/service tests/benchmarks tests/clients
 QUICK_SKIP  := test_ingest test_callbacks \
 	test_conmu_service test_dau_service test_ltu_service test_rfu_ss_service
 test-quick: lint

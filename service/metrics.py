@@ -87,8 +87,9 @@ REQUEST_END_TO_END = Histogram(
 
 
 class DomainCollector(Collector):
-    """Gauges read from the database on each scrape. Per-model series name model ids, so
-    they are served only to an authenticated scrape (``per_model``)."""
+    """Gauges read from the database on each scrape, and the workers seen per queue
+    (``service.presence``). Per-model series name model ids, so they are served only to an
+    authenticated scrape (``per_model``)."""
 
     def __init__(self, *, per_model: bool) -> None:
         self.per_model = per_model
@@ -120,17 +121,112 @@ class DomainCollector(Collector):
                         DeletionRequest.status == RequestStatus.PENDING
                     )
                 )
+                backlog = _queue_backlog(session, counts.get(RequestStatus.PENDING.value, 0))
+                deliveries = _callback_deliveries(session)
+                per_model = _pending_per_model(session) if self.per_model else None
         except Exception:  # a scrape must not fail because the database is away
             return
         for status in RequestStatus:
             by_status.add_metric([status.value], counts.get(status.value, 0))
         pending.add_metric([], counts.get(RequestStatus.PENDING.value, 0))
         oldest.add_metric([], (utcnow() - first).total_seconds() if first else 0.0)
-        yield from (by_status, pending, oldest)
-        if self.per_model:
+        yield from (by_status, pending, oldest, backlog, deliveries)
+        yield from _queue_workers()
+        if per_model is not None:
+            yield per_model
             yield from _audit_gauges(head_audits)
         else:
             yield _verdict_counts(head_audits)
+
+
+def _queue_backlog(session, pending_requests: int) -> GaugeMetricFamily:  # type: ignore[no-untyped-def]
+    """Work a queue's workers owe: live jobs not yet finished (gpu, audit), callback
+    deliveries pending (callbacks), requests pending dispatch (control)."""
+    from service import outbox
+    from service.callbacks.service import PENDING
+    from service.enums import JobStatus
+    from service.tables import CallbackDelivery, Job
+
+    family = GaugeMetricFamily(
+        "unlearn_queue_backlog",
+        "Work waiting for (or held by) the workers of a queue: jobs queued or running "
+        "(gpu, audit), callback deliveries pending (callbacks), requests pending (control)",
+        labels=["queue"],
+    )
+    work = dict.fromkeys(outbox.QUEUES, 0)
+    jobs = session.execute(
+        select(Job.kind, func.count())
+        .where(Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
+        .group_by(Job.kind)
+    ).all()
+    for kind, count in jobs:
+        work[outbox.queue_for(kind)] += count
+    work[outbox.CALLBACKS] = session.scalar(
+        select(func.count()).where(CallbackDelivery.status == PENDING)
+    )
+    work[outbox.CONTROL] = pending_requests
+    for queue, count in work.items():
+        family.add_metric([queue], float(count or 0))
+    return family
+
+
+def _callback_deliveries(session) -> GaugeMetricFamily:  # type: ignore[no-untyped-def]
+    from service.callbacks.service import DELIVERED, FAILED, PENDING
+    from service.tables import CallbackDelivery
+
+    family = GaugeMetricFamily(
+        "unlearn_callback_deliveries",
+        "Callback deliveries by status (pending, delivered, failed: attempts spent)",
+        labels=["status"],
+    )
+    counts = dict(
+        session.execute(
+            select(CallbackDelivery.status, func.count()).group_by(CallbackDelivery.status)
+        ).all()
+    )
+    for status in (PENDING, DELIVERED, FAILED):
+        family.add_metric([status], float(counts.get(status, 0)))
+    return family
+
+
+def _pending_per_model(session) -> GaugeMetricFamily:  # type: ignore[no-untyped-def]
+    from service.tables import DeletionRequest
+
+    family = GaugeMetricFamily(
+        "unlearn_model_pending_requests",
+        "Deletion requests pending, per model (the backlog of its next batch)",
+        labels=["model"],
+    )
+    rows = session.execute(
+        select(DeletionRequest.model_id, func.count())
+        .where(DeletionRequest.status == RequestStatus.PENDING)
+        .group_by(DeletionRequest.model_id)
+    ).all()
+    for model_id, count in rows:
+        family.add_metric([model_id], float(count))
+    return family
+
+
+def _queue_workers() -> Iterator[GaugeMetricFamily]:
+    """Workers seen in the last minute per queue; nothing when beats cannot be read (a
+    broker other than Redis, Redis away), so an alert on it does not fire on a guess."""
+    from service import outbox, presence
+
+    try:
+        beats = presence.seen()
+    except Exception:
+        return
+    if beats is None:
+        return
+    family = GaugeMetricFamily(
+        "unlearn_queue_workers",
+        "Workers that beat within the last minute, per queue they consume",
+        labels=["queue"],
+    )
+    for queue, workers in presence.by_queue(beats).items():
+        if queue in outbox.QUEUES:
+            family.add_metric([queue], float(len(workers)))
+    yield family
 
 
 def exposition(*, include_domain: bool = True, per_model: bool = False) -> bytes:

@@ -32,6 +32,10 @@ def create_celery(broker_url: str) -> Celery:
         },
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
+        # Task events (received, started, succeeded, failed, ...) for `celery events`,
+        # Flower or an exporter; "sent" too, so a task waiting in a queue is visible.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
         beat_schedule={
             "dispatch": {"task": outbox.DISPATCH, "schedule": settings.dispatch_interval_seconds},
             "sweep": {"task": outbox.SWEEP, "schedule": settings.sweep_interval_seconds},

@@ -163,14 +163,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from service import outbox
     from service.settings import get_settings
     from workers.celery_app import app
+    from workers.presence import PresenceBeat
     from workers.runtime import install_sender
 
+    queues = tuple(queue.strip() for queue in args.queues.split(",") if queue.strip())
     # Jobs run from the gpu and audit queues; a worker serving only dispatch or callbacks
     # needs no device.
-    if {outbox.GPU, outbox.AUDIT} & {queue.strip() for queue in args.queues.split(",")}:
-        from workers.device import announce_device
+    device: str | None = None
+    build: tuple[str, str] | None = None
+    if {outbox.GPU, outbox.AUDIT} & set(queues):
+        from workers import device as job_device
 
-        announce_device(get_settings().device)  # before the pool forks: one check, one line
+        # Before the pool forks: one check, one line.
+        device = str(job_device.announce_device(get_settings().device))
+        build = job_device.build()
+    _beat_while_consuming(PresenceBeat(queues, device, build))
     install_sender()  # follow-up jobs are sent from inside the worker
     port = args.metrics_port or get_settings().worker_metrics_port
     if port:
@@ -190,13 +197,47 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _beat_while_consuming(beat: Any) -> None:
+    """Seen on /readyz (``service.presence``) from the moment Celery consumes until it
+    shuts down."""
+    from celery.signals import worker_ready, worker_shutdown
+
+    worker_ready.connect(lambda **_: beat.start(), weak=False)
+    worker_shutdown.connect(lambda **_: beat.stop(), weak=False)
+
+
 def cmd_beat(_: argparse.Namespace) -> int:
     from service.settings import get_settings
     from workers.celery_app import app
+    from workers.presence import PresenceBeat
 
+    # Consumes no queue: its beats are for its health check (`unlearnd healthcheck`).
+    PresenceBeat((), None).start()
     schedule = get_settings().state_dir / "celerybeat-schedule"
     schedule.parent.mkdir(parents=True, exist_ok=True)
     app.Beat(loglevel="INFO", schedule=str(schedule)).run()
+    return 0
+
+
+def cmd_healthcheck(_: argparse.Namespace) -> int:
+    """Exit 0 when a worker or beat process of this host (container) beat within the last
+    minute (``service.presence``), 1 otherwise: the compose health check of the roles that
+    serve no HTTP port."""
+    import socket
+    import time
+
+    from service import presence
+
+    beats = presence.seen()
+    if beats is None:
+        _out("unhealthy: worker beats travel through a Redis broker; none is configured")
+        return 1
+    host = socket.gethostname()
+    mine = [beat for beat in beats if beat.name.rpartition(":")[0] == host]
+    if not mine:
+        _out(f"unhealthy: no beat from {host} in the last {presence.SEEN_SECONDS} s")
+        return 1
+    _out(f"healthy: {mine[0].name} beat {time.time() - mine[0].at:.0f} s ago")
     return 0
 
 
@@ -269,7 +310,10 @@ def cmd_audit_public_key(_: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    from service.version import VERSION
+
     root = argparse.ArgumentParser(prog="unlearnd", description=__doc__)
+    root.add_argument("--version", action="version", version=f"unlearnd {VERSION}")
     commands = root.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="the HTTP API")
@@ -293,6 +337,9 @@ def parser() -> argparse.ArgumentParser:
 
     commands.add_parser("beat", help="the batching scheduler").set_defaults(run=cmd_beat)
     commands.add_parser("migrate", help="upgrade the database").set_defaults(run=cmd_migrate)
+    commands.add_parser(
+        "healthcheck", help="exit 0 when a worker or beat of this host beat in the last minute"
+    ).set_defaults(run=cmd_healthcheck)
 
     keys = commands.add_parser("keys", help="API keys").add_subparsers(dest="keys", required=True)
     create = keys.add_parser("create", help="create a key and print it once")

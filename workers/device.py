@@ -12,9 +12,21 @@ from ml.devices import DeviceUnavailable, expected_gpu, resolve_device, torch_bu
 from service import metrics
 from service.bootstrap import RefusedToStart
 
-__all__ = ["announce_device"]
+__all__ = ["announce_device", "announced", "build"]
 
 log = logging.getLogger(__name__)
+
+_announced: torch.device | None = None
+
+
+def build() -> tuple[str, str]:
+    """torch's version and the CUDA it was built with ("none" for a CPU build)."""
+    return torch.__version__, torch.version.cuda or "none"
+
+
+def announced() -> torch.device | None:
+    """The device :func:`announce_device` chose in this process, if it ran."""
+    return _announced
 
 
 def announce_device(preference: str) -> torch.device:
@@ -35,7 +47,8 @@ def announce_device(preference: str) -> torch.device:
             torch_build(),
         )
     log.info("jobs run on %s (%s)", device, torch_build(), extra={"device": str(device)})
-    metrics.WORKER_INFO.labels(
-        device=str(device), torch=torch.__version__, cuda=torch.version.cuda or "none"
-    ).set(1)
+    torch_version, cuda = build()
+    metrics.WORKER_INFO.labels(device=str(device), torch=torch_version, cuda=cuda).set(1)
+    global _announced
+    _announced = device
     return device

@@ -12,7 +12,9 @@ from functools import lru_cache
 
 from service import outbox
 from service.settings import get_settings
+from workers import device
 from workers.commands import COMMANDS
+from workers.presence import PresenceBeat
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,7 @@ class EmbeddedRunner:
         self._callbacks: Tasks = queue.Queue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._presence: PresenceBeat | None = None
 
     def send(self, task: str, args: list[str], queue_name: str) -> str | None:
         """``service.outbox``'s sender: callbacks on their own thread, every other kind on
@@ -48,6 +51,13 @@ class EmbeddedRunner:
         ]
         for thread in self._threads:
             thread.start()
+        # Seen on /readyz like a Celery worker: every queue, the device serve announced.
+        chosen = device.announced()
+        self._presence = PresenceBeat(
+            outbox.QUEUES,
+            str(chosen) if chosen is not None else None,
+            device.build() if chosen is not None else None,
+        ).start()
 
     def stop(self) -> None:
         self._stop.set()
@@ -56,6 +66,9 @@ class EmbeddedRunner:
         for thread in self._threads:
             thread.join(timeout=30)
         self._threads = []
+        if self._presence is not None:
+            self._presence.stop()
+            self._presence = None
 
     def _work(self, tasks: Tasks) -> None:
         while not self._stop.is_set():

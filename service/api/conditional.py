@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Request, Response
@@ -23,14 +22,12 @@ from service import changes
 from service.api.deps import CurrentCaller, SessionDep, require
 from service.changes import Topic
 from service.enums import Scope
+from service.version import VERSION
 
 __all__ = ["polled", "install", "entity_tag", "matches"]
 
-try:
-    # A release that changes what bodies look like must not answer 304 to tags of the old.
-    REPRESENTATION = version("unlearnd")
-except PackageNotFoundError:  # running from a bare checkout
-    REPRESENTATION = "dev"
+# A release that changes what bodies look like must not answer 304 to tags of the old.
+REPRESENTATION = VERSION
 
 _ETAG_HEADER = {
     "description": "weak validator of this answer; send it back as If-None-Match",

@@ -28,7 +28,9 @@ SERVICES = {"postgres", "redis", "migrate", "api", "edge", "worker", "beat", "pr
 UNLEARND_ROLES = {"api", "worker", "beat"}
 
 
-def _compose(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _compose(
+    *args: str, env: dict[str, str] | None = None, file: Path = COMPOSE_FILE
+) -> subprocess.CompletedProcess[str]:
     executable = shutil.which("docker-compose")
     if executable is None:
         message = "docker-compose is not installed (Debian: apt-get install docker-compose)"
@@ -40,7 +42,7 @@ def _compose(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
     environment = {key: value for key, value in os.environ.items() if key not in dropped}
     environment.update(REQUIRED_ENV if env is None else env)
     return subprocess.run(
-        [executable, "--project-directory", str(ROOT), "-f", str(COMPOSE_FILE), *args],
+        [executable, "--project-directory", str(ROOT), "-f", str(file), *args],
         env=environment,
         capture_output=True,
         text=True,
@@ -105,13 +107,59 @@ def test_services_and_volumes() -> None:
     assert {"pgdata", "unlearnd-state"} <= set(volumes.stdout.split())
 
 
-def test_worker_reserves_a_gpu(resolved: str) -> None:
-    devices = _subtree(resolved, "services", "worker", "deploy", "resources", "reservations")
+def _gpu_ids(resolved: str, service: str) -> list[str]:
+    devices = _subtree(resolved, "services", service, "deploy", "resources", "reservations")
     assert "driver: nvidia" in devices
-    assert re.search(r"count: '?1'?\b", devices)
     assert re.search(r"capabilities:\s*\n\s*- gpu\b|capabilities: \[gpu\]", devices)
+    assert "count:" not in devices, "a GPU worker names its device, not a count"
+    return re.findall(r"device_ids:\s*\n\s*- '?(\w+)'?", devices)
+
+
+def test_each_gpu_worker_is_pinned_to_its_device_and_needs_cuda(resolved: str) -> None:
+    assert _gpu_ids(resolved, "worker") == ["0"]
+    assert _gpu_ids(resolved, "audit-worker") == ["0"]
+    for service in ("worker", "audit-worker"):
+        environment = _subtree(resolved, "services", service, "environment")
+        assert "UNLEARN_DEVICE: cuda" in environment
     command = _subtree(resolved, "services", "worker", "command")
     assert "gpu,control" in command and "9101" in command
+    with pytest.raises(AssertionError):
+        _subtree(resolved, "services", "api", "deploy")  # the API gets no GPU
+
+
+def test_the_audit_worker_takes_another_gpu_when_told() -> None:
+    result = _compose("config", env={**REQUIRED_ENV, "UNLEARN_AUDIT_GPU": "1"})
+    assert result.returncode == 0, result.stderr
+    assert _gpu_ids(result.stdout, "audit-worker") == ["1"]
+    assert _gpu_ids(result.stdout, "worker") == ["0"]
+
+
+def test_the_documented_way_to_add_a_gpu_worker_works(tmp_path: Path) -> None:
+    """The commented example in docker-compose.yml, uncommented into a copy: a third GPU
+    worker on device 1 that resolves with its own port and the shared settings."""
+    text = COMPOSE_FILE.read_text()
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("  #   worker-gpu1:"))
+    example = []
+    for line in lines[start:]:
+        if not line.startswith("  #   "):
+            break
+        example.append("  " + line[len("  #   ") :])
+    copy = tmp_path / "docker-compose.yml"
+    copy.write_text(text.replace("\nservices:\n", "\nservices:\n" + "\n".join(example) + "\n", 1))
+    result = _compose("config", file=copy)
+    assert result.returncode == 0, result.stderr
+    assert _gpu_ids(result.stdout, "worker-gpu1") == ["1"]
+    assert "9103" in _subtree(result.stdout, "services", "worker-gpu1", "command")
+    assert "UNLEARN_DEVICE: cuda" in _subtree(
+        result.stdout, "services", "worker-gpu1", "environment"
+    )
+
+
+def test_roles_without_a_port_have_a_health_check(resolved: str) -> None:
+    for service in ("worker", "audit-worker", "callback-worker", "beat"):
+        check = _subtree(resolved, "services", service, "healthcheck")
+        assert "unlearnd" in check and "healthcheck" in check and "disable" not in check
 
 
 def test_roles_share_settings_and_wait_for_migrate(resolved: str) -> None:

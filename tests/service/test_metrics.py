@@ -79,3 +79,51 @@ def test_open_metrics_name_no_model_and_a_token_unlocks_them(
         "/metrics", headers={"Authorization": "Bearer scrape-token-0123456789abcdef"}
     )
     assert scraped.status_code == 200 and "unlearn_pending_requests" in scraped.text
+
+
+def test_backlog_and_workers_per_queue(client, admin, ready_model, monkeypatch):
+    """What the "no worker on a queue with work" alert compares (deploy/alerts.yml), and
+    the per-model backlog an authenticated scrape gets."""
+    from service import presence
+    from service.jobs import dispatch
+    from tests.helpers.app import configure
+    from workers.presence import PresenceBeat
+
+    presence.forget_local()
+    keys = train_keys(client, admin, ready_model["dataset_id"], 2)
+    for key in keys:
+        client.post(
+            "/v1/deletion-requests",
+            headers=admin,
+            json={"model_id": ready_model["id"], "subject_id": "s", "sample_keys": [key]},
+        )
+    text = client.get("/metrics").text
+    assert _value(text, 'unlearn_queue_backlog{queue="control"}') == 2
+    assert _value(text, 'unlearn_queue_backlog{queue="gpu"}') == 0
+    assert _value(text, 'unlearn_queue_workers{queue="gpu"}') == 0
+    assert _value(text, 'unlearn_callback_deliveries{status="failed"}') == 0
+    assert "unlearn_model_pending_requests" not in text  # it names models
+
+    client.post(f"/v1/models/{ready_model['id']}/flush", headers=admin)
+    dispatch.dispatch_model(ready_model["id"])
+    PresenceBeat(("gpu", "control"), "cpu").beat()
+    text = client.get("/metrics").text
+    assert _value(text, 'unlearn_queue_backlog{queue="gpu"}') == 1
+    assert _value(text, 'unlearn_queue_workers{queue="gpu"}') == 1
+    assert _value(text, 'unlearn_queue_workers{queue="audit"}') == 0
+    presence.forget_local()
+
+    configure(monkeypatch, metrics_token="scrape-token-0123456789abcdef")
+    run_queued_jobs(ready_model["id"])
+    trained = train_keys(client, admin, ready_model["dataset_id"], 5)
+    fresh = [key for key in trained if key not in keys]
+    created = client.post(
+        "/v1/deletion-requests",
+        headers=admin,
+        json={"model_id": ready_model["id"], "subject_id": "t", "sample_keys": fresh[:1]},
+    )
+    assert created.status_code in (201, 202), created.text
+    scraped = client.get(
+        "/metrics", headers={"Authorization": "Bearer scrape-token-0123456789abcdef"}
+    ).text
+    assert _value(scraped, f'unlearn_model_pending_requests{{model="{ready_model["id"]}"}}') == 1

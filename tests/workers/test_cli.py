@@ -1,5 +1,6 @@
 """The ``unlearnd`` CLI's keys commands: create, list without secrets, rotate and revoke;
-bad input exits 2 with one line on stderr, never a traceback, and stores nothing."""
+bad input exits 2 with one line on stderr, never a traceback, and stores nothing. Also
+``--version`` and ``healthcheck``."""
 
 from __future__ import annotations
 
@@ -171,3 +172,33 @@ def test_an_unreachable_database_is_one_line_without_the_password(
     assert err.startswith("unlearnd: cannot use the database at ") and f":{port}/" in err
     assert "hunter2" not in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_version(capsys):
+    from service.version import VERSION
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"unlearnd {VERSION}" != "unlearnd "
+
+
+@pytest.mark.redis
+def test_healthcheck_passes_only_while_this_host_beats(monkeypatch, sqlite_env, redis_url, capsys):
+    """The compose health check of beat and the callback worker (no HTTP port)."""
+    import redis
+
+    from tests.helpers.app import configure
+    from workers.presence import PresenceBeat
+
+    redis.Redis.from_url(redis_url).flushdb()
+    configure(monkeypatch, broker_url=redis_url)
+    other = PresenceBeat((), None)
+    other.name = "another-container:7"
+    other.beat()
+    assert main(["healthcheck"]) == 1
+    assert "no beat from" in capsys.readouterr().out
+    PresenceBeat(("callbacks",), None).beat()
+    assert main(["healthcheck"]) == 0
+    assert "healthy" in capsys.readouterr().out
+    redis.Redis.from_url(redis_url).flushdb()
