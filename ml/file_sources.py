@@ -69,10 +69,14 @@ def _header(path: Path, name: str) -> _Image:
             if image.format not in IMAGE_FORMATS:
                 raise InvalidSource(f"{name} is a {image.format} image, not PNG or JPEG")
             channels = 1 if image.mode in GREY_MODES else 3
-            return _Image(image.width, image.height, channels)
+            found = _Image(image.width, image.height, channels)
+            image.verify()  # the file's structure and checksums, without decoding it
+            return found
+    except InvalidSource:
+        raise
     except UnidentifiedImageError:
         raise InvalidSource(f"{name} is not a PNG or JPEG image") from None
-    except OSError as error:
+    except (OSError, SyntaxError, ValueError) as error:  # Pillow's kinds of broken file
         raise InvalidSource(f"{name} is unreadable: {_reason(error)}") from None
 
 
@@ -82,18 +86,20 @@ def _stamp(stat: os.stat_result) -> str:
 
 class _ImageReader:
     """Image files, one per sample, decoded when read; each file's size and modification
-    time as indexed, re-checked on every read."""
+    time as indexed, re-checked on every read. A file that is missing or unusable is
+    recorded, not raised: registration refuses it (``validate``), a job only if it reads
+    it (a forgotten sample's file may be deleted)."""
 
-    def __init__(self, keys: list[str], paths: list[Path], rows: list[str] | None) -> None:
+    def __init__(self, keys: list[str], paths: list[Path | None], rows: list[str] | None) -> None:
         self.keys, self.paths, self.rows = keys, paths, rows
-        self.stamps: list[str] = []
-        for key, path in zip(keys, paths, strict=True):
+        self.problems: dict[int, str] = {}
+        self.stamps: list[str | None] = []
+        for position, (key, path) in enumerate(zip(keys, paths, strict=True)):
             try:
-                self.stamps.append(_stamp(path.stat()))
+                self.stamps.append(None if path is None else _stamp(path.stat()))
             except OSError as error:
-                raise InvalidSource(
-                    f"the file of {key!r} is unreadable: {_reason(error)}"
-                ) from None
+                self.problems[position] = f"the file of {key!r} is unreadable: {_reason(error)}"
+                self.stamps.append(None)
 
     @cached_property
     def shape(self) -> _Image:
@@ -101,18 +107,22 @@ class _ImageReader:
         every image has it, ``validate``)."""
         for key, path in zip(self.keys, self.paths, strict=True):
             try:
-                return _header(path, f"the image of {key!r}")
+                if path is not None:
+                    return _header(path, f"the image of {key!r}")
             except InvalidSource:
                 continue
         return _Image(0, 0, 1)
 
     def validate(self) -> None:
-        """Every file is a PNG or JPEG image of one size and colour (each header read)."""
-        if not self.paths:
-            return
-        first = _header(self.paths[0], f"the image of {self.keys[0]!r}")
-        for key, path in zip(self.keys[1:], self.paths[1:], strict=True):
+        """Every file is there and is a PNG or JPEG image of one size and colour (each
+        header read)."""
+        if self.problems:
+            raise InvalidSource(next(iter(self.problems.values())))
+        first: _Image | None = None
+        for key, path in zip(self.keys, self.paths, strict=True):
+            assert path is not None  # a missing one is a problem
             image = _header(path, f"the image of {key!r}")
+            first = first or image
             if image != first:
                 raise InvalidSource(
                     f"images must share one size and colour: {self.keys[0]!r} is "
@@ -123,37 +133,27 @@ class _ImageReader:
         shape = self.shape
         return [shape.channels, shape.height, shape.width]
 
-    def fingerprint(self, position: int, stamp: str) -> str:
+    def fingerprint(self, position: int, stamp: str | None) -> str | None:
+        if stamp is None:
+            return None
         return stamp if self.rows is None else f"row={self.rows[position]};{stamp}"
 
-    def indexed(self) -> list[str]:
+    def indexed(self) -> list[str | None]:
         return [self.fingerprint(i, stamp) for i, stamp in enumerate(self.stamps)]
 
     def current(self, positions: np.ndarray) -> list[str | None]:
         found: list[str | None] = []
         for position in positions:
+            path = self.paths[position]
             try:
-                found.append(self.fingerprint(int(position), _stamp(self.paths[position].stat())))
+                stamp = None if path is None else _stamp(path.stat())
             except OSError:
-                found.append(None)
+                stamp = None
+            found.append(self.fingerprint(int(position), stamp))
         return found
 
     def read(self, positions: np.ndarray) -> torch.Tensor:
-        from PIL import Image
-
-        images = []
-        for position in positions:
-            key, path = self.keys[position], self.paths[position]
-            try:
-                with open(path, "rb") as file:
-                    if _stamp(os.fstat(file.fileno())) != self.stamps[position]:
-                        raise SourceChanged({key: "file size or modification time changed"})
-                    with Image.open(io.BytesIO(file.read())) as image:
-                        grey = image.mode in GREY_MODES
-                        pixels = np.asarray(image.convert("L" if grey else "RGB"), np.float32)
-            except OSError as error:
-                raise SourceChanged({key: f"its file is unreadable: {_reason(error)}"}) from None
-            images.append(pixels[None] if grey else pixels.transpose(2, 0, 1))
+        images = [self._decode(int(position)) for position in positions]
         if not images:
             return torch.empty((0, *self.input_shape()))
         try:
@@ -163,6 +163,26 @@ class _ImageReader:
                 {self.keys[p]: "its image's size or colour changed" for p in positions}
             ) from None
         return torch.from_numpy(stacked).div_(255.0)
+
+    def _decode(self, position: int) -> np.ndarray:
+        """One image (C, H, W) as float32 in 0..255, from the file as it was indexed."""
+        from PIL import Image
+
+        key, path = self.keys[position], self.paths[position]
+        if path is None or self.stamps[position] is None:
+            raise SourceChanged({key: self.problems.get(position, "its file is not usable")})
+        try:
+            # Non-blocking: a FIFO put in the file's place must not hang the job.
+            with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as file:
+                if _stamp(os.fstat(file.fileno())) != self.stamps[position]:
+                    raise SourceChanged({key: "file size or modification time changed"})
+                data = file.read()
+            with Image.open(io.BytesIO(data)) as image:
+                grey = image.mode in GREY_MODES
+                pixels = np.asarray(image.convert("L" if grey else "RGB"), np.float32)
+        except OSError as error:
+            raise SourceChanged({key: f"its file is unreadable: {_reason(error)}"}) from None
+        return pixels[None] if grey else pixels.transpose(2, 0, 1)
 
 
 def _describe(image: _Image) -> str:
@@ -186,7 +206,7 @@ def _manifest_columns(path: Path, given: str) -> tuple[list[str], list[list[str]
             header = next(reader, None)
             if header is None:
                 raise InvalidSource(f"manifest {given!r} is empty")
-            rows = []
+            rows: list[list[str]] = []
             for number, row in enumerate(reader, start=2):
                 if len(rows) >= MAX_ROWS:
                     raise InvalidSource(f"manifest {given!r} has more than {MAX_ROWS} rows")
@@ -314,13 +334,18 @@ class ManifestAdapter(DatasetAdapter):
         self._images: _ImageReader | None = None
         self.in_memory = self._manifest.paths is None
         if self._manifest.paths is not None:
-            paths = []
-            for key, raw in zip(self._manifest.keys, self._manifest.paths, strict=True):
+            paths: list[Path | None] = []
+            problems = {}
+            for position, (key, raw) in enumerate(
+                zip(self._manifest.keys, self._manifest.paths, strict=True)
+            ):
                 try:
                     paths.append(self.confined(raw))
                 except InvalidSource as error:
-                    raise InvalidSource(f"the image of {key!r}: {error}") from None
+                    paths.append(None)
+                    problems[position] = f"the image of {key!r}: {error}"
             self._images = _ImageReader(self._manifest.keys, paths, self._manifest.rows)
+            self._images.problems |= problems
 
     def index(self) -> SourceIndex:
         m = self._manifest
@@ -378,7 +403,10 @@ class ImageFolderAdapter(DatasetAdapter):
             raise InvalidSource(f"folder {given!r} has no class folders")
         if len(classes) > MAX_CLASSES:
             raise InvalidSource(f"folder {given!r} has more than {MAX_CLASSES} class folders")
-        keys, labels, paths = [], [], []
+        keys: list[str] = []
+        labels: list[int] = []
+        paths: list[Path | None] = []
+        problems: dict[int, str] = {}
         for label, name in enumerate(classes):
             for folder, subfolders, files in os.walk(root / name):
                 subfolders.sort()
@@ -391,9 +419,10 @@ class ImageFolderAdapter(DatasetAdapter):
                     try:
                         paths.append(self.confined(str(Path(folder) / file)))
                     except InvalidSource:
-                        raise InvalidSource(
+                        paths.append(None)
+                        problems[len(keys)] = (
                             f"the image {key!r} is not a regular file inside the data root"
-                        ) from None
+                        )
                     keys.append(key)
                     labels.append(label)
                     if len(keys) > MAX_ROWS:
@@ -401,6 +430,7 @@ class ImageFolderAdapter(DatasetAdapter):
         self._classes = classes
         self._labels = np.asarray(labels, dtype=np.int64)
         self._images = _ImageReader(keys, paths, None)
+        self._images.problems |= problems
 
     def index(self) -> SourceIndex:
         keys = self._images.keys

@@ -87,7 +87,7 @@ class SourceIndex:
     input_shape: list[int]
     # Per sample, what identifies its content as registered ("row=<digest>;size=..;
     # mtime=.."); None where the source cannot change (shipped data).
-    fingerprints: list[str] | None = None
+    fingerprints: list[str | None] | None = None
     normalization: dict[str, list[float]] | None = None  # the one the reads apply
 
 

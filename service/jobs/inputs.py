@@ -146,10 +146,9 @@ def _sample_sets(
     # rows and files may be gone) must be what was registered: a changed sample fails it.
     read = forget_mask | active | ~train_mask
     positions = np.full(len(rows), -1, dtype=np.int64)
+    chosen = [int(i) for i in np.flatnonzero(read)]
     positions[read] = check_unchanged(
-        adapter,
-        [keys[i] for i in np.flatnonzero(read)],
-        [rows[i].fingerprint for i in np.flatnonzero(read)],
+        adapter, [keys[i] for i in chosen], [rows[i].fingerprint for i in chosen]
     )
 
     def subset(mask: np.ndarray) -> SampleSet:
