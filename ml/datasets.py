@@ -11,6 +11,7 @@ one door to every kind (``index_source``, ``open_source``); the interface is
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import threading
 import zipfile
@@ -201,8 +202,22 @@ class NpzAdapter(InMemoryAdapter):
             inputs = inputs.unsqueeze(1)
         num_classes = int(y.max()) + 1 if n else 0
         return inputs, SourceIndex(
-            key_list, y.astype(np.int64), splits, num_classes, list(inputs.shape[1:])
+            key_list,
+            y.astype(np.int64),
+            splits,
+            num_classes,
+            list(inputs.shape[1:]),
+            _row_digests(inputs, y, splits),
         )
+
+
+def _row_digests(inputs: torch.Tensor, labels: np.ndarray, splits: list[str]) -> list[str | None]:
+    """Each row's fingerprint: a digest of its inputs (as read), label and split."""
+    rows = inputs.reshape(len(inputs), -1).numpy()
+    return [
+        "data=" + hashlib.sha256(row.tobytes() + f"|{int(label)}|{split}".encode()).hexdigest()[:32]
+        for row, label, split in zip(rows, labels, splits, strict=True)
+    ]
 
 
 def index_source(source: dict[str, Any], data_root: Path) -> SourceIndex:

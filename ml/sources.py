@@ -85,8 +85,9 @@ class SourceIndex:
     splits: list[str]  # "train" or "test" as the source defines them
     num_classes: int
     input_shape: list[int]
-    # Per sample, what identifies its content as registered ("row=<digest>;size=..;
-    # mtime=.."); None where the source cannot change (shipped data).
+    # Per sample, what identifies its content as registered: ``;``-separated parts,
+    # ``row=`` (a manifest row's digest), ``data=`` (an npz row's), ``size=`` and
+    # ``mtime=`` (its file's); None where the source cannot change (shipped data).
     fingerprints: list[str | None] | None = None
     normalization: dict[str, list[float]] | None = None  # the one the reads apply
 
@@ -218,7 +219,12 @@ def describe_change(registered: str | None, now: str | None) -> str | None:
         return "missing from the source"
     before = dict(part.split("=", 1) for part in registered.split(";"))
     after = dict(part.split("=", 1) for part in now.split(";"))
-    names = {"row": "manifest row", "size": "file size", "mtime": "file modification time"}
+    names = {
+        "row": "manifest row",
+        "data": "data, label or split",
+        "size": "file size",
+        "mtime": "file modification time",
+    }
     changed = [names.get(part, part) for part in before if before[part] != after.get(part)]
     return f"{' and '.join(changed)} changed"
 

@@ -179,3 +179,24 @@ def test_a_changed_manifest_row_and_a_removed_key_are_named(tmp_path):
         "row-003": "missing from the source",
         "row-002": "manifest row changed",
     }
+
+
+def test_an_npz_row_changed_in_place_is_named(tmp_path):
+    x = np.random.default_rng(0).random((20, 4)).astype("float32")
+    keys = np.array([f"s{i}" for i in range(20)])
+    np.savez(tmp_path / "set.npz", x=x, y=np.arange(20) % 2, keys=keys)
+    source = {"kind": "npz", "path": "set.npz"}
+    index = index_source(source, tmp_path)
+    x[7, 2] += 1.0
+    np.savez(tmp_path / "set.npz", x=x[::-1], y=(np.arange(20) % 2)[::-1], keys=keys[::-1])
+    adapter = open_source(source, tmp_path)  # rows reordered, one changed
+    with pytest.raises(SourceChanged) as raised:
+        check_unchanged(adapter, index.keys, index.fingerprints)
+    assert raised.value.changes == {"s7": "data, label or split changed"}
+    unchanged = [k for k in index.keys if k != "s7"]
+    positions = check_unchanged(
+        adapter,
+        unchanged,
+        [f for k, f in zip(index.keys, index.fingerprints or [], strict=True) if k != "s7"],
+    )
+    assert torch.equal(adapter.read(positions[:1]), torch.from_numpy(x[[0]]))  # found by key
