@@ -6,6 +6,8 @@ manifest, then, each phase in a process of its own (``ru_maxrss`` only grows):
 - ``register``: indexing the manifest as registration does (``ml.datasets.index_source``:
   the manifest parsed, every path confined, every file stat'ed and its header checked);
   ``--normalization computed`` adds a pass decoding every image for mean and std;
+- ``http``: the whole ``POST /v1/datasets`` in process on the embedded SQLite database
+  (the index, the sample rows, the audit log entry), what a client waits for;
 - ``lazy``: one epoch of ``small_cnn`` on the manifest, images decoded a batch at a time;
 - ``memory``: the same epoch on the same images held as one tensor (the ``torchvision``
   source), the way the MNIST family is read.
@@ -38,7 +40,7 @@ from ml.datasets import index_source, open_source
 from ml.samples import SampleSet
 from ml.training import TrainingConfig, train
 
-PHASES = ("baseline", "register", "lazy", "memory")
+PHASES = ("baseline", "register", "http", "lazy", "memory")
 SMALL_CNN = {"channels": [16, 32], "hidden": 64}
 
 
@@ -84,6 +86,34 @@ def _epoch(samples: SampleSet, batch_size: int) -> float:
     return time.perf_counter() - started
 
 
+def _http(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """``POST /v1/datasets`` through the app, on a fresh SQLite database."""
+    import os
+
+    os.environ["UNLEARN_STATE_DIR"] = tempfile.mkdtemp(prefix="manifest-bench-state-")
+    os.environ["UNLEARN_DATA_ROOT"] = str(root)
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.db import session_scope
+    from service.keys import service as keys
+    from service.migrate import upgrade
+
+    upgrade()
+    with session_scope() as session:
+        _, key = keys.create_key(session, tenant_name="bench", scopes=["admin"])
+    with TestClient(create_app()) as client:
+        started = time.perf_counter()
+        response = client.post(
+            "/v1/datasets",
+            headers={"Authorization": f"Bearer {key}"},
+            json={"name": "fmnist", "source": manifest},
+        )
+        seconds = time.perf_counter() - started
+    assert response.status_code == 201, response.text
+    return {"seconds": round(seconds, 1), "peak_mib": round(_peak_mib())}
+
+
 def phase(name: str, root: Path, rows: int, args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     manifest = {"kind": "manifest", "path": f"fmnist-{rows}.csv"}
@@ -97,6 +127,8 @@ def phase(name: str, root: Path, rows: int, args: argparse.Namespace) -> dict[st
         seconds = time.perf_counter() - started
         assert len(index.keys) == rows
         return {"seconds": round(seconds, 1), "peak_mib": round(_peak_mib())}
+    if name == "http":
+        return _http(root, manifest)
     if name == "lazy":
         adapter = open_source(manifest, root, loader_workers=args.loader_workers)
         positions = np.arange(rows)
