@@ -22,6 +22,7 @@ import hashlib
 import io
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -269,15 +270,14 @@ def _parse_manifest(header: list[str], rows: list[list[str]], num_classes: int |
     bad = next((k for k in keys if not storable_key(k)), None)
     if bad is not None:
         raise InvalidSource(f"key {bad!r} is not 1 to 200 characters of text without NUL")
-    seen: set[str] = set()
-    duplicates = sorted({k for k in keys if k in seen or seen.add(k)})  # type: ignore[func-returns-value]
+    duplicates = sorted(key for key, count in Counter(keys).items() if count > 1)
     if duplicates:
         raise InvalidSource(f"duplicate keys: {', '.join(map(repr, duplicates[:10]))}")
     top = (num_classes or MAX_CLASSES) - 1
     labels = np.empty(len(rows), dtype=np.int64)
     for i, row in enumerate(rows):
         text = row[column["label"]].strip()
-        if not (text.isdigit() and int(text) <= top):
+        if not (text.isascii() and text.isdigit() and int(text) <= top):
             raise InvalidSource(f"the label of {keys[i]!r} ({text!r}) is not a class in 0..{top}")
         labels[i] = int(text)
     splits = (
@@ -301,8 +301,12 @@ def _parse_manifest(header: list[str], rows: list[list[str]], num_classes: int |
             raise InvalidSource(
                 f"the subject of {long!r} is longer than {MAX_SUBJECT_CHARS} characters"
             )
+    # The subject stays out of the digest: an unkeyed hash of it would be guessable.
+    hashed = [i for i, name in enumerate(header) if name != "subject"]
     digests = [
-        hashlib.sha256(json.dumps(row, ensure_ascii=False).encode()).hexdigest()[:32]
+        hashlib.sha256(
+            json.dumps([row[i] for i in hashed], ensure_ascii=False).encode()
+        ).hexdigest()[:32]
         for row in rows
     ]
     paths = features = None

@@ -5,6 +5,7 @@ next job that reads it, by name, while a forgotten sample's file may go."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from collections.abc import Callable
@@ -14,8 +15,11 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
+from sqlalchemy import select
 
 from ml.datasets import clear_cache
+from service.db import session_scope
+from service.tables import AuditLogEntry, Dataset, Sample
 from tests.helpers.app import configure, create_model, forget_now, run_queued_jobs, train_keys
 from tests.helpers.own_data import (
     SIZE,
@@ -203,6 +207,30 @@ def test_removing_an_active_sample_fails_the_next_job(client, admin, env, monkey
     assert len(keys) == SIZE
 
 
+def test_a_subject_column_is_checked_and_never_stored(client, admin, env):
+    root = Path(env["data_root"])
+    rows = [
+        row | {"subject": f"person-{i % 7}@example.com"} for i, row in enumerate(write_pngs(root))
+    ]
+    write_csv(root / "people.csv", rows)
+    source = {"kind": "manifest", "path": "people.csv"}
+    response = _register(client, admin, "people", source)
+    assert response.status_code == 201, response.text
+    with session_scope() as session:
+        samples = session.scalars(select(Sample)).all()
+        stored = (
+            [(s.key, s.fingerprint, s.subject_digest) for s in samples]
+            + [(d.source, d.name) for d in session.scalars(select(Dataset))]
+            + [e.payload for e in session.scalars(select(AuditLogEntry))]
+        )
+    assert len(samples) == SIZE and all(s.subject_digest is None for s in samples)
+    assert "example.com" not in json.dumps(stored, default=str)
+    rows[3]["subject"] = "x" * 201
+    write_csv(root / "long.csv", rows)
+    response = _register(client, admin, "long", {"kind": "manifest", "path": "long.csv"})
+    assert response.status_code == 422 and "'digit-003'" in response.json()["detail"]
+
+
 def _bad_sources(root: Path, outside: Path) -> dict[str, dict[str, Any]]:
     """One bad source per case, written under ``root``: name -> source."""
     rows = write_pngs(root)
@@ -210,6 +238,7 @@ def _bad_sources(root: Path, outside: Path) -> dict[str, dict[str, Any]]:
         "duplicate-keys": rows[:5] + [dict(rows[5], key=rows[0]["key"])],
         "label-out-of-range": rows[:5] + [dict(rows[5], label=10)],
         "negative-label": rows[:5] + [dict(rows[5], label=-1)],
+        "unicode-digit-label": rows[:5] + [dict(rows[5], label="\u00b2")],
         "path-outside": rows[:5] + [dict(rows[5], path="../outside.png")],
         "absolute-path": rows[:5] + [dict(rows[5], path=str(outside / "outside.png"))],
         "symlink-out": rows[:5] + [dict(rows[5], path="img/link.png")],
