@@ -47,6 +47,7 @@ __all__ = ["ManifestAdapter", "ImageFolderAdapter", "IMAGE_SUFFIXES"]
 MAX_MANIFEST_BYTES = 256 << 20  # a manifest is parsed whole; tabular rows are held
 MAX_ROWS = 2_000_000
 MAX_SUBJECT_CHARS = 200
+MAX_PIXELS = 1 << 24  # an image's width x height (4096 x 4096)
 IMAGE_FORMATS = ("PNG", "JPEG")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # what an image-folder tree's files may be
 GREY_MODES = ("1", "L", "I", "I;16", "F")
@@ -69,6 +70,10 @@ def _header(path: Path, name: str) -> _Image:
         with Image.open(path) as image:
             if image.format not in IMAGE_FORMATS:
                 raise InvalidSource(f"{name} is a {image.format} image, not PNG or JPEG")
+            if image.width * image.height > MAX_PIXELS:
+                raise InvalidSource(
+                    f"{name} is {image.width}x{image.height}, more than {MAX_PIXELS} pixels"
+                )
             channels = 1 if image.mode in GREY_MODES else 3
             found = _Image(image.width, image.height, channels)
             image.verify()  # the file's structure and checksums, without decoding it
@@ -77,6 +82,8 @@ def _header(path: Path, name: str) -> _Image:
         raise
     except UnidentifiedImageError:
         raise InvalidSource(f"{name} is not a PNG or JPEG image") from None
+    except Image.DecompressionBombError:
+        raise InvalidSource(f"{name} has more than {MAX_PIXELS} pixels") from None
     except (OSError, SyntaxError, ValueError) as error:  # Pillow's kinds of broken file
         raise InvalidSource(f"{name} is unreadable: {_reason(error)}") from None
 
@@ -227,11 +234,11 @@ def _parquet(path: Path, given: str) -> tuple[list[str], list[list[str]]]:
     import pyarrow.parquet as pq
 
     try:
+        if pq.ParquetFile(path).metadata.num_rows > MAX_ROWS:  # before the rows are read
+            raise InvalidSource(f"manifest {given!r} has more than {MAX_ROWS} rows")
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as error:
         raise InvalidSource(f"manifest {given!r} is unreadable: {_reason(error)}") from None
-    if table.num_rows > MAX_ROWS:
-        raise InvalidSource(f"manifest {given!r} has more than {MAX_ROWS} rows")
     columns = []
     for name, column in zip(table.column_names, table.columns, strict=True):
         if pa.types.is_nested(column.type) or pa.types.is_binary(column.type):

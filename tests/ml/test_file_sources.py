@@ -12,16 +12,18 @@ import pytest
 import torch
 
 from ml.architectures import build_model
+from ml import file_sources
 from ml.datasets import clear_cache, index_source, open_source
 from ml.file_sources import _ImageReader
 from ml.samples import SampleSet
-from ml.sources import SourceChanged, check_unchanged
+from ml.sources import InvalidSource, SourceChanged, check_unchanged
 from ml.training import TrainingConfig, accuracy, train
 from tests.helpers.own_data import (
     SIZE,
     digit_pixels,
     tabular_rows,
     write_csv,
+    write_parquet,
     write_pngs,
     write_tree,
 )
@@ -200,3 +202,12 @@ def test_an_npz_row_changed_in_place_is_named(tmp_path):
         [f for k, f in zip(index.keys, index.fingerprints or [], strict=True) if k != "s7"],
     )
     assert torch.equal(adapter.read(positions[:1]), torch.from_numpy(x[[0]]))  # found by key
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_a_manifest_past_the_row_limit_is_refused_before_it_is_read(tmp_path, monkeypatch, suffix):
+    rows = tabular_rows()
+    (write_csv if suffix == "csv" else write_parquet)(tmp_path / f"rows.{suffix}", rows)
+    monkeypatch.setattr(file_sources, "MAX_ROWS", 10)
+    with pytest.raises(InvalidSource, match="more than 10 rows"):
+        index_source({"kind": "manifest", "path": f"rows.{suffix}"}, tmp_path)

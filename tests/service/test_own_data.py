@@ -249,6 +249,7 @@ def _bad_sources(root: Path, outside: Path) -> dict[str, dict[str, Any]]:
         "device": rows[:5] + [dict(rows[5], path="dev-null.png")],
         "missing-file": rows[:5] + [dict(rows[5], path="img/nope.png")],
         "mixed-sizes": rows[:5] + [dict(rows[5], path="big.png")],
+        "too-many-pixels": [dict(rows[0], path="huge.png")],
     }
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(outside / "outside.png")
     (root / "img" / "link.png").symlink_to(outside / "outside.png")
@@ -267,6 +268,7 @@ def _bad_sources(root: Path, outside: Path) -> dict[str, dict[str, Any]]:
     except PermissionError:
         (root / "dev-null.png").symlink_to("/dev/null")
     Image.fromarray(np.zeros((16, 16), np.uint8)).save(root / "big.png")
+    Image.new("1", (5000, 4000)).save(root / "huge.png")  # 20 million pixels, a few kB
     sources = {}
     for name, case in cases.items():
         write_csv(root / f"{name}.csv", case)
@@ -330,4 +332,5 @@ def test_bad_sources_are_a_422_that_stores_nothing(client, admin, env, tmp_path)
     assert "'key'" in reasons["header-without-key"]
     assert "the header has 4" in reasons["mixed-feature-widths"]
     assert "16x16" in reasons["mixed-sizes"]
+    assert "more than 16777216 pixels" in reasons["too-many-pixels"]
     assert client.get("/v1/datasets", headers=admin).json()["items"] == []
