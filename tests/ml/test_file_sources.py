@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from ml.architectures import build_model
 from ml import file_sources
+from ml.architectures import build_model
 from ml.datasets import clear_cache, index_source, open_source
 from ml.file_sources import _ImageReader
 from ml.samples import SampleSet
