@@ -211,3 +211,14 @@ def test_a_manifest_past_the_row_limit_is_refused_before_it_is_read(tmp_path, mo
     monkeypatch.setattr(file_sources, "MAX_ROWS", 10)
     with pytest.raises(InvalidSource, match="more than 10 rows"):
         index_source({"kind": "manifest", "path": f"rows.{suffix}"}, tmp_path)
+
+
+def test_a_file_changed_under_a_worker_process_is_named(root):
+    """A read in a DataLoader worker process re-checks each file too, and its error comes
+    back naming the sample."""
+    adapter = open_source(MANIFEST, root, loader_workers=2)
+    samples = _whole(adapter)
+    os.utime(root / "img" / "9.png", ns=(1, 1))  # after the job found its samples
+    with pytest.raises(SourceChanged, match="'digit-009'"):
+        for _ in samples.loader(8, shuffle=True, seed=0):
+            pass

@@ -18,6 +18,7 @@ from PIL import Image
 from sqlalchemy import select
 
 from ml.datasets import clear_cache
+from ml.samples import SampleSet
 from service.db import session_scope
 from service.tables import AuditLogEntry, Dataset, Sample
 from tests.helpers.app import configure, create_model, forget_now, run_queued_jobs, train_keys
@@ -334,3 +335,25 @@ def test_bad_sources_are_a_422_that_stores_nothing(client, admin, env, tmp_path)
     assert "16x16" in reasons["mixed-sizes"]
     assert "more than 16777216 pixels" in reasons["too-many-pixels"]
     assert client.get("/v1/datasets", headers=admin).json()["items"] == []
+
+
+def test_images_are_decoded_by_loader_worker_processes_when_configured(
+    client, admin, env, monkeypatch
+):
+    configure(monkeypatch, loader_workers=2)
+    seen: list[int] = []
+    original = SampleSet.loader
+
+    def loader(samples, *args, **kwargs):
+        made = original(samples, *args, **kwargs)
+        seen.append(made.num_workers)
+        return made
+
+    monkeypatch.setattr(SampleSet, "loader", loader)
+    dataset = _register(client, admin, "digits", _csv_images(Path(env["data_root"]))).json()
+    model = create_model(client, admin, dataset["id"])
+    run_queued_jobs(model["id"])
+    keys = train_keys(client, admin, dataset["id"], 3)
+    request = _request(client, admin, forget_now(client, admin, model["id"], keys)["id"])
+    assert request["status"] == "completed", request
+    assert seen and set(seen) == {2}  # training and fine-tuning read through 2 processes
