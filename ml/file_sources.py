@@ -45,7 +45,9 @@ from ml.sources import (
 __all__ = ["ManifestAdapter", "ImageFolderAdapter", "IMAGE_SUFFIXES"]
 
 MAX_MANIFEST_BYTES = 256 << 20  # a manifest is parsed whole; tabular rows are held
-MAX_ROWS = 2_000_000
+# Registration indexes a source in one HTTP call, at about 0.1 to 0.15 ms a row measured
+# (docs/benchmarks.md, "Manifest sources"): 250,000 rows keep it under a minute.
+MAX_ROWS = 250_000
 MAX_SUBJECT_CHARS = 200
 MAX_PIXELS = 1 << 24  # an image's width x height (4096 x 4096)
 IMAGE_FORMATS = ("PNG", "JPEG")

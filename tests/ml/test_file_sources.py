@@ -204,11 +204,16 @@ def test_an_npz_row_changed_in_place_is_named(tmp_path):
     assert torch.equal(adapter.read(positions[:1]), torch.from_numpy(x[[0]]))  # found by key
 
 
-@pytest.mark.parametrize("suffix", ["csv", "parquet"])
-def test_a_manifest_past_the_row_limit_is_refused_before_it_is_read(tmp_path, monkeypatch, suffix):
+@pytest.mark.parametrize("suffix", ["csv", "parquet", "imagefolder"])
+def test_a_source_past_the_row_limit_is_refused_before_it_is_read(tmp_path, monkeypatch, suffix):
+    monkeypatch.setattr(file_sources, "MAX_ROWS", 10)
+    if suffix == "imagefolder":
+        write_tree(tmp_path)
+        with pytest.raises(InvalidSource, match="more than 10 images"):
+            index_source({"kind": "imagefolder", "root": "tree"}, tmp_path)
+        return
     rows = tabular_rows()
     (write_csv if suffix == "csv" else write_parquet)(tmp_path / f"rows.{suffix}", rows)
-    monkeypatch.setattr(file_sources, "MAX_ROWS", 10)
     with pytest.raises(InvalidSource, match="more than 10 rows"):
         index_source({"kind": "manifest", "path": f"rows.{suffix}"}, tmp_path)
 
