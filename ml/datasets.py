@@ -3,97 +3,53 @@
 An adapter indexes its source once (keys, labels, native split) and reads images by
 position on demand, so a caller that never asks for a sample never reads it (PGU's
 promise that it reads no retained data is tested by an adapter that fails on such reads).
+This module holds the sources kept in memory (digits, the MNIST family, npz) and is the
+one door to every kind (``index_source``, ``open_source``); the interface is
+``ml.sources``, the sources read from files as they go ``ml.file_sources``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import threading
 import zipfile
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ml.registry import Registry
+from ml import file_sources as file_sources
+from ml.sources import (
+    MAX_CLASSES,
+    MAX_KEY_CHARS,
+    DatasetAdapter,
+    InvalidSource,
+    SourceChanged,
+    SourceIndex,
+    _reason,
+    adapters,
+    check_unchanged,
+    storable_key,
+)
 
 __all__ = [
     "DatasetAdapter",
     "SourceIndex",
     "InvalidSource",
+    "SourceChanged",
     "adapters",
     "open_source",
     "index_source",
     "clear_cache",
+    "check_unchanged",
 ]
-
-
-class InvalidSource(ValueError):
-    """The dataset source is unusable (bad path, outside the data root, malformed file).
-    Its message reaches the client: it names paths as the client gave them, never the data
-    root's absolute path (``open_source`` scrubs what a library's message may add)."""
-
-
-def _reason(error: Exception) -> str:
-    """Why an OS call failed, without the file name the OS error carries."""
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror
-    if isinstance(error, RuntimeError):  # Path.resolve on Python < 3.13
-        return "a symbolic link loop"
-    return str(error)
-
-
-@dataclass(frozen=True)
-class SourceIndex:
-    keys: list[str]
-    labels: np.ndarray  # int64, one per sample
-    splits: list[str]  # "train" or "test" as the source defines them
-    num_classes: int
-    input_shape: list[int]
-
-
-class DatasetAdapter(ABC):
-    def __init__(self, source: dict[str, Any], data_root: Path) -> None:
-        self.source, self.data_root = source, data_root
-
-    @abstractmethod
-    def index(self) -> SourceIndex: ...
-
-    @abstractmethod
-    def read(self, positions: np.ndarray) -> torch.Tensor:
-        """Inputs (float32) of the samples at these positions, in that order."""
-
-    @property
-    def nbytes(self) -> int:
-        """Memory this adapter holds for its inputs (what a cache of adapters counts)."""
-        return 0
-
-    def confined(self, raw: str, *, directory: bool = False) -> Path:
-        """``raw`` resolved (relative paths against the data root), kept inside it, and a
-        regular file (or a folder): a FIFO or a device would block or never end a read."""
-        root = self.data_root.resolve()
-        try:
-            path = Path(raw)
-            path = (path if path.is_absolute() else root / path).resolve()
-        except (ValueError, OSError, RuntimeError) as error:  # NUL, loops, names too long
-            raise InvalidSource(f"path {raw!r} is not usable: {_reason(error)}") from None
-        if not path.is_relative_to(root):
-            raise InvalidSource(f"path {raw!r} lies outside the data root")
-        if not path.exists():
-            raise InvalidSource(f"path {raw!r} does not exist under the data root")
-        if not (path.is_dir() if directory else path.is_file()):
-            kind = "a folder" if directory else "a regular file"
-            raise InvalidSource(f"path {raw!r} is not {kind}")
-        return path
-
-
-adapters: Registry[type[DatasetAdapter]] = Registry("dataset source")
 
 
 class InMemoryAdapter(DatasetAdapter):
@@ -109,8 +65,11 @@ class InMemoryAdapter(DatasetAdapter):
     def index(self) -> SourceIndex:
         return self._index
 
-    def read(self, positions: np.ndarray) -> torch.Tensor:
+    def raw(self, positions: np.ndarray) -> torch.Tensor:
         return self._inputs[torch.as_tensor(positions, dtype=torch.long)]
+
+    def read(self, positions: np.ndarray) -> torch.Tensor:
+        return self.normalised(self.raw(positions))
 
     @property
     def nbytes(self) -> int:
@@ -185,8 +144,8 @@ class NpzAdapter(InMemoryAdapter):
     string ``keys`` (N,), and an optional ``split`` (N,) of ``train``/``test`` (absent:
     everything is training data). Anything else is an InvalidSource, never a crash."""
 
-    MAX_CLASSES = 100_000
-    MAX_KEY_CHARS = 200  # the samples table's key column
+    MAX_CLASSES = MAX_CLASSES
+    MAX_KEY_CHARS = MAX_KEY_CHARS
     NPY_MAGIC = b"\x93NUMPY"
 
     def load(self) -> tuple[torch.Tensor, SourceIndex]:
@@ -228,7 +187,7 @@ class NpzAdapter(InMemoryAdapter):
         key_list = [k.decode("utf-8", "replace") if isinstance(k, bytes) else str(k) for k in keys]
         if len(set(key_list)) != n:
             raise InvalidSource("keys must be unique")
-        if not all(_storable_key(k, self.MAX_KEY_CHARS) for k in key_list):
+        if not all(storable_key(k) for k in key_list):
             raise InvalidSource(
                 f"keys must be 1 to {self.MAX_KEY_CHARS} characters of valid Unicode, without NUL"
             )
@@ -243,16 +202,22 @@ class NpzAdapter(InMemoryAdapter):
             inputs = inputs.unsqueeze(1)
         num_classes = int(y.max()) + 1 if n else 0
         return inputs, SourceIndex(
-            key_list, y.astype(np.int64), splits, num_classes, list(inputs.shape[1:])
+            key_list,
+            y.astype(np.int64),
+            splits,
+            num_classes,
+            list(inputs.shape[1:]),
+            _row_digests(inputs, y, splits),
         )
 
 
-def _storable_key(key: str, max_chars: int) -> bool:
-    try:
-        key.encode("utf-8")  # a lone surrogate has no encoding
-    except UnicodeEncodeError:
-        return False
-    return 0 < len(key) <= max_chars and "\x00" not in key
+def _row_digests(inputs: torch.Tensor, labels: np.ndarray, splits: list[str]) -> list[str | None]:
+    """Each row's fingerprint: a digest of its inputs (as read), label and split."""
+    rows = inputs.reshape(len(inputs), -1).numpy()
+    return [
+        "data=" + hashlib.sha256(row.tobytes() + f"|{int(label)}|{split}".encode()).hexdigest()[:32]
+        for row, label, split in zip(rows, labels, splits, strict=True)
+    ]
 
 
 def index_source(source: dict[str, Any], data_root: Path) -> SourceIndex:
@@ -260,21 +225,36 @@ def index_source(source: dict[str, Any], data_root: Path) -> SourceIndex:
     and must not hold their arrays (a registration of three spellings of one 400 MB file
     once pinned 1.2 GB in it for good)."""
     with _client_facing(data_root):
-        return adapters.get(source.get("kind", ""))(source, data_root).index()
+        adapter = adapters.get(source.get("kind", ""))(source, data_root)
+        adapter.validate()
+        index = adapter.index()
+        normalization = adapter.normalization
+        if normalization is not None and len(normalization["mean"]) != index.input_shape[0]:
+            raise InvalidSource(
+                f"normalization needs {index.input_shape[0]} values (one per channel or "
+                f"feature), not {len(normalization['mean'])}"
+            )
+        return dataclasses.replace(index, normalization=normalization)
 
 
 def open_source(
-    source: dict[str, Any], data_root: Path, *, cache_bytes: int = 4 << 30
+    source: dict[str, Any],
+    data_root: Path,
+    *,
+    cache_bytes: int = 4 << 30,
+    loader_workers: int = 0,
 ) -> DatasetAdapter:
     """The adapter for a source, kept for the next job: one entry per file (however its
     path is spelled) as it is now (a replaced file is read again), the least recently used
-    dropped first while the cached inputs pass ``cache_bytes``."""
+    dropped first while the cached inputs pass ``cache_bytes``. A source read as it goes
+    is read by ``loader_workers`` DataLoader worker processes (0: in the caller)."""
     with _client_facing(data_root):
         identity = _identity(source, data_root)
         adapter = _CACHE.get(identity)
         if adapter is None:
             adapter = adapters.get(source.get("kind", ""))(source, data_root)
             _CACHE.put(identity, adapter, cache_bytes)
+        adapter.loader_workers = loader_workers
         return adapter
 
 

@@ -1,15 +1,24 @@
-"""A set of samples of one dataset, read from its adapter only when asked."""
+"""A set of samples of one dataset, read from its adapter only when asked: whole
+(``tensors``), a batch at a time (``batches``), or through a DataLoader (``loader``) that
+reads each batch from the adapter as it goes where the source is not held in memory."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    RandomSampler,
+    SequentialSampler,
+    TensorDataset,
+)
 
 from ml.datasets import DatasetAdapter, SourceIndex
 
@@ -55,13 +64,33 @@ class SampleSet:
             return torch.empty((0, *shape)), torch.empty(0, dtype=torch.long)
         return self.adapter.read(self.positions), torch.as_tensor(self.labels, dtype=torch.long)
 
+    def batches(self, size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(inputs, labels) ``size`` samples at a time, in order: one read per batch."""
+        labels = torch.as_tensor(self.labels, dtype=torch.long)
+        for start in range(0, len(self), size):
+            chunk = self.positions[start : start + size]
+            yield self.adapter.read(chunk), labels[start : start + size]
+
     def loader(self, batch_size: int, *, shuffle: bool = False, seed: int = 0) -> DataLoader:
+        """Batches of (inputs, labels). A source held in memory is indexed as one tensor;
+        any other is read a batch at a time, by the adapter's ``loader_workers`` worker
+        processes if any, in the same order for the same seed."""
         generator = torch.Generator().manual_seed(seed)
+        if self.adapter.in_memory:
+            return DataLoader(
+                TensorDataset(*self.tensors()),
+                batch_size=batch_size,
+                shuffle=shuffle,
+                generator=generator,
+            )
+        rows = range(len(self))
+        order = RandomSampler(rows, generator=generator) if shuffle else SequentialSampler(rows)
         return DataLoader(
-            TensorDataset(*self.tensors()),
-            batch_size=batch_size,
-            shuffle=shuffle,
+            _Batches(self),
+            batch_size=None,
+            sampler=BatchSampler(order, batch_size, drop_last=False),
             generator=generator,
+            num_workers=self.adapter.loader_workers,
         )
 
     def subset(self, size: int, *, seed: int = 0) -> SampleSet:
@@ -104,6 +133,21 @@ class SampleSet:
 
     def without_classes(self, classes: list[int]) -> SampleSet:
         return self.take(np.flatnonzero(~np.isin(self.labels, classes)))
+
+
+class _Batches(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """A sample set read a batch of rows at a time (what a BatchSampler hands over)."""
+
+    def __init__(self, samples: SampleSet) -> None:
+        self.samples = samples
+        self.labels = torch.as_tensor(samples.labels, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        chosen = np.asarray(rows, dtype=np.int64)
+        return self.samples.adapter.read(self.samples.positions[chosen]), self.labels[chosen]
 
 
 def key_hashes(keys: Sequence[str]) -> np.ndarray:

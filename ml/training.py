@@ -245,5 +245,9 @@ def accuracy(model: nn.Module, samples: SampleSet, *, device: torch.device) -> f
     """Top-1 accuracy, or None for an empty set."""
     if not len(samples):
         return None
-    inputs, labels = samples.tensors()
-    return (predict(model, inputs, device=device).argmax(1) == labels).float().mean().item()
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for inputs, labels in samples.batches(1024):
+            correct += int((model(inputs.to(device)).argmax(1).cpu() == labels).sum())
+    return torch.tensor(correct / len(samples), dtype=torch.float32).item()

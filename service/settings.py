@@ -49,6 +49,13 @@ class Settings(BaseSettings):
         ge=0,
         description="decoded dataset inputs a worker keeps between jobs (LRU; 0: none)",
     )
+    loader_workers: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="DataLoader worker processes reading manifest and image-folder sources "
+        "(0: the job's own process; needs `unlearnd worker --pool solo` or threads)",
+    )
     max_cache_mb: int = Field(
         2048,
         ge=1,

@@ -130,6 +130,12 @@ class Sample(Base):
     split: Mapped[str] = mapped_column(String(16))
     label: Mapped[int] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(16), default="active")
+    # What identified the sample's content at registration (``ml.sources.SourceIndex``);
+    # a job that reads it checks it. Null for shipped data and older registrations.
+    fingerprint: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # HMAC of the manifest's `subject` under the tenant's subject key; null until that key
+    # exists (the raw subject is never stored).
+    subject_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class Model(Base):

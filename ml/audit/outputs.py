@@ -104,11 +104,12 @@ class Outputs:
 def outputs_of(model: nn.Module, samples: SampleSet, *, device: torch.device) -> Outputs:
     """One batched forward pass of ``model`` over ``samples``: logits and features, kept on
     the CPU."""
-    inputs, labels = samples.tensors()
     model.eval()
-    logits, features = [], []
-    for batch in inputs.split(1024) if len(inputs) else [inputs]:
-        batch_logits, batch_features = logits_and_features(model, batch.to(device))
+    logits, features, labels = [], [], []
+    batches = samples.batches(1024) if len(samples) else [samples.tensors()]
+    for inputs, batch_labels in batches:
+        batch_logits, batch_features = logits_and_features(model, inputs.to(device))
         logits.append(batch_logits.cpu().float())
         features.append(batch_features.cpu().float())
-    return Outputs(torch.cat(logits), labels, torch.cat(features))
+        labels.append(batch_labels)
+    return Outputs(torch.cat(logits), torch.cat(labels), torch.cat(features))

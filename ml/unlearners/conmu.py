@@ -182,11 +182,14 @@ class ConMUParams(StopRuleParams):
 
 @torch.no_grad()
 def el2n_scores(model: nn.Module, samples: SampleSet, *, device: torch.device) -> np.ndarray:
-    """|| softmax(f(x)) - onehot(y) ||_2 per sample, in ``samples``' order."""
-    inputs, labels = samples.tensors()
-    probabilities = F.softmax(predict(model, inputs, device=device).double(), dim=1)
-    onehot = F.one_hot(labels, probabilities.shape[1]).double()
-    return (probabilities - onehot).norm(dim=1).numpy()
+    """|| softmax(f(x)) - onehot(y) ||_2 per sample, in ``samples``' order, read a batch
+    at a time (a manifest's retain set is never held whole for its scores)."""
+    scores = [np.empty(0)]
+    for inputs, labels in samples.batches(1024):
+        probabilities = F.softmax(predict(model, inputs, device=device).double(), dim=1)
+        onehot = F.one_hot(labels, probabilities.shape[1]).double()
+        scores.append((probabilities - onehot).norm(dim=1).numpy())
+    return np.concatenate(scores)
 
 
 def select_important(samples: SampleSet, scores: np.ndarray, *, z1: float, z2: float) -> SampleSet:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.enums import SampleState, Split
 from service.schemas import Text
@@ -22,13 +22,59 @@ class TorchvisionSource(BaseModel):
     root: Text = Field(".", max_length=1000, description="folder under the data root")
 
 
+class Normalization(BaseModel):
+    """(x - mean) / std, one value per channel (images) or feature (rows)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+    mean: list[float] = Field(min_length=1, max_length=100_000)
+    std: list[Annotated[float, Field(gt=0)]] = Field(min_length=1, max_length=100_000)
+
+    @model_validator(mode="after")
+    def _one_std_per_mean(self) -> Normalization:
+        if len(self.mean) != len(self.std):
+            raise ValueError("mean and std need one value each per channel or feature")
+        return self
+
+
+NormalizationSpec = Annotated[
+    Literal["computed"] | Normalization | None,
+    Field(
+        description="given mean and std, `computed` over the training samples when the "
+        "dataset is registered (stored as numbers), or none"
+    ),
+]
+
+
 class NpzSource(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     kind: Literal["npz"]
     path: Text = Field(max_length=1000, description="file under the data root")
+    normalization: NormalizationSpec = None
 
 
-Source = Annotated[BuiltinSource | TorchvisionSource | NpzSource, Field(discriminator="kind")]
+class ManifestSource(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    kind: Literal["manifest"]
+    path: Text = Field(
+        max_length=1000, description="a CSV or Parquet (`.parquet`) file under the data root"
+    )
+    num_classes: int | None = Field(
+        None, ge=1, le=100_000, description="labels must be below it (absent: highest + 1)"
+    )
+    normalization: NormalizationSpec = None
+
+
+class ImageFolderSource(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    kind: Literal["imagefolder"]
+    root: Text = Field(max_length=1000, description="folder under the data root")
+    normalization: NormalizationSpec = None
+
+
+Source = Annotated[
+    BuiltinSource | TorchvisionSource | NpzSource | ManifestSource | ImageFolderSource,
+    Field(discriminator="kind"),
+]
 
 
 class DatasetCreate(BaseModel):

@@ -1,4 +1,5 @@
-"""Datasets: registering a source indexes every sample once, with its split and state."""
+"""Datasets: registering a source indexes every sample once, with its split, state and
+fingerprint (what a job checks before it reads the sample)."""
 
 from __future__ import annotations
 
@@ -22,11 +23,13 @@ def register(session: Session, *, tenant_id: str, spec: DatasetCreate) -> Datase
         select(Dataset.id).where(Dataset.tenant_id == tenant_id, Dataset.name == spec.name)
     ):
         raise Conflict(f"a dataset named {spec.name!r} already exists")
-    source = spec.source.model_dump(mode="json")
+    source = spec.source.model_dump(mode="json", exclude_none=True)
     try:
         index = index_source(source, get_settings().data_root)
     except InvalidSource as error:
         raise InvalidInput(str(error), [{"loc": ["body", "source"], "msg": str(error)}]) from None
+    if index.normalization is not None:  # a computed one is stored as its numbers
+        source["normalization"] = index.normalization
     if not index.keys:
         raise InvalidInput("the dataset has no samples")
     holdout = holdout_mask(index.splits, spec.holdout_fraction, spec.seed)
@@ -56,6 +59,7 @@ def register(session: Session, *, tenant_id: str, spec: DatasetCreate) -> Datase
                 "split": str(splits[position]),
                 "label": int(index.labels[position]),
                 "state": "active",
+                "fingerprint": index.fingerprints[position] if index.fingerprints else None,
             }
             for position, key in enumerate(index.keys)
         ],

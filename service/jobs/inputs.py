@@ -1,8 +1,10 @@
 """What a job reads from the database: its model's settings, its sample sets, and the
 weights and artifacts of the versions it loads.
 
-The sample sets come from the ``samples`` table and the dataset's adapter; they hold
-positions only, and read images when a runner asks (``ml.samples.SampleSet``). The forget
+The sample sets come from the ``samples`` table and the dataset's adapter; each sample is
+found in the source by its key and checked against its registered fingerprint
+(``ml.sources.check_unchanged``), and images are read when a runner asks
+(``ml.samples.SampleSet``). The forget
 set is what the job's requests still ask the model to forget (an unlearning batch) or what
 the job's version forgot (its audit); the retain set is every active training sample
 outside it, so tombstoned samples never come back (docs/architecture.md, rule 7).
@@ -18,7 +20,7 @@ import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ml.datasets import open_source
+from ml.datasets import check_unchanged, open_source
 from ml.samples import SampleSet, split_holdout
 from ml.unlearners import Artifact
 from service.artifacts import store
@@ -110,16 +112,25 @@ def _sample_sets(
 ) -> SampleSets:
     settings = get_settings()
     adapter = open_source(
-        dataset.source, settings.data_root, cache_bytes=settings.dataset_cache_bytes
+        dataset.source,
+        settings.data_root,
+        cache_bytes=settings.dataset_cache_bytes,
+        loader_workers=settings.loader_workers,
     )
     rows = session.execute(
-        select(Sample.id, Sample.key, Sample.position, Sample.split, Sample.label, Sample.state)
+        select(
+            Sample.id,
+            Sample.key,
+            Sample.split,
+            Sample.label,
+            Sample.state,
+            Sample.fingerprint,
+        )
         .where(Sample.dataset_id == dataset.id)
         .order_by(Sample.position)
     ).all()
     ids = np.array([r.id for r in rows], dtype=np.int64)
     keys = [r.key for r in rows]
-    positions = np.array([r.position for r in rows], dtype=np.int64)
     labels = np.array([r.label for r in rows], dtype=np.int64)
     splits = np.array([r.split for r in rows])
     active = np.array([r.state == SampleState.ACTIVE for r in rows])
@@ -131,6 +142,14 @@ def _sample_sets(
         forgotten, class_labels = _version_forget_set(session, model, version)
     forget_mask = np.isin(ids, np.fromiter(forgotten, dtype=np.int64))
     train_mask = splits == Split.TRAIN
+    # Reads go by key. What this job may read (all but samples forgotten before it, whose
+    # rows and files may be gone) must be what was registered: a changed sample fails it.
+    read = forget_mask | active | ~train_mask
+    positions = np.full(len(rows), -1, dtype=np.int64)
+    chosen = [int(i) for i in np.flatnonzero(read)]
+    positions[read] = check_unchanged(
+        adapter, [keys[i] for i in chosen], [rows[i].fingerprint for i in chosen]
+    )
 
     def subset(mask: np.ndarray) -> SampleSet:
         chosen = np.flatnonzero(mask)

@@ -1,0 +1,472 @@
+"""Sources read from files under the data root: a manifest (CSV or Parquet) and an
+image-folder tree.
+
+A manifest has a ``key`` and a ``label`` column, optionally ``split`` (``train``/``test``)
+and ``subject``, and either a ``path`` column (a PNG or JPEG file under the data root) or
+numeric feature columns (tabular rows). An image-folder tree has one folder per class,
+torchvision's ``ImageFolder`` convention: the classes are the folder names in sorted
+order, the key is a file's path relative to the tree.
+
+Images are decoded a batch at a time when a job reads them (``in_memory = False``); only
+the index (keys, labels, paths, each file's size and modification time) is held. Tabular
+rows are parsed once and held, bounded by ``MAX_MANIFEST_BYTES``. Every sample has a
+fingerprint taken when the source is indexed (``row=<digest of its manifest row>``,
+``size=``, ``mtime=`` of its file); a job compares it with the registered one before it
+reads (``ml.sources.check_unchanged``), and a read re-checks each file it opens.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ml.sources import (
+    MAX_CLASSES,
+    DatasetAdapter,
+    InvalidSource,
+    SourceChanged,
+    SourceIndex,
+    _reason,
+    adapters,
+    storable_key,
+)
+
+__all__ = ["ManifestAdapter", "ImageFolderAdapter", "IMAGE_SUFFIXES"]
+
+MAX_MANIFEST_BYTES = 256 << 20  # a manifest is parsed whole; tabular rows are held
+# Registration indexes a source in one HTTP call, at about 0.1 to 0.15 ms a row measured
+# (docs/benchmarks.md, "Manifest sources"): 250,000 rows keep it under a minute.
+MAX_ROWS = 250_000
+MAX_SUBJECT_CHARS = 200
+MAX_PIXELS = 1 << 24  # an image's width x height (4096 x 4096)
+IMAGE_FORMATS = ("PNG", "JPEG")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # what an image-folder tree's files may be
+GREY_MODES = ("1", "L", "I", "I;16", "F")
+RESERVED = ("key", "label", "split", "subject", "path")
+
+
+@dataclass(frozen=True)
+class _Image:
+    """What a header says of an image: enough to check a set agrees on one shape."""
+
+    width: int
+    height: int
+    channels: int
+
+
+def _header(path: Path, name: str) -> _Image:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            if image.format not in IMAGE_FORMATS:
+                raise InvalidSource(f"{name} is a {image.format} image, not PNG or JPEG")
+            if image.width * image.height > MAX_PIXELS:
+                raise InvalidSource(
+                    f"{name} is {image.width}x{image.height}, more than {MAX_PIXELS} pixels"
+                )
+            channels = 1 if image.mode in GREY_MODES else 3
+            found = _Image(image.width, image.height, channels)
+            image.verify()  # the file's structure and checksums, without decoding it
+            return found
+    except InvalidSource:
+        raise
+    except UnidentifiedImageError:
+        raise InvalidSource(f"{name} is not a PNG or JPEG image") from None
+    except Image.DecompressionBombError:
+        raise InvalidSource(f"{name} has more than {MAX_PIXELS} pixels") from None
+    except (OSError, SyntaxError, ValueError) as error:  # Pillow's kinds of broken file
+        raise InvalidSource(f"{name} is unreadable: {_reason(error)}") from None
+
+
+def _stamp(stat: os.stat_result) -> str:
+    return f"size={stat.st_size};mtime={stat.st_mtime_ns}"
+
+
+class _ImageReader:
+    """Image files, one per sample, decoded when read; each file's size and modification
+    time as indexed, re-checked on every read. A file that is missing or unusable is
+    recorded, not raised: registration refuses it (``validate``), a job only if it reads
+    it (a forgotten sample's file may be deleted)."""
+
+    def __init__(self, keys: list[str], paths: list[Path | None], rows: list[str] | None) -> None:
+        self.keys, self.paths, self.rows = keys, paths, rows
+        self.problems: dict[int, str] = {}
+        self.stamps: list[str | None] = []
+        for position, (key, path) in enumerate(zip(keys, paths, strict=True)):
+            try:
+                self.stamps.append(None if path is None else _stamp(path.stat()))
+            except OSError as error:
+                self.problems[position] = f"the file of {key!r} is unreadable: {_reason(error)}"
+                self.stamps.append(None)
+
+    @cached_property
+    def shape(self) -> _Image:
+        """The images' shape, from the first header that reads (registration checks that
+        every image has it, ``validate``)."""
+        for key, path in zip(self.keys, self.paths, strict=True):
+            try:
+                if path is not None:
+                    return _header(path, f"the image of {key!r}")
+            except InvalidSource:
+                continue
+        return _Image(0, 0, 1)
+
+    def validate(self) -> None:
+        """Every file is there and is a PNG or JPEG image of one size and colour (each
+        header read)."""
+        if self.problems:
+            raise InvalidSource(next(iter(self.problems.values())))
+        first: _Image | None = None
+        for key, path in zip(self.keys, self.paths, strict=True):
+            assert path is not None  # a missing one is a problem
+            image = _header(path, f"the image of {key!r}")
+            first = first or image
+            if image != first:
+                raise InvalidSource(
+                    f"images must share one size and colour: {self.keys[0]!r} is "
+                    f"{_describe(first)}, {key!r} is {_describe(image)}"
+                )
+
+    def input_shape(self) -> list[int]:
+        shape = self.shape
+        return [shape.channels, shape.height, shape.width]
+
+    def fingerprint(self, position: int, stamp: str | None) -> str | None:
+        if stamp is None:
+            return None
+        return stamp if self.rows is None else f"row={self.rows[position]};{stamp}"
+
+    def indexed(self) -> list[str | None]:
+        return [self.fingerprint(i, stamp) for i, stamp in enumerate(self.stamps)]
+
+    def current(self, positions: np.ndarray) -> list[str | None]:
+        found: list[str | None] = []
+        for position in positions:
+            path = self.paths[position]
+            try:
+                stamp = None if path is None else _stamp(path.stat())
+            except OSError:
+                stamp = None
+            found.append(self.fingerprint(int(position), stamp))
+        return found
+
+    def read(self, positions: np.ndarray) -> torch.Tensor:
+        images = [self._decode(int(position)) for position in positions]
+        if not images:
+            return torch.empty((0, *self.input_shape()))
+        try:
+            stacked = np.stack(images)
+        except ValueError:
+            raise SourceChanged(
+                {self.keys[p]: "its image's size or colour changed" for p in positions}
+            ) from None
+        return torch.from_numpy(stacked).div_(255.0)
+
+    def _decode(self, position: int) -> np.ndarray:
+        """One image (C, H, W) as float32 in 0..255, from the file as it was indexed."""
+        from PIL import Image
+
+        key, path = self.keys[position], self.paths[position]
+        if path is None or self.stamps[position] is None:
+            raise SourceChanged({key: self.problems.get(position, "its file is not usable")})
+        try:
+            # Non-blocking: a FIFO put in the file's place must not hang the job.
+            with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as file:
+                if _stamp(os.fstat(file.fileno())) != self.stamps[position]:
+                    raise SourceChanged({key: "file size or modification time changed"})
+                data = file.read()
+            with Image.open(io.BytesIO(data)) as image:
+                grey = image.mode in GREY_MODES
+                pixels = np.asarray(image.convert("L" if grey else "RGB"), np.float32)
+        except OSError as error:
+            raise SourceChanged({key: f"its file is unreadable: {_reason(error)}"}) from None
+        return pixels[None] if grey else pixels.transpose(2, 0, 1)
+
+
+def _describe(image: _Image) -> str:
+    colour = "greyscale" if image.channels == 1 else "colour"
+    return f"{image.width}x{image.height} {colour}"
+
+
+def _manifest_columns(path: Path, given: str) -> tuple[list[str], list[list[str]]]:
+    """A manifest's header and its rows as text (CSV, or Parquet by its suffix)."""
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        raise InvalidSource(f"manifest {given!r} is unreadable: {_reason(error)}") from None
+    if size > MAX_MANIFEST_BYTES:
+        raise InvalidSource(f"manifest {given!r} is larger than {MAX_MANIFEST_BYTES >> 20} MiB")
+    if path.suffix.lower() == ".parquet":
+        return _parquet(path, given)
+    try:
+        with open(path, newline="", encoding="utf-8") as file:
+            reader = csv.reader(file)
+            header = next(reader, None)
+            if header is None:
+                raise InvalidSource(f"manifest {given!r} is empty")
+            rows: list[list[str]] = []
+            for number, row in enumerate(reader, start=2):
+                if len(rows) >= MAX_ROWS:
+                    raise InvalidSource(f"manifest {given!r} has more than {MAX_ROWS} rows")
+                if len(row) != len(header):
+                    raise InvalidSource(
+                        f"manifest line {number} has {len(row)} fields; the header has "
+                        f"{len(header)} (every row needs the same columns)"
+                    )
+                rows.append(row)
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise InvalidSource(f"manifest {given!r} is unreadable: {_reason(error)}") from None
+    return [name.strip() for name in header], rows
+
+
+def _parquet(path: Path, given: str) -> tuple[list[str], list[list[str]]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        if pq.ParquetFile(path).metadata.num_rows > MAX_ROWS:  # before the rows are read
+            raise InvalidSource(f"manifest {given!r} has more than {MAX_ROWS} rows")
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as error:
+        raise InvalidSource(f"manifest {given!r} is unreadable: {_reason(error)}") from None
+    columns = []
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        if pa.types.is_nested(column.type) or pa.types.is_binary(column.type):
+            raise InvalidSource(f"manifest column {name!r} must hold text or numbers")
+        columns.append(["" if v is None else str(v) for v in column.to_pylist()])
+    return list(table.column_names), [list(row) for row in zip(*columns, strict=True)]
+
+
+@dataclass(frozen=True)
+class _Manifest:
+    keys: list[str]
+    labels: np.ndarray
+    splits: list[str]
+    rows: list[str]  # each row's digest
+    paths: list[str] | None  # as written, for image manifests
+    features: np.ndarray | None  # (N, D) float32, for tabular manifests
+    num_classes: int
+
+
+def _parse_manifest(header: list[str], rows: list[list[str]], num_classes: int | None) -> _Manifest:
+    if len(set(header)) != len(header):
+        raise InvalidSource("the manifest's header names a column twice")
+    for required in ("key", "label"):
+        if required not in header:
+            raise InvalidSource(f"the manifest's header has no {required!r} column")
+    column = {name: i for i, name in enumerate(header)}
+    feature_columns = [i for i, name in enumerate(header) if name not in RESERVED]
+    if "path" in column and feature_columns:
+        names = ", ".join(repr(header[i]) for i in feature_columns[:5])
+        raise InvalidSource(
+            f"a manifest has a 'path' column or feature columns, not both ({names})"
+        )
+    if "path" not in column and not feature_columns:
+        raise InvalidSource("the manifest needs a 'path' column or numeric feature columns")
+    keys = [row[column["key"]] for row in rows]
+    bad = next((k for k in keys if not storable_key(k)), None)
+    if bad is not None:
+        raise InvalidSource(f"key {bad!r} is not 1 to 200 characters of text without NUL")
+    duplicates = sorted(key for key, count in Counter(keys).items() if count > 1)
+    if duplicates:
+        raise InvalidSource(f"duplicate keys: {', '.join(map(repr, duplicates[:10]))}")
+    top = (num_classes or MAX_CLASSES) - 1
+    labels = np.empty(len(rows), dtype=np.int64)
+    for i, row in enumerate(rows):
+        text = row[column["label"]].strip()
+        if not (text.isascii() and text.isdigit() and int(text) <= top):
+            raise InvalidSource(f"the label of {keys[i]!r} ({text!r}) is not a class in 0..{top}")
+        labels[i] = int(text)
+    splits = (
+        [row[column["split"]].strip() or "train" for row in rows]
+        if "split" in column
+        else (["train"] * len(rows))
+    )
+    wrong = next((k for k, s in zip(keys, splits, strict=True) if s not in ("train", "test")), None)
+    if wrong is not None:
+        raise InvalidSource(f"the split of {wrong!r} must be 'train' or 'test'")
+    if "subject" in column:
+        long = next(
+            (
+                k
+                for k, r in zip(keys, rows, strict=True)
+                if len(r[column["subject"]]) > MAX_SUBJECT_CHARS
+            ),
+            None,
+        )
+        if long is not None:
+            raise InvalidSource(
+                f"the subject of {long!r} is longer than {MAX_SUBJECT_CHARS} characters"
+            )
+    # The subject stays out of the digest: an unkeyed hash of it would be guessable.
+    hashed = [i for i, name in enumerate(header) if name != "subject"]
+    digests = [
+        hashlib.sha256(
+            json.dumps([row[i] for i in hashed], ensure_ascii=False).encode()
+        ).hexdigest()[:32]
+        for row in rows
+    ]
+    paths = features = None
+    if "path" in column:
+        paths = [row[column["path"]] for row in rows]
+    else:
+        features = np.empty((len(rows), len(feature_columns)), dtype=np.float32)
+        for i, row in enumerate(rows):
+            try:
+                features[i] = [float(row[c]) for c in feature_columns]
+            except ValueError:
+                raise InvalidSource(f"the features of {keys[i]!r} must be numbers") from None
+        if not np.isfinite(features).all():
+            raise InvalidSource("the features hold NaN or infinite values")
+    classes = num_classes if num_classes else (int(labels.max()) + 1 if len(labels) else 0)
+    return _Manifest(keys, labels, splits, digests, paths, features, classes)
+
+
+@adapters.register("manifest")
+class ManifestAdapter(DatasetAdapter):
+    """A CSV or Parquet manifest under the data root: image rows, read as they go, or
+    tabular rows, parsed once and held."""
+
+    def __init__(self, source: dict[str, Any], data_root: Path) -> None:
+        super().__init__(source, data_root)
+        given = str(source.get("path", ""))
+        header, rows = _manifest_columns(self.confined(given), given)
+        self._manifest = _parse_manifest(header, rows, source.get("num_classes"))
+        self._images: _ImageReader | None = None
+        self.in_memory = self._manifest.paths is None
+        if self._manifest.paths is not None:
+            paths: list[Path | None] = []
+            problems = {}
+            for position, (key, raw) in enumerate(
+                zip(self._manifest.keys, self._manifest.paths, strict=True)
+            ):
+                try:
+                    paths.append(self.confined(raw))
+                except InvalidSource as error:
+                    paths.append(None)
+                    problems[position] = f"the image of {key!r}: {error}"
+            self._images = _ImageReader(self._manifest.keys, paths, self._manifest.rows)
+            self._images.problems |= problems
+
+    def index(self) -> SourceIndex:
+        m = self._manifest
+        if self._images is not None:
+            shape, fingerprints = self._images.input_shape(), self._images.indexed()
+        else:
+            assert m.features is not None
+            shape, fingerprints = [m.features.shape[1]], [f"row={row}" for row in m.rows]
+        return SourceIndex(m.keys, m.labels, m.splits, m.num_classes, shape, fingerprints)
+
+    def keys(self) -> list[str]:
+        return self._manifest.keys
+
+    def validate(self) -> None:
+        if self._images is not None:
+            self._images.validate()
+
+    def fingerprints(self, positions: np.ndarray) -> list[str | None]:
+        if self._images is not None:
+            return self._images.current(positions)
+        return super().fingerprints(positions)
+
+    def raw(self, positions: np.ndarray) -> torch.Tensor:
+        if self._images is not None:
+            return self._images.read(positions)
+        assert self._manifest.features is not None
+        return torch.from_numpy(self._manifest.features[np.asarray(positions, dtype=np.int64)])
+
+    def read(self, positions: np.ndarray) -> torch.Tensor:
+        return self.normalised(self.raw(positions))
+
+    @property
+    def nbytes(self) -> int:
+        features = self._manifest.features
+        return 0 if features is None else int(features.nbytes)
+
+
+@adapters.register("imagefolder")
+class ImageFolderAdapter(DatasetAdapter):
+    """A folder under the data root with one sub-folder per class (the classes in sorted
+    order, torchvision's ``ImageFolder``); every PNG or JPEG file below a class folder is a
+    training sample keyed by its path relative to the tree; other files are ignored."""
+
+    in_memory = False
+
+    def __init__(self, source: dict[str, Any], data_root: Path) -> None:
+        super().__init__(source, data_root)
+        given = str(source.get("root", ""))
+        root = self.confined(given, directory=True)
+        try:
+            classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+        except OSError as error:
+            raise InvalidSource(f"folder {given!r} is unreadable: {_reason(error)}") from None
+        if not classes:
+            raise InvalidSource(f"folder {given!r} has no class folders")
+        if len(classes) > MAX_CLASSES:
+            raise InvalidSource(f"folder {given!r} has more than {MAX_CLASSES} class folders")
+        keys: list[str] = []
+        labels: list[int] = []
+        paths: list[Path | None] = []
+        problems: dict[int, str] = {}
+        for label, name in enumerate(classes):
+            for folder, subfolders, files in os.walk(root / name):
+                subfolders.sort()
+                for file in sorted(files):
+                    if not file.lower().endswith(IMAGE_SUFFIXES):
+                        continue
+                    key = (Path(folder) / file).relative_to(root).as_posix()
+                    if not storable_key(key):
+                        raise InvalidSource(f"the path {key!r} is too long to be a key")
+                    try:
+                        paths.append(self.confined(str(Path(folder) / file)))
+                    except InvalidSource:
+                        paths.append(None)
+                        problems[len(keys)] = (
+                            f"the image {key!r} is not a regular file inside the data root"
+                        )
+                    keys.append(key)
+                    labels.append(label)
+                    if len(keys) > MAX_ROWS:
+                        raise InvalidSource(f"folder {given!r} has more than {MAX_ROWS} images")
+        self._classes = classes
+        self._labels = np.asarray(labels, dtype=np.int64)
+        self._images = _ImageReader(keys, paths, None)
+        self._images.problems |= problems
+
+    def index(self) -> SourceIndex:
+        keys = self._images.keys
+        return SourceIndex(
+            keys,
+            self._labels,
+            ["train"] * len(keys),
+            len(self._classes),
+            self._images.input_shape(),
+            self._images.indexed(),
+        )
+
+    def keys(self) -> list[str]:
+        return self._images.keys
+
+    def validate(self) -> None:
+        self._images.validate()
+
+    def fingerprints(self, positions: np.ndarray) -> list[str | None]:
+        return self._images.current(positions)
+
+    def raw(self, positions: np.ndarray) -> torch.Tensor:
+        return self._images.read(positions)
+
+    def read(self, positions: np.ndarray) -> torch.Tensor:
+        return self.normalised(self.raw(positions))
