@@ -72,6 +72,7 @@ def redis_url() -> str:
 TABLES = [
     "callback_attempts",
     "callback_deliveries",
+    "webhook_subscriptions",
     "audits",
     "version_artifacts",
     "tombstones",

@@ -1,5 +1,9 @@
-from fastapi import APIRouter, File, Response, UploadFile
+from typing import Annotated
 
+from fastapi import APIRouter, File, Header, Response, UploadFile
+from fastapi.responses import FileResponse
+
+from service.api import conditional
 from service.api.conditional import polled
 from service.api.deps import CurrentCaller, Limit, SessionDep, VersionNumber, require
 from service.api.openapi import conflict
@@ -111,19 +115,38 @@ def get_version(
 
 @router.get(
     "/{model_id}/versions/{number}/weights",
-    response_class=Response,
-    responses={200: {"content": {"application/octet-stream": {}}}},
-    dependencies=[require(Scope.ADMIN)],
+    response_class=FileResponse,
+    responses={
+        200: {
+            "content": {"application/octet-stream": {}},
+            "headers": {
+                "ETag": {"description": "the weights' sha256", "schema": {"type": "string"}}
+            },
+        },
+        206: {"description": "the byte range asked for in `Range`"},
+        304: {"description": "If-None-Match names the sha256: the caller holds these weights"},
+        416: {"description": "the `Range` lies outside the file"},
+    },
+    dependencies=[require(Scope.MODELS_READ)],
 )
 def download_weights(
-    model_id: str, number: VersionNumber, session: SessionDep, caller: CurrentCaller
+    model_id: str,
+    number: VersionNumber,
+    session: SessionDep,
+    caller: CurrentCaller,
+    if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    data = versions.weights_bytes(
+    """The version's safetensors file, streamed from the store; ``ETag`` is its sha256
+    (strong: the bytes are addressed by it), ``Range`` gives 206."""
+    path, sha256 = versions.weights_file(
         session, tenant_id=caller.tenant_id, model_id=model_id, number=number
     )
-    filename = f"{model_id}-v{number}.safetensors"
-    return Response(
-        data,
+    etag = f'"{sha256}"'
+    if if_none_match is not None and conditional.matches(if_none_match, etag):
+        return Response(status_code=304, headers={"ETag": etag})
+    return FileResponse(
+        path,
         media_type="application/octet-stream",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        filename=f"{model_id}-v{number}.safetensors",
+        headers={"ETag": etag},
     )

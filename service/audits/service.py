@@ -11,9 +11,10 @@ from sqlalchemy.orm import Session
 from ml.audit import evidence_statement
 from service import audit_log
 from service.audits.schemas import AuditRead, Certificate, LogEntry
+from service.callbacks import service as callbacks
 from service.db import session_scope
 from service.deletion_requests import service as requests
-from service.enums import JobKind, RequestStatus
+from service.enums import JobKind, RequestStatus, WebhookEvent
 from service.errors import Conflict, NotFound
 from service.jobs import lifecycle
 from service.models import service as models
@@ -112,6 +113,19 @@ def record(session: Session, *, job: Job, report: dict[str, Any], seconds: float
             "frm": report.get("frm"),
             "mia_auc": report["metrics"].get("mia_auc"),
             "reference_versions": (report.get("reference") or {}).get("versions"),
+        },
+    )
+    callbacks.emit(
+        session,
+        tenant_id=job.tenant_id,
+        model_id=job.model_id,
+        event=WebhookEvent.AUDIT_COMPLETED,
+        fields={
+            "version": job.base_version,
+            "verdict": report.get("verdict"),
+            "job_id": job.id,
+            "reference": report.get("reference") is not None,
+            "audit_url": f"/v1/models/{job.model_id}/versions/{job.base_version}/audit",
         },
     )
     lifecycle.finish_audit(
