@@ -18,7 +18,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from service.callbacks import signing, targets
 from service.jobs import dispatch
 from tests.helpers.app import configure, make_key, run_queued_jobs, train_keys
-from tests.helpers.callbacks import Receiver
+from tests.helpers.callbacks import Receiver, deliver_sent
 from workers.commands import deliver_callback
 
 
@@ -95,15 +95,6 @@ def test_an_allowed_ipv4_network_allows_its_ipv6_forms_and_nothing_else(monkeypa
         targets.check_url("http://[64:ff9b::a9fe:a9fe]/hook")
 
 
-def _deliver_sent(sent_messages) -> None:
-    """Deliver every callback the service sent (tests keep messages instead of a worker)."""
-    while sent_messages:
-        task, args, queue = sent_messages.pop(0)
-        if task == "unlearnd.deliver_callback":
-            assert queue == "callbacks"
-            deliver_callback(*args)
-
-
 @pytest.mark.parametrize(
     "url",
     [
@@ -150,7 +141,7 @@ def test_every_status_change_is_posted_signed(client, admin, ready_model, receiv
     client.post(f"/v1/models/{ready_model['id']}/flush", headers=admin)
     dispatch.dispatch_model(ready_model["id"])
     run_queued_jobs(ready_model["id"])
-    _deliver_sent(sent_messages)
+    deliver_sent(sent_messages)
     bodies = receiver.bodies()
     assert [b["status"] for b in bodies] == ["batched", "unlearning", "auditing", "completed"]
     assert {b["request_id"] for b in bodies} == {request["id"]}
@@ -196,7 +187,7 @@ def test_failed_attempts_are_retried_with_backoff_then_given_up(
     keys = train_keys(client, admin, ready_model["dataset_id"], 2)
     first = _submit(client, admin, ready_model, keys[:1], receiver.url).json()
     client.post(f"/v1/deletion-requests/{first['id']}/cancel", headers=admin)
-    _deliver_sent(sent_messages)  # attempt 1: 500
+    deliver_sent(sent_messages)  # attempt 1: 500
     deliver_callback(_delivery_ids(client, admin, first["id"])[0])  # not due: no attempt
     assert len(receiver.received) == 1
     _retry_until_settled(client, admin, first["id"], sent_messages)
@@ -209,7 +200,7 @@ def test_failed_attempts_are_retried_with_backoff_then_given_up(
 
     second = _submit(client, admin, ready_model, keys[1:], receiver.url).json()
     client.post(f"/v1/deletion-requests/{second['id']}/cancel", headers=admin)
-    _deliver_sent(sent_messages)
+    deliver_sent(sent_messages)
     _retry_until_settled(client, admin, second["id"], sent_messages)
     delivery = client.get(f"/v1/deletion-requests/{second['id']}/callbacks", headers=admin).json()
     assert delivery["items"][0]["status"] == "failed"
@@ -228,7 +219,7 @@ def _retry_until_settled(client, admin, request_id, sent_messages, timeout=20.0)
             return
         time.sleep(0.1)
         callbacks.resend_due()
-        _deliver_sent(sent_messages)
+        deliver_sent(sent_messages)
     raise AssertionError("the delivery never settled")
 
 
@@ -251,7 +242,7 @@ def test_a_name_that_resolves_inside_the_network_is_refused_at_delivery(
 
     monkeypatch.setattr(socket, "getaddrinfo", resolves_privately)
     client.post(f"/v1/deletion-requests/{request['id']}/cancel", headers=admin)
-    _deliver_sent(sent_messages)
+    deliver_sent(sent_messages)
     delivery = client.get(f"/v1/deletion-requests/{request['id']}/callbacks", headers=admin).json()
     item = delivery["items"][0]
     assert item["status"] == "failed" and len(item["attempts"]) == 1
@@ -280,7 +271,7 @@ def test_a_delivery_logs_no_callback_url(client, admin, ready_model, receiver, s
         url = f"{receiver.url}&token={token}"
         request = _submit(client, admin, ready_model, keys, url).json()
         client.post(f"/v1/deletion-requests/{request['id']}/cancel", headers=admin)
-        _deliver_sent(sent_messages)
+        deliver_sent(sent_messages)
     finally:
         logging.getLogger().removeHandler(handler)
     assert len(receiver.received) == 1
@@ -298,7 +289,7 @@ def test_a_rotated_secret_signs_alongside_the_old_one(
     keys = train_keys(client, admin, ready_model["dataset_id"], 1)
     request = _submit(client, admin, ready_model, keys, receiver.url).json()
     client.post(f"/v1/deletion-requests/{request['id']}/cancel", headers=admin)
-    _deliver_sent(sent_messages)
+    deliver_sent(sent_messages)
     headers, body = receiver.received[0]
     assert len(headers["webhook-signature"].split(" ")) == 2
     Webhook(old).verify(body, headers)
