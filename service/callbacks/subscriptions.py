@@ -139,17 +139,29 @@ def _secret_read(subscription: WebhookSubscription) -> SecretRead:
     )
 
 
+_CACHE = "webhook_subscriptions"
+
+
 def matching(
     session: Session, *, tenant_id: str, model_id: str, event: WebhookEvent
 ) -> list[WebhookSubscription]:
-    """The tenant's subscriptions that want ``event`` of ``model_id``."""
-    candidates = session.scalars(
-        select(WebhookSubscription)
-        .where(WebhookSubscription.tenant_id == tenant_id)
-        .order_by(WebhookSubscription.created_at, WebhookSubscription.id)
-    ).all()
+    """The tenant's subscriptions that want ``event`` of ``model_id``. They are read once
+    per transaction: a batch moves many requests, each move an event."""
+    transaction = session.get_transaction()
+    held = session.info.get(_CACHE)
+    if held is None or held[0] is not transaction:
+        held = session.info[_CACHE] = (transaction, {})
+    by_tenant: dict[str, list[WebhookSubscription]] = held[1]
+    if tenant_id not in by_tenant:
+        by_tenant[tenant_id] = list(
+            session.scalars(
+                select(WebhookSubscription)
+                .where(WebhookSubscription.tenant_id == tenant_id)
+                .order_by(WebhookSubscription.created_at, WebhookSubscription.id)
+            )
+        )
     return [
         s
-        for s in candidates
+        for s in by_tenant[tenant_id]
         if event.value in s.events and (s.model_id is None or s.model_id == model_id)
     ]

@@ -79,3 +79,16 @@ def test_open_metrics_name_no_model_and_a_token_unlocks_them(
         "/metrics", headers={"Authorization": "Bearer scrape-token-0123456789abcdef"}
     )
     assert scraped.status_code == 200 and "unlearn_pending_requests" in scraped.text
+
+
+def test_every_series_an_alert_rule_reads_is_exposed(client):
+    from pathlib import Path
+
+    import yaml
+
+    rules = yaml.safe_load(Path("deploy/alerts.yml").read_text())["groups"][0]["rules"]
+    named = {name for rule in rules for name in re.findall(r"\bunlearn_[a-z_]+", rule["expr"])}
+    assert "unlearn_callback_attempts_total" in named  # the give-ups' alert
+    text = client.get("/metrics").text
+    missing = [name for name in named if f"# TYPE {name} " not in text]
+    assert missing == [], "alert rules read series /metrics does not expose"
