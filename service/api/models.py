@@ -1,11 +1,11 @@
 from typing import Annotated
 
 from fastapi import APIRouter, File, Header, Response, UploadFile
-from fastapi.responses import FileResponse
 
 from service.api import conditional
 from service.api.conditional import polled
 from service.api.deps import CurrentCaller, Limit, SessionDep, VersionNumber, require
+from service.api.files import RangedFile
 from service.api.openapi import conflict
 from service.changes import Topic
 from service.enums import Scope
@@ -115,7 +115,7 @@ def get_version(
 
 @router.get(
     "/{model_id}/versions/{number}/weights",
-    response_class=FileResponse,
+    response_class=RangedFile,
     responses={
         200: {
             "content": {"application/octet-stream": {}},
@@ -125,7 +125,7 @@ def get_version(
         },
         206: {"description": "the byte range asked for in `Range`"},
         304: {"description": "If-None-Match names the sha256: the caller holds these weights"},
-        416: {"description": "the `Range` lies outside the file"},
+        416: {"description": "the `Range` lies outside the file (problem+json)"},
     },
     dependencies=[require(Scope.MODELS_READ)],
 )
@@ -144,7 +144,7 @@ def download_weights(
     etag = f'"{sha256}"'
     if if_none_match is not None and conditional.matches(if_none_match, etag):
         return Response(status_code=304, headers={"ETag": etag})
-    return FileResponse(
+    return RangedFile(
         path,
         media_type="application/octet-stream",
         filename=f"{model_id}-v{number}.safetensors",

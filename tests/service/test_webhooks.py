@@ -279,6 +279,12 @@ def test_the_weights_stream_with_their_sha256_as_etag_and_ranges(
     assert tail.status_code == 206 and tail.content == full.content[-16:]
     beyond = client.get(path, headers={**reader, "Range": f"bytes={len(full.content) + 10}-"})
     assert beyond.status_code == 416
+    assert beyond.headers["content-type"] == "application/problem+json"
+    assert beyond.headers["content-range"] == f"bytes */{len(full.content)}"
+    for malformed in ("lines=0-9", "bytes=9-2", "bytes"):
+        refused = client.get(path, headers={**reader, "Range": malformed})
+        assert refused.status_code == 422, malformed
+        assert refused.headers["content-type"] == "application/problem+json"
 
     assert client.get(path, headers=key_for(["requests:read"])).status_code == 403
     assert client.get(path, headers=key_for(["admin"], tenant="other")).status_code == 404
