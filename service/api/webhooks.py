@@ -3,7 +3,6 @@ from fastapi import APIRouter, Response
 from service.api.deps import CurrentCaller, Limit, SessionDep, require
 from service.callbacks import service, subscriptions
 from service.callbacks.schemas import (
-    DeliveryList,
     DeliveryRead,
     SecretRead,
     WebhookCreate,
@@ -83,11 +82,15 @@ def rotate_secret(webhook_id: str, session: SessionDep, caller: CurrentCaller) -
     )
 
 
-@router.get("/{webhook_id}/deliveries", response_model=DeliveryList, dependencies=read)
+@router.get("/{webhook_id}/deliveries", response_model=Page[DeliveryRead], dependencies=read)
 def list_deliveries(
-    webhook_id: str, session: SessionDep, caller: CurrentCaller, limit: Limit = 50
-) -> DeliveryList:
-    items = service.deliveries_of_subscription(
-        session, tenant_id=caller.tenant_id, subscription_id=webhook_id, limit=limit
+    webhook_id: str,
+    session: SessionDep,
+    caller: CurrentCaller,
+    limit: Limit = 50,
+    cursor: str | None = None,
+) -> Page[DeliveryRead]:
+    items, next_cursor = service.deliveries_of_subscription(
+        session, tenant_id=caller.tenant_id, subscription_id=webhook_id, limit=limit, cursor=cursor
     )
-    return DeliveryList(items=items)
+    return Page(items=items, next_cursor=next_cursor)

@@ -28,6 +28,7 @@ from service.callbacks.schemas import AttemptRead, DeliveryRead, SecretRead
 from service.callbacks.signing import SECRET_GRACE, in_use, new_secret
 from service.db import on_commit, session_scope
 from service.enums import WebhookEvent
+from service.pagination import paginate
 from service.settings import get_settings
 from service.tables import (
     CallbackAttempt,
@@ -199,17 +200,14 @@ def deliveries_of(session: Session, *, tenant_id: str, request_id: str) -> list[
 
 
 def deliveries_of_subscription(
-    session: Session, *, tenant_id: str, subscription_id: str, limit: int
-) -> list[DeliveryRead]:
-    """A subscription's latest deliveries, newest first, each with its attempts."""
+    session: Session, *, tenant_id: str, subscription_id: str, limit: int, cursor: str | None
+) -> tuple[list[DeliveryRead], str | None]:
+    """A page of a subscription's deliveries, newest first, each with its attempts."""
     subscriptions.get_or_raise(session, tenant_id=tenant_id, subscription_id=subscription_id)
-    deliveries = session.scalars(
-        select(CallbackDelivery)
-        .where(CallbackDelivery.subscription_id == subscription_id)
-        .order_by(CallbackDelivery.created_at.desc(), CallbackDelivery.id.desc())
-        .limit(limit)
-    ).all()
-    return _reads(session, list(deliveries))
+    statement = select(CallbackDelivery).where(CallbackDelivery.subscription_id == subscription_id)
+    order = (CallbackDelivery.created_at, CallbackDelivery.id)
+    rows, next_cursor = paginate(session, statement, order=order, limit=limit, cursor=cursor)
+    return _reads(session, rows), next_cursor
 
 
 def redeliver(session: Session, *, tenant_id: str, delivery_id: str) -> DeliveryRead:

@@ -143,7 +143,17 @@ def test_a_new_version_and_its_audit_are_announced_to_the_subscriptions_that_ask
     assert audit["version"] == 2 and audit["verdict"] == report["verdict"]
 
     listed = client.get(f"/v1/webhooks/{subs[0]['id']}/deliveries", headers=admin).json()
-    assert len(listed["items"]) == 6
+    assert len(listed["items"]) == 6 and listed["next_cursor"] is None
+    assert [d["event"] for d in listed["items"]] == [b["event"] for b in reversed(bodies)]
+    first = client.get(
+        f"/v1/webhooks/{subs[0]['id']}/deliveries", headers=admin, params={"limit": 4}
+    ).json()
+    rest = client.get(
+        f"/v1/webhooks/{subs[0]['id']}/deliveries",
+        headers=admin,
+        params={"limit": 4, "cursor": first["next_cursor"]},
+    ).json()
+    assert [d["id"] for d in first["items"] + rest["items"]] == [d["id"] for d in listed["items"]]
     assert all(d["status"] == "delivered" and d["subscription_id"] for d in listed["items"])
     # A request's own callback list stays the callback_url's (it has none).
     own = client.get(f"/v1/deletion-requests/{request['id']}/callbacks", headers=admin).json()
@@ -319,3 +329,12 @@ def test_old_secrets_keep_their_key_bytes_in_standard_form(sqlite_env, tmp_path)
         restored = connection.execute(text("SELECT callback_secret FROM tenants")).scalar_one()
     assert restored == legacy
     engine.dispose()
+
+
+def test_a_rotated_secret_signs_only_during_its_grace():
+    from service.callbacks.signing import in_use
+
+    now = datetime.now(UTC)
+    assert in_use("new", "old", now + timedelta(hours=1)) == ["new", "old"]
+    assert in_use("new", "old", now - timedelta(seconds=1)) == ["new"]
+    assert in_use("new", None, None) == ["new"]
