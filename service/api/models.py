@@ -18,6 +18,7 @@ write = [require(Scope.MODELS_WRITE)]
 # A model's body shows its pending requests' count.
 model_read = polled(Topic.MODELS, Topic.REQUESTS, scope=Scope.MODELS_READ)
 version_read = polled(Topic.VERSIONS, scope=Scope.MODELS_READ)
+WEIGHTS_TAG = {"description": "the weights' sha256, quoted", "schema": {"type": "string"}}
 
 
 def _read(session: SessionDep, model) -> ModelRead:  # type: ignore[no-untyped-def]
@@ -117,14 +118,12 @@ def get_version(
     "/{model_id}/versions/{number}/weights",
     response_class=RangedFile,
     responses={
-        200: {
-            "content": {"application/octet-stream": {}},
-            "headers": {
-                "ETag": {"description": "the weights' sha256", "schema": {"type": "string"}}
-            },
-        },
+        200: {"content": {"application/octet-stream": {}}, "headers": {"ETag": WEIGHTS_TAG}},
         206: {"description": "the byte range asked for in `Range`"},
-        304: {"description": "If-None-Match names the sha256: the caller holds these weights"},
+        304: {
+            "description": "If-None-Match names the sha256: the caller holds these weights",
+            "headers": {"ETag": WEIGHTS_TAG},
+        },
         416: {"description": "the `Range` lies outside the file (problem+json)"},
     },
     dependencies=[require(Scope.MODELS_READ)],
@@ -134,7 +133,9 @@ def download_weights(
     number: VersionNumber,
     session: SessionDep,
     caller: CurrentCaller,
-    if_none_match: Annotated[str | None, Header()] = None,
+    if_none_match: Annotated[
+        str | None, Header(description="the sha256 of weights the caller already holds")
+    ] = None,
 ) -> Response:
     """The version's safetensors file, streamed from the store; ``ETag`` is its sha256
     (strong: the bytes are addressed by it), ``Range`` gives 206."""
