@@ -160,6 +160,10 @@ class Settings(BaseSettings):
                 ipaddress.ip_network(proxy, strict=False)  # ValueError names the bad one
         return value
 
+    def link(self, path: str) -> str:
+        """An absolute URL of the API's ``path`` under ``public_url`` (the path when unset)."""
+        return self.public_url.rstrip("/") + path
+
     @property
     def callback_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         parts = (part.strip() for part in self.callback_allowed_networks.split(","))

@@ -19,6 +19,7 @@ from service.errors import Conflict, NotFound
 from service.jobs import lifecycle
 from service.models import service as models
 from service.models import versions
+from service.settings import get_settings
 from service.tables import Audit, AuditLogEntry, Job, ModelVersion, utcnow
 
 __all__ = ["latest_or_raise", "request_audit", "certificate", "Subject", "subject", "record"]
@@ -125,7 +126,9 @@ def record(session: Session, *, job: Job, report: dict[str, Any], seconds: float
             "verdict": report.get("verdict"),
             "job_id": job.id,
             "reference": report.get("reference") is not None,
-            "audit_url": f"/v1/models/{job.model_id}/versions/{job.base_version}/audit",
+            "audit_url": get_settings().link(
+                f"/v1/models/{job.model_id}/versions/{job.base_version}/audit"
+            ),
         },
     )
     lifecycle.finish_audit(

@@ -385,5 +385,4 @@ def weights_file(
 
 def weights_url(model_id: str, number: int) -> str:
     """The download's URL: under ``UNLEARN_PUBLIC_URL`` when set, else the path."""
-    path = f"/v1/models/{model_id}/versions/{number}/weights"
-    return get_settings().public_url.rstrip("/") + path
+    return get_settings().link(f"/v1/models/{model_id}/versions/{number}/weights")

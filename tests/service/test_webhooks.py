@@ -98,9 +98,10 @@ def test_subscriptions_are_managed_by_scope_and_tenant(client, admin, key_for, r
 
 
 def test_a_new_version_and_its_audit_are_announced_to_the_subscriptions_that_asked(
-    client, admin, ready_model, receivers, sent_messages
+    client, admin, ready_model, receivers, sent_messages, monkeypatch
 ):
     everything, published, elsewhere = receivers
+    configure(monkeypatch, public_url="https://unlearn.example.com/")
     model_id = ready_model["id"]
     other = create_model(client, admin, ready_model["dataset_id"])  # never trained here
     all_events = ["deletion_request.status_changed", "model.version_published", "audit.completed"]
@@ -135,12 +136,15 @@ def test_a_new_version_and_its_audit_are_announced_to_the_subscriptions_that_ask
     assert version["model_id"] == model_id and version["version"] == 2 and version["parent"] == 1
     assert version["deletion_request_ids"] == [request["id"]] and version["kind"] == "unlearned"
     assert published.bodies() == [{**version, "delivery_id": published.bodies()[0]["delivery_id"]}]
-    weights = client.get(version["weights_url"], headers=admin)
+    site = "https://unlearn.example.com"
+    assert version["weights_url"] == f"{site}/v1/models/{model_id}/versions/2/weights"
+    weights = client.get(version["weights_url"].removeprefix(site), headers=admin)
     assert weights.status_code == 200
     assert hashlib.sha256(weights.content).hexdigest() == version["weights_sha256"]
     audit = next(b for b in bodies if b["event"] == "audit.completed")
     report = client.get(f"/v1/models/{model_id}/versions/2/audit", headers=admin).json()
     assert audit["version"] == 2 and audit["verdict"] == report["verdict"]
+    assert audit["audit_url"] == f"{site}/v1/models/{model_id}/versions/2/audit"
 
     listed = client.get(f"/v1/webhooks/{subs[0]['id']}/deliveries", headers=admin).json()
     assert len(listed["items"]) == 6 and listed["next_cursor"] is None
