@@ -197,6 +197,39 @@ def test_a_delivery_is_sent_again_on_request_with_the_same_body_and_id(
     assert [d["status"] for d in listed] == ["delivered", "delivered"]
 
 
+def test_a_request_callback_is_sent_again_signed_with_the_tenant_secret(
+    client, admin, ready_model, receivers, sent_messages
+):
+    receiver = receivers[1]
+    keys = train_keys(client, admin, ready_model["dataset_id"], 1)
+    request = client.post(
+        "/v1/deletion-requests",
+        headers=admin,
+        json={
+            "model_id": ready_model["id"],
+            "subject_id": "s",
+            "sample_keys": keys,
+            "callback_url": receiver.url,
+        },
+    ).json()
+    client.post(f"/v1/deletion-requests/{request['id']}/cancel", headers=admin)
+    deliver_sent(sent_messages)
+    path = f"/v1/deletion-requests/{request['id']}/callbacks"
+    original = client.get(path, headers=admin).json()["items"][0]
+    assert original["subscription_id"] is None and original["event_status"] == "cancelled"
+    again = client.post(f"/v1/webhooks/deliveries/{original['id']}/redeliver", headers=admin)
+    assert again.status_code == 202 and again.json()["request_id"] == request["id"]
+    deliver_sent(sent_messages)
+    secret = client.get("/v1/callback-secret", headers=admin).json()["secret"]
+    (first_headers, first_body), (headers, body) = receiver.received
+    assert body == first_body and headers["webhook-id"] == first_headers["webhook-id"]
+    assert Webhook(secret).verify(body, headers)["status"] == "cancelled"
+    assert [d["redelivery_of"] for d in client.get(path, headers=admin).json()["items"]] == [
+        None,
+        original["id"],
+    ]
+
+
 def test_the_retry_schedule_spans_three_days_with_exponential_backoff(env):
     times = callbacks.retry_delays()
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
