@@ -24,6 +24,7 @@ from service.api import (
     operations,
     overview,
     problems,
+    webhooks,
 )
 from service.api.gate import Gate
 from service.api.middleware import Observe
@@ -77,6 +78,7 @@ def create_app(*, lifespan: Lifespan | None = None) -> FastAPI:
         overview.router,
         keys.router,
         callbacks.router,
+        webhooks.router,
         catalog.router,
     ):
         app.include_router(router)

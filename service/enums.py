@@ -9,7 +9,17 @@ class Scope(StrEnum):
     MODELS_WRITE = "models:write"
     MODELS_READ = "models:read"
     AUDIT_READ = "audit:read"
+    WEBHOOKS_READ = "webhooks:read"
+    WEBHOOKS_WRITE = "webhooks:write"
     ADMIN = "admin"
+
+
+class WebhookEvent(StrEnum):
+    """What deliveries announce (the ``event`` of each body)."""
+
+    REQUEST_STATUS_CHANGED = "deletion_request.status_changed"
+    VERSION_PUBLISHED = "model.version_published"
+    AUDIT_COMPLETED = "audit.completed"
 
 
 class Split(StrEnum):

@@ -65,6 +65,13 @@ JOB_FAILURES = Counter(
     "Job attempts that failed, by kind and reason",
     ["kind", "reason"],
 )
+CALLBACK_ATTEMPTS = Counter(
+    "unlearn_callback_attempts_total",
+    "Delivery attempts of callbacks and webhook events, by outcome: delivered, retrying "
+    "(failed, another attempt is scheduled), gave_up (failed, attempts or retry window spent), "
+    "refused (the target resolves to an address callbacks may not reach; not retried)",
+    ["outcome"],
+)
 AUDIT_DURATION = Histogram(
     "unlearn_audit_duration_seconds",
     "Audit run time (reference training excluded)",

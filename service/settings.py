@@ -99,11 +99,25 @@ class Settings(BaseSettings):
     callback_allowed_networks: str = Field(
         "", description="comma-separated CIDRs callbacks may reach although not public"
     )
-    callback_max_attempts: int = Field(10, ge=1, le=100)
+    callback_max_attempts: int = Field(
+        40, ge=1, le=100, description="attempts per delivery at most (the window ends first)"
+    )
     callback_retry_seconds: float = Field(
-        10.0, gt=0, description="the first retry's delay; doubled per attempt up to an hour"
+        10.0, gt=0, description="the first retry's delay; doubled per attempt up to 6 hours"
+    )
+    callback_retry_hours: float = Field(
+        72.0,
+        gt=0,
+        description="a delivery is retried until this long after its event, the last "
+        "attempt at the end of the window",
     )
     callback_timeout_seconds: float = Field(10.0, gt=0, le=60)
+
+    public_url: str = Field(
+        "",
+        description="the API's public base URL (https://unlearn.example.com): events link to "
+        "downloads with it; empty: the links are paths",
+    )
 
     metrics_enabled: bool = True
     metrics_token: SecretStr = Field(
@@ -152,6 +166,10 @@ class Settings(BaseSettings):
             if proxy != "*":
                 ipaddress.ip_network(proxy, strict=False)  # ValueError names the bad one
         return value
+
+    def link(self, path: str) -> str:
+        """An absolute URL of the API's ``path`` under ``public_url`` (the path when unset)."""
+        return self.public_url.rstrip("/") + path
 
     @property
     def callback_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:

@@ -350,17 +350,42 @@ class Audit(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class WebhookSubscription(Base):
+    """A tenant's standing order: POST these event types (of one model, or of every model
+    when ``model_id`` is null) to ``url``, signed with the subscription's own secret."""
+
+    __tablename__ = "webhook_subscriptions"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    events: Mapped[list[str]] = mapped_column(Json)
+    model_id: Mapped[str | None] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    description: Mapped[str] = mapped_column(String(500), default="")
+    # Kept in clear (a signature needs it), as the tenant's callback secret.
+    secret: Mapped[str] = mapped_column(String(100))
+    previous_secret: Mapped[str | None] = mapped_column(String(100))
+    previous_secret_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class CallbackDelivery(Base):
-    """One status change of a request to POST to its callback URL, until it is delivered
-    or its attempts are spent. Written in the transaction that changes the status."""
+    """One event to POST to one URL, until it is delivered or given up: a request's status
+    change to its ``callback_url`` (``request_id``), or any event to a subscription
+    (``subscription_id``). Written in the transaction of the event."""
 
     __tablename__ = "callback_deliveries"
     __table_args__ = (Index("ix_callback_deliveries_due", "status", "next_attempt_at"),)
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
-    request_id: Mapped[str] = mapped_column(
+    request_id: Mapped[str | None] = mapped_column(
         ForeignKey("deletion_requests.id", ondelete="CASCADE"), index=True
     )
+    subscription_id: Mapped[str | None] = mapped_column(
+        ForeignKey("webhook_subscriptions.id", ondelete="CASCADE"), index=True
+    )
+    event: Mapped[str] = mapped_column(String(64))
+    # The delivery this one sends again (POST .../redeliver): same payload, same webhook-id.
+    redelivery_of: Mapped[str | None] = mapped_column(String(36))
     url: Mapped[str] = mapped_column(String(2000))
     payload: Mapped[dict[str, Any]] = mapped_column(Json)
     status: Mapped[str] = mapped_column(String(16))  # pending | delivered | failed

@@ -28,7 +28,16 @@ PG_ADMIN_URL = os.environ.get(
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 # The tests flush this Redis database; runs side by side (two checkouts) need one each.
 REDIS_TEST_DB = int(os.environ.get("UNLEARN_TEST_REDIS_DB", "11"))
-SCOPES = ["requests:write", "requests:read", "models:write", "models:read", "audit:read", "admin"]
+SCOPES = [
+    "requests:write",
+    "requests:read",
+    "models:write",
+    "models:read",
+    "audit:read",
+    "webhooks:read",
+    "webhooks:write",
+    "admin",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -72,6 +81,7 @@ def redis_url() -> str:
 TABLES = [
     "callback_attempts",
     "callback_deliveries",
+    "webhook_subscriptions",
     "audits",
     "version_artifacts",
     "tombstones",

@@ -1,7 +1,11 @@
-from fastapi import APIRouter, File, Response, UploadFile
+from typing import Annotated
 
+from fastapi import APIRouter, File, Header, Response, UploadFile
+
+from service.api import conditional
 from service.api.conditional import polled
 from service.api.deps import CurrentCaller, Limit, SessionDep, VersionNumber, require
+from service.api.files import RangedFile
 from service.api.openapi import conflict
 from service.changes import Topic
 from service.enums import Scope
@@ -14,6 +18,7 @@ write = [require(Scope.MODELS_WRITE)]
 # A model's body shows its pending requests' count.
 model_read = polled(Topic.MODELS, Topic.REQUESTS, scope=Scope.MODELS_READ)
 version_read = polled(Topic.VERSIONS, scope=Scope.MODELS_READ)
+WEIGHTS_TAG = {"description": "the weights' sha256, quoted", "schema": {"type": "string"}}
 
 
 def _read(session: SessionDep, model) -> ModelRead:  # type: ignore[no-untyped-def]
@@ -111,19 +116,38 @@ def get_version(
 
 @router.get(
     "/{model_id}/versions/{number}/weights",
-    response_class=Response,
-    responses={200: {"content": {"application/octet-stream": {}}}},
-    dependencies=[require(Scope.ADMIN)],
+    response_class=RangedFile,
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "headers": {"ETag": WEIGHTS_TAG}},
+        206: {"description": "the byte range asked for in `Range`"},
+        304: {
+            "description": "If-None-Match names the sha256: the caller holds these weights",
+            "headers": {"ETag": WEIGHTS_TAG},
+        },
+        416: {"description": "the `Range` lies outside the file (problem+json)"},
+    },
+    dependencies=[require(Scope.MODELS_READ)],
 )
 def download_weights(
-    model_id: str, number: VersionNumber, session: SessionDep, caller: CurrentCaller
+    model_id: str,
+    number: VersionNumber,
+    session: SessionDep,
+    caller: CurrentCaller,
+    if_none_match: Annotated[
+        str | None, Header(description="the sha256 of weights the caller already holds")
+    ] = None,
 ) -> Response:
-    data = versions.weights_bytes(
+    """The version's safetensors file, streamed from the store; ``ETag`` is its sha256
+    (strong: the bytes are addressed by it), ``Range`` gives 206."""
+    path, sha256 = versions.weights_file(
         session, tenant_id=caller.tenant_id, model_id=model_id, number=number
     )
-    filename = f"{model_id}-v{number}.safetensors"
-    return Response(
-        data,
+    etag = f'"{sha256}"'
+    if if_none_match is not None and conditional.matches(if_none_match, etag):
+        return Response(status_code=304, headers={"ETag": etag})
+    return RangedFile(
+        path,
         media_type="application/octet-stream",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        filename=f"{model_id}-v{number}.safetensors",
+        headers={"ETag": etag},
     )

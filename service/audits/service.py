@@ -18,14 +18,16 @@ from service.audits.schemas import (
     ChainVerification,
     LogEntry,
 )
+from service.callbacks import service as callbacks
 from service.db import session_scope
 from service.deletion_requests import service as requests
-from service.enums import JobKind, RequestStatus
+from service.enums import JobKind, RequestStatus, WebhookEvent
 from service.errors import Conflict, NotFound
 from service.jobs import lifecycle
 from service.models import service as models
 from service.models import versions
 from service.pagination import paginate
+from service.settings import get_settings
 from service.tables import Audit, AuditLogEntry, Job, ModelVersion, utcnow
 
 __all__ = [
@@ -129,6 +131,21 @@ def record(session: Session, *, job: Job, report: dict[str, Any], seconds: float
             "frm": report.get("frm"),
             "mia_auc": report["metrics"].get("mia_auc"),
             "reference_versions": (report.get("reference") or {}).get("versions"),
+        },
+    )
+    callbacks.emit(
+        session,
+        tenant_id=job.tenant_id,
+        model_id=job.model_id,
+        event=WebhookEvent.AUDIT_COMPLETED,
+        fields={
+            "version": job.base_version,
+            "verdict": report.get("verdict"),
+            "job_id": job.id,
+            "reference": report.get("reference") is not None,
+            "audit_url": get_settings().link(
+                f"/v1/models/{job.model_id}/versions/{job.base_version}/audit"
+            ),
         },
     )
     lifecycle.finish_audit(

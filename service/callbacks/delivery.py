@@ -1,6 +1,6 @@
 """One delivery attempt: resolve and check the target, POST the signed body to the checked
-address (the hostname still names the TLS certificate and the Host header), and record
-what happened. Redirects are not followed: they could point anywhere."""
+address (the hostname still names the TLS certificate and the Host header), record what
+happened and count its outcome. Redirects are not followed: they could point anywhere."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from service.callbacks import service
-from service.callbacks.signing import signature_header
+from service import metrics
+from service.callbacks import service, signing
 from service.callbacks.targets import RefusedTarget, Target, resolve
 from service.settings import get_settings
 
@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 
 
 def deliver(delivery_id: str) -> str | None:
-    """Attempt a due delivery; returns its status after the attempt (None: not due)."""
+    """Attempt a due delivery; returns the attempt's outcome (delivered, retrying, gave_up,
+    refused), or None when it was not due."""
     claimed = service.claim(delivery_id)
     if claimed is None:
         return None
@@ -32,12 +33,13 @@ def deliver(delivery_id: str) -> str | None:
     response_status, error, final = None, None, False
     try:
         target = resolve(delivery.url)
-        response_status = _post(target, body, secrets_in_use, delivery.id)
+        signed = signing.headers(secrets_in_use, service.message_id(delivery), body)
+        response_status = _post(target, body, signed, delivery.event)
     except RefusedTarget as refused:
         error, final = f"refused target: {refused}", True
     except (httpx.HTTPError, ConnectionError, OSError) as failure:
         error = f"{type(failure).__name__}: {failure}"[:500]
-    status = service.record(
+    outcome = service.record(
         delivery,
         response_status=response_status,
         error=error,
@@ -49,14 +51,16 @@ def deliver(delivery_id: str) -> str | None:
         extra={
             "delivery_id": delivery.id,
             "attempt": delivery.attempts,
+            "event": delivery.event,
             "response_status": response_status,
-            "outcome": status,
+            "outcome": outcome,
         },
     )
-    return status
+    metrics.CALLBACK_ATTEMPTS.labels(outcome).inc()
+    return outcome
 
 
-def _post(target: Target, body: bytes, secrets_in_use: list[str], delivery_id: str) -> int:
+def _post(target: Target, body: bytes, signed: dict[str, str], event: str) -> int:
     parts = urlsplit(target.url)
     address = f"[{target.address}]" if target.address.version == 6 else str(target.address)
     pinned = urlunsplit(
@@ -68,9 +72,8 @@ def _post(target: Target, body: bytes, secrets_in_use: list[str], delivery_id: s
         "Host": host,
         "Content-Type": "application/json",
         "User-Agent": "unlearnd-callbacks/1",
-        "X-Unlearn-Event": service.EVENT,
-        "X-Unlearn-Delivery": delivery_id,
-        "X-Unlearn-Signature": signature_header(secrets_in_use, body),
+        "X-Unlearn-Event": event,
+        **signed,
     }
     extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
     timeout = get_settings().callback_timeout_seconds

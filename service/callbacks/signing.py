@@ -1,54 +1,51 @@
-"""Signed callback bodies: ``X-Unlearn-Signature: t=<unix seconds>,v1=<hex>[,v1=<hex>]``.
+"""Signed deliveries, as Standard Webhooks (https://www.standardwebhooks.com) define them:
 
-Each ``v1`` is HMAC-SHA256, keyed with the tenant's callback secret, of ``"<t>." + body``;
-while a rotated secret is in its grace period a second ``v1`` is made with the previous
-one. A receiver recomputes it with its secret, compares in constant time, and refuses a
-``t`` older than a few minutes: a captured delivery cannot be replayed later, and a retry
-is signed afresh with the time of its own attempt.
+- ``webhook-id``: the message id (a delivery's id; a redelivery keeps the original's, so a
+  receiver drops a repeat by it),
+- ``webhook-timestamp``: unix seconds of this attempt,
+- ``webhook-signature``: ``v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">``, one per
+  secret in use, space-separated: while a rotated secret is in its grace period the
+  previous one signs too.
+
+A secret is ``whsec_<base64 of its key bytes>`` (32 random bytes). A receiver verifies
+with the ``standardwebhooks`` package: ``Webhook(secret).verify(body, headers)`` checks the
+signature and refuses a timestamp more than five minutes off, so a captured delivery cannot
+be replayed later (a retry is signed afresh with the time of its own attempt).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import base64
 import secrets
-import time
+from datetime import UTC, datetime, timedelta
 
-__all__ = ["new_secret", "signature_header", "verify"]
+from standardwebhooks import Webhook
 
-TOLERANCE_SECONDS = 300
+__all__ = ["new_secret", "headers", "in_use", "SECRET_GRACE"]
+
+SECRET_BYTES = 32
+SECRET_GRACE = timedelta(hours=24)  # after a rotation, the previous secret signs this long
+
+
+def in_use(current: str, previous: str | None, until: datetime | None) -> list[str]:
+    """The secrets that sign now: the current one, and the previous one in its grace."""
+    if previous and until is not None and until > datetime.now(UTC):
+        return [current, previous]
+    return [current]
 
 
 def new_secret() -> str:
-    return "whsec_" + secrets.token_urlsafe(32)
+    return "whsec_" + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
 
 
-def _mac(secret: str, timestamp: int, body: bytes) -> str:
-    return hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-
-
-def signature_header(secrets_in_use: list[str], body: bytes, *, at: float | None = None) -> str:
-    timestamp = int(time.time() if at is None else at)
-    macs = ",".join(f"v1={_mac(secret, timestamp, body)}" for secret in secrets_in_use)
-    return f"t={timestamp},{macs}"
-
-
-def verify(
-    secret: str,
-    header: str,
-    body: bytes,
-    *,
-    now: float | None = None,
-    tolerance: float = TOLERANCE_SECONDS,
-) -> bool:
-    """What a receiver does: True when ``header`` signs ``body`` with ``secret`` recently."""
-    fields = [part.partition("=") for part in header.split(",")]
-    stamps = [value for name, _, value in fields if name.strip() == "t"]
-    macs = [value for name, _, value in fields if name.strip() == "v1"]
-    if len(stamps) != 1 or not stamps[0].isdigit() or not macs:
-        return False
-    timestamp = int(stamps[0])
-    if abs((time.time() if now is None else now) - timestamp) > tolerance:
-        return False
-    expected = _mac(secret, timestamp, body)
-    return any(hmac.compare_digest(expected, mac) for mac in macs)
+def headers(
+    secrets_in_use: list[str], message_id: str, body: bytes, *, at: datetime | None = None
+) -> dict[str, str]:
+    """The three Standard Webhooks headers of ``body`` sent now (or ``at``)."""
+    at = at or datetime.now(UTC)
+    signatures = " ".join(Webhook(secret).sign(message_id, at, body) for secret in secrets_in_use)
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(int(at.timestamp())),
+        "webhook-signature": signatures,
+    }

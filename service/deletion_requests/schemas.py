@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, Strict, model_validator
 
-from service.callbacks.targets import RefusedTarget, check_url
+from service.callbacks.schemas import checked_url
 from service.enums import RequestStatus
 from service.schemas import Text, schema_ref
 
@@ -38,12 +38,7 @@ class DeletionRequestCreate(BaseModel):
         if self.sample_keys is not None and not self.sample_keys:
             raise ValueError("sample_keys must not be empty")
         if self.callback_url is not None:
-            if len(str(self.callback_url)) > 2000:
-                raise ValueError("callback_url is longer than 2000 characters")
-            try:
-                check_url(str(self.callback_url))
-            except RefusedTarget as refused:
-                raise ValueError(f"callback_url: {refused}") from None
+            checked_url(self.callback_url, "callback_url")
         return self
 
 

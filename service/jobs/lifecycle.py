@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 from ml.unlearners import Need
 from service import metrics, outbox
 from service.artifacts import StoredArtifact
+from service.callbacks import service as callbacks
 from service.db import on_commit
 from service.deletion_requests.service import log_received, log_request
 from service.enums import (
@@ -42,6 +43,7 @@ from service.enums import (
     ModelStatus,
     RequestStatus,
     VersionKind,
+    WebhookEvent,
 )
 from service.models import versions
 from service.models.settings import ModelSettings
@@ -363,10 +365,24 @@ def _complete_audited(session: Session, job: Job, *, detail: str) -> None:
 
 
 def _after_new_version(session: Session, model: Model, version: ModelVersion) -> None:
-    """Follow-ups of a new head: build the unlearner's artifacts if it needs them, measure
-    an uploaded version, audit a version that forgot something (its audit completes the
-    version's requests), collect the artifacts nothing needs now, and look at what became
-    pending meanwhile."""
+    """Follow-ups of a new head: announce it (``model.version_published``), build the
+    unlearner's artifacts if it needs them, measure an uploaded version, audit a version
+    that forgot something (its audit completes the version's requests), collect the
+    artifacts nothing needs now, and look at what became pending meanwhile."""
+    callbacks.emit(
+        session,
+        tenant_id=model.tenant_id,
+        model_id=model.id,
+        event=WebhookEvent.VERSION_PUBLISHED,
+        fields={
+            "version": version.number,
+            "parent": version.parent,
+            "kind": version.kind,
+            "deletion_request_ids": list(version.deletion_request_ids),
+            "weights_sha256": version.artifact_sha256,
+            "weights_url": versions.weights_url(model.id, version.number),
+        },
+    )
     settings = ModelSettings.of(model)
     if version.kind == VersionKind.UPLOADED:
         new_job(session, model, JobKind.EVALUATE, version=version.number)

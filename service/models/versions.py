@@ -10,6 +10,7 @@ moves only with the model row locked (:func:`lock_model`); what follows a new ve
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
@@ -22,6 +23,7 @@ from service.enums import LIVE_JOB_STATUSES, RequestStatus, SampleState, Version
 from service.errors import NotFound
 from service.models.schemas import ArtifactRead, VersionRead
 from service.pagination import paginate
+from service.settings import get_settings
 from service.tables import (
     DeletionRequest,
     Job,
@@ -48,7 +50,8 @@ __all__ = [
     "forgotten_classes",
     "page",
     "to_read",
-    "weights_bytes",
+    "weights_file",
+    "weights_url",
 ]
 
 _TOMBSTONE_CHUNK = 5000
@@ -368,6 +371,18 @@ def to_read(session: Session, version: ModelVersion) -> VersionRead:
     )
 
 
-def weights_bytes(session: Session, *, tenant_id: str, model_id: str, number: int) -> bytes:
+def weights_file(
+    session: Session, *, tenant_id: str, model_id: str, number: int
+) -> tuple[Path, str]:
+    """Where a version's safetensors file is, and its sha256 (what the version records;
+    the file is content-addressed by it)."""
     version = get_or_raise(session, model_id=model_id, number=number, tenant_id=tenant_id)
-    return store().get_bytes(version.artifact_sha256)
+    path = store().path(version.artifact_sha256)
+    if not path.is_file():
+        raise OSError(f"the weights of {model_id} version {number} are missing from the store")
+    return path, version.artifact_sha256
+
+
+def weights_url(model_id: str, number: int) -> str:
+    """The download's URL: under ``UNLEARN_PUBLIC_URL`` when set, else the path."""
+    return get_settings().link(f"/v1/models/{model_id}/versions/{number}/weights")

@@ -207,6 +207,9 @@ def test_prometheus_scrapes_api_and_worker(resolved: str) -> None:
     scrape = PROMETHEUS_FILE.read_text()
     assert re.search(r"""["']?api:8000["']?""", scrape)
     assert re.search(r"""["']?worker:9101["']?""", scrape)
+    # The callback worker's own port: the give-ups' alert reads its attempts.
+    assert re.search(r"""["']?callback-worker:9103["']?""", scrape)
+    assert "9103" in _subtree(resolved, "services", "callback-worker", "command")
 
 
 def test_dockerfile_runs_unlearnd_as_non_root() -> None:

@@ -1,4 +1,5 @@
-"""A callback target: an HTTP endpoint on 127.0.0.1 that records what it is sent."""
+"""A callback target: an HTTP endpoint on 127.0.0.1 that records what it is sent; and the
+delivery of the callbacks a test's service sent (no worker needed)."""
 
 from __future__ import annotations
 
@@ -35,3 +36,14 @@ class Receiver:
 
     def bodies(self) -> list[dict]:
         return [json.loads(body) for _, body in self.received]
+
+
+def deliver_sent(sent_messages: list[tuple[str, list[str], str]]) -> None:
+    """Deliver every callback the service sent (tests keep messages instead of a worker)."""
+    from workers.commands import deliver_callback
+
+    while sent_messages:
+        task, args, queue = sent_messages.pop(0)
+        if task == "unlearnd.deliver_callback":
+            assert queue == "callbacks"
+            deliver_callback(*args)

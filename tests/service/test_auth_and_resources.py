@@ -84,7 +84,8 @@ def test_scopes_are_enforced(client, admin, key_for, ready_model):
         == 403
     )
     weights = f"/v1/models/{ready_model['id']}/versions/1/weights"
-    assert client.get(weights, headers=key_for(["models:read", "models:write"])).status_code == 403
+    assert client.get(weights, headers=key_for(["requests:read", "audit:read"])).status_code == 403
+    assert client.get(weights, headers=model_reader).status_code == 200
     assert client.get(weights, headers=admin).status_code == 200
 
 

@@ -1,9 +1,11 @@
 """Callbacks: only public http(s) targets (unless a network is allowed), every status
-change POSTed from a worker with a timestamped HMAC signature, retried with backoff, and
-every attempt readable through the API."""
+change POSTed from a worker signed as Standard Webhooks define it (checked here with the
+``standardwebhooks`` package, as a receiver would), retried with backoff, and every
+attempt readable through the API."""
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import time
@@ -11,11 +13,12 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from service.callbacks import signing, targets
 from service.jobs import dispatch
 from tests.helpers.app import configure, make_key, run_queued_jobs, train_keys
-from tests.helpers.callbacks import Receiver
+from tests.helpers.callbacks import Receiver, deliver_sent
 from workers.commands import deliver_callback
 
 
@@ -92,15 +95,6 @@ def test_an_allowed_ipv4_network_allows_its_ipv6_forms_and_nothing_else(monkeypa
         targets.check_url("http://[64:ff9b::a9fe:a9fe]/hook")
 
 
-def _deliver_sent(sent_messages) -> None:
-    """Deliver every callback the service sent (tests keep messages instead of a worker)."""
-    while sent_messages:
-        task, args, queue = sent_messages.pop(0)
-        if task == "unlearnd.deliver_callback":
-            assert queue == "callbacks"
-            deliver_callback(*args)
-
-
 @pytest.mark.parametrize(
     "url",
     [
@@ -147,19 +141,25 @@ def test_every_status_change_is_posted_signed(client, admin, ready_model, receiv
     client.post(f"/v1/models/{ready_model['id']}/flush", headers=admin)
     dispatch.dispatch_model(ready_model["id"])
     run_queued_jobs(ready_model["id"])
-    _deliver_sent(sent_messages)
+    deliver_sent(sent_messages)
     bodies = receiver.bodies()
     assert [b["status"] for b in bodies] == ["batched", "unlearning", "auditing", "completed"]
     assert {b["request_id"] for b in bodies} == {request["id"]}
     assert bodies[-1]["result_version"] == 2 and "subject_id" not in bodies[-1]
     secret = client.get("/v1/callback-secret", headers=admin).json()["secret"]
+    assert secret.startswith("whsec_") and 24 <= len(base64.b64decode(secret[6:])) <= 32
     for headers, body in receiver.received:
-        signature = headers["X-Unlearn-Signature"]
-        assert signing.verify(secret, signature, body)
-        assert not signing.verify(secret, signature, body[:-1] + b', "x": 1}')
-        assert not signing.verify("whsec_other", signature, body)
-        assert not signing.verify(secret, signature, body, now=time.time() + 600)  # a replay
-        assert headers["X-Unlearn-Delivery"] == json.loads(body)["delivery_id"]
+        assert Webhook(secret).verify(body, headers) == json.loads(body)
+        with pytest.raises(WebhookVerificationError):
+            Webhook(secret).verify(body[:-1] + b', "x": 1}', headers)
+        with pytest.raises(WebhookVerificationError):
+            Webhook(signing.new_secret()).verify(body, headers)
+        old = {**headers, "webhook-timestamp": str(int(time.time()) - 600)}
+        with pytest.raises(WebhookVerificationError):  # a replay
+            Webhook(secret).verify(body, old)
+        assert headers["webhook-id"] == json.loads(body)["delivery_id"]
+        assert headers["webhook-signature"].startswith("v1,")
+        assert headers["X-Unlearn-Event"] == "deletion_request.status_changed"
         assert headers["Host"].startswith("127.0.0.1:")
     listed = client.get(f"/v1/deletion-requests/{request['id']}/callbacks", headers=admin)
     assert listed.status_code == 200
@@ -187,7 +187,7 @@ def test_failed_attempts_are_retried_with_backoff_then_given_up(
     keys = train_keys(client, admin, ready_model["dataset_id"], 2)
     first = _submit(client, admin, ready_model, keys[:1], receiver.url).json()
     client.post(f"/v1/deletion-requests/{first['id']}/cancel", headers=admin)
-    _deliver_sent(sent_messages)  # attempt 1: 500
+    deliver_sent(sent_messages)  # attempt 1: 500
     deliver_callback(_delivery_ids(client, admin, first["id"])[0])  # not due: no attempt
     assert len(receiver.received) == 1
     _retry_until_settled(client, admin, first["id"], sent_messages)
@@ -200,7 +200,7 @@ def test_failed_attempts_are_retried_with_backoff_then_given_up(
 
     second = _submit(client, admin, ready_model, keys[1:], receiver.url).json()
     client.post(f"/v1/deletion-requests/{second['id']}/cancel", headers=admin)
-    _deliver_sent(sent_messages)
+    deliver_sent(sent_messages)
     _retry_until_settled(client, admin, second["id"], sent_messages)
     delivery = client.get(f"/v1/deletion-requests/{second['id']}/callbacks", headers=admin).json()
     assert delivery["items"][0]["status"] == "failed"
@@ -219,7 +219,7 @@ def _retry_until_settled(client, admin, request_id, sent_messages, timeout=20.0)
             return
         time.sleep(0.1)
         callbacks.resend_due()
-        _deliver_sent(sent_messages)
+        deliver_sent(sent_messages)
     raise AssertionError("the delivery never settled")
 
 
@@ -242,7 +242,7 @@ def test_a_name_that_resolves_inside_the_network_is_refused_at_delivery(
 
     monkeypatch.setattr(socket, "getaddrinfo", resolves_privately)
     client.post(f"/v1/deletion-requests/{request['id']}/cancel", headers=admin)
-    _deliver_sent(sent_messages)
+    deliver_sent(sent_messages)
     delivery = client.get(f"/v1/deletion-requests/{request['id']}/callbacks", headers=admin).json()
     item = delivery["items"][0]
     assert item["status"] == "failed" and len(item["attempts"]) == 1
@@ -271,7 +271,7 @@ def test_a_delivery_logs_no_callback_url(client, admin, ready_model, receiver, s
         url = f"{receiver.url}&token={token}"
         request = _submit(client, admin, ready_model, keys, url).json()
         client.post(f"/v1/deletion-requests/{request['id']}/cancel", headers=admin)
-        _deliver_sent(sent_messages)
+        deliver_sent(sent_messages)
     finally:
         logging.getLogger().removeHandler(handler)
     assert len(receiver.received) == 1
@@ -289,11 +289,21 @@ def test_a_rotated_secret_signs_alongside_the_old_one(
     keys = train_keys(client, admin, ready_model["dataset_id"], 1)
     request = _submit(client, admin, ready_model, keys, receiver.url).json()
     client.post(f"/v1/deletion-requests/{request['id']}/cancel", headers=admin)
-    _deliver_sent(sent_messages)
+    deliver_sent(sent_messages)
     headers, body = receiver.received[0]
-    assert headers["X-Unlearn-Signature"].count("v1=") == 2
-    assert signing.verify(old, headers["X-Unlearn-Signature"], body)
-    assert signing.verify(rotated["secret"], headers["X-Unlearn-Signature"], body)
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    Webhook(old).verify(body, headers)
+    Webhook(rotated["secret"]).verify(body, headers)
+    for one in headers["webhook-signature"].split(" "):  # each secret signs on its own
+        alone = {**headers, "webhook-signature": one}
+        verified = 0
+        for secret in (old, rotated["secret"]):
+            try:
+                Webhook(secret).verify(body, alone)
+                verified += 1
+            except WebhookVerificationError:
+                pass
+        assert verified == 1
     assert client.get("/v1/callback-secret", headers=make_key(["requests:read"])).status_code == 403
 
 
