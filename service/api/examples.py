@@ -43,6 +43,13 @@ REQUEST_EXAMPLES: dict[str, Any] = {
     "AuditCreate": {"reference": "retrain"},
     "KeyCreate": {"name": "product-backend", "scopes": ["requests:write", "requests:read"]},
     "KeyRotate": {"grace_seconds": 3600},
+    "WebhookCreate": {
+        "url": "https://hooks.example.com/unlearn",
+        "events": ["model.version_published", "audit.completed"],
+        "model_id": "0d9b5a6c-8f4e-4b8a-9d59-3f0a2c6e1b7d",
+        "description": "serving: reload the weights",
+    },
+    "WebhookUpdate": {"events": ["model.version_published"]},
     # What the service sends (the OpenAPI document's webhooks), not what it takes.
     "DeletionRequestStatusChanged": {
         "event": "deletion_request.status_changed",
@@ -53,5 +60,28 @@ REQUEST_EXAMPLES: dict[str, Any] = {
         "at": "2026-12-06T11:40:00+00:00",
         "result_version": 2,
         "error": None,
+    },
+    "VersionPublished": {
+        "event": "model.version_published",
+        "delivery_id": "7a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d",
+        "at": "2026-12-06T11:39:00+00:00",
+        "model_id": "0d9b5a6c-8f4e-4b8a-9d59-3f0a2c6e1b7d",
+        "version": 2,
+        "parent": 1,
+        "kind": "unlearned",
+        "deletion_request_ids": ["1b2c3d4e-5f60-4718-92a3-b4c5d6e7f809"],
+        "weights_sha256": "9f2c" + "0" * 60,
+        "weights_url": "https://unlearn.example.com/v1/models/0d9b5a6c-8f4e-4b8a-9d59-3f0a2c6e1b7d/versions/2/weights",
+    },
+    "AuditCompleted": {
+        "event": "audit.completed",
+        "delivery_id": "8b3c4d5e-6f7a-4b8c-9d0e-1f2a3b4c5d6e",
+        "at": "2026-12-06T11:39:30+00:00",
+        "model_id": "0d9b5a6c-8f4e-4b8a-9d59-3f0a2c6e1b7d",
+        "version": 2,
+        "verdict": "no_reference",
+        "job_id": "2c3d4e5f-6a7b-4c8d-9e0f-1a2b3c4d5e6f",
+        "reference": False,
+        "audit_url": "https://unlearn.example.com/v1/models/0d9b5a6c-8f4e-4b8a-9d59-3f0a2c6e1b7d/versions/2/audit",
     },
 }

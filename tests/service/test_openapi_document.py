@@ -26,6 +26,8 @@ DUMMY = {
     "key_id": "x",
     "dataset_id": "x",
     "key": "x",
+    "delivery_id": "x",
+    "webhook_id": "x",
 }
 
 
@@ -113,6 +115,7 @@ def test_bulk_items_job_progress_and_method_params_are_typed(document):
 
 def test_every_json_body_has_an_example_the_service_accepts(document):
     from service.audits.schemas import AuditCreate
+    from service.callbacks.schemas import WebhookCreate, WebhookUpdate
     from service.datasets.schemas import DatasetCreate
     from service.deletion_requests.schemas import DeletionRequestCreate
     from service.keys.schemas import KeyCreate, KeyRotate
@@ -126,10 +129,14 @@ def test_every_json_body_has_an_example_the_service_accepts(document):
         "AuditCreate": AuditCreate,
         "KeyCreate": KeyCreate,
         "KeyRotate": KeyRotate,
+        "WebhookCreate": WebhookCreate,
+        "WebhookUpdate": WebhookUpdate,
     }
-    from service.api.events import DeletionRequestStatusChanged
+    from service.api.events import AuditCompleted, DeletionRequestStatusChanged, VersionPublished
 
     models["DeletionRequestStatusChanged"] = DeletionRequestStatusChanged
+    models["VersionPublished"] = VersionPublished
+    models["AuditCompleted"] = AuditCompleted
     bodies = _operations(document) + [
         (name, method, operation)
         for name, operations in document["webhooks"].items()

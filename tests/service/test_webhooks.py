@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import create_engine, text
 from standardwebhooks import Webhook
 
+from service.api.events import AuditCompleted, DeletionRequestStatusChanged, VersionPublished
 from service.artifacts import ArtifactStore
 from service.callbacks import service as callbacks
 from tests.helpers.app import configure, create_model, forget_now, train_keys
@@ -122,6 +124,13 @@ def test_a_new_version_and_its_audit_are_announced_to_the_subscriptions_that_ask
             )
     assert elsewhere.received == []
     bodies = everything.bodies()
+    documented = {  # the OpenAPI document's webhooks: what is sent validates, strictly
+        "deletion_request.status_changed": DeletionRequestStatusChanged,
+        "model.version_published": VersionPublished,
+        "audit.completed": AuditCompleted,
+    }
+    for body in bodies:
+        documented[body["event"]].model_validate_json(json.dumps(body))
     assert [b["event"] for b in bodies] == [
         "deletion_request.status_changed",  # batched
         "deletion_request.status_changed",  # unlearning
