@@ -258,6 +258,7 @@ class _Manifest:
     paths: list[str] | None  # as written, for image manifests
     features: np.ndarray | None  # (N, D) float32, for tabular manifests
     num_classes: int
+    subjects: list[str | None] | None  # the ``subject`` column, "" read as None
 
 
 def _parse_manifest(header: list[str], rows: list[list[str]], num_classes: int | None) -> _Manifest:
@@ -331,7 +332,10 @@ def _parse_manifest(header: list[str], rows: list[list[str]], num_classes: int |
         if not np.isfinite(features).all():
             raise InvalidSource("the features hold NaN or infinite values")
     classes = num_classes if num_classes else (int(labels.max()) + 1 if len(labels) else 0)
-    return _Manifest(keys, labels, splits, digests, paths, features, classes)
+    subjects = (
+        [row[column["subject"]].strip() or None for row in rows] if "subject" in column else None
+    )
+    return _Manifest(keys, labels, splits, digests, paths, features, classes, subjects)
 
 
 @adapters.register("manifest")
@@ -367,7 +371,9 @@ class ManifestAdapter(DatasetAdapter):
         else:
             assert m.features is not None
             shape, fingerprints = [m.features.shape[1]], [f"row={row}" for row in m.rows]
-        return SourceIndex(m.keys, m.labels, m.splits, m.num_classes, shape, fingerprints)
+        return SourceIndex(
+            m.keys, m.labels, m.splits, m.num_classes, shape, fingerprints, subjects=m.subjects
+        )
 
     def keys(self) -> list[str]:
         return self._manifest.keys

@@ -90,6 +90,9 @@ class SourceIndex:
     # ``mtime=`` (its file's); None where the source cannot change (shipped data).
     fingerprints: list[str | None] | None = None
     normalization: dict[str, list[float]] | None = None  # the one the reads apply
+    # Per sample, the person it is about (a manifest's ``subject``; None where a row has
+    # none), for registration to digest with the tenant's key: never stored as given.
+    subjects: list[str | None] | None = None
 
 
 class DatasetAdapter(ABC):

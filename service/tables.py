@@ -122,6 +122,8 @@ class Sample(Base):
     __table_args__ = (
         UniqueConstraint("dataset_id", "key"),
         Index("ix_samples_dataset_split_state", "dataset_id", "split", "state"),
+        # A request by subject finds its samples by this (migration 0012).
+        Index("ix_samples_dataset_subject", "dataset_id", "subject_digest"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
@@ -133,8 +135,8 @@ class Sample(Base):
     # What identified the sample's content at registration (``ml.sources.SourceIndex``);
     # a job that reads it checks it. Null for shipped data and older registrations.
     fingerprint: Mapped[str | None] = mapped_column(String(128), nullable=True)
-    # HMAC of the manifest's `subject` under the tenant's subject key; null until that key
-    # exists (the raw subject is never stored).
+    # HMAC of the manifest's `subject` under the tenant's subject key (service.subjects),
+    # written at registration; null where the source names none (never stored as given).
     subject_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 

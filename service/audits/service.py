@@ -163,12 +163,13 @@ def certificate(session: Session, *, tenant_id: str, request_id: str) -> Certifi
         raise Conflict(f"the request is {request.status}; certificates are for completed ones")
     job = session.get(Job, request.job_id) if request.job_id else None
     after = versions.get(session, request.model_id, request.result_version)
-    before = versions.get(session, request.model_id, after.parent if after and job else None)
+    # Without a job the model did not change: before and after are the version it stayed at.
+    before = versions.get(session, request.model_id, after.parent) if after and job else after
     audit = _latest(session, after) if after and job else None
     entries = _log_entries(session, request.id, request.model_id, request.result_version)
     summary = _audit_summary(audit)
     return Certificate(
-        evidence=summary["evidence"] if summary else _unaudited(job),
+        evidence=summary["evidence"] if summary else _unaudited(job, request.sample_count),
         request={
             "id": request.id,
             "model_id": request.model_id,
@@ -185,7 +186,7 @@ def certificate(session: Session, *, tenant_id: str, request_id: str) -> Certifi
         sample_key_digests=sorted(requests.digest(key) for key in request.sample_keys or []),
         job=_job_summary(job),
         version_before=_version_summary(before),
-        version_after=_version_summary(after) if job else None,
+        version_after=_version_summary(after),
         audit=summary,
         audit_log=[LogEntry.model_validate(e, from_attributes=True) for e in entries],
         audit_log_entries_consistent=all(
@@ -195,8 +196,13 @@ def certificate(session: Session, *, tenant_id: str, request_id: str) -> Certifi
     )
 
 
-def _unaudited(job: Job | None) -> str:
+def _unaudited(job: Job | None, sample_count: int) -> str:
     """The certificate's evidence line when no audit of the request's version is stored."""
+    if job is None and sample_count == 0:
+        return (
+            "nothing to forget: the model's dataset holds no training sample of this "
+            "subject, so no version was needed"
+        )
     if job is None:
         return "no new version: every sample was already forgotten by this model"
     return "not audited: the version's audit did not complete (the request's history says why)"

@@ -8,7 +8,7 @@ from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
 from ml.datasets import InvalidSource, holdout_mask, index_source
-from service import audit_log, lookup
+from service import audit_log, lookup, subjects
 from service.datasets.schemas import DatasetCreate
 from service.errors import Conflict, InvalidInput, NotFound
 from service.pagination import paginate
@@ -49,6 +49,7 @@ def register(session: Session, *, tenant_id: str, spec: DatasetCreate) -> Datase
     )
     session.add(dataset)
     session.flush()
+    digests = _subject_digests(session, tenant_id, index.subjects)
     session.execute(
         insert(Sample),
         [
@@ -60,6 +61,7 @@ def register(session: Session, *, tenant_id: str, spec: DatasetCreate) -> Datase
                 "label": int(index.labels[position]),
                 "state": "active",
                 "fingerprint": index.fingerprints[position] if index.fingerprints else None,
+                "subject_digest": digests[position] if digests else None,
             }
             for position, key in enumerate(index.keys)
         ],
@@ -75,6 +77,17 @@ def register(session: Session, *, tenant_id: str, spec: DatasetCreate) -> Datase
     session.commit()
     _refresh_planner_statistics(session)
     return dataset
+
+
+def _subject_digests(
+    session: Session, tenant_id: str, given: list[str | None] | None
+) -> list[str | None] | None:
+    """Each sample's subject as the tenant's keyed digest (``service.subjects``): the
+    source's subjects are read at registration and never stored as given."""
+    if given is None:
+        return None
+    key = subjects.tenant_key(session, tenant_id)
+    return [subjects.subject_digest(key, subject) if subject else None for subject in given]
 
 
 def _refresh_planner_statistics(session: Session) -> None:

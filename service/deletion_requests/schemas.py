@@ -13,7 +13,9 @@ MAX_CLASS_LABEL = 99_999  # a dataset has at most 100,000 classes (ml.datasets)
 
 
 class DeletionRequestCreate(BaseModel):
-    """Exactly one of ``sample_keys`` and ``class_labels``."""
+    """At most one of ``sample_keys`` and ``class_labels``. With neither, the request
+    forgets every active training sample of ``subject_id`` in the model's dataset (one
+    registered with a ``subject`` column); a subject with none completes at once."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
     model_id: Text = Field(max_length=64)
@@ -32,9 +34,12 @@ class DeletionRequestCreate(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _exactly_one_target(self) -> DeletionRequestCreate:
-        if (self.sample_keys is None) == (self.class_labels is None):
-            raise ValueError("give exactly one of sample_keys and class_labels")
+    def _one_target(self) -> DeletionRequestCreate:
+        if self.sample_keys is not None and self.class_labels is not None:
+            raise ValueError(
+                "give at most one of sample_keys and class_labels (neither: every training "
+                "sample of subject_id)"
+            )
         if self.sample_keys is not None and not self.sample_keys:
             raise ValueError("sample_keys must not be empty")
         if self.callback_url is not None:

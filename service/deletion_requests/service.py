@@ -202,6 +202,7 @@ def _stage(
     models = store.models(model_ids) if model_ids else {}
     wanted: list[tuple[str, str]] = []
     claimed: dict[str, set[int]] = {}  # model -> classes forgotten, on their way or in `items`
+    by_subject: dict[int, list[str]] = {}  # item -> the training keys its subject resolved to
     for i in live:
         item = items[i]
         model = models.get(item.spec.model_id)
@@ -211,6 +212,9 @@ def _stage(
             if item.spec.sample_keys is not None:
                 _check_key_list(item.spec.sample_keys)
                 wanted += [(model.id, key) for key in item.spec.sample_keys]
+            elif item.spec.class_labels is None:
+                by_subject[i] = _subject_keys(store, model, item.spec.subject_id)
+                wanted += [(model.id, key) for key in by_subject[i]]
             else:
                 labels = item.spec.class_labels or []
                 _check_classes(model.num_classes, labels)
@@ -232,9 +236,9 @@ def _stage(
         item, spec = items[i], items[i].spec
         model = models[spec.model_id]
         try:
-            if spec.sample_keys is not None:
-                keys, already = spec.sample_keys, _checked_keys(model.id, spec.sample_keys, found)
-                count = len(keys)
+            if spec.sample_keys is not None or i in by_subject:
+                keys = spec.sample_keys if spec.sample_keys is not None else by_subject[i]
+                already, count = _checked_keys(model.id, keys, found), len(keys)
             else:
                 keys, already = None, []
                 count = store.class_count(model.dataset_id, spec.class_labels or [])
@@ -260,6 +264,22 @@ def _stage(
         raise IdempotencyRace
     assert all(outcome is not None for outcome in outcomes)
     return outcomes, created  # type: ignore[return-value]
+
+
+def _subject_keys(
+    store: storage.BatchStorage, model: storage.ModelFacts, subject: str
+) -> list[str]:
+    """The training keys of ``subject`` in the model's dataset (by its keyed digest); 422
+    when the dataset records no subjects."""
+    digest = subjects.subject_digest(model.subject_key, subject)
+    keys = store.subject_keys(model.dataset_id, digest)
+    if keys is None:
+        message = (
+            "this model's dataset records no subjects (register it with a manifest's "
+            "'subject' column): name sample_keys or class_labels"
+        )
+        raise InvalidInput(message, [{"loc": ["body", "sample_keys"], "msg": message}])
+    return keys
 
 
 def _reused() -> InvalidInput:
@@ -313,9 +333,8 @@ def _stored(
     session.add_all([request, first])
     request.result_version = model.head_version
     log_received(session, request)
-    done = move_request(
-        session, request, RequestStatus.COMPLETED, detail="already forgotten", at=now
-    )
+    detail = "already forgotten" if keys else "nothing to forget: no training sample of the subject"
+    done = move_request(session, request, RequestStatus.COMPLETED, detail=detail, at=now)
     return to_read(request, [first, done]).model_dump(mode="json")
 
 

@@ -148,6 +148,28 @@ class BatchStorage:
             or 0
         )
 
+    def subject_keys(self, dataset_id: str, digest: str) -> list[str] | None:
+        """The training keys of the subject with this digest, in dataset order; None when
+        the dataset records no subjects at all."""
+        recorded = self.session.scalar(
+            select(Sample.id)
+            .where(Sample.dataset_id == dataset_id, Sample.subject_digest.is_not(None))
+            .limit(1)
+        )
+        if recorded is None:
+            return None
+        return list(
+            self.session.scalars(
+                select(Sample.key)
+                .where(
+                    Sample.dataset_id == dataset_id,
+                    Sample.subject_digest == digest,
+                    Sample.split == Split.TRAIN,
+                )
+                .order_by(Sample.position)
+            )
+        )
+
     def claimed_classes(self, model_id: str) -> set[int]:
         """Classes of the model's class deletions that are forgotten or on their way (every
         status but failed and cancelled)."""

@@ -20,7 +20,8 @@ from sqlalchemy import select
 from ml.datasets import clear_cache
 from ml.samples import SampleSet
 from service.db import session_scope
-from service.tables import AuditLogEntry, Dataset, Sample
+from service.subjects import subject_digest
+from service.tables import AuditLogEntry, Dataset, Sample, Tenant
 from tests.helpers.app import configure, create_model, forget_now, run_queued_jobs, train_keys
 from tests.helpers.own_data import (
     SIZE,
@@ -208,7 +209,7 @@ def test_removing_an_active_sample_fails_the_next_job(client, admin, env, monkey
     assert len(keys) == SIZE
 
 
-def test_a_subject_column_is_checked_and_never_stored(client, admin, env):
+def test_a_subject_column_is_checked_and_stored_only_as_its_keyed_digest(client, admin, env):
     root = Path(env["data_root"])
     rows = [
         row | {"subject": f"person-{i % 7}@example.com"} for i, row in enumerate(write_pngs(root))
@@ -224,7 +225,12 @@ def test_a_subject_column_is_checked_and_never_stored(client, admin, env):
             + [(d.source, d.name) for d in session.scalars(select(Dataset))]
             + [e.payload for e in session.scalars(select(AuditLogEntry))]
         )
-    assert len(samples) == SIZE and all(s.subject_digest is None for s in samples)
+    with session_scope() as session:
+        key = session.scalar(select(Tenant.subject_key).where(Tenant.name == "acme"))
+    by_key = {s.key: s.subject_digest for s in samples}
+    assert len(samples) == SIZE
+    assert by_key["digit-010"] == subject_digest(key or "", "person-3@example.com")
+    assert by_key["digit-010"] == by_key["digit-003"] != by_key["digit-004"]
     assert "example.com" not in json.dumps(stored, default=str)
     rows[3]["subject"] = "x" * 201
     write_csv(root / "long.csv", rows)

@@ -1,0 +1,116 @@
+"""A product backend knows a user id, not sample keys: a request may name the subject
+alone, and the service forgets every active training sample of that subject in the
+model's dataset (a manifest with a ``subject`` column), found by its keyed digest. A
+subject with no samples completes at once as "nothing to forget"; a dataset without
+subjects answers 422."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from service.db import session_scope
+from service.jobs import dispatch
+from service.tables import DeletionRequest, Sample
+from tests.helpers.app import create_model, run_queued_jobs
+from tests.helpers.own_data import write_csv, write_pngs
+
+PEOPLE = 7
+
+
+def _people_model(client, admin, root: Path) -> tuple[dict, dict]:
+    rows = [row | {"subject": f"person-{i % PEOPLE}"} for i, row in enumerate(write_pngs(root))]
+    write_csv(root / "people.csv", rows)
+    response = client.post(
+        "/v1/datasets",
+        headers=admin,
+        json={
+            "name": "people",
+            "source": {"kind": "manifest", "path": "people.csv"},
+            "holdout_fraction": 0.25,
+        },
+    )
+    assert response.status_code == 201, response.text
+    dataset = response.json()
+    model = create_model(client, admin, dataset["id"])
+    run_queued_jobs(model["id"])
+    return dataset, model
+
+
+def _training_keys_of(dataset_id: str, person: int) -> list[str]:
+    with session_scope() as session:
+        rows = session.execute(
+            select(Sample.key, Sample.split)
+            .where(Sample.dataset_id == dataset_id)
+            .order_by(Sample.position)
+        ).all()
+    own = {f"digit-{i:03d}" for i in range(person, 80, PEOPLE)}
+    return [key for key, split in rows if key in own and split == "train"]
+
+
+def _by_subject(client, admin, model_id: str, subject: str):
+    return client.post(
+        "/v1/deletion-requests",
+        headers=admin,
+        json={"model_id": model_id, "subject_id": subject},
+    )
+
+
+def test_a_subject_alone_forgets_every_training_sample_of_theirs(client, admin, env):
+    dataset, model = _people_model(client, admin, Path(env["data_root"]))
+    expected = _training_keys_of(dataset["id"], 3)
+    assert 5 <= len(expected) < 12  # holdout samples of person-3 are not in the model
+
+    answer = _by_subject(client, admin, model["id"], "person-3")
+    assert answer.status_code == 202, answer.text
+    request = answer.json()
+    assert request["sample_count"] == len(expected) and request["sample_keys"] == expected
+    client.post(f"/v1/models/{model['id']}/flush", headers=admin)
+    assert dispatch.dispatch_model(model["id"]) is not None
+    run_queued_jobs(model["id"])
+    done = client.get(f"/v1/deletion-requests/{request['id']}", headers=admin).json()
+    assert done["status"] == "completed" and done["result_version"] == 2
+    forgotten = client.get(
+        f"/v1/datasets/{dataset['id']}/samples", headers=admin, params={"state": "forgotten"}
+    ).json()
+    assert sorted(s["key"] for s in forgotten["items"]) == sorted(expected)
+
+    # Asked again, every sample is gone already: completed at once, no new version.
+    again = _by_subject(client, admin, model["id"], "person-3").json()
+    assert again["status"] == "completed" and again["already_forgotten"] == expected
+
+
+def test_a_subject_without_samples_has_nothing_to_forget_and_says_so(client, admin, env):
+    _, model = _people_model(client, admin, Path(env["data_root"]))
+    answer = _by_subject(client, admin, model["id"], "nobody")
+    assert answer.status_code == 202, answer.text
+    request = answer.json()
+    assert request["status"] == "completed" and request["sample_count"] == 0
+    assert request["history"][-1]["detail"].startswith("nothing to forget")
+    certificate = client.get(
+        f"/v1/deletion-requests/{request['id']}/certificate", headers=admin
+    ).json()
+    assert certificate["evidence"].startswith("nothing to forget")
+    # The model did not change: no job, and the version it stayed at before and after.
+    assert certificate["job"] is None
+    assert certificate["version_before"]["number"] == certificate["version_after"]["number"] == 1
+
+
+def test_a_dataset_without_subjects_refuses_a_subject_alone(client, admin, ready_model):
+    answer = _by_subject(client, admin, ready_model["id"], "person-3")
+    assert answer.status_code == 422, answer.text
+    assert "records no subjects" in answer.json()["detail"]
+    both = client.post(
+        "/v1/deletion-requests",
+        headers=admin,
+        json={
+            "model_id": ready_model["id"],
+            "subject_id": "s",
+            "sample_keys": ["x"],
+            "class_labels": [1],
+        },
+    )
+    assert both.status_code == 422 and "at most one" in both.text
+    with session_scope() as session:
+        assert session.scalar(select(func.count()).select_from(DeletionRequest)) == 0
