@@ -194,7 +194,8 @@ class Client:
         callback_url: str | None = None,
         idempotency_key: str | None = None,
     ) -> DeletionRequest:
-        """Submit one request (exactly one of ``sample_keys`` and ``class_labels``). An
+        """Submit one request (at most one of ``sample_keys`` and ``class_labels``; neither:
+        every training sample of the subject, in a dataset with subjects). An
         ``Idempotency-Key`` is made when none is given and reused by every retry."""
         return self._run(
             self._core.create_deletion_request(
