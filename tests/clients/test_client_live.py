@@ -12,8 +12,18 @@ from collections.abc import Iterator
 import pytest
 
 from tests.helpers.app import DIGITS, FAST_TRAINING, configure, make_key, run_queued_jobs
+from tests.helpers.callbacks import Receiver, deliver_sent
 from tests.helpers.live import LiveServer
-from unlearnd_client import AsyncClient, Client, Conflict, NotFound, RateLimited, WaitTimeout
+from unlearnd_client import (
+    AsyncClient,
+    Client,
+    Conflict,
+    NotFound,
+    RateLimited,
+    WaitTimeout,
+    WebhookVerificationError,
+    verify_webhook,
+)
 
 MODEL = {
     "unlearner": {"name": "finetune", "params": {"epochs": 1}},
@@ -65,8 +75,12 @@ def _unlearn_in_background(model_id: str) -> threading.Thread:
     return thread
 
 
-def test_a_request_submitted_waited_for_and_certified(api):
+def test_a_request_submitted_waited_for_and_certified(api, sent_messages, monkeypatch):
+    configure(monkeypatch, callback_allowed_networks="127.0.0.0/8")
+    receiver = Receiver()  # the serving stack's endpoint, on 127.0.0.1
     model_id, keys = _ready_model(api)
+    hook = api.create_webhook(receiver.url, ["model.version_published"], model_id=model_id)
+    assert hook.secret and hook.secret.startswith("whsec_")
     request = api.create_deletion_request(model_id, "user-1", sample_keys=keys[:2])
     assert request.status == "pending" and request.sample_count == 2
     assert api.flush_model(model_id) == 1
@@ -78,6 +92,15 @@ def test_a_request_submitted_waited_for_and_certified(api):
     dataset_id = api.get_model(model_id).dataset_id
     forgotten = list(api.iter_samples(dataset_id, state="forgotten", limit=1))
     assert sorted(sample.key for sample in forgotten) == sorted(keys[:2])
+    # The serving stack heard of version 2, and the standardwebhooks library vouches for it.
+    deliver_sent(sent_messages)
+    ((headers, body),) = receiver.received
+    receiver.close()
+    event = verify_webhook(hook.secret, body, headers)
+    assert event["event"] == "model.version_published" and event["version"] == 2
+    assert event["deletion_request_ids"] == [request.id]
+    with pytest.raises(WebhookVerificationError):
+        verify_webhook(hook.secret, body.replace(b'"version":2', b'"version":3'), headers)
     certificate = api.get_certificate(request.id)
     assert certificate.request["id"] == request.id and certificate.audit_log_entries_consistent
     assert len(certificate.sample_key_digests) == 2

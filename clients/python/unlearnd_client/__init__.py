@@ -28,6 +28,7 @@ from unlearnd_client.models import (
     Page,
     Sample,
     Version,
+    Webhook,
 )
 from unlearnd_client.webhooks import WebhookVerificationError, verify_webhook
 
@@ -57,6 +58,7 @@ __all__ = [
     "TooLarge",
     "Version",
     "WaitTimeout",
+    "Webhook",
     "WebhookVerificationError",
     "verify_webhook",
 ]

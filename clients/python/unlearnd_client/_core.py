@@ -34,6 +34,7 @@ from unlearnd_client.models import (
     Page,
     Sample,
     Version,
+    Webhook,
 )
 
 T = TypeVar("T")
@@ -174,6 +175,12 @@ class Core:
     ) -> Operation[Dataset]:
         body = _query(name=name, source=source, holdout_fraction=holdout_fraction, seed=seed)
         return self.fetch(Call("POST", "/v1/datasets", json=body), Dataset)
+
+    def create_webhook(
+        self, url: str, events: list[str], model_id: str | None, description: str
+    ) -> Operation[Webhook]:
+        body = {"url": url, "events": events, "model_id": model_id, "description": description}
+        return self.fetch(Call("POST", "/v1/webhooks", json=body), Webhook)
 
     def get_dataset(self, dataset_id: str) -> Operation[Dataset]:
         path = f"/v1/datasets/{_segment(dataset_id)}"

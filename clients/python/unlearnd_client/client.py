@@ -23,6 +23,7 @@ from unlearnd_client.models import (
     Page,
     Sample,
     Version,
+    Webhook,
 )
 
 __all__ = ["AsyncClient", "Client"]
@@ -108,6 +109,18 @@ class Client:
         seed: int | None = None,
     ) -> Dataset:
         return self._run(self._core.create_dataset(name, source, holdout_fraction, seed))
+
+    def create_webhook(
+        self,
+        url: str,
+        events: list[str],
+        *,
+        model_id: str | None = None,
+        description: str = "",
+    ) -> Webhook:
+        """Subscribe ``url`` to ``events`` (of one model, or every model); the answer
+        carries the ``secret`` its deliveries are signed with, shown this once."""
+        return self._run(self._core.create_webhook(url, events, model_id, description))
 
     def get_dataset(self, dataset_id: str) -> Dataset:
         return self._run(self._core.get_dataset(dataset_id))
@@ -360,6 +373,16 @@ class AsyncClient:
         seed: int | None = None,
     ) -> Dataset:
         return await self._run(self._core.create_dataset(name, source, holdout_fraction, seed))
+
+    async def create_webhook(
+        self,
+        url: str,
+        events: list[str],
+        *,
+        model_id: str | None = None,
+        description: str = "",
+    ) -> Webhook:
+        return await self._run(self._core.create_webhook(url, events, model_id, description))
 
     async def get_dataset(self, dataset_id: str) -> Dataset:
         return await self._run(self._core.get_dataset(dataset_id))

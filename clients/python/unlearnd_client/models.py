@@ -44,6 +44,18 @@ class Caller(Resource):
     scopes: list[str]
 
 
+class Webhook(Resource):
+    """A subscription (``/v1/webhooks``); ``secret`` only in the answer that made it."""
+
+    id: str
+    url: str
+    events: list[str]
+    model_id: str | None
+    description: str
+    created_at: datetime
+    secret: str | None = None  # whsec_...: verify deliveries with it (verify_webhook)
+
+
 class Dataset(Resource):
     id: str
     name: str
