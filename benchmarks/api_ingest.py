@@ -57,6 +57,8 @@ import httpx
 import psycopg
 from psycopg import sql
 
+from service.audit_signing import generate
+
 ADMIN_KEY = "bench-admin-key-0123456789abcdef"  # 32 characters, installed as the bootstrap key
 PATH = "/v1/deletion-requests"
 THROUGHPUT_TARGET = 1000.0  # accepted req/s
@@ -456,6 +458,8 @@ def service_settings(database_url: str, redis_url: str, run_dir: Path) -> dict[s
         "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics"),
         # One key sends everything here: the per-key limit would measure itself.
         "UNLEARN_RATE_LIMIT_PER_SECOND": "0",
+        # Production signs its audit log and refuses to start without a key.
+        "UNLEARN_AUDIT_SIGNING_KEY": generate()[0],
     }
 
 
