@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import threading
 import zipfile
 from abc import abstractmethod
@@ -263,7 +264,10 @@ def clear_cache() -> None:
 
 
 class _SourceCache:
-    """Adapters by source identity, bounded by the bytes of their inputs (LRU)."""
+    """Adapters by source identity, bounded by the bytes of their inputs and indexes, and
+    by count (LRU)."""
+
+    MAX_ENTRIES = 8
 
     def __init__(self) -> None:
         self._entries: OrderedDict[str, DatasetAdapter] = OrderedDict()
@@ -280,7 +284,9 @@ class _SourceCache:
         with self._lock:
             self._entries[identity] = adapter
             self._entries.move_to_end(identity)
-            while len(self._entries) > 1 and self.nbytes > budget:
+            while len(self._entries) > 1 and (
+                self.nbytes > budget or len(self._entries) > self.MAX_ENTRIES
+            ):
                 self._entries.popitem(last=False)
             if adapter.nbytes > budget:  # larger than the whole budget: used once, not kept
                 self._entries.pop(identity, None)
@@ -303,8 +309,9 @@ _CACHE = _SourceCache()
 def _identity(source: dict[str, Any], data_root: Path) -> str:
     """The source with each path resolved and stamped with its file's identity (device,
     inode, size, modification time): spellings of one file share an entry, and a file
-    replaced in place is a new one. A path that does not resolve stays as given (the
-    adapter then says what is wrong with it)."""
+    replaced in place is a new one. A folder (an image-folder tree) is stamped by every
+    folder below it too, since adding or removing an image changes only its own folder.
+    A path that does not resolve stays as given (the adapter then says what is wrong)."""
     stamped = dict(source)
     root = data_root.resolve()
     for field in ("path", "root"):
@@ -315,9 +322,21 @@ def _identity(source: dict[str, Any], data_root: Path) -> str:
                 stat = path.stat()
                 stamped[field] = [str(path), stat.st_dev, stat.st_ino, stat.st_size]
                 stamped[field] += [stat.st_mtime_ns]
+                if path.is_dir():
+                    stamped[field].append(_tree_stamp(path))
             except (ValueError, OSError, RuntimeError):
                 pass
     return json.dumps(stamped, sort_keys=True, default=str) + "\0" + str(root)
+
+
+def _tree_stamp(root: Path) -> str:
+    """A digest of every folder's path and modification time below ``root`` (links not
+    followed): it changes when any image is added, removed or renamed."""
+    digest = hashlib.sha256()
+    for folder, subfolders, _ in os.walk(root):
+        subfolders.sort()
+        digest.update(f"{folder}\0{os.stat(folder).st_mtime_ns}\0".encode())
+    return digest.hexdigest()
 
 
 @contextmanager

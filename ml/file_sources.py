@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from ml.sources import (
+    INDEX_BYTES_PER_SAMPLE,
     MAX_CLASSES,
     DatasetAdapter,
     InvalidSource,
@@ -399,7 +400,8 @@ class ManifestAdapter(DatasetAdapter):
     @property
     def nbytes(self) -> int:
         features = self._manifest.features
-        return 0 if features is None else int(features.nbytes)
+        held = 0 if features is None else int(features.nbytes)
+        return held + INDEX_BYTES_PER_SAMPLE * len(self._manifest.keys)
 
 
 @adapters.register("imagefolder")
@@ -415,7 +417,10 @@ class ImageFolderAdapter(DatasetAdapter):
         given = str(source.get("root", ""))
         root = self.confined(given, directory=True)
         try:
-            classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+            # A class folder that is a link is not followed: it could lead out of the root.
+            classes = sorted(
+                entry.name for entry in os.scandir(root) if entry.is_dir(follow_symlinks=False)
+            )
         except OSError as error:
             raise InvalidSource(f"folder {given!r} is unreadable: {_reason(error)}") from None
         if not classes:
@@ -467,6 +472,10 @@ class ImageFolderAdapter(DatasetAdapter):
 
     def validate(self) -> None:
         self._images.validate()
+
+    @property
+    def nbytes(self) -> int:
+        return INDEX_BYTES_PER_SAMPLE * len(self._images.keys)
 
     def fingerprints(self, positions: np.ndarray) -> list[str | None]:
         return self._images.current(positions)

@@ -33,6 +33,7 @@ __all__ = [
 
 MAX_KEY_CHARS = 200  # the samples table's key column
 MAX_CLASSES = 100_000
+INDEX_BYTES_PER_SAMPLE = 512  # a file source's key, path, stamp and digest, as held
 
 
 class InvalidSource(ValueError):

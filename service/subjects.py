@@ -28,8 +28,10 @@ __all__ = ["subject_digest", "tenant_key"]
 
 
 def subject_digest(key: str, subject_id: str) -> str:
-    """HMAC-SHA256 of ``subject_id`` under the tenant's ``key``, hex."""
-    return hmac.new(bytes.fromhex(key), subject_id.encode(), hashlib.sha256).hexdigest()
+    """HMAC-SHA256 of ``subject_id`` under the tenant's ``key``, hex. Surrounding
+    whitespace is not part of an id (a manifest's cells are read stripped): ``"user-1 "``
+    is ``"user-1"``, so a request finds the samples of the person it names."""
+    return hmac.new(bytes.fromhex(key), subject_id.strip().encode(), hashlib.sha256).hexdigest()
 
 
 def tenant_key(session: Session, tenant_id: str) -> str:

@@ -47,6 +47,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._in_head = True  # the bytes arriving now belong to a request head
         self._head_bytes = 0
         self._head_tail = b""  # the head's last 3 bytes: its end may span two chunks
+        self._message_head = 0  # this message's request line and headers, as parsed
         self._head_timer: asyncio.TimerHandle | None = None
         self._arm_head_timer()
 
@@ -70,9 +71,26 @@ class BoundedHttpProtocol(HttpToolsProtocol):
                 return
         super().data_received(data)
 
+    # The parser's own count of each message's head: a head that follows another request
+    # in the same chunk (pipelined) is parsed within that chunk, past the count above.
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._message_head = 0
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        self._message_head += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        super().on_header(name, value)
+        self._message_head += len(name) + len(value) + 4
+
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._cancel_head_timer()
+        if self._message_head > self._max_head:
+            self._refuse(431, "Request Header Fields Too Large", "header-too-large", "too large")
+            return  # never handed to the app
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -109,6 +127,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             return
         self._in_head = False
         self._cancel_head_timer()
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.transport.close()  # an answer to an earlier request is on its way: no 431
+            return
         detail = f"the request line and headers came {how} (at most {self._max_head} bytes "
         detail += f"within {self._head_timeout:g} s)"
         self.transport.write(_answer(status, reason, slug, detail))

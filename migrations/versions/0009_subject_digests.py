@@ -51,7 +51,7 @@ def upgrade() -> None:
     rows = bind.execute(sa.text("SELECT id, tenant_id, subject_id FROM deletion_requests"))
     for request_id, tenant_id, subject_id in rows.all():
         digest = hmac.new(
-            bytes.fromhex(keys[tenant_id]), subject_id.encode(), hashlib.sha256
+            bytes.fromhex(keys[tenant_id]), subject_id.strip().encode(), hashlib.sha256
         ).hexdigest()
         bind.execute(
             sa.text("UPDATE deletion_requests SET subject_digest = :digest WHERE id = :id"),

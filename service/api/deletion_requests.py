@@ -1,6 +1,6 @@
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Request
+from fastapi import APIRouter, Body, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from service.api.conditional import polled
@@ -99,16 +99,25 @@ def list_deletion_requests(
     responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
 )
 def export_register(
-    caller: CurrentCaller, model_id: str | None = None, status: RequestStatus | None = None
+    caller: CurrentCaller,
+    model_id: Annotated[str | None, Query(max_length=64)] = None,
+    status: RequestStatus | None = None,
+    subject_id: Annotated[str | None, Query(max_length=200)] = None,
 ) -> StreamingResponse:
-    """The request register as CSV, oldest first: request, subject digest, model, status,
-    received, due, completed, met deadline, result version, evidence (the version's audit
-    verdict, `not_audited` or `already_forgotten`)."""
-    lines = register.csv_lines(tenant_id=caller.tenant_id, model_id=model_id, status=status)
+    """The request register as CSV, oldest first, as of the call: request, subject
+    digest, model, status, received, due, completed, met deadline, result version,
+    evidence (the version's audit verdict, `not_audited` or `already_forgotten`).
+    `X-Register-Rows` gives the row count, so a transfer cut short shows."""
+    register_ = register.export(
+        tenant_id=caller.tenant_id, model_id=model_id, status=status, subject_id=subject_id
+    )
     return StreamingResponse(
-        lines,
+        register_.lines,
         media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": 'attachment; filename="deletion-register.csv"'},
+        headers={
+            "Content-Disposition": 'attachment; filename="deletion-register.csv"',
+            "X-Register-Rows": str(register_.rows),
+        },
     )
 
 

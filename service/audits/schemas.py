@@ -60,7 +60,7 @@ class LogEntry(BaseModel):
 
 
 class ChainBreakRead(BaseModel):
-    entry_id: int
+    entry_id: int | None = Field(description="null: an entry of another tenant")
     reason: str
 
 
@@ -71,17 +71,18 @@ class ChainHead(BaseModel):
 
 
 class ChainVerification(BaseModel):
-    """The whole audit log walked by the service: every link and hash, and every signature
-    with the configured signing key. An auditor who does not trust the service runs
-    `unlearnd audit verify --public-key K` on a copy of the database instead."""
+    """The audit log walked by the service (one chain across tenants: every link and hash,
+    and every signature with the configured signing key), told to one tenant: whether it
+    is intact, and where it breaks when that is one of the tenant's entries. An auditor who
+    does not trust the service runs `unlearnd audit verify --public-key K` on a copy of
+    the database instead."""
 
-    checked: int
-    signed: int = Field(description="entries whose signatures were checked")
-    signatures_checked: bool = Field(description="false: no signing key is configured")
     intact: bool
+    signatures_checked: bool = Field(description="false: no signing key is configured")
+    entries: int = Field(description="this tenant's entries in the log")
     broken: ChainBreakRead | None = Field(description="the first break, when there is one")
-    head: ChainHead | None = Field(description="the last entry checked")
-    verified_at: datetime
+    head: ChainHead | None = Field(description="this tenant's latest entry")
+    verified_at: datetime = Field(description="when the chain was walked (at most a minute ago)")
 
 
 class SigningKey(BaseModel):

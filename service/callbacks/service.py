@@ -217,6 +217,11 @@ def redeliver(session: Session, *, tenant_id: str, delivery_id: str) -> Delivery
     original = lookup.get_or_raise(
         session, CallbackDelivery, delivery_id, tenant_id=tenant_id, what="delivery"
     )
+    subscription = (
+        session.get(WebhookSubscription, original.subscription_id)
+        if original.subscription_id
+        else None
+    )
     now = utcnow()
     copy = CallbackDelivery(
         id=new_id(),
@@ -225,7 +230,7 @@ def redeliver(session: Session, *, tenant_id: str, delivery_id: str) -> Delivery
         subscription_id=original.subscription_id,
         event=original.event,
         redelivery_of=original.redelivery_of or original.id,
-        url=original.url,
+        url=subscription.url if subscription else original.url,  # where it points now
         payload=dict(original.payload),
         status=PENDING,
         attempts=0,

@@ -17,16 +17,20 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
+from service import subjects
 from service.db import session_scope
 from service.enums import RequestStatus
 from service.pagination import paginate
-from service.tables import Audit, DeletionRequest, ModelVersion
+from service.tables import Audit, DeletionRequest, ModelVersion, utcnow
 
-__all__ = ["COLUMNS", "csv_lines"]
+__all__ = ["COLUMNS", "Register", "export"]
 
 COLUMNS = (
     "request_id",
@@ -43,32 +47,87 @@ COLUMNS = (
 PAGE = 1000
 
 
-def csv_lines(
-    *, tenant_id: str, model_id: str | None = None, status: RequestStatus | None = None
+@dataclass(frozen=True)
+class Register:
+    """An export under way: its row count, fixed when it starts, and its lines."""
+
+    rows: int
+    lines: Iterator[str]
+
+
+def export(
+    *,
+    tenant_id: str,
+    model_id: str | None = None,
+    status: RequestStatus | None = None,
+    subject_id: str | None = None,
+) -> Register:
+    """The requests received until now, oldest first. The count and the first page are
+    read here, before anything is sent: a refusal or a database error is the answer's
+    status, not a register cut short behind a 200; the count lets a reader tell a
+    transfer that broke off later."""
+    as_of = utcnow()
+    with session_scope() as session:
+        statement = _statement(session, tenant_id, model_id, status, subject_id, as_of)
+        total = session.scalar(select(func.count()).select_from(statement.subquery())) or 0
+        first, cursor = _page(session, statement, None)
+    lines = _lines(first, cursor, tenant_id, model_id, status, subject_id, as_of)
+    return Register(int(total), lines)
+
+
+def _statement(
+    session: Session,
+    tenant_id: str,
+    model_id: str | None,
+    status: RequestStatus | None,
+    subject_id: str | None,
+    as_of: datetime,
+) -> Select[Any]:
+    statement = select(DeletionRequest).where(
+        DeletionRequest.tenant_id == tenant_id, DeletionRequest.created_at <= as_of
+    )
+    if model_id:
+        statement = statement.where(DeletionRequest.model_id == model_id)
+    if status:
+        statement = statement.where(DeletionRequest.status == status)
+    if subject_id:
+        key = subjects.tenant_key(session, tenant_id)
+        digest = subjects.subject_digest(key, subject_id)
+        statement = statement.where(DeletionRequest.subject_digest == digest)
+    return statement
+
+
+def _page(
+    session: Session, statement: Select[Any], cursor: str | None
+) -> tuple[list[str], str | None]:
+    rows, next_cursor = paginate(
+        session,
+        statement,
+        order=(DeletionRequest.created_at, DeletionRequest.id),
+        limit=PAGE,
+        cursor=cursor,
+        descending=False,
+    )
+    verdicts = _verdicts(session, rows)
+    return [_line(_row(request, verdicts)) for request in rows], next_cursor
+
+
+def _lines(
+    first: list[str],
+    cursor: str | None,
+    tenant_id: str,
+    model_id: str | None,
+    status: RequestStatus | None,
+    subject_id: str | None,
+    as_of: datetime,
 ) -> Iterator[str]:
-    """The header, then one line per request, oldest first."""
     yield _line(COLUMNS)
-    cursor: str | None = None
-    while True:
+    yield from first
+    while cursor is not None:
         with session_scope() as session:
-            statement = select(DeletionRequest).where(DeletionRequest.tenant_id == tenant_id)
-            if model_id:
-                statement = statement.where(DeletionRequest.model_id == model_id)
-            if status:
-                statement = statement.where(DeletionRequest.status == status)
-            rows, cursor = paginate(
-                session,
-                statement,
-                order=(DeletionRequest.created_at, DeletionRequest.id),
-                limit=PAGE,
-                cursor=cursor,
-                descending=False,
-            )
-            verdicts = _verdicts(session, rows)
-            lines = [_line(_row(request, verdicts)) for request in rows]
+            statement = _statement(session, tenant_id, model_id, status, subject_id, as_of)
+            lines, cursor = _page(session, statement, cursor)
         yield from lines
-        if cursor is None:
-            return
 
 
 def _verdicts(

@@ -279,6 +279,13 @@ def _subject_keys(
             "'subject' column): name sample_keys or class_labels"
         )
         raise InvalidInput(message, [{"loc": ["body", "sample_keys"], "msg": message}])
+    limit = get_settings().max_keys_per_request  # the bound of keys named one by one
+    if len(keys) > limit:
+        raise TooLarge(
+            f"the subject has {len(keys)} training samples; at most {limit} per request "
+            "(UNLEARN_MAX_KEYS_PER_REQUEST)",
+            limit=limit,
+        )
     return keys
 
 

@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from ml import file_sources
 from ml.architectures import build_model
 from ml.datasets import clear_cache, index_source, open_source
 from ml.file_sources import _ImageReader
 from ml.samples import SampleSet
-from ml.sources import InvalidSource, SourceChanged, check_unchanged
+from ml.sources import INDEX_BYTES_PER_SAMPLE, InvalidSource, SourceChanged, check_unchanged
 from ml.training import TrainingConfig, accuracy, train
 from tests.helpers.own_data import (
     SIZE,
@@ -60,7 +61,8 @@ def test_a_manifest_indexes_and_reads_the_pngs_it_names(root):
     assert index.fingerprints[7].endswith(f";size={stat.st_size};mtime={stat.st_mtime_ns}")
     assert index.fingerprints[7].startswith("row=")
     adapter = open_source(MANIFEST, root)
-    assert not adapter.in_memory and adapter.nbytes == 0
+    # No pixels held: only the index (keys, paths, stamps), which the cache counts too.
+    assert not adapter.in_memory and adapter.nbytes == INDEX_BYTES_PER_SAMPLE * SIZE
     read = adapter.read(np.array([7, 3]))
     assert torch.equal(read[:, 0], torch.from_numpy(images[[7, 3]] / 255.0).float())
 
@@ -81,7 +83,7 @@ def test_a_tabular_manifest_is_held_in_memory(tmp_path):
     write_csv(tmp_path / "rows.csv", tabular_rows())
     adapter = open_source({"kind": "manifest", "path": "rows.csv"}, tmp_path)
     index = adapter.index()
-    assert adapter.in_memory and adapter.nbytes == SIZE * 64 * 4
+    assert adapter.in_memory and adapter.nbytes == SIZE * (64 * 4 + INDEX_BYTES_PER_SAMPLE)
     assert index.input_shape == [64] and index.fingerprints is not None
     assert all(f is not None and f.startswith("row=") for f in index.fingerprints)
     pixels = digit_pixels()[0].reshape(SIZE, 64) / 255.0
@@ -96,6 +98,37 @@ def test_an_image_folder_tree_is_keyed_by_relative_path(tmp_path):
     assert sorted(index.keys) == sorted(keys) and index.input_shape == [1, 8, 8]
     labels = dict(zip(index.keys, index.labels.tolist(), strict=True))
     assert all(labels[key] == int(key.split("/")[0]) for key in keys)  # folders 0..9 sorted
+
+
+def test_an_image_added_to_a_folder_is_seen_and_a_linked_class_folder_is_not(tmp_path):
+    """The worker's cache of sources stamps every folder of a tree, so a new image under a
+    class folder opens a fresh index; a class folder that is a link (it could lead out of
+    the data root) is not a class."""
+    clear_cache()
+    keys = write_tree(tmp_path)
+    source = {"kind": "imagefolder", "root": "tree"}
+    before = open_source(source, tmp_path)
+    assert open_source(source, tmp_path) is before  # unchanged: the cached one
+    Image.fromarray(digit_pixels(1)[0][0]).save(tmp_path / "tree" / "0" / "999.png")
+    after = open_source(source, tmp_path)
+    assert after is not before and sorted(after.keys()) == sorted([*keys, "0/999.png"])
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "tree" / "linked").symlink_to(outside, target_is_directory=True)
+    assert index_source(source, tmp_path).num_classes == 10
+    clear_cache()
+
+
+def test_the_source_cache_holds_a_bounded_number_of_indexes(tmp_path):
+    from ml.datasets import _CACHE
+
+    clear_cache()
+    rows = write_pngs(tmp_path)
+    for n in range(12):  # twelve manifests, each a few KiB of index
+        write_csv(tmp_path / f"m{n}.csv", rows)
+        open_source({"kind": "manifest", "path": f"m{n}.csv"}, tmp_path)
+    assert len(_CACHE) == _CACHE.MAX_ENTRIES
+    clear_cache()
 
 
 class _Counting:

@@ -10,6 +10,7 @@ import io
 from sqlalchemy import text
 
 from service.audit_signing import generate
+from service.audits import service as audits_service
 from service.db import session_scope
 from service.deletion_requests import register
 from service.jobs import dispatch
@@ -21,7 +22,9 @@ def _register(client, headers, **params) -> list[dict[str, str]]:
     assert answer.status_code == 200, answer.text
     assert answer.headers["content-type"] == "text/csv; charset=utf-8"
     assert "deletion-register.csv" in answer.headers["content-disposition"]
-    return list(csv.DictReader(io.StringIO(answer.text)))
+    rows = list(csv.DictReader(io.StringIO(answer.text)))
+    assert int(answer.headers["x-register-rows"]) == len(rows)
+    return rows
 
 
 def test_the_register_lists_every_request_with_its_evidence(
@@ -67,6 +70,14 @@ def test_the_register_lists_every_request_with_its_evidence(
         r["id"] for r in pending
     ]
     assert _register(client, admin, model_id="nope") == []
+    assert [r["request_id"] for r in _register(client, admin, subject_id="user-8812")] == [
+        again["id"]
+    ]
+    # A filter the register cannot take is refused before a byte of CSV is sent.
+    bad = client.get("/v1/deletion-requests:export", headers=admin, params={"model_id": "x" * 65})
+    assert bad.status_code == 422 and "text/csv" not in bad.headers["content-type"]
+    nul = client.get("/v1/deletion-requests:export", headers=admin, params={"model_id": "\x00"})
+    assert nul.status_code == 422 and "text/csv" not in nul.headers["content-type"]
     reader = make_key(["models:read"])
     assert client.get("/v1/deletion-requests:export", headers=reader).status_code == 403
     other = make_key(["admin"], tenant="globex")
@@ -117,18 +128,34 @@ def test_the_audit_log_lists_this_tenants_entries_and_its_verification_names_a_b
     assert len(mine) == 1 and None not in mine  # this tenant's only
     assert any(e["action"] == "deletion_request.received" for e in everything)
 
+    monkeypatch.setattr(audits_service, "VERIFY_EVERY_SECONDS", 0.0)  # walk on every call
     assert client.get("/v1/audit-log/verification", headers=auditor).status_code == 403
     intact = client.get("/v1/audit-log/verification", headers=admin).json()
     assert intact["intact"] is True and intact["broken"] is None
-    # Entries written before the key was configured are vouched for by the first signed one.
-    assert intact["signatures_checked"] is True and intact["checked"] > intact["signed"] >= 6
+    assert intact["signatures_checked"] is True and intact["entries"] == len(everything)
+    assert intact["head"]["entry_id"] == max(e["id"] for e in everything)
     with session_scope() as session:
-        last = session.execute(text("SELECT max(id) FROM audit_log")).scalar_one()
         theirs = session.execute(
-            text("SELECT count(*) FROM audit_log WHERE tenant_id <> :mine"), {"mine": mine.pop()}
+            text("SELECT max(id) FROM audit_log WHERE tenant_id <> :mine"), {"mine": mine.pop()}
         ).scalar_one()
-    assert theirs >= 1  # globex's entries exist, and were not listed
-    assert intact["head"]["entry_id"] == last
+    assert theirs is not None  # globex's entries exist, and were neither listed nor counted
+
+    # A break at another tenant's entry is reported, without saying which or why.
+    with session_scope() as session:
+        action = session.execute(
+            text("SELECT action FROM audit_log WHERE id = :id"), {"id": theirs}
+        ).scalar_one()
+        session.execute(
+            text("UPDATE audit_log SET action = 'key.forged' WHERE id = :id"), {"id": theirs}
+        )
+    elsewhere = client.get("/v1/audit-log/verification", headers=admin).json()
+    assert elsewhere["intact"] is False and elsewhere["broken"]["entry_id"] is None
+    assert "another tenant" in elsewhere["broken"]["reason"]
+    with session_scope() as session:
+        session.execute(
+            text("UPDATE audit_log SET action = :action WHERE id = :id"),
+            {"action": action, "id": theirs},
+        )  # restored: the break below is this tenant's own
 
     victim = next(e["id"] for e in everything if e["action"] == "deletion_request.received")
     with session_scope() as session:

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from service.db import session_scope
 from service.jobs import dispatch
 from service.tables import DeletionRequest, Sample
-from tests.helpers.app import create_model, run_queued_jobs
+from tests.helpers.app import configure, create_model, run_queued_jobs
 from tests.helpers.own_data import write_csv, write_pngs
 
 PEOPLE = 7
@@ -76,8 +76,9 @@ def test_a_subject_alone_forgets_every_training_sample_of_theirs(client, admin, 
     ).json()
     assert sorted(s["key"] for s in forgotten["items"]) == sorted(expected)
 
-    # Asked again, every sample is gone already: completed at once, no new version.
-    again = _by_subject(client, admin, model["id"], "person-3").json()
+    # Asked again (spaces around an id are not part of it), every sample is gone already:
+    # completed at once, no new version.
+    again = _by_subject(client, admin, model["id"], " person-3 ").json()
     assert again["status"] == "completed" and again["already_forgotten"] == expected
 
 
@@ -95,6 +96,18 @@ def test_a_subject_without_samples_has_nothing_to_forget_and_says_so(client, adm
     # The model did not change: no job, and the version it stayed at before and after.
     assert certificate["job"] is None
     assert certificate["version_before"]["number"] == certificate["version_after"]["number"] == 1
+
+
+def test_a_subject_with_more_samples_than_a_request_may_name_is_413(
+    client, admin, env, monkeypatch
+):
+    _, model = _people_model(client, admin, Path(env["data_root"]))
+    configure(monkeypatch, max_keys_per_request=3)
+    answer = _by_subject(client, admin, model["id"], "person-3")
+    assert answer.status_code == 413, answer.text
+    assert "the subject has" in answer.json()["detail"] and "at most 3" in answer.json()["detail"]
+    with session_scope() as session:
+        assert session.scalar(select(func.count()).select_from(DeletionRequest)) == 0
 
 
 def test_a_dataset_without_subjects_refuses_a_subject_alone(client, admin, ready_model):

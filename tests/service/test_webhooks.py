@@ -206,6 +206,28 @@ def test_a_delivery_is_sent_again_on_request_with_the_same_body_and_id(
     assert [d["status"] for d in listed] == ["delivered", "delivered"]
 
 
+def test_a_moved_subscription_gets_its_pending_and_resent_deliveries_at_its_new_url(
+    client, admin, ready_model, receivers, sent_messages
+):
+    old, new = receivers[0], receivers[1]
+    sub = _subscribe(client, admin, old.url, ["deletion_request.status_changed"])
+    keys = train_keys(client, admin, ready_model["dataset_id"], 1)
+    request = client.post(
+        "/v1/deletion-requests",
+        headers=admin,
+        json={"model_id": ready_model["id"], "subject_id": "s", "sample_keys": keys},
+    ).json()
+    client.post(f"/v1/deletion-requests/{request['id']}/cancel", headers=admin)  # pending
+    moved = client.patch(f"/v1/webhooks/{sub['id']}", headers=admin, json={"url": new.url})
+    assert moved.status_code == 200, moved.text
+    deliver_sent(sent_messages)
+    assert old.received == [] and len(new.received) == 1
+    (delivery,) = client.get(f"/v1/webhooks/{sub['id']}/deliveries", headers=admin).json()["items"]
+    client.post(f"/v1/webhooks/deliveries/{delivery['id']}/redeliver", headers=admin)
+    deliver_sent(sent_messages)
+    assert old.received == [] and len(new.received) == 2
+
+
 def test_a_request_callback_is_sent_again_signed_with_the_tenant_secret(
     client, admin, ready_model, receivers, sent_messages
 ):

@@ -60,6 +60,16 @@ def test_a_head_past_the_limit_is_431_and_closed(live, headers):
     assert _status(answer) == 200  # the server goes on
 
 
+@pytest.mark.parametrize("first", [b"", b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"])
+def test_a_head_past_the_limit_never_reaches_the_app_even_pipelined(live, first):
+    """Sent in one piece, alone or after a small request: the oversized head is refused
+    (431, or the connection closed while the first answer was on its way), never served."""
+    big = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"y" * 60) for i in range(1200))  # ~90 KB
+    answer, _ = _exchange(live, first + b"GET /v1/me HTTP/1.1\r\nHost: x\r\n" + big + b"\r\n")
+    assert b"HTTP/1.1 401" not in answer  # /v1/me without a key would answer 401
+    assert answer.count(b"HTTP/1.1 ") <= 1 + (first != b"")
+
+
 def test_a_half_sent_head_is_408_and_closed_at_the_deadline(live):
     answer, seconds = _exchange(live, b"GET /v1/me HTTP/1.1\r\nHost: x\r\nX-Slow: 1")
     assert _status(answer) == 408 and b"header-timeout" in answer

@@ -173,10 +173,12 @@
       const text = await response.text();
       throw new ApiError(response.status, text ? JSON.parse(text) : null);
     }
-    const anchor = h("a", { href: URL.createObjectURL(await response.blob()), download: filename });
+    const url = URL.createObjectURL(await response.blob());
+    const anchor = h("a", { href: url, download: filename });
     document.body.append(anchor);
     anchor.click();
     anchor.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000); // once the download has it
   }
 
   const can = (scope) => me && (me.scopes.includes(scope) || me.scopes.includes("admin"));
@@ -460,7 +462,7 @@
       "Export the register (CSV)");
     exportButton.addEventListener("click", async () => {
       const chosen = new URLSearchParams();
-      for (const name of ["status", "model_id"]) {
+      for (const name of ["status", "subject_id", "model_id"]) {
         if (query.get(name)) chosen.set(name, query.get(name));
       }
       try {
@@ -649,12 +651,14 @@
         fill(check.body, h("p", { id: "chain-result",
           class: result.intact ? "gate-passed" : "error" },
         result.intact
-          ? `Intact: ${result.checked} entries linked and hashed, ${result.signed} signatures ` +
-            `checked${result.signatures_checked ? "" : " (no signing key configured)"}.`
-          : `BROKEN at entry ${result.broken.entry_id}: ${result.broken.reason}.`),
+          ? `Intact: every link and hash checked${result.signatures_checked
+            ? ", and every signature" : " (no signing key configured: no signatures)"}; ` +
+            `${result.entries} entries are this tenant's.`
+          : `BROKEN ${result.broken.entry_id === null ? "" : `at entry ${result.broken.entry_id}`}` +
+            `: ${result.broken.reason}.`),
         definitions([
-          ["head", result.head ? `entry ${result.head.entry_id}, ${result.head.hash}` : "-"],
-          ["verified", formatTime(result.verified_at)],
+          ["latest entry", result.head ? `${result.head.entry_id}, ${result.head.hash}` : "-"],
+          ["walked", formatTime(result.verified_at)],
         ]), verify);
         pollNow();
       } catch (error) {
@@ -663,8 +667,9 @@
       }
     });
     fill(check.body, h("p", {}, "Every entry carries the hash of the one before it and, with a " +
-      "signing key, a signature the database cannot forge. Walk the whole chain (every " +
-      "tenant's entries: it is one chain) and see where it breaks, if it does."),
+      "signing key, a signature the database cannot forge. The service walks the whole chain " +
+      "(at most once a minute) and says whether it holds, and where it breaks if that is " +
+      "one of this tenant's entries."),
     can("admin") ? verify : h("p", { class: "muted" }, "Verifying needs the admin scope."));
 
     const apiQuery = new URLSearchParams({ limit: "50" });
