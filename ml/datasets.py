@@ -17,7 +17,7 @@ import threading
 import zipfile
 from abc import abstractmethod
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -220,13 +220,21 @@ def _row_digests(inputs: torch.Tensor, labels: np.ndarray, splits: list[str]) ->
     ]
 
 
-def index_source(source: dict[str, Any], data_root: Path) -> SourceIndex:
+def index_source(
+    source: dict[str, Any], data_root: Path, *, known: Collection[str] | None = None
+) -> SourceIndex:
     """A source's index, read once and nothing kept: the API process registers datasets
     and must not hold their arrays (a registration of three spellings of one 400 MB file
-    once pinned 1.2 GB in it for good)."""
+    once pinned 1.2 GB in it for good). ``known``: the keys a dataset already has (a
+    refresh), whose samples are not validated again (a forgotten one's file may be gone;
+    a changed one is the caller's to report)."""
     with _client_facing(data_root):
         adapter = adapters.get(source.get("kind", ""))(source, data_root)
-        adapter.validate()
+        if known is None:
+            adapter.validate()
+        else:
+            keys = adapter.keys()
+            adapter.validate(np.array([i for i, k in enumerate(keys) if k not in known], int))
         index = adapter.index()
         normalization = adapter.normalization
         if normalization is not None and len(normalization["mean"]) != index.input_shape[0]:

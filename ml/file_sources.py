@@ -123,20 +123,23 @@ class _ImageReader:
                 continue
         return _Image(0, 0, 1)
 
-    def validate(self) -> None:
-        """Every file is there and is a PNG or JPEG image of one size and colour (each
-        header read)."""
-        if self.problems:
-            raise InvalidSource(next(iter(self.problems.values())))
-        first: _Image | None = None
-        for key, path in zip(self.keys, self.paths, strict=True):
+    def validate(self, positions: np.ndarray | None = None) -> None:
+        """Every file (at ``positions``; None: all) is there and is a PNG or JPEG image of
+        one size and colour (each header read)."""
+        chosen = range(len(self.keys)) if positions is None else [int(p) for p in positions]
+        problem = next((self.problems[p] for p in chosen if p in self.problems), None)
+        if problem is not None:
+            raise InvalidSource(problem)
+        first: tuple[str, _Image] | None = None
+        for position in chosen:
+            key, path = self.keys[position], self.paths[position]
             assert path is not None  # a missing one is a problem
             image = _header(path, f"the image of {key!r}")
-            first = first or image
-            if image != first:
+            first = first or (key, image)
+            if image != first[1]:
                 raise InvalidSource(
-                    f"images must share one size and colour: {self.keys[0]!r} is "
-                    f"{_describe(first)}, {key!r} is {_describe(image)}"
+                    f"images must share one size and colour: {first[0]!r} is "
+                    f"{_describe(first[1])}, {key!r} is {_describe(image)}"
                 )
 
     def input_shape(self) -> list[int]:
@@ -372,9 +375,9 @@ class ManifestAdapter(DatasetAdapter):
     def keys(self) -> list[str]:
         return self._manifest.keys
 
-    def validate(self) -> None:
+    def validate(self, positions: np.ndarray | None = None) -> None:
         if self._images is not None:
-            self._images.validate()
+            self._images.validate(positions)
 
     def fingerprints(self, positions: np.ndarray) -> list[str | None]:
         if self._images is not None:
@@ -459,8 +462,8 @@ class ImageFolderAdapter(DatasetAdapter):
     def keys(self) -> list[str]:
         return self._images.keys
 
-    def validate(self) -> None:
-        self._images.validate()
+    def validate(self, positions: np.ndarray | None = None) -> None:
+        self._images.validate(positions)
 
     def fingerprints(self, positions: np.ndarray) -> list[str | None]:
         return self._images.current(positions)

@@ -114,8 +114,9 @@ class DatasetAdapter(ABC):
         """The source's keys in source order (``index().keys``, maybe without its cost)."""
         return self.index().keys
 
-    def validate(self) -> None:
-        """The checks registration makes beyond indexing (every image's header, say)."""
+    def validate(self, positions: np.ndarray | None = None) -> None:
+        """The checks registration makes beyond indexing (every image's header, say), of
+        the samples at ``positions`` (None: all; a refresh checks only the new ones)."""
         return None
 
     @property

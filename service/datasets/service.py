@@ -73,11 +73,11 @@ def register(session: Session, *, tenant_id: str, spec: DatasetCreate) -> Datase
         payload={"name": spec.name, "source": source, "counts": counts},
     )
     session.commit()
-    _refresh_planner_statistics(session)
+    refresh_planner_statistics(session)
     return dataset
 
 
-def _refresh_planner_statistics(session: Session) -> None:
+def refresh_planner_statistics(session: Session) -> None:
     """A registration can multiply the samples table, and Postgres's autovacuum analyzes it
     only later: until then a request naming 10,000 keys was planned as if the table were
     nearly empty (16-77 s measured on 100k samples; 0.1-1.6 s once analyzed)."""

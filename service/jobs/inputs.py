@@ -7,7 +7,9 @@ found in the source by its key and checked against its registered fingerprint
 (``ml.samples.SampleSet``). The forget
 set is what the job's requests still ask the model to forget (an unlearning batch) or what
 the job's version forgot (its audit); the retain set is every active training sample
-outside it, so tombstoned samples never come back (docs/architecture.md, rule 7).
+outside it, so tombstoned samples never come back (docs/architecture.md, rule 7). A job on
+a version reads the dataset as of the version's generation (a training job: the newest),
+so samples a refresh added join a model only through a version trained on them.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class JobInputs:
     settings: ModelSettings
     input_shape: list[int]
     num_classes: int
+    generation: int  # the dataset generation the job reads (its version's, or the newest)
     sets: SampleSets
 
 
@@ -89,15 +92,25 @@ def load_inputs(attempt: Attempt) -> JobInputs:
             raise NotFound("model", attempt.model_id)
         dataset = session.get(Dataset, model.dataset_id)
         assert dataset is not None
+        generation = dataset.generation
+        if attempt.base_version is not None:  # what its version was trained on, no more
+            generation = versions.get_or_raise(
+                session, model_id=model.id, number=attempt.base_version
+            ).generation
         if attempt.kind == JobKind.AUDIT:
-            sets = _sample_sets(session, model, dataset, version=attempt.base_version)
+            sets = _sample_sets(
+                session, model, dataset, generation=generation, version=attempt.base_version
+            )
         else:
-            sets = _sample_sets(session, model, dataset, request_ids=attempt.request_ids)
+            sets = _sample_sets(
+                session, model, dataset, generation=generation, request_ids=attempt.request_ids
+            )
         return JobInputs(
             model_id=model.id,
             settings=ModelSettings.of(model),
             input_shape=list(dataset.input_shape),
             num_classes=dataset.num_classes,
+            generation=generation,
             sets=sets,
         )
 
@@ -107,6 +120,7 @@ def _sample_sets(
     model: Model,
     dataset: Dataset,
     *,
+    generation: int,
     request_ids: Sequence[str] = (),
     version: int | None = None,
 ) -> SampleSets:
@@ -125,6 +139,7 @@ def _sample_sets(
             Sample.label,
             Sample.state,
             Sample.fingerprint,
+            Sample.generation,
         )
         .where(Sample.dataset_id == dataset.id)
         .order_by(Sample.position)
@@ -134,6 +149,8 @@ def _sample_sets(
     labels = np.array([r.label for r in rows], dtype=np.int64)
     splits = np.array([r.split for r in rows])
     active = np.array([r.state == SampleState.ACTIVE for r in rows])
+    # The dataset as the job's version saw it: samples added later are not its to read.
+    known = np.array([r.generation <= generation for r in rows], dtype=bool)
     if version is None:
         forgotten, class_labels = _batch_forget_set(
             session, model, request_ids, ids, keys, labels, splits
@@ -144,7 +161,7 @@ def _sample_sets(
     train_mask = splits == Split.TRAIN
     # Reads go by key. What this job may read (all but samples forgotten before it, whose
     # rows and files may be gone) must be what was registered: a changed sample fails it.
-    read = forget_mask | active | ~train_mask
+    read = forget_mask | (known & (active | ~train_mask))
     positions = np.full(len(rows), -1, dtype=np.int64)
     chosen = [int(i) for i in np.flatnonzero(read)]
     positions[read] = check_unchanged(
@@ -155,16 +172,16 @@ def _sample_sets(
         chosen = np.flatnonzero(mask)
         return SampleSet(adapter, positions[chosen], labels[chosen], [keys[i] for i in chosen])
 
-    shadow, validation, audit_nonmembers = split_holdout(subset(splits == Split.HOLDOUT))
+    shadow, validation, audit_nonmembers = split_holdout(subset(known & (splits == Split.HOLDOUT)))
     forgotten_before = versions.forgotten_classes(session, model.id, version)
     return SampleSets(
         forget=subset(forget_mask),
         forgotten=forgotten,
-        retain=subset(train_mask & active & ~forget_mask),
+        retain=subset(known & train_mask & active & ~forget_mask),
         validation=validation,
         shadow=shadow,
         audit_nonmembers=audit_nonmembers,
-        test=subset(splits == Split.TEST),
+        test=subset(known & (splits == Split.TEST)),
         class_labels=sorted(class_labels) or None,
         masked_classes=sorted(class_labels | forgotten_before),
     )
