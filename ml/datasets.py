@@ -17,7 +17,7 @@ import threading
 import zipfile
 from abc import abstractmethod
 from collections import OrderedDict
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ __all__ = [
     "index_source",
     "clear_cache",
     "check_unchanged",
+    "changed_samples",
 ]
 
 
@@ -74,6 +75,9 @@ class InMemoryAdapter(DatasetAdapter):
     @property
     def nbytes(self) -> int:
         return self._inputs.element_size() * self._inputs.nelement()
+
+    def erase(self, positions: np.ndarray) -> None:
+        self._held(self._inputs, positions)
 
 
 def _train_test_keys(is_test: np.ndarray) -> tuple[list[str], list[str]]:
@@ -245,20 +249,36 @@ def index_source(
         return dataclasses.replace(index, normalization=normalization)
 
 
+def changed_samples(
+    source: dict[str, Any], data_root: Path, keys: Sequence[str], registered: Sequence[str | None]
+) -> dict[str, str]:
+    """Which of these samples the source no longer has as registered (key -> why), read
+    through an adapter that is not kept (the API process holds no arrays)."""
+    with _client_facing(data_root):
+        adapter = adapters.get(source.get("kind", ""))(source, data_root)
+        try:
+            check_unchanged(adapter, keys, registered)
+        except SourceChanged as error:
+            return error.changes
+        return {}
+
+
 def open_source(
     source: dict[str, Any],
     data_root: Path,
     *,
     cache_bytes: int = 4 << 30,
     loader_workers: int = 0,
+    fresh: bool = False,
 ) -> DatasetAdapter:
     """The adapter for a source, kept for the next job: one entry per file (however its
     path is spelled) as it is now (a replaced file is read again), the least recently used
     dropped first while the cached inputs pass ``cache_bytes``. A source read as it goes
-    is read by ``loader_workers`` DataLoader worker processes (0: in the caller)."""
+    is read by ``loader_workers`` DataLoader worker processes (0: in the caller). ``fresh``
+    reads the source again (the kept adapter erased samples the caller reads)."""
     with _client_facing(data_root):
         identity = _identity(source, data_root)
-        adapter = _CACHE.get(identity)
+        adapter = None if fresh else _CACHE.get(identity)
         if adapter is None:
             adapter = adapters.get(source.get("kind", ""))(source, data_root)
             _CACHE.put(identity, adapter, cache_bytes)

@@ -398,6 +398,12 @@ class ManifestAdapter(DatasetAdapter):
         features = self._manifest.features
         return 0 if features is None else int(features.nbytes)
 
+    def erase(self, positions: np.ndarray) -> None:
+        if self._manifest.features is None:
+            super().erase(positions)  # image rows: nothing held but paths and stamps
+        else:
+            self._held(self._manifest.features, positions)
+
 
 @adapters.register("imagefolder")
 class ImageFolderAdapter(DatasetAdapter):

@@ -26,9 +26,7 @@ read = [require(Scope.MODELS_READ)]
     dependencies=[require(Scope.MODELS_WRITE)],
     responses=conflict("a dataset of this name exists"),
 )
-def create_dataset(
-    spec: DatasetCreate, session: SessionDep, caller: CurrentCaller
-) -> DatasetRead:
+def create_dataset(spec: DatasetCreate, session: SessionDep, caller: CurrentCaller) -> DatasetRead:
     dataset = service.register(session, tenant_id=caller.tenant_id, spec=spec)
     return DatasetRead.model_validate(dataset)
 

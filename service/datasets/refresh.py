@@ -65,9 +65,7 @@ def refresh(session: Session, *, tenant_id: str, dataset_id: str) -> RefreshRead
     new = np.array([i for i, key in enumerate(index.keys) if key not in known], dtype=np.int64)
     added = {"train": 0, "holdout": 0, "test": 0}
     if len(new):
-        out_of_range = [
-            index.keys[i] for i in new if int(index.labels[i]) >= dataset.num_classes
-        ]
+        out_of_range = [index.keys[i] for i in new if int(index.labels[i]) >= dataset.num_classes]
         if out_of_range:
             raise _refused(
                 f"{len(out_of_range)} new sample(s) have a label outside the dataset's "
@@ -112,9 +110,7 @@ def _add(
     source_splits = [index.splits[i] for i in new]
     holdout = holdout_mask(source_splits, dataset.holdout_fraction, dataset.seed + generation)
     splits = np.where(holdout, "holdout", np.asarray(source_splits))
-    after = session.scalar(
-        select(func.max(Sample.position)).where(Sample.dataset_id == dataset.id)
-    )
+    after = session.scalar(select(func.max(Sample.position)).where(Sample.dataset_id == dataset.id))
     first = (after if after is not None else -1) + 1
     session.execute(
         insert(Sample),

@@ -22,10 +22,11 @@ import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ml.datasets import check_unchanged, open_source
+from ml.datasets import DatasetAdapter, check_unchanged, open_source
 from ml.samples import SampleSet, split_holdout
 from ml.unlearners import Artifact
 from service.artifacts import store
+from service.datasets import erasure
 from service.db import session_scope
 from service.enums import JobKind, SampleState, Split
 from service.errors import NotFound
@@ -35,7 +36,14 @@ from service.models.settings import ModelSettings
 from service.settings import get_settings
 from service.tables import Dataset, DeletionRequest, Model, Sample, Tombstone
 
-__all__ = ["SampleSets", "JobInputs", "load_inputs", "version_weights", "version_artifact"]
+__all__ = [
+    "SampleSets",
+    "JobInputs",
+    "load_inputs",
+    "release",
+    "version_weights",
+    "version_artifact",
+]
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,7 @@ class JobInputs:
     worker's, ``workers.workload``)."""
 
     model_id: str
+    dataset_id: str
     settings: ModelSettings
     input_shape: list[int]
     num_classes: int
@@ -107,6 +116,7 @@ def load_inputs(attempt: Attempt) -> JobInputs:
             )
         return JobInputs(
             model_id=model.id,
+            dataset_id=dataset.id,
             settings=ModelSettings.of(model),
             input_shape=list(dataset.input_shape),
             num_classes=dataset.num_classes,
@@ -164,9 +174,19 @@ def _sample_sets(
     read = forget_mask | (known & (active | ~train_mask))
     positions = np.full(len(rows), -1, dtype=np.int64)
     chosen = [int(i) for i in np.flatnonzero(read)]
-    positions[read] = check_unchanged(
-        adapter, [keys[i] for i in chosen], [rows[i].fingerprint for i in chosen]
-    )
+    read_keys, registered = [keys[i] for i in chosen], [rows[i].fingerprint for i in chosen]
+    positions[read] = check_unchanged(adapter, read_keys, registered)
+    if adapter.erased.intersection(positions[read].tolist()):  # dropped from the kept copy
+        adapter = open_source(
+            dataset.source,
+            settings.data_root,
+            cache_bytes=settings.dataset_cache_bytes,
+            loader_workers=settings.loader_workers,
+            fresh=True,
+        )
+        positions[read] = check_unchanged(adapter, read_keys, registered)
+    unneeded = erasure.unneeded_forgotten(session, dataset.id)
+    drop_unneeded(adapter, [keys[i] for i in np.flatnonzero(~read) if ids[i] in unneeded])
 
     def subset(mask: np.ndarray) -> SampleSet:
         chosen = np.flatnonzero(mask)
@@ -185,6 +205,30 @@ def _sample_sets(
         class_labels=sorted(class_labels) or None,
         masked_classes=sorted(class_labels | forgotten_before),
     )
+
+
+def drop_unneeded(adapter: DatasetAdapter, keys: Sequence[str]) -> None:
+    """The kept copy of a source drops the inputs of these samples (forgotten, and needed
+    by nothing: ``service.datasets.erasure``), so no copy the service holds outlives the
+    product's erasure of them."""
+    positions, _ = adapter.positions_of(keys)
+    adapter.erase(positions[positions >= 0])
+
+
+def release(inputs: JobInputs, forget: SampleSet) -> None:
+    """After the job that may have been the last to read its forget set (an audit that
+    completed its requests): the kept copy drops those of them nothing needs now."""
+    with session_scope() as session:
+        unneeded = erasure.unneeded_forgotten(session, inputs.dataset_id)
+        ids = session.scalars(
+            select(Sample.id).where(
+                Sample.dataset_id == inputs.dataset_id, Sample.key.in_(list(forget.keys))
+            )
+        )
+        keys = set(
+            session.scalars(select(Sample.key).where(Sample.id.in_(list(set(ids) & unneeded))))
+        )
+    drop_unneeded(forget.adapter, [key for key in forget.keys if key in keys])
 
 
 def _batch_forget_set(

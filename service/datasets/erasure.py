@@ -1,0 +1,146 @@
+"""When a forgotten sample's raw data may be erased from its source (docs/datasets.md,
+"Erasing forgotten samples' raw data").
+
+A forgotten sample is out of every retain set, retrain, retrained reference, cache rebuild
+and audit member set (docs/architecture.md, rule 7); what may still read it is the work
+that forgets it. So its raw data is still needed while:
+
+- a request that forgets it is not completed (its version's audit measures on it), or an
+  audit of a version that forgot it is queued or running;
+- another model of the dataset learned it and has not forgotten it: that model's own
+  request will have to read it. A model learned it when one of its lineage versions was
+  trained on a generation that holds it before it was first forgotten (training never
+  reads a forgotten sample, so a model made later never saw it).
+
+A request is ``source_erasable`` once it is completed and none of its samples (those it
+forgot, and those it found already forgotten by its model) is needed. A re-audit asked
+later of the version that forgot them needs them again: it is refused (409) when they are
+gone from the source (``service.audits.service``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Select, and_, exists, func, select, union
+from sqlalchemy.orm import Session, aliased
+
+from ml.datasets import InvalidSource, changed_samples
+from service.enums import LIVE_JOB_STATUSES, JobKind, RequestStatus, SampleState
+from service.errors import Conflict
+from service.settings import get_settings
+from service.tables import Dataset, DeletionRequest, Job, Model, ModelVersion, Sample, Tombstone
+
+__all__ = ["erasable_requests", "needed", "unneeded_forgotten", "check_forget_set_present"]
+
+
+def _request_samples(request: DeletionRequest) -> Select[Any]:
+    """The ids of the samples ``request`` forgot or found already forgotten by its model."""
+    own = select(Tombstone.sample_id).where(Tombstone.request_id == request.id)
+    if not request.already_forgotten:
+        return own
+    earlier = (
+        select(Tombstone.sample_id)
+        .join(Sample, Sample.id == Tombstone.sample_id)
+        .where(
+            Tombstone.model_id == request.model_id,
+            Sample.key.in_(list(request.already_forgotten)),
+        )
+    )
+    return select(union(own, earlier).subquery().c[0])
+
+
+def needed(session: Session, sample_ids: Select[Any]) -> set[int]:
+    """Of these samples, the ids some work of the service may still read (module doc)."""
+    chosen = sample_ids.scalar_subquery()
+    unfinished = (
+        select(Tombstone.sample_id)
+        .join(DeletionRequest, DeletionRequest.id == Tombstone.request_id)
+        .where(Tombstone.sample_id.in_(chosen), DeletionRequest.status != RequestStatus.COMPLETED)
+    )
+    audited = (
+        select(Tombstone.sample_id)
+        .join(
+            Job,
+            and_(Job.model_id == Tombstone.model_id, Job.base_version == Tombstone.version_number),
+        )
+        .where(
+            Tombstone.sample_id.in_(chosen),
+            Job.kind == JobKind.AUDIT,
+            Job.status.in_(list(LIVE_JOB_STATUSES)),
+        )
+    )
+    first_forgotten = (
+        select(func.min(Tombstone.created_at))
+        .where(Tombstone.sample_id == Sample.id)
+        .scalar_subquery()
+    )
+    mine = aliased(Tombstone)
+    still_known = (
+        select(Sample.id)
+        .join(Model, Model.dataset_id == Sample.dataset_id)
+        .where(
+            Sample.id.in_(chosen),
+            ~exists().where(mine.model_id == Model.id, mine.sample_id == Sample.id),
+            exists().where(
+                ModelVersion.model_id == Model.id,
+                ModelVersion.in_lineage.is_(True),
+                ModelVersion.generation >= Sample.generation,
+                ModelVersion.created_at < first_forgotten,
+            ),
+        )
+    )
+    found: set[int] = set()
+    for statement in (unfinished, audited, still_known):
+        found.update(session.scalars(statement))
+    return found
+
+
+def erasable_requests(session: Session, requests: Sequence[DeletionRequest]) -> set[str]:
+    """The ids of the completed ``requests`` whose samples' raw data nothing needs."""
+    return {
+        request.id
+        for request in requests
+        if request.status == RequestStatus.COMPLETED
+        and not needed(session, _request_samples(request))
+    }
+
+
+def unneeded_forgotten(session: Session, dataset_id: str) -> set[int]:
+    """The ids of the dataset's forgotten samples that nothing needs: what a worker's copy
+    of the source drops."""
+    forgotten = select(Sample.id).where(
+        Sample.dataset_id == dataset_id, Sample.state == SampleState.FORGOTTEN
+    )
+    return set(session.scalars(forgotten)) - needed(session, forgotten)
+
+
+def check_forget_set_present(session: Session, *, model: Model, number: int) -> None:
+    """Conflict naming the samples version ``number`` forgot that its dataset's source no
+    longer has as registered: an audit of the version measures on them, so it cannot run
+    once their raw data was erased."""
+    rows = session.execute(
+        select(Sample.key, Sample.fingerprint)
+        .join(Tombstone, Tombstone.sample_id == Sample.id)
+        .where(Tombstone.model_id == model.id, Tombstone.version_number == number)
+        .order_by(Sample.position)
+    ).all()
+    dataset = session.get(Dataset, model.dataset_id)
+    if not rows or dataset is None:
+        return
+    keys, registered = [row.key for row in rows], [row.fingerprint for row in rows]
+    try:
+        gone = changed_samples(dataset.source, get_settings().data_root, keys, registered)
+    except InvalidSource as error:
+        raise Conflict(
+            f"version {number} cannot be audited: its dataset's source is unusable ({error})"
+        ) from None
+    if gone:
+        shown = ", ".join(f"{key!r} ({why})" for key, why in list(gone.items())[:20])
+        more = f" and {len(gone) - 20} more" if len(gone) > 20 else ""
+        raise Conflict(
+            f"version {number} cannot be audited again: {len(gone)} of the {len(keys)} "
+            f"sample(s) it forgot are erased from the source, and an audit measures on them: "
+            f"{shown}{more}"
+        )
