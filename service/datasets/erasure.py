@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, and_, exists, func, select, union
+from sqlalchemy import CompoundSelect, Select, and_, exists, func, select, union
 from sqlalchemy.orm import Session, aliased
 
 from ml.datasets import InvalidSource, changed_samples
@@ -32,26 +32,10 @@ from service.errors import Conflict
 from service.settings import get_settings
 from service.tables import Dataset, DeletionRequest, Job, Model, ModelVersion, Sample, Tombstone
 
-__all__ = ["erasable_requests", "needed", "unneeded_forgotten", "check_forget_set_present"]
+__all__ = ["erasable_requests", "unneeded_forgotten", "check_forget_set_present"]
 
 
-def _request_samples(request: DeletionRequest) -> Select[Any]:
-    """The ids of the samples ``request`` forgot or found already forgotten by its model."""
-    own = select(Tombstone.sample_id).where(Tombstone.request_id == request.id)
-    if not request.already_forgotten:
-        return own
-    earlier = (
-        select(Tombstone.sample_id)
-        .join(Sample, Sample.id == Tombstone.sample_id)
-        .where(
-            Tombstone.model_id == request.model_id,
-            Sample.key.in_(list(request.already_forgotten)),
-        )
-    )
-    return select(union(own, earlier).subquery().c[0])
-
-
-def needed(session: Session, sample_ids: Select[Any]) -> set[int]:
+def _needed(sample_ids: Select[Any]) -> CompoundSelect:
     """Of these samples, the ids some work of the service may still read (module doc)."""
     chosen = sample_ids.scalar_subquery()
     unfinished = (
@@ -91,20 +75,41 @@ def needed(session: Session, sample_ids: Select[Any]) -> set[int]:
             ),
         )
     )
-    found: set[int] = set()
-    for statement in (unfinished, audited, still_known):
-        found.update(session.scalars(statement))
-    return found
+    return union(unfinished, audited, still_known)
 
 
 def erasable_requests(session: Session, requests: Sequence[DeletionRequest]) -> set[str]:
-    """The ids of the completed ``requests`` whose samples' raw data nothing needs."""
-    return {
-        request.id
-        for request in requests
-        if request.status == RequestStatus.COMPLETED
-        and not needed(session, _request_samples(request))
-    }
+    """The ids of the completed ``requests`` whose samples' raw data nothing needs: their
+    own samples, and those they found already forgotten by their model (one query for
+    them all, one more per request that found some)."""
+    completed = [r for r in requests if r.status == RequestStatus.COMPLETED]
+    if not completed:
+        return set()
+    ids = [r.id for r in completed]
+    own = select(Tombstone.sample_id).where(Tombstone.request_id.in_(ids))
+    blocked = set(
+        session.scalars(
+            select(Tombstone.request_id)
+            .where(
+                Tombstone.request_id.in_(ids),
+                Tombstone.sample_id.in_(_needed(own).scalar_subquery()),
+            )
+            .distinct()
+        )
+    )
+    for request in completed:
+        if request.already_forgotten and request.id not in blocked:
+            earlier = (
+                select(Tombstone.sample_id)
+                .join(Sample, Sample.id == Tombstone.sample_id)
+                .where(
+                    Tombstone.model_id == request.model_id,
+                    Sample.key.in_(list(request.already_forgotten)),
+                )
+            )
+            if session.scalar(select(exists(_needed(earlier)))):
+                blocked.add(request.id)
+    return set(ids) - blocked
 
 
 def unneeded_forgotten(session: Session, dataset_id: str) -> set[int]:
@@ -113,7 +118,7 @@ def unneeded_forgotten(session: Session, dataset_id: str) -> set[int]:
     forgotten = select(Sample.id).where(
         Sample.dataset_id == dataset_id, Sample.state == SampleState.FORGOTTEN
     )
-    return set(session.scalars(forgotten)) - needed(session, forgotten)
+    return set(session.scalars(forgotten)) - set(session.scalars(_needed(forgotten)))
 
 
 def check_forget_set_present(session: Session, *, model: Model, number: int) -> None:

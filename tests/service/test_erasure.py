@@ -7,10 +7,12 @@ a worker's kept copy of a tabular source drops their features."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from ml.datasets import clear_cache, open_source
@@ -19,7 +21,7 @@ from service.enums import JobKind
 from service.jobs import dispatch
 from service.settings import get_settings
 from service.tables import CallbackDelivery, Job
-from tests.helpers.app import create_model, forget_now, run_queued_jobs, train_keys
+from tests.helpers.app import create_model, forget_now, make_key, run_queued_jobs, train_keys
 from tests.helpers.own_data import tabular_rows, write_csv, write_pngs
 
 
@@ -137,8 +139,18 @@ def test_erased_samples_are_read_by_no_later_job(client, admin, env):
     assert all(repr(key) in detail for key in first), detail
 
 
-def test_another_model_that_knows_the_samples_keeps_them_needed(client, admin, env):
-    root = Path(env["data_root"])
+@pytest.fixture(params=["postgres", "sqlite"])
+def any_backend(request) -> Iterator[tuple[TestClient, dict[str, str], Path]]:
+    """The same client on Postgres and on the embedded SQLite default."""
+    from service.app import create_app
+
+    values = request.getfixturevalue("env" if request.param == "postgres" else "sqlite_env")
+    with TestClient(create_app(), raise_server_exceptions=False) as client:
+        yield client, make_key(["admin"]), Path(values["data_root"])
+
+
+def test_another_model_that_knows_the_samples_keeps_them_needed(any_backend):
+    client, admin, root = any_backend
     write_csv(root / "rows.csv", tabular_rows())
     dataset = _register(client, admin, "rows", {"kind": "manifest", "path": "rows.csv"})
     one = create_model(client, admin, dataset["id"])
