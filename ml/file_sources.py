@@ -112,34 +112,37 @@ class _ImageReader:
                 self.stamps.append(None)
 
     @cached_property
-    def shape(self) -> _Image:
-        """The images' shape, from the first header that reads (registration checks that
-        every image has it, ``validate``)."""
+    def _first(self) -> tuple[str, _Image]:
+        """The first image whose header reads, with its key: every image must have its
+        shape (``validate``)."""
         for key, path in zip(self.keys, self.paths, strict=True):
             try:
                 if path is not None:
-                    return _header(path, f"the image of {key!r}")
+                    return key, _header(path, f"the image of {key!r}")
             except InvalidSource:
                 continue
-        return _Image(0, 0, 1)
+        return "", _Image(0, 0, 1)
+
+    @property
+    def shape(self) -> _Image:
+        return self._first[1]
 
     def validate(self, positions: np.ndarray | None = None) -> None:
         """Every file (at ``positions``; None: all) is there and is a PNG or JPEG image of
-        one size and colour (each header read)."""
+        the first image's size and colour (each header read)."""
         chosen = range(len(self.keys)) if positions is None else [int(p) for p in positions]
         problem = next((self.problems[p] for p in chosen if p in self.problems), None)
         if problem is not None:
             raise InvalidSource(problem)
-        first: tuple[str, _Image] | None = None
+        first_key, first = self._first
         for position in chosen:
             key, path = self.keys[position], self.paths[position]
             assert path is not None  # a missing one is a problem
             image = _header(path, f"the image of {key!r}")
-            first = first or (key, image)
-            if image != first[1]:
+            if image != first:
                 raise InvalidSource(
-                    f"images must share one size and colour: {first[0]!r} is "
-                    f"{_describe(first[1])}, {key!r} is {_describe(image)}"
+                    f"images must share one size and colour: {first_key!r} is "
+                    f"{_describe(first)}, {key!r} is {_describe(image)}"
                 )
 
     def input_shape(self) -> list[int]:

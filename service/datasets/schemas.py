@@ -112,6 +112,7 @@ class SampleRead(BaseModel):
     split: Split
     label: int
     state: SampleState
+    generation: int = Field(description="the dataset generation that added it (1: registration)")
     forgotten_by: list[ForgottenBy] = Field(
         default_factory=list, description="the requests and model versions that forgot it"
     )

@@ -10,7 +10,9 @@ import io
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 from safetensors.torch import save
 
 from ml.architectures import build_model
@@ -84,6 +86,8 @@ def test_refresh_adds_keys_and_a_versions_retrain_uses_its_own_generation(client
     assert report["dataset"]["counts"] == {"train": 60, "holdout": 20, "test": 0}
     assert report["changed"] == [] and report["vanished"] == []
     new_keys = {row["key"] for row in rows[FIRST:]}
+    sample = client.get(f"/v1/datasets/{dataset['id']}/samples/{rows[-1]['key']}", headers=admin)
+    assert sample.json()["generation"] == 2
     assert new_keys <= set(_keys(client, admin, dataset["id"])) | set(
         _keys(client, admin, dataset["id"], "holdout")
     )
@@ -142,12 +146,18 @@ def test_refresh_reports_changed_and_vanished_samples_and_takes_neither(client, 
     sample = client.get(f"/v1/datasets/{dataset['id']}/samples/{relabelled}", headers=admin)
     assert sample.json()["label"] != by_key[relabelled]["label"]  # not taken
 
-    write_pngs(root, folder="wide", count=1)  # a new image of another size is refused
-    (root / "wide" / "0.png").write_bytes((root / "img" / "5.png").read_bytes()[:50])
-    broken = kept + [{"key": "broken", "label": 1, "path": "wide/0.png"}]
-    write_csv(root / "digits.csv", broken)
-    response = client.post(f"/v1/datasets/{dataset['id']}/refresh", headers=admin)
-    assert response.status_code == 422 and "'broken'" in response.json()["detail"]
+    (root / "odd").mkdir()
+    (root / "odd" / "broken.png").write_bytes((root / "img" / "5.png").read_bytes()[:50])
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(root / "odd" / "wide.png")
+    cases = {  # a new image that is broken, or of another size (listed first or last)
+        "broken": ([{"key": "broken", "label": 1, "path": "odd/broken.png"}, *kept], "'broken'"),
+        "wide": ([*kept, {"key": "wide", "label": 1, "path": "odd/wide.png"}], "'wide' is 16x16"),
+        "wide-first": ([{"key": "w", "label": 1, "path": "odd/wide.png"}, *kept], "[1, 16, 16]"),
+    }
+    for name, (listed, named) in cases.items():
+        write_csv(root / "digits.csv", listed)
+        response = client.post(f"/v1/datasets/{dataset['id']}/refresh", headers=admin)
+        assert response.status_code == 422 and named in response.json()["detail"], name
     current = client.get(f"/v1/datasets/{dataset['id']}", headers=admin).json()
     assert current["generation"] == 2  # the refused refresh stored nothing
 
