@@ -26,6 +26,7 @@ from unlearnd_client.models import (
     JobProgress,
     Model,
     Page,
+    Refresh,
     Sample,
     Version,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "NotFound",
     "Page",
     "RateLimited",
+    "Refresh",
     "Sample",
     "ServiceUnavailable",
     "TooLarge",

@@ -32,6 +32,7 @@ from unlearnd_client.models import (
     Job,
     Model,
     Page,
+    Refresh,
     Sample,
     Version,
 )
@@ -174,6 +175,10 @@ class Core:
     ) -> Operation[Dataset]:
         body = _query(name=name, source=source, holdout_fraction=holdout_fraction, seed=seed)
         return self.fetch(Call("POST", "/v1/datasets", json=body), Dataset)
+
+    def refresh_dataset(self, dataset_id: str) -> Operation[Refresh]:
+        path = f"/v1/datasets/{_segment(dataset_id)}/refresh"
+        return self.fetch(Call("POST", path), Refresh)
 
     def get_dataset(self, dataset_id: str) -> Operation[Dataset]:
         path = f"/v1/datasets/{_segment(dataset_id)}"
