@@ -112,13 +112,14 @@ def erasable_requests(session: Session, requests: Sequence[DeletionRequest]) -> 
     return set(ids) - blocked
 
 
-def unneeded_forgotten(session: Session, dataset_id: str) -> set[int]:
-    """The ids of the dataset's forgotten samples that nothing needs: what a worker's copy
+def unneeded_forgotten(session: Session, dataset_id: str) -> set[str]:
+    """The keys of the dataset's forgotten samples that nothing needs: what a worker's copy
     of the source drops."""
     forgotten = select(Sample.id).where(
         Sample.dataset_id == dataset_id, Sample.state == SampleState.FORGOTTEN
     )
-    return set(session.scalars(forgotten)) - set(session.scalars(_needed(forgotten)))
+    unneeded = forgotten.where(Sample.id.not_in(_needed(forgotten).scalar_subquery()))
+    return set(session.scalars(unneeded.with_only_columns(Sample.key)))
 
 
 def check_forget_set_present(session: Session, *, model: Model, number: int) -> None:

@@ -186,7 +186,7 @@ def _sample_sets(
         )
         positions[read] = check_unchanged(adapter, read_keys, registered)
     unneeded = erasure.unneeded_forgotten(session, dataset.id)
-    drop_unneeded(adapter, [keys[i] for i in np.flatnonzero(~read) if ids[i] in unneeded])
+    drop_unneeded(adapter, [keys[i] for i in np.flatnonzero(~read) if keys[i] in unneeded])
 
     def subset(mask: np.ndarray) -> SampleSet:
         chosen = np.flatnonzero(mask)
@@ -220,15 +220,7 @@ def release(inputs: JobInputs, forget: SampleSet) -> None:
     completed its requests): the kept copy drops those of them nothing needs now."""
     with session_scope() as session:
         unneeded = erasure.unneeded_forgotten(session, inputs.dataset_id)
-        ids = session.scalars(
-            select(Sample.id).where(
-                Sample.dataset_id == inputs.dataset_id, Sample.key.in_(list(forget.keys))
-            )
-        )
-        keys = set(
-            session.scalars(select(Sample.key).where(Sample.id.in_(list(set(ids) & unneeded))))
-        )
-    drop_unneeded(forget.adapter, [key for key in forget.keys if key in keys])
+    drop_unneeded(forget.adapter, [key for key in forget.keys if key in unneeded])
 
 
 def _batch_forget_set(
