@@ -7,7 +7,7 @@ a worker's kept copy of a tabular source drops their features."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ from service.jobs import dispatch
 from service.settings import get_settings
 from service.tables import CallbackDelivery, Job
 from tests.helpers.app import create_model, forget_now, make_key, run_queued_jobs, train_keys
-from tests.helpers.own_data import tabular_rows, write_csv, write_pngs
+from tests.helpers.own_data import tabular_rows, write_csv, write_pngs, write_tree
 
 
 @pytest.fixture(autouse=True)
@@ -69,11 +69,36 @@ def _jobs(model_id: str, kind: JobKind) -> list[Job]:
         return list(session.scalars(statement.order_by(Job.created_at)))
 
 
-def test_erased_samples_are_read_by_no_later_job(client, admin, env):
-    root = Path(env["data_root"])
+def _manifest(root: Path) -> tuple[dict, Callable[[list[str]], None]]:
+    """A CSV manifest of PNG files; what erases samples from it (every file, half the rows)."""
     rows = write_pngs(root)
     write_csv(root / "digits.csv", rows)
-    dataset = _register(client, admin, "digits", {"kind": "manifest", "path": "digits.csv"})
+
+    def erase(keys: list[str]) -> None:
+        for row in rows:
+            if row["key"] in keys:
+                (root / str(row["path"])).unlink()
+        write_csv(root / "digits.csv", [r for r in rows if r["key"] not in keys[len(keys) // 2 :]])
+
+    return {"kind": "manifest", "path": "digits.csv"}, erase
+
+
+def _tree(root: Path) -> tuple[dict, Callable[[list[str]], None]]:
+    """An image-folder tree; what erases samples from it (their files)."""
+    write_tree(root)
+
+    def erase(keys: list[str]) -> None:
+        for key in keys:
+            (root / "tree" / key).unlink()
+
+    return {"kind": "imagefolder", "root": "tree"}, erase
+
+
+@pytest.mark.parametrize("make", [_manifest, _tree], ids=["manifest", "imagefolder"])
+def test_erased_samples_are_read_by_no_later_job(client, admin, env, make):
+    root = Path(env["data_root"])
+    source, erase = make(root)
+    dataset = _register(client, admin, "digits", source)
     model = create_model(client, admin, dataset["id"], unlearner={"name": "pgu"})
     run_queued_jobs(model["id"])
     keys = train_keys(client, admin, dataset["id"], 16)
@@ -100,10 +125,7 @@ def test_erased_samples_are_read_by_no_later_job(client, admin, env):
     assert again.status_code == 202, again.text
     run_queued_jobs(model["id"])
 
-    by_key = {row["key"]: row for row in rows}
-    for key in first:  # every file deleted; half the rows too
-        (root / str(by_key[key]["path"])).unlink()
-    write_csv(root / "digits.csv", [r for r in rows if r["key"] not in first[2:]])
+    erase(first)
 
     later = _forget(client, admin, model["id"], second)  # a later batch, with PGU's cache
     assert later["status"] == "completed" and later["result_version"] == 3, later
