@@ -5,17 +5,19 @@ A forgotten sample is out of every retain set, retrain, retrained reference, cac
 and audit member set (docs/architecture.md, rule 7); what may still read it is the work
 that forgets it. So its raw data is still needed while:
 
-- a request that forgets it is not completed (its version's audit measures on it), or an
-  audit of a version that forgot it is queued or running;
+- a request that forgets it is not completed (its version's audit measures on it, and
+  requests complete when that audit is stored);
 - another model of the dataset learned it and has not forgotten it: that model's own
   request will have to read it. A model learned it when one of its lineage versions was
   trained on a generation that holds it before it was first forgotten (training never
   reads a forgotten sample, so a model made later never saw it).
 
 A request is ``source_erasable`` once it is completed and none of its samples (those it
-forgot, and those it found already forgotten by its model) is needed. A re-audit asked
-later of the version that forgot them needs them again: it is refused (409) when they are
-gone from the source (``service.audits.service``).
+forgot, and those it found already forgotten by its model) is needed. An audit of the
+version that forgot them asked again later (an admin's) needs them again: it is refused
+(409) when they are gone from the source (``check_forget_set_present``), and fails naming
+them if they go while it waits. Nothing but a request's change (its own, or another
+model's) moves a request's answer, so the ETag of its polled read stays right.
 """
 
 from __future__ import annotations
@@ -23,14 +25,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import CompoundSelect, Select, and_, exists, func, select, union
+from sqlalchemy import CompoundSelect, Select, exists, func, select, union
 from sqlalchemy.orm import Session, aliased
 
 from ml.datasets import InvalidSource, changed_samples
-from service.enums import LIVE_JOB_STATUSES, JobKind, RequestStatus, SampleState
+from service.enums import RequestStatus, SampleState
 from service.errors import Conflict
 from service.settings import get_settings
-from service.tables import Dataset, DeletionRequest, Job, Model, ModelVersion, Sample, Tombstone
+from service.tables import Dataset, DeletionRequest, Model, ModelVersion, Sample, Tombstone
 
 __all__ = ["erasable_requests", "unneeded_forgotten", "check_forget_set_present"]
 
@@ -42,18 +44,6 @@ def _needed(sample_ids: Select[Any]) -> CompoundSelect:
         select(Tombstone.sample_id)
         .join(DeletionRequest, DeletionRequest.id == Tombstone.request_id)
         .where(Tombstone.sample_id.in_(chosen), DeletionRequest.status != RequestStatus.COMPLETED)
-    )
-    audited = (
-        select(Tombstone.sample_id)
-        .join(
-            Job,
-            and_(Job.model_id == Tombstone.model_id, Job.base_version == Tombstone.version_number),
-        )
-        .where(
-            Tombstone.sample_id.in_(chosen),
-            Job.kind == JobKind.AUDIT,
-            Job.status.in_(list(LIVE_JOB_STATUSES)),
-        )
     )
     first_forgotten = (
         select(func.min(Tombstone.created_at))
@@ -75,7 +65,7 @@ def _needed(sample_ids: Select[Any]) -> CompoundSelect:
             ),
         )
     )
-    return union(unfinished, audited, still_known)
+    return union(unfinished, still_known)
 
 
 def erasable_requests(session: Session, requests: Sequence[DeletionRequest]) -> set[str]:
