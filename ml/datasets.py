@@ -277,11 +277,11 @@ def open_source(
     is read by ``loader_workers`` DataLoader worker processes (0: in the caller). ``fresh``
     reads the source again (the kept adapter erased samples the caller reads)."""
     with _client_facing(data_root):
-        identity = _identity(source, data_root)
+        identity, place = _identity(source, data_root)
         adapter = None if fresh else _CACHE.get(identity)
         if adapter is None:
             adapter = adapters.get(source.get("kind", ""))(source, data_root)
-            _CACHE.put(identity, adapter, cache_bytes)
+            _CACHE.put(identity, adapter, cache_bytes, place=place)
         adapter.loader_workers = loader_workers
         return adapter
 
@@ -291,10 +291,13 @@ def clear_cache() -> None:
 
 
 class _SourceCache:
-    """Adapters by source identity, bounded by the bytes of their inputs (LRU)."""
+    """Adapters by source identity, bounded by the bytes of their inputs (LRU). An adapter
+    of a file as it was before it changed is dropped when the file as it is now is put: it
+    would be read by no one again, and may hold rows the product has since erased."""
 
     def __init__(self) -> None:
         self._entries: OrderedDict[str, DatasetAdapter] = OrderedDict()
+        self._places: dict[str, str] = {}  # identity -> the source without its files' stamps
         self._lock = threading.Lock()
 
     def get(self, identity: str) -> DatasetAdapter | None:
@@ -304,8 +307,12 @@ class _SourceCache:
                 self._entries.move_to_end(identity)
             return adapter
 
-    def put(self, identity: str, adapter: DatasetAdapter, budget: int) -> None:
+    def put(self, identity: str, adapter: DatasetAdapter, budget: int, place: str = "") -> None:
         with self._lock:
+            for stale in [i for i, p in self._places.items() if p == place and i != identity]:
+                self._entries.pop(stale, None)
+                self._places.pop(stale, None)
+            self._places[identity] = place
             self._entries[identity] = adapter
             self._entries.move_to_end(identity)
             while len(self._entries) > 1 and self.nbytes > budget:
@@ -323,29 +330,37 @@ class _SourceCache:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._places.clear()
 
 
 _CACHE = _SourceCache()
 
 
-def _identity(source: dict[str, Any], data_root: Path) -> str:
+def _identity(source: dict[str, Any], data_root: Path) -> tuple[str, str]:
     """The source with each path resolved and stamped with its file's identity (device,
     inode, size, modification time): spellings of one file share an entry, and a file
     replaced in place is a new one. A path that does not resolve stays as given (the
-    adapter then says what is wrong with it)."""
+    adapter then says what is wrong with it). And its place: the same without the stamps,
+    shared by the file's states over time."""
     stamped = dict(source)
+    placed = dict(source)
     root = data_root.resolve()
     for field in ("path", "root"):
         if isinstance(source.get(field), str):
             try:
                 path = Path(source[field])
                 path = (path if path.is_absolute() else root / path).resolve()
+                placed[field] = str(path)
                 stat = path.stat()
                 stamped[field] = [str(path), stat.st_dev, stat.st_ino, stat.st_size]
                 stamped[field] += [stat.st_mtime_ns]
             except (ValueError, OSError, RuntimeError):
                 pass
-    return json.dumps(stamped, sort_keys=True, default=str) + "\0" + str(root)
+    suffix = "\0" + str(root)
+    return (
+        json.dumps(stamped, sort_keys=True, default=str) + suffix,
+        json.dumps(placed, sort_keys=True, default=str) + suffix,
+    )
 
 
 @contextmanager
