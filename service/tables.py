@@ -307,7 +307,8 @@ class Tombstone(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     model_id: Mapped[str] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
     sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id", ondelete="CASCADE"), index=True)
-    request_id: Mapped[str] = mapped_column(ForeignKey("deletion_requests.id"))
+    # Indexed: a request's read finds its tombstones (``service.datasets.erasure``).
+    request_id: Mapped[str] = mapped_column(ForeignKey("deletion_requests.id"), index=True)
     version_number: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
