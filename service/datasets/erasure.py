@@ -9,15 +9,19 @@ that forgets it. So its raw data is still needed while:
   requests complete when that audit is stored);
 - another model of the dataset learned it and has not forgotten it: that model's own
   request will have to read it. A model learned it when one of its lineage versions was
-  trained on a generation that holds it before it was first forgotten (training never
-  reads a forgotten sample, so a model made later never saw it).
+  trained on a generation that holds it by a job that began before it was first forgotten
+  (a job reads its sets when it begins and never takes a forgotten sample, so a model made
+  later never saw it);
+- a job that began before it was first forgotten still runs: it may read it as an active
+  sample (a long audit of an earlier version, a training).
 
 A request is ``source_erasable`` once it is completed and none of its samples (those it
 forgot, and those it found already forgotten by its model) is needed. An audit of the
 version that forgot them asked again later (an admin's) needs them again: it is refused
 (409) when they are gone from the source (``check_forget_set_present``), and fails naming
-them if they go while it waits. Nothing but a request's change (its own, or another
-model's) moves a request's answer, so the ETag of its polled read stays right.
+them if they go while it waits. Only a request's change (its own, or another model's)
+turns a request's answer from true to false, so the ETag of its polled read never keeps a
+stale true; the end of a running job may turn it true unannounced (read it again).
 """
 
 from __future__ import annotations
@@ -29,10 +33,18 @@ from sqlalchemy import CompoundSelect, Select, exists, func, select, union
 from sqlalchemy.orm import Session, aliased
 
 from ml.datasets import InvalidSource, changed_samples
-from service.enums import RequestStatus, SampleState
+from service.enums import JobStatus, RequestStatus, SampleState
 from service.errors import Conflict
 from service.settings import get_settings
-from service.tables import Dataset, DeletionRequest, Model, ModelVersion, Sample, Tombstone
+from service.tables import (
+    Dataset,
+    DeletionRequest,
+    Job,
+    Model,
+    ModelVersion,
+    Sample,
+    Tombstone,
+)
 
 __all__ = ["erasable_requests", "unneeded_forgotten", "check_forget_set_present"]
 
@@ -51,21 +63,39 @@ def _needed(sample_ids: Select[Any]) -> CompoundSelect:
         .scalar_subquery()
     )
     mine = aliased(Tombstone)
+    trained = aliased(Job)  # the job that made a version read its training set when it began
+    learned = (
+        select(ModelVersion.id)
+        .outerjoin(trained, trained.id == ModelVersion.job_id)
+        .where(
+            ModelVersion.model_id == Model.id,
+            ModelVersion.in_lineage.is_(True),
+            ModelVersion.generation >= Sample.generation,
+            func.coalesce(trained.started_at, ModelVersion.created_at) < first_forgotten,
+        )
+    )
     still_known = (
         select(Sample.id)
         .join(Model, Model.dataset_id == Sample.dataset_id)
         .where(
             Sample.id.in_(chosen),
             ~exists().where(mine.model_id == Model.id, mine.sample_id == Sample.id),
-            exists().where(
-                ModelVersion.model_id == Model.id,
-                ModelVersion.in_lineage.is_(True),
-                ModelVersion.generation >= Sample.generation,
-                ModelVersion.created_at < first_forgotten,
-            ),
+            exists(learned),
         )
     )
-    return union(unfinished, still_known)
+    # A job that began while the sample was active may read it as one (a long audit of an
+    # earlier version, a training still running).
+    read_by_running = (
+        select(Sample.id)
+        .join(Model, Model.dataset_id == Sample.dataset_id)
+        .join(Job, Job.model_id == Model.id)
+        .where(
+            Sample.id.in_(chosen),
+            Job.status.in_([JobStatus.RUNNING, JobStatus.AUDITING]),
+            Job.started_at < first_forgotten,
+        )
+    )
+    return union(unfinished, still_known, read_by_running)
 
 
 def erasable_requests(session: Session, requests: Sequence[DeletionRequest]) -> set[str]:

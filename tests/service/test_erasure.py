@@ -17,10 +17,10 @@ from sqlalchemy import select
 
 from ml.datasets import clear_cache, open_source
 from service.db import session_scope
-from service.enums import JobKind
-from service.jobs import dispatch
+from service.enums import JobKind, JobStatus
+from service.jobs import dispatch, lifecycle
 from service.settings import get_settings
-from service.tables import CallbackDelivery, Job
+from service.tables import CallbackDelivery, Job, Model, utcnow
 from tests.helpers.app import create_model, forget_now, make_key, run_queued_jobs, train_keys
 from tests.helpers.own_data import tabular_rows, write_csv, write_pngs, write_tree
 
@@ -214,3 +214,26 @@ def test_a_workers_kept_copy_drops_erasable_samples(client, admin, env):
     assert not kept.raw(positions).numpy().any()  # their features are gone from it
     others = np.array([p for p in range(len(kept.keys())) if p not in kept.erased][:5])
     assert np.abs(kept.raw(others).numpy()).sum() > 0
+
+
+def test_a_job_that_began_while_the_samples_were_active_keeps_them_needed(client, admin, env):
+    root = Path(env["data_root"])
+    write_csv(root / "rows.csv", tabular_rows())
+    dataset = _register(client, admin, "rows", {"kind": "manifest", "path": "rows.csv"})
+    model = create_model(client, admin, dataset["id"])
+    run_queued_jobs(model["id"])
+    with session_scope() as session:  # a long reference audit of version 1, still running
+        row = session.get(Model, model["id"])
+        assert row is not None
+        audit = lifecycle.new_job(session, row, JobKind.AUDIT, version=1)
+        audit.status, audit.started_at = JobStatus.AUDITING, utcnow()
+        session.commit()
+        audit_id = audit.id
+    request = _forget(client, admin, model["id"], train_keys(client, admin, dataset["id"], 3))
+    assert request["status"] == "completed" and request["source_erasable"] is False
+    with session_scope() as session:
+        job = session.get(Job, audit_id)
+        assert job is not None
+        job.status = JobStatus.SUCCEEDED
+        session.commit()
+    assert _request(client, admin, request["id"])["source_erasable"] is True
