@@ -3,8 +3,9 @@
 A dataset's samples come in generations: registration is generation 1, each refresh that
 finds new keys in the source adds the next. A model version records the generation it was
 trained on (or, uploaded, declares), so a retrain or a retrained reference of it uses that
-set minus what was forgotten. Existing rows are generation 1. Tombstones get an index by request: a request's read says
-whether its samples may be erased from the source, from its tombstones.
+set minus what was forgotten. Existing rows are generation 1. Tombstones get an index by
+request: a request's read says from its tombstones whether its samples may be erased from
+the source.
 
 Revision ID: 0012
 Revises: 0011
