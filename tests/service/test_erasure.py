@@ -183,10 +183,23 @@ def test_another_model_that_knows_the_samples_keeps_them_needed(any_backend):
 
     first = _forget(client, admin, one["id"], keys)
     assert first["status"] == "completed" and first["source_erasable"] is False
+    repeated = client.post(  # keys the model already forgot: completed at once, as needed
+        "/v1/deletion-requests",
+        headers=admin,
+        json={"model_id": one["id"], "subject_id": "s", "sample_keys": keys[:1]},
+    ).json()
+    assert repeated["status"] == "completed" and repeated["source_erasable"] is False
     second = _forget(client, admin, other["id"], keys)
     assert second["status"] == "completed" and second["source_erasable"] is True
     assert _request(client, admin, first["id"])["source_erasable"] is True
 
+    again = client.post(  # keys the model already forgot: completed at once, erasable
+        "/v1/deletion-requests",
+        headers=admin,
+        json={"model_id": one["id"], "subject_id": "s", "sample_keys": keys[:2]},
+    ).json()
+    assert again["status"] == "completed" and again["already_forgotten"] == keys[:2]
+    assert again["source_erasable"] is True
     # A model made after they were forgotten never learned them: it needs nothing.
     late = create_model(client, admin, dataset["id"])
     run_queued_jobs(late["id"])
