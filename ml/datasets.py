@@ -18,7 +18,7 @@ import threading
 import zipfile
 from abc import abstractmethod
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ __all__ = [
     "index_source",
     "clear_cache",
     "check_unchanged",
+    "changed_samples",
 ]
 
 
@@ -75,6 +76,9 @@ class InMemoryAdapter(DatasetAdapter):
     @property
     def nbytes(self) -> int:
         return self._inputs.element_size() * self._inputs.nelement()
+
+    def erase(self, positions: np.ndarray) -> None:
+        self._held(self._inputs, positions)
 
 
 def _train_test_keys(is_test: np.ndarray) -> tuple[list[str], list[str]]:
@@ -221,13 +225,21 @@ def _row_digests(inputs: torch.Tensor, labels: np.ndarray, splits: list[str]) ->
     ]
 
 
-def index_source(source: dict[str, Any], data_root: Path) -> SourceIndex:
+def index_source(
+    source: dict[str, Any], data_root: Path, *, known: Collection[str] | None = None
+) -> SourceIndex:
     """A source's index, read once and nothing kept: the API process registers datasets
     and must not hold their arrays (a registration of three spellings of one 400 MB file
-    once pinned 1.2 GB in it for good)."""
+    once pinned 1.2 GB in it for good). ``known``: the keys a dataset already has (a
+    refresh), whose samples are not validated again (a forgotten one's file may be gone;
+    a changed one is the caller's to report)."""
     with _client_facing(data_root):
         adapter = adapters.get(source.get("kind", ""))(source, data_root)
-        adapter.validate()
+        if known is None:
+            adapter.validate()
+        else:
+            keys = adapter.keys()
+            adapter.validate(np.array([i for i, k in enumerate(keys) if k not in known], int))
         index = adapter.index()
         normalization = adapter.normalization
         if normalization is not None and len(normalization["mean"]) != index.input_shape[0]:
@@ -238,23 +250,39 @@ def index_source(source: dict[str, Any], data_root: Path) -> SourceIndex:
         return dataclasses.replace(index, normalization=normalization)
 
 
+def changed_samples(
+    source: dict[str, Any], data_root: Path, keys: Sequence[str], registered: Sequence[str | None]
+) -> dict[str, str]:
+    """Which of these samples the source no longer has as registered (key -> why), read
+    through an adapter that is not kept (the API process holds no arrays)."""
+    with _client_facing(data_root):
+        adapter = adapters.get(source.get("kind", ""))(source, data_root)
+        try:
+            check_unchanged(adapter, keys, registered)
+        except SourceChanged as error:
+            return error.changes
+        return {}
+
+
 def open_source(
     source: dict[str, Any],
     data_root: Path,
     *,
     cache_bytes: int = 4 << 30,
     loader_workers: int = 0,
+    fresh: bool = False,
 ) -> DatasetAdapter:
     """The adapter for a source, kept for the next job: one entry per file (however its
     path is spelled) as it is now (a replaced file is read again), the least recently used
     dropped first while the cached inputs pass ``cache_bytes``. A source read as it goes
-    is read by ``loader_workers`` DataLoader worker processes (0: in the caller)."""
+    is read by ``loader_workers`` DataLoader worker processes (0: in the caller). ``fresh``
+    reads the source again (the kept adapter erased samples the caller reads)."""
     with _client_facing(data_root):
-        identity = _identity(source, data_root)
-        adapter = _CACHE.get(identity)
+        identity, place = _identity(source, data_root)
+        adapter = None if fresh else _CACHE.get(identity)
         if adapter is None:
             adapter = adapters.get(source.get("kind", ""))(source, data_root)
-            _CACHE.put(identity, adapter, cache_bytes)
+            _CACHE.put(identity, adapter, cache_bytes, place=place)
         adapter.loader_workers = loader_workers
         return adapter
 
@@ -265,12 +293,15 @@ def clear_cache() -> None:
 
 class _SourceCache:
     """Adapters by source identity, bounded by the bytes of their inputs and indexes, and
-    by count (LRU)."""
+    by count (LRU). An adapter of a file as it was before it changed is dropped when the
+    file as it is now is put: it would be read by no one again, and may hold rows the
+    product has since erased."""
 
     MAX_ENTRIES = 8
 
     def __init__(self) -> None:
         self._entries: OrderedDict[str, DatasetAdapter] = OrderedDict()
+        self._places: dict[str, str] = {}  # identity -> the source without its files' stamps
         self._lock = threading.Lock()
 
     def get(self, identity: str) -> DatasetAdapter | None:
@@ -280,8 +311,12 @@ class _SourceCache:
                 self._entries.move_to_end(identity)
             return adapter
 
-    def put(self, identity: str, adapter: DatasetAdapter, budget: int) -> None:
+    def put(self, identity: str, adapter: DatasetAdapter, budget: int, place: str = "") -> None:
         with self._lock:
+            for stale in [i for i, p in self._places.items() if p == place and i != identity]:
+                self._entries.pop(stale, None)
+                self._places.pop(stale, None)
+            self._places[identity] = place
             self._entries[identity] = adapter
             self._entries.move_to_end(identity)
             while len(self._entries) > 1 and (
@@ -301,24 +336,28 @@ class _SourceCache:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._places.clear()
 
 
 _CACHE = _SourceCache()
 
 
-def _identity(source: dict[str, Any], data_root: Path) -> str:
+def _identity(source: dict[str, Any], data_root: Path) -> tuple[str, str]:
     """The source with each path resolved and stamped with its file's identity (device,
     inode, size, modification time): spellings of one file share an entry, and a file
     replaced in place is a new one. A folder (an image-folder tree) is stamped by every
     folder below it too, since adding or removing an image changes only its own folder.
-    A path that does not resolve stays as given (the adapter then says what is wrong)."""
+    A path that does not resolve stays as given (the adapter then says what is wrong).
+    And its place: the same without the stamps, shared by the file's states over time."""
     stamped = dict(source)
+    placed = dict(source)
     root = data_root.resolve()
     for field in ("path", "root"):
         if isinstance(source.get(field), str):
             try:
                 path = Path(source[field])
                 path = (path if path.is_absolute() else root / path).resolve()
+                placed[field] = str(path)
                 stat = path.stat()
                 stamped[field] = [str(path), stat.st_dev, stat.st_ino, stat.st_size]
                 stamped[field] += [stat.st_mtime_ns]
@@ -326,7 +365,11 @@ def _identity(source: dict[str, Any], data_root: Path) -> str:
                     stamped[field].append(_tree_stamp(path))
             except (ValueError, OSError, RuntimeError):
                 pass
-    return json.dumps(stamped, sort_keys=True, default=str) + "\0" + str(root)
+    suffix = "\0" + str(root)
+    return (
+        json.dumps(stamped, sort_keys=True, default=str) + suffix,
+        json.dumps(placed, sort_keys=True, default=str) + suffix,
+    )
 
 
 def _tree_stamp(root: Path) -> str:

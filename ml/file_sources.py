@@ -113,30 +113,36 @@ class _ImageReader:
                 self.stamps.append(None)
 
     @cached_property
-    def shape(self) -> _Image:
-        """The images' shape, from the first header that reads (registration checks that
-        every image has it, ``validate``)."""
+    def _first(self) -> tuple[str, _Image]:
+        """The first image whose header reads, with its key: every image must have its
+        shape (``validate``)."""
         for key, path in zip(self.keys, self.paths, strict=True):
             try:
                 if path is not None:
-                    return _header(path, f"the image of {key!r}")
+                    return key, _header(path, f"the image of {key!r}")
             except InvalidSource:
                 continue
-        return _Image(0, 0, 1)
+        return "", _Image(0, 0, 1)
 
-    def validate(self) -> None:
-        """Every file is there and is a PNG or JPEG image of one size and colour (each
-        header read)."""
-        if self.problems:
-            raise InvalidSource(next(iter(self.problems.values())))
-        first: _Image | None = None
-        for key, path in zip(self.keys, self.paths, strict=True):
+    @property
+    def shape(self) -> _Image:
+        return self._first[1]
+
+    def validate(self, positions: np.ndarray | None = None) -> None:
+        """Every file (at ``positions``; None: all) is there and is a PNG or JPEG image of
+        the first image's size and colour (each header read)."""
+        chosen = range(len(self.keys)) if positions is None else [int(p) for p in positions]
+        problem = next((self.problems[p] for p in chosen if p in self.problems), None)
+        if problem is not None:
+            raise InvalidSource(problem)
+        first_key, first = self._first
+        for position in chosen:
+            key, path = self.keys[position], self.paths[position]
             assert path is not None  # a missing one is a problem
             image = _header(path, f"the image of {key!r}")
-            first = first or image
             if image != first:
                 raise InvalidSource(
-                    f"images must share one size and colour: {self.keys[0]!r} is "
+                    f"images must share one size and colour: {first_key!r} is "
                     f"{_describe(first)}, {key!r} is {_describe(image)}"
                 )
 
@@ -379,9 +385,9 @@ class ManifestAdapter(DatasetAdapter):
     def keys(self) -> list[str]:
         return self._manifest.keys
 
-    def validate(self) -> None:
+    def validate(self, positions: np.ndarray | None = None) -> None:
         if self._images is not None:
-            self._images.validate()
+            self._images.validate(positions)
 
     def fingerprints(self, positions: np.ndarray) -> list[str | None]:
         if self._images is not None:
@@ -402,6 +408,12 @@ class ManifestAdapter(DatasetAdapter):
         features = self._manifest.features
         held = 0 if features is None else int(features.nbytes)
         return held + INDEX_BYTES_PER_SAMPLE * len(self._manifest.keys)
+
+    def erase(self, positions: np.ndarray) -> None:
+        if self._manifest.features is None:
+            super().erase(positions)  # image rows: nothing held but paths and stamps
+        else:
+            self._held(self._manifest.features, positions)
 
 
 @adapters.register("imagefolder")
@@ -470,8 +482,8 @@ class ImageFolderAdapter(DatasetAdapter):
     def keys(self) -> list[str]:
         return self._images.keys
 
-    def validate(self) -> None:
-        self._images.validate()
+    def validate(self, positions: np.ndarray | None = None) -> None:
+        self._images.validate(positions)
 
     @property
     def nbytes(self) -> int:

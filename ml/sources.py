@@ -102,6 +102,7 @@ class DatasetAdapter(ABC):
 
     def __init__(self, source: dict[str, Any], data_root: Path) -> None:
         self.source, self.data_root = source, data_root
+        self.erased: set[int] = set()  # positions whose held inputs were dropped (``erase``)
 
     @abstractmethod
     def index(self) -> SourceIndex: ...
@@ -118,14 +119,27 @@ class DatasetAdapter(ABC):
         """The source's keys in source order (``index().keys``, maybe without its cost)."""
         return self.index().keys
 
-    def validate(self) -> None:
-        """The checks registration makes beyond indexing (every image's header, say)."""
+    def validate(self, positions: np.ndarray | None = None) -> None:
+        """The checks registration makes beyond indexing (every image's header, say), of
+        the samples at ``positions`` (None: all; a refresh checks only the new ones)."""
         return None
 
     @property
     def nbytes(self) -> int:
         """Memory this adapter holds for its inputs (what a cache of adapters counts)."""
         return 0
+
+    def erase(self, positions: np.ndarray) -> None:
+        """Drop what this adapter holds of these samples' inputs (a copy kept between jobs
+        must not outlive their erasure from the source): their rows are zeroed and their
+        positions kept in ``erased``; a caller that must read them again opens the source
+        afresh. A source read as it goes holds none."""
+        return None
+
+    def _held(self, rows: torch.Tensor | np.ndarray, positions: np.ndarray) -> None:
+        """``erase`` for an adapter whose inputs are ``rows`` (zeroed in place)."""
+        rows[np.asarray(positions, dtype=np.int64)] = 0
+        self.erased.update(int(p) for p in positions)
 
     def fingerprints(self, positions: np.ndarray) -> list[str | None]:
         """These samples' fingerprints as the source is now (None: it has none)."""

@@ -108,6 +108,8 @@ class Dataset(Base):
     num_classes: Mapped[int] = mapped_column(Integer)
     input_shape: Mapped[list[int]] = mapped_column(Json)
     counts: Mapped[dict[str, int]] = mapped_column(Json)
+    # Registration is generation 1; each refresh that adds samples the next (docs/datasets.md).
+    generation: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -138,6 +140,8 @@ class Sample(Base):
     # HMAC of the manifest's `subject` under the tenant's subject key (service.subjects),
     # written at registration; null where the source names none (never stored as given).
     subject_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The dataset generation that added it: a version knows it only from that generation on.
+    generation: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
 class Model(Base):
@@ -181,6 +185,9 @@ class ModelVersion(Base):
     seconds: Mapped[float | None] = mapped_column(Float)
     unchanged: Mapped[bool] = mapped_column(default=False)  # the parent's weights, as they were
     unchanged_reason: Mapped[str | None] = mapped_column(Text)
+    # The dataset generation it was trained on (or, uploaded, declared): its training set is
+    # that generation's samples minus what was forgotten.
+    generation: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -302,7 +309,8 @@ class Tombstone(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     model_id: Mapped[str] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
     sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id", ondelete="CASCADE"), index=True)
-    request_id: Mapped[str] = mapped_column(ForeignKey("deletion_requests.id"))
+    # Indexed: a request's read finds its tombstones (``service.datasets.erasure``).
+    request_id: Mapped[str] = mapped_column(ForeignKey("deletion_requests.id"), index=True)
     version_number: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -42,8 +42,8 @@ def get_audit(
     response_model=JobRead,
     dependencies=[require(Scope.ADMIN)],
     responses=conflict(
-        "the version forgot nothing, or retrained references were asked of a model without "
-        "a training recipe"
+        "the version forgot nothing, retrained references were asked of a model without "
+        "a training recipe, or the samples it forgot are erased from the dataset's source"
     ),
 )
 def request_audit(

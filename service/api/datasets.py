@@ -4,8 +4,14 @@ from fastapi import APIRouter, Query
 
 from service.api.deps import CurrentCaller, Limit, SessionDep, require
 from service.api.openapi import conflict
-from service.datasets import service
-from service.datasets.schemas import DatasetCreate, DatasetRead, ForgottenBy, SampleRead
+from service.datasets import refresh, service
+from service.datasets.schemas import (
+    DatasetCreate,
+    DatasetRead,
+    ForgottenBy,
+    RefreshRead,
+    SampleRead,
+)
 from service.enums import SampleState, Scope, Split
 from service.schemas import Page
 
@@ -20,9 +26,7 @@ read = [require(Scope.MODELS_READ)]
     dependencies=[require(Scope.MODELS_WRITE)],
     responses=conflict("a dataset of this name exists"),
 )
-def create_dataset(
-    spec: DatasetCreate, session: SessionDep, caller: CurrentCaller
-) -> DatasetRead:
+def create_dataset(spec: DatasetCreate, session: SessionDep, caller: CurrentCaller) -> DatasetRead:
     dataset = service.register(session, tenant_id=caller.tenant_id, spec=spec)
     return DatasetRead.model_validate(dataset)
 
@@ -41,6 +45,13 @@ def list_datasets(
 def get_dataset(dataset_id: str, session: SessionDep, caller: CurrentCaller) -> DatasetRead:
     dataset = service.get_or_raise(session, tenant_id=caller.tenant_id, dataset_id=dataset_id)
     return DatasetRead.model_validate(dataset)
+
+
+@router.post(
+    "/{dataset_id}/refresh", response_model=RefreshRead, dependencies=[require(Scope.MODELS_WRITE)]
+)
+def refresh_dataset(dataset_id: str, session: SessionDep, caller: CurrentCaller) -> RefreshRead:
+    return refresh.refresh(session, tenant_id=caller.tenant_id, dataset_id=dataset_id)
 
 
 @router.get("/{dataset_id}/samples", response_model=Page[SampleRead], dependencies=read)

@@ -37,6 +37,10 @@ class DeletionRequestStatusChanged(_Event):
     status: RequestStatus = Field(description="the status the request moved to")
     result_version: int | None = Field(description="the version that forgot it, once known")
     error: str | None = Field(description="why it failed, when it did")
+    source_erasable: bool = Field(
+        description="completed, and nothing the service does later reads the request's "
+        "samples' raw data: their rows or files may be deleted from the source"
+    )
 
 
 class VersionPublished(_Event):

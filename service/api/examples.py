@@ -60,6 +60,7 @@ REQUEST_EXAMPLES: dict[str, Any] = {
         "at": "2026-12-06T11:40:00+00:00",
         "result_version": 2,
         "error": None,
+        "source_erasable": True,
     },
     "VersionPublished": {
         "event": "model.version_published",

@@ -1,6 +1,6 @@
 from typing import Annotated
 
-from fastapi import APIRouter, File, Header, Response, UploadFile
+from fastapi import APIRouter, File, Form, Header, Response, UploadFile
 
 from service.api import conditional
 from service.api.conditional import polled
@@ -96,10 +96,17 @@ def upload_version(
     session: SessionDep,
     caller: CurrentCaller,
     file: UploadFile = File(description="safetensors weights"),
+    generation: int | None = Form(
+        None,
+        ge=1,
+        description="the dataset generation the weights were trained on (default: the "
+        "dataset's current one); samples added later join the model only through a later "
+        "version",
+    ),
 ) -> VersionRead:
     data = file.file.read()
     version = service.upload_version(
-        session, tenant_id=caller.tenant_id, model_id=model_id, data=data
+        session, tenant_id=caller.tenant_id, model_id=model_id, data=data, generation=generation
     )
     return versions.to_read(session, version)
 

@@ -22,6 +22,7 @@ from service.audits.schemas import (
     LogEntry,
 )
 from service.callbacks import service as callbacks
+from service.datasets import erasure
 from service.db import session_scope
 from service.deletion_requests import service as requests
 from service.enums import JobKind, RequestStatus, WebhookEvent
@@ -78,6 +79,7 @@ def request_audit(
             "none (a model of uploaded weights declares it with `training` and "
             "`weights: upload` when it is created)"
         )
+    erasure.check_forget_set_present(session, model=model, number=number)
     # The version's requests ride along: one still waiting for an audit (a policy that
     # wants references) completes with this one.
     job = lifecycle.new_job(

@@ -26,8 +26,9 @@ from service import audit_log, lookup, outbox
 from service.callbacks import subscriptions
 from service.callbacks.schemas import AttemptRead, DeliveryRead, SecretRead
 from service.callbacks.signing import SECRET_GRACE, in_use, new_secret
+from service.datasets import erasure
 from service.db import on_commit, session_scope
-from service.enums import WebhookEvent
+from service.enums import RequestStatus, WebhookEvent
 from service.pagination import paginate
 from service.settings import get_settings
 from service.tables import (
@@ -106,6 +107,8 @@ def schedule(session: Session, request: DeletionRequest, status: str, at: dateti
         "status": status,
         "result_version": request.result_version,
         "error": request.error,
+        "source_erasable": status == RequestStatus.COMPLETED
+        and bool(erasure.erasable_requests(session, [request])),
     }
     event = WebhookEvent.REQUEST_STATUS_CHANGED
     if request.callback_url:

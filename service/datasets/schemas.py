@@ -101,6 +101,9 @@ class DatasetRead(BaseModel):
     num_classes: int
     input_shape: list[int]
     counts: SplitCounts
+    generation: int = Field(
+        description="1 at registration, one more for each refresh that added samples"
+    )
     created_at: datetime
 
 
@@ -109,6 +112,7 @@ class SampleRead(BaseModel):
     split: Split
     label: int
     state: SampleState
+    generation: int = Field(description="the dataset generation that added it (1: registration)")
     forgotten_by: list[ForgottenBy] = Field(
         default_factory=list, description="the requests and model versions that forgot it"
     )
@@ -119,6 +123,26 @@ class ForgottenBy(BaseModel):
     request_id: str
     version: int
     at: datetime
+
+
+class SourceDifference(BaseModel):
+    key: str
+    reason: str
+
+
+class RefreshRead(BaseModel):
+    """What a refresh found in the source: the new keys it added (as a new generation),
+    and the active samples that changed or vanished, reported and not taken."""
+
+    dataset: DatasetRead
+    added: SplitCounts = Field(description="new samples, by the split they were given")
+    changed: list[SourceDifference] = Field(
+        description="active samples whose row, file or label differs from the registered "
+        "one (the first 100)"
+    )
+    changed_count: int
+    vanished: list[str] = Field(description="active samples no longer in the source (first 100)")
+    vanished_count: int
 
 
 SampleRead.model_rebuild()

@@ -49,7 +49,7 @@ def register(session: Session, *, tenant_id: str, spec: DatasetCreate) -> Datase
     )
     session.add(dataset)
     session.flush()
-    digests = _subject_digests(session, tenant_id, index.subjects)
+    digests = subject_digests(session, tenant_id, index.subjects)
     session.execute(
         insert(Sample),
         [
@@ -75,11 +75,11 @@ def register(session: Session, *, tenant_id: str, spec: DatasetCreate) -> Datase
         payload={"name": spec.name, "source": source, "counts": counts},
     )
     session.commit()
-    _refresh_planner_statistics(session)
+    refresh_planner_statistics(session)
     return dataset
 
 
-def _subject_digests(
+def subject_digests(
     session: Session, tenant_id: str, given: list[str | None] | None
 ) -> list[str | None] | None:
     """Each sample's subject as the tenant's keyed digest (``service.subjects``): the
@@ -90,7 +90,7 @@ def _subject_digests(
     return [subjects.subject_digest(key, subject) if subject else None for subject in given]
 
 
-def _refresh_planner_statistics(session: Session) -> None:
+def refresh_planner_statistics(session: Session) -> None:
     """A registration can multiply the samples table, and Postgres's autovacuum analyzes it
     only later: until then a request naming 10,000 keys was planned as if the table were
     nearly empty (16-77 s measured on 100k samples; 0.1-1.6 s once analyzed)."""

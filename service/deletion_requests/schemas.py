@@ -72,6 +72,10 @@ class DeletionRequestRead(BaseModel):
     job_id: str | None
     result_version: int | None
     error: str | None
+    source_erasable: bool = Field(
+        description="the request is completed and nothing the service does later reads its "
+        "samples' raw data: their rows or files may be deleted from the dataset's source"
+    )
     history: list[HistoryEntry]
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service import audit_log, lookup, subjects
+from service.datasets import erasure
 from service.deletion_requests import storage
 from service.deletion_requests.schemas import (
     DeletionRequestCreate,
@@ -342,7 +343,8 @@ def _stored(
     log_received(session, request)
     detail = "already forgotten" if keys else "nothing to forget: no training sample of the subject"
     done = move_request(session, request, RequestStatus.COMPLETED, detail=detail, at=now)
-    return to_read(request, [first, done]).model_dump(mode="json")
+    erasable = bool(erasure.erasable_requests(session, [request]))
+    return to_read(request, [first, done], source_erasable=erasable).model_dump(mode="json")
 
 
 def _log_accepted(answer: dict[str, Any]) -> None:
@@ -530,10 +532,16 @@ def _history(session: Session, request_ids: list[str]) -> dict[str, list[Request
 
 def read_many(session: Session, requests: list[DeletionRequest]) -> list[DeletionRequestRead]:
     history = _history(session, [request.id for request in requests])
-    return [to_read(request, history[request.id]) for request in requests]
+    erasable = erasure.erasable_requests(session, requests)
+    return [
+        to_read(request, history[request.id], source_erasable=request.id in erasable)
+        for request in requests
+    ]
 
 
-def to_read(request: DeletionRequest, history: list[RequestEvent]) -> DeletionRequestRead:
+def to_read(
+    request: DeletionRequest, history: list[RequestEvent], *, source_erasable: bool = False
+) -> DeletionRequestRead:
     return DeletionRequestRead(
         id=request.id,
         model_id=request.model_id,
@@ -550,6 +558,7 @@ def to_read(request: DeletionRequest, history: list[RequestEvent]) -> DeletionRe
         job_id=request.job_id,
         result_version=request.result_version,
         error=request.error,
+        source_erasable=source_erasable,
         history=[
             HistoryEntry(status=RequestStatus(e.status), at=e.at, detail=e.detail) for e in history
         ],

@@ -7,7 +7,9 @@ found in the source by its key and checked against its registered fingerprint
 (``ml.samples.SampleSet``). The forget
 set is what the job's requests still ask the model to forget (an unlearning batch) or what
 the job's version forgot (its audit); the retain set is every active training sample
-outside it, so tombstoned samples never come back (docs/architecture.md, rule 7).
+outside it, so tombstoned samples never come back (docs/architecture.md, rule 7). A job on
+a version reads the dataset as of the version's generation (a training job: the newest),
+so samples a refresh added join a model only through a version trained on them.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ml.datasets import check_unchanged, open_source
+from ml.datasets import DatasetAdapter, check_unchanged, open_source
 from ml.samples import SampleSet, split_holdout
 from ml.unlearners import Artifact
 from service.artifacts import store
+from service.datasets import erasure
 from service.db import session_scope
 from service.enums import JobKind, SampleState, Split
 from service.errors import NotFound
@@ -33,7 +36,14 @@ from service.models.settings import ModelSettings
 from service.settings import get_settings
 from service.tables import Dataset, DeletionRequest, Model, Sample, Tombstone
 
-__all__ = ["SampleSets", "JobInputs", "load_inputs", "version_weights", "version_artifact"]
+__all__ = [
+    "SampleSets",
+    "JobInputs",
+    "load_inputs",
+    "release",
+    "version_weights",
+    "version_artifact",
+]
 
 
 @dataclass(frozen=True)
@@ -58,9 +68,11 @@ class JobInputs:
     worker's, ``workers.workload``)."""
 
     model_id: str
+    dataset_id: str
     settings: ModelSettings
     input_shape: list[int]
     num_classes: int
+    generation: int  # the dataset generation the job reads (its version's, or the newest)
     sets: SampleSets
 
 
@@ -89,15 +101,26 @@ def load_inputs(attempt: Attempt) -> JobInputs:
             raise NotFound("model", attempt.model_id)
         dataset = session.get(Dataset, model.dataset_id)
         assert dataset is not None
+        generation = dataset.generation
+        if attempt.base_version is not None:  # what its version was trained on, no more
+            generation = versions.get_or_raise(
+                session, model_id=model.id, number=attempt.base_version
+            ).generation
         if attempt.kind == JobKind.AUDIT:
-            sets = _sample_sets(session, model, dataset, version=attempt.base_version)
+            sets = _sample_sets(
+                session, model, dataset, generation=generation, version=attempt.base_version
+            )
         else:
-            sets = _sample_sets(session, model, dataset, request_ids=attempt.request_ids)
+            sets = _sample_sets(
+                session, model, dataset, generation=generation, request_ids=attempt.request_ids
+            )
         return JobInputs(
             model_id=model.id,
+            dataset_id=dataset.id,
             settings=ModelSettings.of(model),
             input_shape=list(dataset.input_shape),
             num_classes=dataset.num_classes,
+            generation=generation,
             sets=sets,
         )
 
@@ -107,6 +130,7 @@ def _sample_sets(
     model: Model,
     dataset: Dataset,
     *,
+    generation: int,
     request_ids: Sequence[str] = (),
     version: int | None = None,
 ) -> SampleSets:
@@ -125,6 +149,7 @@ def _sample_sets(
             Sample.label,
             Sample.state,
             Sample.fingerprint,
+            Sample.generation,
         )
         .where(Sample.dataset_id == dataset.id)
         .order_by(Sample.position)
@@ -134,6 +159,8 @@ def _sample_sets(
     labels = np.array([r.label for r in rows], dtype=np.int64)
     splits = np.array([r.split for r in rows])
     active = np.array([r.state == SampleState.ACTIVE for r in rows])
+    # The dataset as the job's version saw it: samples added later are not its to read.
+    known = np.array([r.generation <= generation for r in rows], dtype=bool)
     if version is None:
         forgotten, class_labels = _batch_forget_set(
             session, model, request_ids, ids, keys, labels, splits
@@ -144,30 +171,56 @@ def _sample_sets(
     train_mask = splits == Split.TRAIN
     # Reads go by key. What this job may read (all but samples forgotten before it, whose
     # rows and files may be gone) must be what was registered: a changed sample fails it.
-    read = forget_mask | active | ~train_mask
+    read = forget_mask | (known & (active | ~train_mask))
     positions = np.full(len(rows), -1, dtype=np.int64)
     chosen = [int(i) for i in np.flatnonzero(read)]
-    positions[read] = check_unchanged(
-        adapter, [keys[i] for i in chosen], [rows[i].fingerprint for i in chosen]
-    )
+    read_keys, registered = [keys[i] for i in chosen], [rows[i].fingerprint for i in chosen]
+    positions[read] = check_unchanged(adapter, read_keys, registered)
+    if adapter.erased.intersection(positions[read].tolist()):  # dropped from the kept copy
+        adapter = open_source(
+            dataset.source,
+            settings.data_root,
+            cache_bytes=settings.dataset_cache_bytes,
+            loader_workers=settings.loader_workers,
+            fresh=True,
+        )
+        positions[read] = check_unchanged(adapter, read_keys, registered)
+    unneeded = erasure.unneeded_forgotten(session, dataset.id)
+    drop_unneeded(adapter, [keys[i] for i in np.flatnonzero(~read) if keys[i] in unneeded])
 
     def subset(mask: np.ndarray) -> SampleSet:
         chosen = np.flatnonzero(mask)
         return SampleSet(adapter, positions[chosen], labels[chosen], [keys[i] for i in chosen])
 
-    shadow, validation, audit_nonmembers = split_holdout(subset(splits == Split.HOLDOUT))
+    shadow, validation, audit_nonmembers = split_holdout(subset(known & (splits == Split.HOLDOUT)))
     forgotten_before = versions.forgotten_classes(session, model.id, version)
     return SampleSets(
         forget=subset(forget_mask),
         forgotten=forgotten,
-        retain=subset(train_mask & active & ~forget_mask),
+        retain=subset(known & train_mask & active & ~forget_mask),
         validation=validation,
         shadow=shadow,
         audit_nonmembers=audit_nonmembers,
-        test=subset(splits == Split.TEST),
+        test=subset(known & (splits == Split.TEST)),
         class_labels=sorted(class_labels) or None,
         masked_classes=sorted(class_labels | forgotten_before),
     )
+
+
+def drop_unneeded(adapter: DatasetAdapter, keys: Sequence[str]) -> None:
+    """The kept copy of a source drops the inputs of these samples (forgotten, and needed
+    by nothing: ``service.datasets.erasure``), so no copy the service holds outlives the
+    product's erasure of them."""
+    positions, _ = adapter.positions_of(keys)
+    adapter.erase(positions[positions >= 0])
+
+
+def release(inputs: JobInputs, forget: SampleSet) -> None:
+    """After the job that may have been the last to read its forget set (an audit that
+    completed its requests): the kept copy drops those of them nothing needs now."""
+    with session_scope() as session:
+        unneeded = erasure.unneeded_forgotten(session, inputs.dataset_id)
+    drop_unneeded(forget.adapter, [key for key in forget.keys if key in unneeded])
 
 
 def _batch_forget_set(

@@ -79,6 +79,7 @@ class NewVersion:
     timings: Mapping[str, float] = field(default_factory=dict)  # extra stages for the job row
     report: Mapping[str, Any] = field(default_factory=dict)  # the method's, JSON-safe
     training: Mapping[str, Any] | None = None  # the recipe it was trained with, as run
+    generation: int | None = None  # the dataset generation it was trained on (None: its base's)
 
 
 def live_lineage_job(session: Session, model_id: str) -> Job | None:
@@ -240,6 +241,7 @@ def publish(session: Session, *, job: Job, model: Model, result: NewVersion) -> 
             seconds=result.seconds,
             training=result.training,
             unchanged_reason=_unchanged_reason(result.report) if unchanged else None,
+            generation=result.generation,
         )
         versions.add_artifacts(session, version, result.artifacts)
         number = version.number
@@ -267,9 +269,12 @@ def _unchanged_reason(report: Mapping[str, Any]) -> str:
     return f"the method took no step: {stopped_by}" if stopped_by else "the method changed nothing"
 
 
-def publish_uploaded(session: Session, *, model: Model, weights_sha256: str) -> ModelVersion:
-    """An uploaded version (weights already in the store), published in the caller's
-    transaction with the model row locked."""
+def publish_uploaded(
+    session: Session, *, model: Model, weights_sha256: str, generation: int
+) -> ModelVersion:
+    """An uploaded version (weights already in the store), trained on dataset generation
+    ``generation`` as its uploader declares, published in the caller's transaction with the
+    model row locked."""
     version = versions.new_version(
         session,
         model=model,
@@ -279,6 +284,7 @@ def publish_uploaded(session: Session, *, model: Model, weights_sha256: str) -> 
         job=None,
         forgotten=0,
         seconds=None,
+        generation=generation,
     )
     model.status = ModelStatus.READY
     _after_new_version(session, model, version)

@@ -100,6 +100,10 @@ class VersionRead(BaseModel):
         description="its weights are its parent's, as they were (unchanged_reason says why)"
     )
     unchanged_reason: str | None
+    generation: int = Field(
+        description="the dataset generation it was trained on (uploaded: as declared); its "
+        "training set is that generation's samples minus what was forgotten"
+    )
     artifacts: list[ArtifactRead]
 
 

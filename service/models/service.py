@@ -244,15 +244,34 @@ def flush(session: Session, *, tenant_id: str, model_id: str) -> int:
     return pending
 
 
-def upload_version(session: Session, *, tenant_id: str, model_id: str, data: bytes) -> ModelVersion:
+def upload_version(
+    session: Session,
+    *,
+    tenant_id: str,
+    model_id: str,
+    data: bytes,
+    generation: int | None = None,
+) -> ModelVersion:
     """Uploaded safetensors weights become the next version (kind ``uploaded``); their
-    size was bounded at the edge (``UNLEARN_MAX_UPLOAD_BYTES``)."""
+    size was bounded at the edge (``UNLEARN_MAX_UPLOAD_BYTES``). ``generation`` is the
+    dataset generation they were trained on (None: the dataset's current one)."""
     model = get_or_raise(session, tenant_id=tenant_id, model_id=model_id, lock=True)
     if lifecycle.live_lineage_job(session, model.id) is not None:
         raise Conflict("a job is writing this model's lineage; upload when it has finished")
+    dataset = datasets.get_or_raise(session, tenant_id=tenant_id, dataset_id=model.dataset_id)
+    if generation is not None and not 1 <= generation <= dataset.generation:
+        raise InvalidInput(
+            f"generation must be one of the dataset's generations, 1 to {dataset.generation}",
+            [{"loc": ["body", "generation"], "msg": f"not in 1..{dataset.generation}"}],
+        )
     state_dict = _checked_state_dict(session, model, data)
     sha256 = store().put_tensors(state_dict)
-    version = lifecycle.publish_uploaded(session, model=model, weights_sha256=sha256)
+    version = lifecycle.publish_uploaded(
+        session,
+        model=model,
+        weights_sha256=sha256,
+        generation=generation or dataset.generation,
+    )
     session.commit()
     return version
 

@@ -110,13 +110,15 @@ def new_version(
     training: Mapping[str, Any] | None = None,
     reference_of: int | None = None,
     unchanged_reason: str | None = None,
+    generation: int | None = None,
 ) -> ModelVersion:
     """A new version, in the caller's transaction with the model row locked. It becomes the
     head, unless it is a retrained audit reference of version ``reference_of`` (kept outside
     the lineage, its parent the audited version). ``accuracies`` is its UA / RA / TA (the
     API's ``metrics``); ``training`` the recipe the service trained it with, as run (None:
     it was not trained with one); ``unchanged_reason``, set when its weights are its
-    parent's, marks it unchanged."""
+    parent's, marks it unchanged. ``generation`` is the dataset generation it was trained on
+    (None: its parent's, as an unlearned version or a retrained reference knows no more)."""
     parent = model.head_version if reference_of is None else reference_of
     previous = get(session, model.id, parent)
     number = (
@@ -145,6 +147,7 @@ def new_version(
         seconds=seconds,
         unchanged=unchanged_reason is not None,
         unchanged_reason=unchanged_reason,
+        generation=generation or (previous.generation if previous else 1),
     )
     session.add(version)
     session.flush()
@@ -165,6 +168,7 @@ def new_version(
             "job_id": job.id if job else None,
             "deletion_request_ids": version.deletion_request_ids,
             "unchanged": version.unchanged,
+            "generation": version.generation,
         },
     )
     return version
@@ -367,6 +371,7 @@ def to_read(session: Session, version: ModelVersion) -> VersionRead:
         training=version.training,
         unchanged=version.unchanged,
         unchanged_reason=version.unchanged_reason,
+        generation=version.generation,
         artifacts=[ArtifactRead(name=a.name, sha256=a.sha256, meta=a.meta) for a in artifacts],
     )
 

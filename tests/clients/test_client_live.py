@@ -88,8 +88,12 @@ def test_a_request_submitted_waited_for_and_certified(api, sent_messages, monkey
     done = api.wait_for(request.id, timeout=120, interval=0.2)
     worker.join()
     assert done.status == "completed" and done.result_version == 2
+    assert done.source_erasable is True  # the digits' rows could now go from a source
     assert [entry.status for entry in done.history][-1] == "completed"
     dataset_id = api.get_model(model_id).dataset_id
+    refreshed = api.refresh_dataset(dataset_id)  # the shipped digits never grow
+    assert refreshed.dataset.generation == 1 and sum(refreshed.added.values()) == 0
+    assert refreshed.vanished == [] and refreshed.changed_count == 0
     forgotten = list(api.iter_samples(dataset_id, state="forgotten", limit=1))
     assert sorted(sample.key for sample in forgotten) == sorted(keys[:2])
     # The serving stack heard of version 2, and the standardwebhooks library vouches for it.

@@ -140,6 +140,23 @@ def test_a_file_replaced_in_place_is_read_again(tmp_path):
     (tmp_path / "a.npz").unlink()  # a new file (a new inode), as a pipeline rewrites it
     _npz(tmp_path / "a.npz", 10, value=1.0)
     assert float(open_source(source, tmp_path).read(np.array([0])).max()) == 1.0
+    assert len(datasets._CACHE) == 1  # the file as it was is not kept beside it
+
+
+def test_an_erased_row_is_dropped_from_the_kept_copy_and_read_again_afresh(tmp_path):
+    from ml import datasets
+
+    datasets.clear_cache()
+    source = {"kind": "npz", "path": "a.npz"}
+    _npz(tmp_path / "a.npz", 10, value=1.0)
+    kept = open_source(source, tmp_path)
+    kept.erase(np.array([2, 5]))
+    assert kept.erased == {2, 5}
+    assert not kept.read(np.array([2, 5])).any() and kept.read(np.array([3])).all()
+    assert open_source(source, tmp_path) is kept
+    again = open_source(source, tmp_path, fresh=True)  # a caller that must read them
+    assert again is not kept and again.read(np.array([2, 5])).all() and not again.erased
+    assert open_source(source, tmp_path) is again
 
 
 def test_the_cache_keeps_inputs_within_its_byte_budget(tmp_path):

@@ -16,6 +16,7 @@ from ml.unlearners import state_dict_of
 from service import metrics
 from service.artifacts import store
 from service.audits import service as audits
+from service.jobs.inputs import release
 from service.jobs.lease import Attempt, fenced
 from service.models import versions
 from workers.heartbeat import Heartbeat
@@ -118,3 +119,4 @@ def run(attempt: Attempt, heartbeat: Heartbeat) -> None:
     metrics.AUDIT_DURATION.labels(reference_kind).observe(seconds)
     with fenced(attempt) as (session, job):
         audits.record(session, job=job, report=report, seconds=seconds)
+    release(work.inputs, sets.forget)  # its requests may be complete: nothing reads it now

@@ -44,6 +44,7 @@ def run(attempt: Attempt, heartbeat: Heartbeat) -> None:
         seconds=seconds,
         timings={"evaluating": time.monotonic() - started - seconds},
         training=recipe.as_run_on(work.device).model_dump(mode="json"),
+        generation=work.inputs.generation,
     )
     with fenced(attempt) as (session, job):
         model = versions.lock_model(session, attempt.model_id)

@@ -32,6 +32,7 @@ from unlearnd_client.models import (
     Job,
     Model,
     Page,
+    Refresh,
     Sample,
     Version,
     Webhook,
@@ -181,6 +182,10 @@ class Core:
     ) -> Operation[Webhook]:
         body = {"url": url, "events": events, "model_id": model_id, "description": description}
         return self.fetch(Call("POST", "/v1/webhooks", json=body), Webhook)
+
+    def refresh_dataset(self, dataset_id: str) -> Operation[Refresh]:
+        path = f"/v1/datasets/{_segment(dataset_id)}/refresh"
+        return self.fetch(Call("POST", path), Refresh)
 
     def get_dataset(self, dataset_id: str) -> Operation[Dataset]:
         path = f"/v1/datasets/{_segment(dataset_id)}"

@@ -21,6 +21,7 @@ from unlearnd_client.models import (
     Job,
     Model,
     Page,
+    Refresh,
     Sample,
     Version,
     Webhook,
@@ -124,6 +125,11 @@ class Client:
 
     def get_dataset(self, dataset_id: str) -> Dataset:
         return self._run(self._core.get_dataset(dataset_id))
+
+    def refresh_dataset(self, dataset_id: str) -> Refresh:
+        """New keys in the source join the dataset as its next generation; changed or
+        vanished active samples are reported, not taken."""
+        return self._run(self._core.refresh_dataset(dataset_id))
 
     def list_datasets(
         self, *, limit: int | None = None, cursor: str | None = None
@@ -386,6 +392,9 @@ class AsyncClient:
 
     async def get_dataset(self, dataset_id: str) -> Dataset:
         return await self._run(self._core.get_dataset(dataset_id))
+
+    async def refresh_dataset(self, dataset_id: str) -> Refresh:
+        return await self._run(self._core.refresh_dataset(dataset_id))
 
     async def list_datasets(
         self, *, limit: int | None = None, cursor: str | None = None

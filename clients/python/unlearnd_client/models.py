@@ -63,7 +63,20 @@ class Dataset(Resource):
     num_classes: int
     input_shape: list[int]
     counts: dict[str, int]
+    generation: int = 1  # one more for each refresh that added samples
     created_at: datetime
+
+
+class Refresh(Resource):
+    """What a refresh found: the samples it ``added`` (per split, as the dataset's next
+    generation) and the active ones that ``changed`` or ``vanished`` (not taken)."""
+
+    dataset: Dataset
+    added: dict[str, int]
+    changed: list[dict[str, str]]
+    changed_count: int
+    vanished: list[str]
+    vanished_count: int
 
 
 class Sample(Resource):
@@ -71,6 +84,7 @@ class Sample(Resource):
     split: Literal["train", "holdout", "test"]
     label: int
     state: Literal["active", "forgotten"]
+    generation: int = 1
     forgotten_by: list[dict[str, Any]] = []
 
 
@@ -97,6 +111,7 @@ class Version(Resource):
     forgotten_samples: int
     forgotten_total: int
     metrics: dict[str, Any]
+    generation: int = 1  # the dataset generation it was trained on
 
 
 class HistoryEntry(Resource):
@@ -123,6 +138,9 @@ class DeletionRequest(Resource):
     job_id: str | None
     result_version: int | None
     error: str | None
+    # Completed, and nothing the service does later reads its samples' raw data: their rows
+    # or files may be deleted from the dataset's source.
+    source_erasable: bool = False
     history: list[HistoryEntry]
 
     @property
