@@ -145,9 +145,7 @@ class Measure:
 EQUIVALENCE_Z = 1.6449  # two one-sided tests at 5% each: a 90% interval inside the margin
 
 
-def weighted_auc(
-    first: np.ndarray, second: np.ndarray, weights: np.ndarray
-) -> tuple[float, float]:
+def weighted_auc(first: np.ndarray, second: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
     """(P(a value of ``first`` < a value of ``second``), its variance), ties 1/2, where
     ``second`` is drawn with ``weights`` and ``first`` uniformly. The variance is DeLong's,
     with the weighted side's effective sample size (equal weights: DeLong's own)."""
@@ -295,7 +293,10 @@ class EarlyStopping:
         )
 
     def _logits(self, model: nn.Module, data: Batch) -> torch.Tensor:
-        return predict(model, data[0], device=self.device)
+        # No autograd graph: the methods' weights require gradients while they step, and a
+        # check that recorded one would spend time and memory on a backward never run.
+        with torch.no_grad():
+            return predict(model, data[0], device=self.device)
 
     def measure(self, model: nn.Module) -> Measure:
         """Where ``model`` stands under the rule."""
@@ -447,8 +448,7 @@ def _reason(rule: str, measured: Measure) -> str:
     if measured.braked:
         return "the utility brake: held-out accuracy of the remaining classes fell too far"
     return {
-        "distribution": "forget losses and accuracy equivalent to held-out data of D_f's "
-        "class mix",
+        "distribution": "forget losses and accuracy equivalent to held-out data of D_f's class mix",
         "holdout_gap": "holdout gap closed",
         "class": "the deleted classes are no longer predicted (unmasked outputs)",
     }[rule]

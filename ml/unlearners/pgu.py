@@ -23,7 +23,10 @@ of a grouped convolution is a layer of its own (its own C, core space and projec
        worker leaves out keys already forgotten), so nothing is subtracted twice.
     2. s = sqrt(max(eig(C_r^l), 0)) descending; M^l = the first k eigenvectors, k the
        smallest with sum_{i<=k} s_i >= gamma^l sum_i s_i                 (section 3.2.2)
-       A layer with gamma^l = 1.0 is frozen entirely (authors' code).
+       A layer with gamma^l = 1.0 is frozen entirely (authors' code) and costs no
+       decomposition. Only the projector I - M M^T is formed, from one tridiagonalisation
+       and the eigenvectors of the smaller side of the cut (``ml.pgu.core_space``): the
+       same k and subspace as a full eigendecomposition, within its round-off.
     3. Steps over mini-batches of D_f (at most ``gradient_samples`` of it, seeded; the
        cache downdate of step 1 always uses all of it), cycling, for at most ``max_steps``
        steps; with p = softmax(f(x)) and y the label:
@@ -48,7 +51,9 @@ of a grouped convolution is a layer of its own (its own C, core space and projec
     Returns the new weights and the new version's ``pgu_cache`` = C_r, still relative to
     basis version b: by Eq. 5 the update barely moves W r for retained r, so version b's
     representations stay valid and the next batch subtracts again (section 3.2.4). A
-    deletion costs O(|D_f|) forward passes plus O(d^3) per layer, whatever |D|.
+    deletion costs O(|D_f|) forward passes plus O(d^3) per layer, whatever |D|; the job's
+    info times each stage (cache_update_seconds, core_space_seconds, steps_seconds,
+    checks_seconds).
 
 Parameters: see ``PGUParams`` (each field's description; ``docs/unlearners.md`` renders
 them).
@@ -90,6 +95,9 @@ Differences from the paper, each on purpose:
 - The eigendecomposition runs in float64 (``ml.pgu.core_space``; the gamma cut sits
   among eigenvalues ~1e-6 of the largest, below float32's resolution), and only once a
   step is about to run: a forget set already at the stop rule's target costs no eigh.
+  On the CPU it is not a full SVD as in the paper but an exact partial one: every
+  eigenvalue (the gamma rule sums them all) and the eigenvectors of the smaller side of
+  the cut only, from one tridiagonalisation (``ml.pgu.core_space`` states the bound).
 - De-poisoning in the paper uses TRGP on the last linear layer; here lambda < 0 runs the
   plain Eq. 4 projection in every layer.
 
@@ -420,7 +428,7 @@ class PGU(Unlearner):
         stopping = EarlyStopping.for_params(p, context)
         projectors: dict[str, torch.Tensor] = {}
         core_dims: dict[str, int] = {}
-        core_space_seconds = 0.0
+        core_space_seconds = steps_seconds = 0.0
 
         def build_core_spaces() -> None:
             """M per layer by the gamma rule, kept as the projector I - M M^T (Eq. 4)."""
@@ -434,13 +442,16 @@ class PGU(Unlearner):
             core_space_seconds = time.perf_counter() - begun
 
         facts: dict[str, Any] = {"steps": 0, "stopped_by": "nothing to update"}
+        checks_seconds = 0.0
         if trainable and len(context.forget):
             steps_on = context.forget.subset(p.gradient_samples, seed=context.seed)
             weights = [layer.weight for layer in trainable]
 
             def step(spent: float, inputs: torch.Tensor, labels: torch.Tensor) -> None:
+                nonlocal steps_seconds
                 if not projectors:
                     build_core_spaces()
+                begun = time.perf_counter()
                 logits = student(inputs.to(device))
                 loss = unlearning_loss(
                     logits, labels.to(device), lambda_=p.lambda_, offset=p.offset
@@ -454,7 +465,9 @@ class PGU(Unlearner):
                     size = _step_size(p, spent, weights, projected)
                     for weight, direction in zip(weights, projected, strict=True):
                         weight.sub_(size * direction)
+                steps_seconds += time.perf_counter() - begun
 
+            stepping = time.perf_counter()
             facts = unlearn_steps(
                 student,
                 steps_on.loader(p.batch_size, shuffle=True, seed=context.seed),
@@ -464,6 +477,9 @@ class PGU(Unlearner):
                 check_every=p.check_every,
                 progress=context.progress,
             )
+            # What unlearn_steps spent besides the steps: the stop rule's checks (forward
+            # passes over the fixed evaluation subsets) and keeping the best state.
+            checks_seconds = time.perf_counter() - stepping - steps_seconds - core_space_seconds
         student.requires_grad_(True)
 
         kept = {name: c.cpu() for name, c in retained.items()}
@@ -478,9 +494,15 @@ class PGU(Unlearner):
             },
         )
         info = {
+            # The stages, in the order they run: the downdate (Eq. 3), the core spaces
+            # (only once a step is about to run), the steps (forward, backward, projection,
+            # update) and the stop rule's checks; unlearning_seconds is the last three
+            # and the bookkeeping around them.
             "cache_update_seconds": cache_seconds,
             "core_space_seconds": core_space_seconds,
-            "unlearning_seconds": time.perf_counter() - started,  # core space + steps
+            "steps_seconds": steps_seconds,
+            "checks_seconds": checks_seconds,
+            "unlearning_seconds": time.perf_counter() - started,
             "core_dims": core_dims,  # k per updated layer (empty when no step ran)
             "basis_version": basis_version,
             "cache_subtracted": len(subtracted),  # D_f's samples the cache held
