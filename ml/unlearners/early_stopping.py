@@ -219,6 +219,40 @@ def matched_heldout(
     return heldout.take(rows[order]), np.concatenate(weights)[order]
 
 
+@dataclass(frozen=True)
+class _Rows:
+    """One held-out subset: its rows among the samples a check runs, and its labels."""
+
+    rows: torch.Tensor
+    labels: torch.Tensor
+
+
+def _read_once(
+    subsets: list[SampleSet | None],
+) -> tuple[torch.Tensor | None, list[_Rows | None]]:
+    """(the inputs of every sample of ``subsets`` once, each subset's rows among them).
+    The subsets are of one set (D_v), so a sample is known by its position."""
+    present = [s for s in subsets if s is not None and len(s)]
+    if not present:
+        return None, [None for _ in subsets]
+    positions = np.concatenate([s.positions for s in present])
+    labels = np.concatenate([s.labels for s in present])
+    keys = [key for s in present for key in s.keys]
+    unique, first, inverse = np.unique(positions, return_index=True, return_inverse=True)
+    union = SampleSet(present[0].adapter, unique, labels[first], [keys[i] for i in first])
+    inputs, union_labels = union.tensors()
+    rows: list[_Rows | None] = []
+    start = 0
+    for subset in subsets:
+        if subset is None or not len(subset):
+            rows.append(None)
+            continue
+        taken = torch.as_tensor(inverse[start : start + len(subset)], dtype=torch.long)
+        rows.append(_Rows(taken, union_labels[taken]))
+        start += len(subset)
+    return inputs, rows
+
+
 class EarlyStopping:
     """Measures models under one rule, keeps the best state, tells when to stop."""
 
@@ -247,10 +281,14 @@ class EarlyStopping:
         self.history: list[dict[str, float]] = []
         self._best: tuple[float, int, dict[str, torch.Tensor]] | None = None
         self._forget: Batch | None = None
-        self._same_class: Batch | None = None  # class rule: held out, of the deleted classes
-        self._others: Batch | None = None  # held out: matched to D_f, or of D_f's classes
+        # The held-out subsets below are drawn from D_v apart and overlap (on a small D_v
+        # they are nearly the same samples): a check runs each held-out sample once
+        # (``_heldout``) and every subset reads its rows of those outputs.
+        self._heldout: torch.Tensor | None = None
+        self._same_class: _Rows | None = None  # class rule: held out, of the deleted classes
+        self._others: _Rows | None = None  # held out: matched to D_f, or of D_f's classes
         self._weights: np.ndarray | None = None  # distribution rule: the matching weights
-        self._utility: Batch | None = None  # held out, of the remaining classes: the brake
+        self._utility: _Rows | None = None  # held out, of the remaining classes: the brake
         if self.rule == "none":
             return  # reads nothing
         forget_subset = forget.subset(eval_size, seed=seed)
@@ -259,21 +297,23 @@ class EarlyStopping:
         # those an earlier deletion masked (their samples would sit at 0% and dilute it).
         self._gone = sorted({*self.classes, *masked_classes})
         remaining = validation.without_classes(self._gone)
-        if len(remaining):
-            self._utility = remaining.subset(eval_size, seed=seed + 1).tensors()
+        utility = remaining.subset(eval_size, seed=seed + 1) if len(remaining) else None
+        same_class = others = None
         if self.rule == "class":
             same = validation.take(np.flatnonzero(np.isin(validation.labels, self.classes)))
-            self._same_class = same.subset(eval_size, seed=seed).tensors() if len(same) else None
+            same_class = same.subset(eval_size, seed=seed) if len(same) else None
         elif self.rule == "holdout_gap":
-            others = validation.take(np.flatnonzero(np.isin(validation.labels, forget.labels)))
-            if not len(others):
+            held = validation.take(np.flatnonzero(np.isin(validation.labels, forget.labels)))
+            if not len(held):
                 raise ValueError(f"the {self.rule!r} stop rule needs held-out samples")
-            self._others = others.subset(eval_size, seed=seed).tensors()
+            others = held.subset(eval_size, seed=seed)
         else:
-            matched, self._weights = matched_heldout(
+            others, self._weights = matched_heldout(
                 forget_subset.labels, validation, size=eval_size, seed=seed
             )
-            self._others = matched.tensors()
+        self._heldout, (self._utility, self._same_class, self._others) = _read_once(
+            [utility, same_class, others]
+        )
 
     @classmethod
     def for_params(cls, params: StopRuleParams, context: UnlearnContext) -> Self:
@@ -292,29 +332,31 @@ class EarlyStopping:
             masked_classes=context.masked_classes,
         )
 
-    def _logits(self, model: nn.Module, data: Batch) -> torch.Tensor:
+    def _logits(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
         # No autograd graph: the methods' weights require gradients while they step, and a
         # check that recorded one would spend time and memory on a backward never run.
         with torch.no_grad():
-            return predict(model, data[0], device=self.device)
+            return predict(model, inputs, device=self.device)
 
     def measure(self, model: nn.Module) -> Measure:
         """Where ``model`` stands under the rule."""
         assert self._forget is not None
-        forget_logits, forget_labels = self._logits(model, self._forget), self._forget[1]
+        forget_logits, forget_labels = self._logits(model, self._forget[0]), self._forget[1]
+        heldout = None if self._heldout is None else self._logits(model, self._heldout)
         forget_correct = _correct(forget_logits, forget_labels)
         record = {"forget_accuracy": float(forget_correct.mean())}
         if self._utility is not None:  # the brake comes first, under every rule
-            logits = _masked_logits(self._logits(model, self._utility), self._gone)
-            utility = float((logits.argmax(1) == self._utility[1]).float().mean())
+            assert heldout is not None
+            logits = _masked_logits(heldout[self._utility.rows], self._gone)
+            utility = float((logits.argmax(1) == self._utility.labels).float().mean())
             record["remaining_accuracy"] = utility
             start = self.history[0]["remaining_accuracy"] if self.history else utility
             if start - utility > self.brake:
                 return Measure(float("inf"), True, braked=True, record=record)
         if self.rule == "class":
-            return self._measure_class(model, forget_correct, record)
-        assert self._others is not None
-        others_logits, others_labels = self._logits(model, self._others), self._others[1]
+            return self._measure_class(heldout, forget_correct, record)
+        assert self._others is not None and heldout is not None
+        others_logits, others_labels = heldout[self._others.rows], self._others.labels
         others_correct = _correct(others_logits, others_labels)
         if self.rule == "holdout_gap":
             validation = float(others_correct.mean())
@@ -348,11 +390,12 @@ class EarlyStopping:
         return abs(deviation) + EQUIVALENCE_Z * se <= self.margin
 
     def _measure_class(
-        self, model: nn.Module, forget_correct: np.ndarray, record: dict[str, float]
+        self, heldout: torch.Tensor | None, forget_correct: np.ndarray, record: dict[str, float]
     ) -> Measure:
         accuracies = [record["forget_accuracy"]]
         if self._same_class is not None:  # held-out samples of the deleted classes
-            held_out = _correct(self._logits(model, self._same_class), self._same_class[1])
+            assert heldout is not None
+            held_out = _correct(heldout[self._same_class.rows], self._same_class.labels)
             record["heldout_class_accuracy"] = float(held_out.mean())
             accuracies.append(record["heldout_class_accuracy"])
         record["margin"] = self.margin

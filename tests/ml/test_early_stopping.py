@@ -307,3 +307,36 @@ def test_the_brake_reads_only_the_classes_the_model_still_predicts():
     correct = (model(others.tensors()[0]).argmax(1) == others.tensors()[1]).float()
     assert remaining(masked_classes=[3]) == pytest.approx(float(correct.mean()), abs=1e-6)
     assert remaining() < remaining(masked_classes=[3]) - 0.05
+
+
+def test_a_check_runs_each_held_out_sample_once():
+    """The brake's subset and the matched one are drawn from D_v apart and overlap: a check
+    runs their union once, and each reads its own rows, as if run alone."""
+    setup = digits_setup()
+    stopping = early_stopping.EarlyStopping(
+        "distribution", forget=setup.forget, validation=setup.holdout, eval_size=150, device=DEVICE
+    )
+    model = setup.model()
+    seen: list[int] = []
+    handle = model.register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
+    measured = stopping.measure(model)
+    handle.remove()
+    utility = setup.holdout.subset(150, seed=1)
+    matched, weights = early_stopping.matched_heldout(
+        setup.forget.subset(150).labels, setup.holdout, size=150, seed=0
+    )
+    union = np.union1d(utility.positions, matched.positions)
+    assert len(union) < len(utility) + len(matched)  # they overlap: something to share
+    assert sum(seen) == len(setup.forget.subset(150)) + len(union)
+    # The measures are those of each subset run on its own.
+    with torch.no_grad():
+        utility_logits = model(utility.tensors()[0])
+        matched_logits = model(matched.tensors()[0])
+    assert measured.record["remaining_accuracy"] == pytest.approx(
+        float((utility_logits.argmax(1) == utility.tensors()[1]).float().mean())
+    )
+    share = weights / weights.sum()
+    matched_correct = (matched_logits.argmax(1) == matched.tensors()[1]).double().numpy()
+    assert measured.record["validation_accuracy"] == pytest.approx(
+        float((share * matched_correct).sum())
+    )
