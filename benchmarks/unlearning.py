@@ -607,7 +607,8 @@ def one_batch(
         bench.emit(
             f"  pgu: {info['steps']} steps (kept check {info.get('kept_check')}), stopped by "
             f"{info['stopped_by']!r}; cache update {info['cache_update_seconds']:.2f} s, "
-            f"core space {info['core_space_seconds']:.2f} s"
+            f"core space {info['core_space_seconds']:.2f} s, steps "
+            f"{info['steps_seconds']:.2f} s, checks {info['checks_seconds']:.2f} s"
         )
     return rows, pgu_result, retain, {name: model for name, (model, _) in models.items()}
 

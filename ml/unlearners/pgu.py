@@ -478,7 +478,8 @@ class PGU(Unlearner):
                 progress=context.progress,
             )
             # What unlearn_steps spent besides the steps: the stop rule's checks (forward
-            # passes over the fixed evaluation subsets) and keeping the best state.
+            # passes over the fixed evaluation subsets), keeping the best state, and
+            # reading D_f's batches.
             checks_seconds = time.perf_counter() - stepping - steps_seconds - core_space_seconds
         student.requires_grad_(True)
 
