@@ -340,6 +340,10 @@ def claim(delivery_id: str) -> tuple[CallbackDelivery, list[str]] | None:
             return None
         delivery.attempts += 1
         delivery.next_attempt_at = now + timedelta(seconds=CLAIM_SECONDS)
+        if delivery.subscription_id:  # a subscription moved since: where it points now
+            moved = session.get(WebhookSubscription, delivery.subscription_id)
+            if moved is not None:
+                delivery.url = moved.url
         secrets_now = _signing_secrets(session, delivery)
         session.flush()
         session.expunge(delivery)

@@ -6,7 +6,6 @@ deliveries go through the same rows, attempts and retries as a request's callbac
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy import update as sql_update
 from sqlalchemy.orm import Session
 
 from service import audit_log, lookup
@@ -14,7 +13,7 @@ from service.callbacks.schemas import SecretRead, WebhookCreate, WebhookUpdate
 from service.callbacks.signing import SECRET_GRACE, new_secret
 from service.enums import WebhookEvent
 from service.pagination import paginate
-from service.tables import CallbackDelivery, Model, WebhookSubscription, utcnow
+from service.tables import Model, WebhookSubscription, utcnow
 
 __all__ = [
     "create",
@@ -92,18 +91,7 @@ def update(
     )
     given = spec.model_fields_set
     if spec.url is not None:
-        subscription.url = str(spec.url)
-        # Deliveries still to be sent go to the new address, not to the one it replaced.
-        from service.callbacks.service import PENDING  # (that module imports this one)
-
-        session.execute(
-            sql_update(CallbackDelivery)
-            .where(
-                CallbackDelivery.subscription_id == subscription.id,
-                CallbackDelivery.status == PENDING,
-            )
-            .values(url=subscription.url)
-        )
+        subscription.url = str(spec.url)  # pending deliveries follow it (callbacks.claim)
     if spec.events is not None:
         subscription.events = [event.value for event in spec.events]
     if "model_id" in given:
