@@ -46,7 +46,54 @@ from service.tables import (
     Tombstone,
 )
 
-__all__ = ["erasable_requests", "unneeded_forgotten", "check_forget_set_present"]
+__all__ = [
+    "erasable_requests",
+    "unneeded_forgotten",
+    "never_learned",
+    "check_forget_set_present",
+]
+
+
+def _first_forgotten() -> Any:
+    return (
+        select(func.min(Tombstone.created_at))
+        .where(Tombstone.sample_id == Sample.id)
+        .scalar_subquery()
+    )
+
+
+def _learned(model_id: Any) -> Select[Any]:
+    """The versions of the model ``model_id`` (a column or a value) that learned the
+    correlated ``Sample``: in its lineage, of a generation that holds it, trained by a job
+    that began before the sample was first forgotten."""
+    trained = aliased(Job)  # the job that made a version read its training set when it began
+    return (
+        select(ModelVersion.id)
+        .outerjoin(trained, trained.id == ModelVersion.job_id)
+        .where(
+            ModelVersion.model_id == model_id,
+            ModelVersion.in_lineage.is_(True),
+            ModelVersion.generation >= Sample.generation,
+            func.coalesce(trained.started_at, ModelVersion.created_at) < _first_forgotten(),
+        )
+    )
+
+
+def never_learned(session: Session, *, model_id: str, dataset_id: str) -> set[int]:
+    """Ids of the dataset's forgotten samples this model never learned (forgotten before
+    it trained on them) and has no tombstone for: nothing of it to forget, and their raw
+    data may already be erased, so a batch of this model never reads them."""
+    mine = aliased(Tombstone)
+    return set(
+        session.scalars(
+            select(Sample.id).where(
+                Sample.dataset_id == dataset_id,
+                Sample.state == SampleState.FORGOTTEN,
+                ~exists().where(mine.model_id == model_id, mine.sample_id == Sample.id),
+                ~exists(_learned(model_id)),
+            )
+        )
+    )
 
 
 def _needed(sample_ids: Select[Any]) -> CompoundSelect:
@@ -57,23 +104,9 @@ def _needed(sample_ids: Select[Any]) -> CompoundSelect:
         .join(DeletionRequest, DeletionRequest.id == Tombstone.request_id)
         .where(Tombstone.sample_id.in_(chosen), DeletionRequest.status != RequestStatus.COMPLETED)
     )
-    first_forgotten = (
-        select(func.min(Tombstone.created_at))
-        .where(Tombstone.sample_id == Sample.id)
-        .scalar_subquery()
-    )
+    first_forgotten = _first_forgotten()
     mine = aliased(Tombstone)
-    trained = aliased(Job)  # the job that made a version read its training set when it began
-    learned = (
-        select(ModelVersion.id)
-        .outerjoin(trained, trained.id == ModelVersion.job_id)
-        .where(
-            ModelVersion.model_id == Model.id,
-            ModelVersion.in_lineage.is_(True),
-            ModelVersion.generation >= Sample.generation,
-            func.coalesce(trained.started_at, ModelVersion.created_at) < first_forgotten,
-        )
-    )
+    learned = _learned(Model.id)
     still_known = (
         select(Sample.id)
         .join(Model, Model.dataset_id == Sample.dataset_id)
@@ -117,18 +150,28 @@ def erasable_requests(session: Session, requests: Sequence[DeletionRequest]) -> 
             .distinct()
         )
     )
+    owned = dict(
+        session.execute(
+            select(Tombstone.request_id, func.count())
+            .where(Tombstone.request_id.in_(ids))
+            .group_by(Tombstone.request_id)
+        ).all()
+    )
     for request in completed:
-        if request.already_forgotten and request.id not in blocked:
-            earlier = (
-                select(Tombstone.sample_id)
-                .join(Sample, Sample.id == Tombstone.sample_id)
-                .where(
-                    Tombstone.model_id == request.model_id,
-                    Sample.key.in_(list(request.already_forgotten)),
-                )
-            )
-            if session.scalar(select(exists(_needed(earlier)))):
-                blocked.add(request.id)
+        # Samples it named but another request's tombstone covers: found already forgotten,
+        # or forgotten by a batch-mate that named them too (only one request holds each
+        # tombstone). Those are its samples as much as its own tombstones are.
+        shared = request.already_forgotten or owned.get(request.id, 0) < request.sample_count
+        if request.id in blocked or not shared:
+            continue
+        named = select(Tombstone.sample_id).join(Sample, Sample.id == Tombstone.sample_id)
+        named = named.where(Tombstone.model_id == request.model_id)
+        if request.sample_keys is not None:
+            named = named.where(Sample.key.in_(list(request.sample_keys)))
+        else:
+            named = named.where(Sample.label.in_(list(request.class_labels or [])))
+        if session.scalar(select(exists(_needed(named)))):
+            blocked.add(request.id)
     return set(ids) - blocked
 
 

@@ -238,7 +238,13 @@ def _batch_forget_set(
         session.scalars(select(Tombstone.sample_id).where(Tombstone.model_id == model.id)),
         dtype=np.int64,
     )
-    known_by_model = ~np.isin(ids, tombstoned)
+    # Forgotten dataset-wide before this model trained on them: nothing of them to forget
+    # here, and their rows or files may be erased already.
+    never = np.fromiter(
+        erasure.never_learned(session, model_id=model.id, dataset_id=model.dataset_id),
+        dtype=np.int64,
+    )
+    known_by_model = ~np.isin(ids, tombstoned) & ~np.isin(ids, never)
     row_of_key = {key: i for i, key in enumerate(keys)}
     forgotten: dict[int, str] = {}
     class_labels: set[int] = set()
