@@ -100,7 +100,14 @@ def _deliver_later(
 
 def schedule(session: Session, request: DeletionRequest, status: str, at: datetime) -> None:
     """The deliveries of a request's status change, in the caller's transaction: to its
-    ``callback_url`` and to the subscriptions that asked for request events."""
+    ``callback_url`` and to the subscriptions that asked for request events. Nothing is
+    computed for a request nobody listens to (a batch moves many)."""
+    event = WebhookEvent.REQUEST_STATUS_CHANGED
+    listened = request.callback_url or subscriptions.matching(
+        session, tenant_id=request.tenant_id, model_id=request.model_id, event=event
+    )
+    if not listened:
+        return
     fields = {
         "request_id": request.id,
         "model_id": request.model_id,
@@ -110,7 +117,6 @@ def schedule(session: Session, request: DeletionRequest, status: str, at: dateti
         "source_erasable": status == RequestStatus.COMPLETED
         and bool(erasure.erasable_requests(session, [request])),
     }
-    event = WebhookEvent.REQUEST_STATUS_CHANGED
     if request.callback_url:
         _deliver_later(
             session,

@@ -24,8 +24,8 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from service import subjects
 from service.db import session_scope
+from service.deletion_requests import service as requests
 from service.enums import RequestStatus
 from service.pagination import paginate
 from service.tables import Audit, DeletionRequest, ModelVersion, utcnow
@@ -83,18 +83,10 @@ def _statement(
     subject_id: str | None,
     as_of: datetime,
 ) -> Select[Any]:
-    statement = select(DeletionRequest).where(
-        DeletionRequest.tenant_id == tenant_id, DeletionRequest.created_at <= as_of
+    asked = requests.filtered(
+        session, tenant_id=tenant_id, model_id=model_id, status=status, subject_id=subject_id
     )
-    if model_id:
-        statement = statement.where(DeletionRequest.model_id == model_id)
-    if status:
-        statement = statement.where(DeletionRequest.status == status)
-    if subject_id:
-        key = subjects.tenant_key(session, tenant_id)
-        digest = subjects.subject_digest(key, subject_id)
-        statement = statement.where(DeletionRequest.subject_digest == digest)
-    return statement
+    return asked.where(DeletionRequest.created_at <= as_of)
 
 
 def _page(

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from service import audit_log, lookup, subjects
@@ -467,16 +467,16 @@ def get_or_raise(
     )
 
 
-def list_page(
+def filtered(
     session: Session,
     *,
     tenant_id: str,
     model_id: str | None,
     status: RequestStatus | None,
     subject_id: str | None,
-    limit: int,
-    cursor: str | None,
-) -> tuple[list[DeletionRequestRead], str | None]:
+) -> Select[Any]:
+    """The tenant's requests, narrowed by what a list or the register is asked for (a
+    subject by its keyed digest)."""
     statement = select(DeletionRequest).where(DeletionRequest.tenant_id == tenant_id)
     if model_id:
         statement = statement.where(DeletionRequest.model_id == model_id)
@@ -487,6 +487,22 @@ def list_page(
         statement = statement.where(
             DeletionRequest.subject_digest == subjects.subject_digest(key, subject_id)
         )
+    return statement
+
+
+def list_page(
+    session: Session,
+    *,
+    tenant_id: str,
+    model_id: str | None,
+    status: RequestStatus | None,
+    subject_id: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[DeletionRequestRead], str | None]:
+    statement = filtered(
+        session, tenant_id=tenant_id, model_id=model_id, status=status, subject_id=subject_id
+    )
     rows, next_cursor = paginate(
         session,
         statement,
