@@ -3,7 +3,8 @@ RFU-SS and ConMU side by side.
 
     python -m benchmarks.unlearning [--fraction F] [--quick] [--methods pgu,finetune,...]
                                     [--state-dir DIR] [--output FILE]
-                                    [--markdown docs/benchmarks.md]
+                                    [--markdown docs/benchmarks.md] [--scenarios random,...]
+                                    [--arch small_cnn|resnet18|resnet18-small-stem]
 
 Data: Fashion-MNIST from the Debian package (``benchmarks.fashion_mnist``), read through
 the service's ``torchvision`` dataset adapter. 5,000 training images are held out (never
@@ -72,7 +73,10 @@ every scenario: LTU and DAU faster, RFU-SS and ConMU at least 5x faster. In clas
 deletion PGU must take real steps and pass the linear-probe gate. ``--quick`` trains 3
 epochs, runs 2 incremental batches, and is meant for checking that everything runs, not
 for the numbers.
-``--markdown FILE`` writes the tables with the command, the commit and the machine.
+``--markdown FILE`` writes the tables with the command, the commit and the machine (a
+section per ``--arch``). ``--arch resnet18`` runs everything on torchvision's ResNet-18
+(one input channel, standard stem; ``resnet18-small-stem`` with the papers' CIFAR stem)
+and RFU-SS on the same backbone with a VIB head.
 """
 
 from __future__ import annotations
@@ -131,8 +135,42 @@ FORGOTTEN_CLASS = 0  # T-shirt/top
 SKEW_SHARE, HARD_CLASS, EASY_CLASS = 0.8, 6, 1
 BACKDOOR_TARGET = 8  # Bag
 BACKDOOR_SHARE = 0.06  # the RFU-SS paper's erased-data ratio
-ARCHITECTURE, BOTTLENECK_ARCHITECTURE = "small_cnn", "vib_cnn"
-SCENARIOS = ("random", "skewed", "class", "incremental", "backdoor")
+
+
+@dataclass(frozen=True)
+class Network:
+    """An architecture as the service names it (``ml.architectures``), and a label."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+
+    def __str__(self) -> str:
+        return self.label or self.name
+
+
+# ``--arch``: each choice's network, and the bottleneck (VIB) network RFU-SS runs on
+# instead. torchvision's ResNet-18 keeps its standard stem (a 7x7 stride-2 convolution and
+# a max-pool): with the small-input stem one training epoch costs ~5.5x more on CPU
+# (measured 11.5 vs 2.1 ms per sample on 2 threads), which does not fit a few hours on the
+# project's 2 cores.
+NETWORKS: dict[str, tuple[Network, Network]] = {
+    "small_cnn": (Network("small_cnn"), Network("vib_cnn")),
+    "resnet18": (
+        Network("torchvision", {"builder": "resnet18"}, "resnet18"),
+        Network("torchvision", {"builder": "resnet18", "vib": {"z_dim": 256}}, "resnet18+vib"),
+    ),
+    "resnet18-small-stem": (
+        Network("torchvision", {"builder": "resnet18", "small_input_stem": True}, "resnet18-small"),
+        Network(
+            "torchvision",
+            {"builder": "resnet18", "small_input_stem": True, "vib": {"z_dim": 256}},
+            "resnet18-small+vib",
+        ),
+    ),
+}
+# "pgu_costs": PGU against |D| and its cache update against a rebuild (needs "random").
+SCENARIOS = ("random", "skewed", "class", "incremental", "backdoor", "pgu_costs")
 
 
 def log(message: str) -> None:
@@ -418,12 +456,14 @@ class Bench:
     seed: int
     methods: list[str]  # the rows of every table, retrain first
     out: list[str] = field(default_factory=list)
-    architecture: str = ARCHITECTURE
+    architecture: Network = NETWORKS["small_cnn"][0]
+    bottleneck: Network = NETWORKS["small_cnn"][1]  # for the methods the first refuses
     stop_rules: bool = True  # False: every method with a ``stop`` param runs its budget
 
     def build(self) -> nn.Module:
         index = self.data.adapter.index()
-        return build_model(self.architecture, {}, index.input_shape, index.num_classes)
+        network = self.architecture
+        return build_model(network.name, network.params, index.input_shape, index.num_classes)
 
     def model_from(self, state_dict: dict[str, torch.Tensor]) -> nn.Module:
         model = self.build()
@@ -757,21 +797,19 @@ class Original:
 
 
 def benches(base: Bench, methods: list[str]) -> list[Bench]:
-    """The small_cnn bench, and a vib_cnn bench (with its own retrain row) for the methods
-    that refuse small_cnn (``Unlearner.unsuitable_for``: RFU-SS needs a bottleneck)."""
+    """The network's bench, and a bottleneck bench (with its own retrain row) for the
+    methods that refuse the network (``Unlearner.unsuitable_for``: RFU-SS needs a VIB)."""
     network = base.build()
     refused = [m for m in methods if unlearner_class(m).unsuitable_for(network) is not None]
     plain = dataclasses.replace(base, methods=[m for m in methods if m not in refused])
     if not refused:
         return [plain]
-    vib = dataclasses.replace(
-        base, methods=["retrain", *refused], architecture=BOTTLENECK_ARCHITECTURE
-    )
+    vib = dataclasses.replace(base, methods=["retrain", *refused], architecture=base.bottleneck)
     return [plain, vib]
 
 
 def titled(title: str, bench: Bench) -> str:
-    if bench.architecture == ARCHITECTURE:
+    if bench.architecture != bench.bottleneck:
         return title
     return f"{title}, on {bench.architecture} (against a retrained {bench.architecture})"
 
@@ -824,6 +862,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--arch",
+        choices=list(NETWORKS),
+        default="small_cnn",
+        help="the network (RFU-SS runs on its VIB counterpart; default: small_cnn)",
+    )
+    parser.add_argument(
         "--methods",
         type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
         default=list(METHODS),
@@ -851,10 +895,19 @@ def main(argv: list[str] | None = None) -> int:
 
     data = load_data(args.state_dir, args.fraction, args.seed)
     recipe = TrainingConfig(epochs=epochs, batch_size=128, optimizer="adam", lr=1e-3, seed=0)
-    base = Bench(data, recipe, resolve_device(args.device), args.seed, methods)
+    network, bottleneck = NETWORKS[args.arch]
+    base = Bench(
+        data,
+        recipe,
+        resolve_device(args.device),
+        args.seed,
+        methods,
+        architecture=network,
+        bottleneck=bottleneck,
+    )
     n = len(data.train)
     base.emit(
-        f"Fashion-MNIST, small_cnn, {epochs} training epochs, fraction {args.fraction}: "
+        f"Fashion-MNIST, {network}, {epochs} training epochs, fraction {args.fraction}: "
         f"{n} train, {len(data.validation)} validation (D_v), "
         f"{len(data.audit_nonmembers)} holdout (the audit's non-members), {len(data.test)} test; "
         f"device {base.device}, {torch.get_num_threads()} threads"
@@ -946,7 +999,7 @@ def main(argv: list[str] | None = None) -> int:
     if "backdoor" in wanted:  # 4. a backdoor, forgotten
         backdoor_scenario(base, order, scenarios)
 
-    if pgu_batch is not None:
+    if pgu_batch is not None and "pgu_costs" in wanted:
         original, pgu_result, retain = pgu_batch
         pgu_costs(original.bench, original.state_dict, original.cache, pgu_result, retain, order)
 
@@ -954,12 +1007,15 @@ def main(argv: list[str] | None = None) -> int:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text("\n".join(base.out) + "\n")
     if args.markdown:
-        write_markdown(args.markdown, base.out, argv if argv is not None else sys.argv[1:])
+        write_markdown(
+            args.markdown, base.out, argv if argv is not None else sys.argv[1:], args.arch
+        )
     return 0
 
 
-def write_markdown(path: Path, tables: list[str], argv: list[str]) -> None:
-    """The tables as a section of ``path``, with how, where and on what they were made."""
+def write_markdown(path: Path, tables: list[str], argv: list[str], arch: str) -> None:
+    """The tables as a section of ``path`` (one per ``--arch``), with how, where and on
+    what they were made."""
     import platform
     import subprocess
 
@@ -976,7 +1032,9 @@ def write_markdown(path: Path, tables: list[str], argv: list[str]) -> None:
     )
     body = "\n".join(
         [
-            "## Unlearning (`benchmarks/unlearning.py`)",
+            "## Unlearning (`benchmarks/unlearning.py`)"
+            if arch == "small_cnn"
+            else f"## Unlearning on {arch} (`benchmarks/unlearning.py --arch {arch}`)",
             "",
             f"Command: `python -m benchmarks.unlearning {' '.join(argv)}`; commit `{commit}`; "
             f"{time.strftime('%Y-%m-%d')}; {cpu}, {torch.get_num_threads()} threads, "
@@ -986,8 +1044,8 @@ def write_markdown(path: Path, tables: list[str], argv: list[str]) -> None:
             "",
         ]
     )
-    start = "<!-- unlearning:start -->"
-    end = "<!-- unlearning:end -->"
+    marker = "unlearning" if arch == "small_cnn" else f"unlearning-{arch}"
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     block = f"{start}\n{body}\n{end}"
     if start in text and end in text:

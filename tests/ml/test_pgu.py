@@ -406,6 +406,60 @@ def test_gamma_rule_keeps_the_fewest_singular_values_reaching_gamma():
         assert k == 1 or share[k - 2] < gamma
 
 
+def largest_angle(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The largest principal angle, in degrees, between the column spaces of two orthonormal
+    bases of one size: its sine is ||(I - A A^T) B||_2 (accurate for small angles, where
+    arccos of the cosines is not)."""
+    sine = torch.linalg.matrix_norm(b - a @ (a.T @ b), ord=2).clamp(max=1.0)
+    return float(torch.rad2deg(torch.arcsin(sine)))
+
+
+def test_coordinates_r_never_fills_are_split_off_exactly(monkeypatch):
+    # A conv on a 1x1 map only multiplies padding with 8 of its 9 taps: those rows of C
+    # are zero. The split decomposition must give the full one's singular values and core
+    # spaces, and a complete orthonormal U (the zero rows' unit vectors at the end).
+    torch.manual_seed(0)
+    d, filled = 45, torch.arange(4, 45, 9)  # every 9th coordinate, as the centre taps
+    r = torch.zeros(d, 30, dtype=torch.float64)
+    r[filled] = (
+        torch.randn(len(filled), 30, dtype=torch.float64) * torch.logspace(0, -2, 5)[:, None]
+    )
+    covariance = r @ r.T
+    real_eigh, sizes = torch.linalg.eigh, []
+    monkeypatch.setattr(torch.linalg, "eigh", lambda m: sizes.append(m.shape[0]) or real_eigh(m))
+    s, u = singular_values(covariance)
+    assert sizes == [len(filled)]  # only the filled block is decomposed
+    torch.testing.assert_close(s[: len(filled)], torch.linalg.svdvals(r)[: len(filled)])
+    assert torch.all(s[len(filled) :] == 0)
+    torch.testing.assert_close(u.T @ u, torch.eye(d, dtype=torch.float64))
+    torch.testing.assert_close(u @ torch.diag(s**2) @ u.T, covariance)
+    full = real_eigh(covariance).eigenvectors.flip(1)
+    for gamma in (0.5, 0.9, 0.99):
+        core = core_gradient_space(covariance, gamma)
+        assert core.shape[1] <= len(filled)
+        assert largest_angle(core, full[:, : core.shape[1]]) < 1e-8
+
+
+def test_an_eigendecomposition_that_does_not_converge_is_retried_shifted(monkeypatch):
+    torch.manual_seed(0)
+    r = torch.randn(20, 60, dtype=torch.float64) * torch.logspace(0, -3, 20)[:, None]
+    covariance = r @ r.T
+    expected_s, expected_u = singular_values(covariance)
+    real_eigh, calls = torch.linalg.eigh, []
+
+    def fails_once(matrix: torch.Tensor):  # MKL's syevd giving up, as it did on ResNet-18
+        calls.append(matrix)
+        if len(calls) == 1:
+            raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
+        return real_eigh(matrix)
+
+    monkeypatch.setattr(torch.linalg, "eigh", fails_once)
+    s, u = singular_values(covariance)
+    assert len(calls) == 2 and not torch.equal(calls[1], covariance)  # the shifted copy
+    torch.testing.assert_close(s, expected_s)
+    assert largest_angle(u[:, :10], expected_u[:, :10]) < 1e-8
+
+
 def test_projected_gradient_has_no_component_in_the_core_space():
     torch.manual_seed(0)
     r = torch.randn(18, 200, dtype=torch.float64) * torch.logspace(0, -2, 18)[:, None]
