@@ -110,6 +110,9 @@ class Dataset(Base):
     counts: Mapped[dict[str, int]] = mapped_column(Json)
     # Registration is generation 1; each refresh that adds samples the next (docs/datasets.md).
     generation: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # How many publishes have forgotten samples of it: the order of forgetting and reading
+    # (``service.datasets.erasure``), incremented under this row's lock (migration 0014).
+    forget_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -188,6 +191,9 @@ class ModelVersion(Base):
     # The dataset generation it was trained on (or, uploaded, declared): its training set is
     # that generation's samples minus what was forgotten.
     generation: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # The dataset's forget_seq its job saw when first claimed (an upload's: when stored):
+    # it learned the samples first forgotten by a later publish, none of the others.
+    forget_seq: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -237,6 +243,8 @@ class Job(Base):
     # What the job did, as its method (or runner) reports it: steps, stop rule, checks...
     report: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     seed: Mapped[int | None] = mapped_column(BigInteger)  # every random draw of the job
+    # The dataset's forget_seq when first claimed: what it may have read as active.
+    forget_seq: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -312,6 +320,7 @@ class Tombstone(Base):
     # Indexed: a request's read finds its tombstones (``service.datasets.erasure``).
     request_id: Mapped[str] = mapped_column(ForeignKey("deletion_requests.id"), index=True)
     version_number: Mapped[int] = mapped_column(Integer)
+    forget_seq: Mapped[int | None] = mapped_column(Integer)  # its publish's, per dataset
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

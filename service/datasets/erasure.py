@@ -15,6 +15,13 @@ that forgets it. So its raw data is still needed while:
 - a job that began before it was first forgotten still runs: it may read it as an active
   sample (a long audit of an earlier version, a training).
 
+"Before" is not a comparison of clocks: each dataset counts the publishes that forgot
+samples (``Dataset.forget_seq``, incremented under its row's lock, so they commit in that
+order). A tombstone carries its publish's number, a job the number committed when it was
+first claimed (it reads its sets after that, so it saw every sample those publishes forgot
+as forgotten), a version its job's. A job began before a sample was first forgotten when
+its number is below the sample's first tombstone's (migration 0014).
+
 A request is ``source_erasable`` once it is completed and none of its samples (those it
 forgot, and those it found already forgotten by its model) is needed. An audit of the
 version that forgot them asked again later (an admin's) needs them again: it is refused
@@ -29,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import CompoundSelect, Select, exists, func, select, union
+from sqlalchemy import CompoundSelect, Select, exists, func, select, union, update
 from sqlalchemy.orm import Session, aliased
 
 from ml.datasets import InvalidSource, changed_samples
@@ -47,6 +54,8 @@ from service.tables import (
 )
 
 __all__ = [
+    "forget_seq",
+    "next_forget_seq",
     "erasable_requests",
     "unneeded_forgotten",
     "never_learned",
@@ -54,9 +63,34 @@ __all__ = [
 ]
 
 
-def _first_forgotten() -> Any:
+def _dataset_of(model_id: str) -> Any:
+    return select(Model.dataset_id).where(Model.id == model_id).scalar_subquery()
+
+
+def forget_seq(session: Session, model_id: str) -> int:
+    """How many publishes have forgotten samples of the model's dataset, as committed now:
+    a job that reads its sets after this saw every sample they forgot as forgotten."""
     return (
-        select(func.min(Tombstone.created_at))
+        session.scalar(select(Dataset.forget_seq).where(Dataset.id == _dataset_of(model_id))) or 0
+    )
+
+
+def next_forget_seq(session: Session, model_id: str) -> int:
+    """Count a publish that forgets samples of the model's dataset and return its number.
+    The update locks the dataset's row until the caller commits, so publishes commit in
+    the order of their numbers: a reader that sees number n sees every publish up to n."""
+    return session.execute(
+        update(Dataset)
+        .where(Dataset.id == _dataset_of(model_id))
+        .values(forget_seq=Dataset.forget_seq + 1)
+        .returning(Dataset.forget_seq)
+    ).scalar_one()
+
+
+def _first_forgotten() -> Any:
+    """The correlated ``Sample``'s first forgetting publish (``Dataset.forget_seq``)."""
+    return (
+        select(func.min(Tombstone.forget_seq))
         .where(Tombstone.sample_id == Sample.id)
         .scalar_subquery()
     )
@@ -65,17 +99,13 @@ def _first_forgotten() -> Any:
 def _learned(model_id: Any) -> Select[Any]:
     """The versions of the model ``model_id`` (a column or a value) that learned the
     correlated ``Sample``: in its lineage, of a generation that holds it, trained by a job
-    that began before the sample was first forgotten."""
-    trained = aliased(Job)  # the job that made a version read its training set when it began
-    return (
-        select(ModelVersion.id)
-        .outerjoin(trained, trained.id == ModelVersion.job_id)
-        .where(
-            ModelVersion.model_id == model_id,
-            ModelVersion.in_lineage.is_(True),
-            ModelVersion.generation >= Sample.generation,
-            func.coalesce(trained.started_at, ModelVersion.created_at) < _first_forgotten(),
-        )
+    that began before the sample was first forgotten (its ``forget_seq`` below the
+    sample's first tombstone's; a version without one counts as having learned it)."""
+    return select(ModelVersion.id).where(
+        ModelVersion.model_id == model_id,
+        ModelVersion.in_lineage.is_(True),
+        ModelVersion.generation >= Sample.generation,
+        func.coalesce(ModelVersion.forget_seq, -1) < _first_forgotten(),
     )
 
 
@@ -125,7 +155,7 @@ def _needed(sample_ids: Select[Any]) -> CompoundSelect:
         .where(
             Sample.id.in_(chosen),
             Job.status.in_([JobStatus.RUNNING, JobStatus.AUDITING]),
-            Job.started_at < first_forgotten,
+            func.coalesce(Job.forget_seq, -1) < first_forgotten,
         )
     )
     return union(unfinished, still_known, read_by_running)

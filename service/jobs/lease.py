@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from service.datasets import erasure
 from service.db import session_scope
 from service.enums import JobKind, JobStatus
 from service.jobs import lifecycle
@@ -76,6 +77,8 @@ def claim(job_id: str) -> Attempt | None:
         job.worker = _worker_name()
         job.lease_expires_at = now + timedelta(seconds=settings.job_lease_seconds)
         job.started_at = job.started_at or now
+        if job.forget_seq is None:  # the first attempt's: later ones can only see less
+            job.forget_seq = erasure.forget_seq(session, job.model_id)
         job.timings = {**job.timings, "queued": (now - job.created_at).total_seconds()}
         kind = JobKind(job.kind)
         status = JobStatus.AUDITING if kind == JobKind.AUDIT else JobStatus.RUNNING

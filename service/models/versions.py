@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from service import audit_log, lookup
 from service.artifacts import StoredArtifact, store
+from service.datasets import erasure
 from service.db import on_commit
 from service.enums import LIVE_JOB_STATUSES, RequestStatus, SampleState, VersionKind
 from service.errors import NotFound
@@ -148,6 +149,10 @@ def new_version(
         unchanged=unchanged_reason is not None,
         unchanged_reason=unchanged_reason,
         generation=generation or (previous.generation if previous else 1),
+        # What it may have learned: its job's view, or (uploaded) the dataset's now.
+        forget_seq=job.forget_seq
+        if job is not None and job.forget_seq is not None
+        else erasure.forget_seq(session, model.id),
     )
     session.add(version)
     session.flush()
@@ -300,7 +305,7 @@ def tombstone(session: Session, model_id: str, forgotten: Mapping[int, str], num
     tombstones, and their dataset-wide state becomes ``forgotten`` (rule 7)."""
     if not forgotten:
         return
-    now = utcnow()
+    now, publish = utcnow(), erasure.next_forget_seq(session, model_id)
     session.execute(
         insert(Tombstone),
         [
@@ -309,6 +314,7 @@ def tombstone(session: Session, model_id: str, forgotten: Mapping[int, str], num
                 "sample_id": sample_id,
                 "request_id": request_id,
                 "version_number": number,
+                "forget_seq": publish,
                 "created_at": now,
             }
             for sample_id, request_id in forgotten.items()

@@ -5,13 +5,17 @@ them, by key or by class."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from ml.datasets import clear_cache
+from service.db import session_scope
 from service.jobs import dispatch
+from service.tables import Job, ModelVersion, Sample, Tombstone, utcnow
 from tests.helpers.app import create_model, make_key, run_queued_jobs, train_keys
 from tests.helpers.own_data import tabular_rows, write_csv
 
@@ -84,3 +88,36 @@ def test_a_later_model_never_reads_samples_erased_before_it_trained(embedded, ho
     _run(client, admin, later["id"])
     read = client.get(f"/v1/deletion-requests/{second}", headers=admin).json()
     assert read["status"] == "completed", read
+
+
+def test_what_a_model_learned_is_judged_by_the_forget_sequence_not_by_clocks(embedded):
+    # Model `other` trained while the samples were active, on a worker whose clock runs an
+    # hour ahead (or whose claim's timestamp fell between a publish's stamp and its commit):
+    # by timestamps its job began after the samples were forgotten, so it "never learned"
+    # them and their raw data looked erasable. It did learn them: the product may not erase.
+    client, admin, root = embedded
+    dataset = _dataset(client, admin, root, tabular_rows())
+    one, other = (create_model(client, admin, dataset["id"]) for _ in range(2))
+    run_queued_jobs(one["id"])
+    run_queued_jobs(other["id"])
+    ahead = utcnow() + timedelta(hours=1)
+    with session_scope() as session:
+        (job,) = session.scalars(select(Job).where(Job.model_id == other["id"])).all()
+        assert job.forget_seq == 0  # it read its sets before anything was forgotten
+        job.started_at = ahead
+        for version in session.scalars(
+            select(ModelVersion).where(ModelVersion.model_id == other["id"])
+        ):
+            version.created_at = ahead
+        session.commit()
+    keys = train_keys(client, admin, dataset["id"], 3)
+    request = _submit(client, admin, one["id"], "a", {"sample_keys": keys})
+    _run(client, admin, one["id"])
+    read = client.get(f"/v1/deletion-requests/{request}", headers=admin).json()
+    assert read["status"] == "completed"
+    assert read["source_erasable"] is False
+    with session_scope() as session:
+        numbers = session.scalars(
+            select(Tombstone.forget_seq).join(Sample).where(Sample.key.in_(keys))
+        ).all()
+    assert numbers == [1, 1, 1]  # one publish, the dataset's first

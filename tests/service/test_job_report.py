@@ -70,9 +70,7 @@ def test_a_version_with_its_parents_weights_is_marked_unchanged(
     assert audit["membership_signal"]["change"]["value"] == 0
 
 
-def test_a_retried_attempt_draws_the_same_random_numbers(
-    client, admin, ready_model, monkeypatch
-):
+def test_a_retried_attempt_draws_the_same_random_numbers(client, admin, ready_model, monkeypatch):
     """Retraining draws fresh initial weights and shuffles: both come from the job's seed,
     so the attempt that publishes gives the weights the failed one had made."""
     configure(monkeypatch, job_max_attempts=2)

@@ -1,12 +1,18 @@
-"""Migrations that can refuse: what they say when the data stands in their way."""
+"""Migrations that can refuse (what they say when the data stands in their way), and those
+that fill new columns from old ones."""
 
 from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
 
 import pytest
 from alembic import command
 from sqlalchemy import create_engine, text
 
 from service.migrate import alembic_config
+from tests.conftest import PG_ADMIN_URL
+from tests.helpers.network import port_open, service_missing
 
 
 def test_tenant_names_differing_by_case_stop_the_upgrade_and_are_named(sqlite_env, tmp_path):
@@ -28,4 +34,96 @@ def test_tenant_names_differing_by_case_stop_the_upgrade_and_are_named(sqlite_en
         connection.execute(
             text("INSERT INTO tenants (id, name, created_at) VALUES ('t9', 'GLOBEX', '2026')")
         )
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database(request, sqlite_env, tmp_path) -> Iterator[str]:
+    """A new, empty database of each backend (Postgres: a scratch one, dropped after)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'old.db'}"
+        return
+    if not port_open("127.0.0.1", 5432):
+        service_missing("Postgres at 127.0.0.1:5432")
+    name = f"unlearnd_migration_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def test_the_forget_sequence_is_numbered_from_the_timestamps_it_replaces(empty_database):
+    # Migration 0014: a dataset's tombstones are numbered by their distinct publish times;
+    # a job (a version) gets the number of publishes at or before it began (was created).
+    url = empty_database
+    command.upgrade(alembic_config(url), "0013")
+    engine = create_engine(url)
+    json = "'{}'"
+    with engine.begin() as db:
+        db.execute(
+            text(
+                "INSERT INTO tenants (id, name, created_at, subject_key) "
+                "VALUES ('t', 't', '2026-01-01', 'k')"
+            )
+        )
+        db.execute(
+            text(
+                "INSERT INTO datasets (id, tenant_id, name, source, holdout_fraction, seed, "
+                "num_classes, input_shape, counts, created_at) VALUES ('d', 't', 'd', "
+                f"{json}, 0.1, 0, 2, '[1]', {json}, '2026-01-01 00:00:00')"
+            )
+        )
+        db.execute(
+            text(
+                "INSERT INTO models (id, tenant_id, dataset_id, name, architecture, unlearner, "
+                "batching, training, audit_policy, status, created_at, updated_at) VALUES "
+                f"('m', 't', 'd', 'm', {json}, {json}, {json}, {json}, {json}, 'ready', "
+                "'2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+            )
+        )
+        db.execute(
+            text(
+                "INSERT INTO deletion_requests (id, tenant_id, model_id, subject_digest, "
+                "already_forgotten, sample_count, status, created_at, updated_at, due_at) "
+                "VALUES ('r', 't', 'm', 'x', '[]', 4, 'completed', '2026-01-02', '2026-01-02', "
+                "'2026-02-01')"
+            )
+        )
+        for number, at in ((1, "01:00"), (2, "02:00"), (3, "02:00"), (4, "03:00")):
+            db.execute(
+                text(
+                    "INSERT INTO samples (id, dataset_id, key, position, split, label, state) "
+                    f"VALUES ({number}, 'd', 'k{number}', {number}, 'train', 0, 'forgotten')"
+                )
+            )
+            db.execute(
+                text(
+                    "INSERT INTO tombstones (model_id, sample_id, request_id, version_number, "
+                    f"created_at) VALUES ('m', {number}, 'r', 2, '2026-01-02 {at}:00')"
+                )
+            )
+        for job, started in (
+            ("before", "'2026-01-02 00:30:00'"),
+            ("between", "'2026-01-02 02:30:00'"),
+            ("queued", "NULL"),
+        ):
+            db.execute(
+                text(
+                    "INSERT INTO jobs (id, tenant_id, model_id, kind, status, params, request_ids,"
+                    " sample_count, attempts, progress, timings, report, created_at, started_at) "
+                    f"VALUES ('{job}', 't', 'm', 'train', 'succeeded', {json}, '[]', 0, 1, "
+                    f"{json}, {json}, {json}, '2026-01-01 00:00:00', {started})"
+                )
+            )
+    command.upgrade(alembic_config(url), "0014")
+    with engine.begin() as db:
+        tombstones = db.execute(text("SELECT forget_seq FROM tombstones ORDER BY sample_id"))
+        assert [row[0] for row in tombstones] == [1, 2, 2, 3]
+        jobs = dict(db.execute(text("SELECT id, forget_seq FROM jobs")).all())
+        assert jobs == {"before": 0, "between": 2, "queued": None}
+        assert db.execute(text("SELECT forget_seq FROM datasets")).scalar_one() == 3
+    command.downgrade(alembic_config(url), "0013")
     engine.dispose()
