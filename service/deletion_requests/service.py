@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import SimpleNamespace
@@ -204,6 +204,7 @@ def _stage(
     wanted: list[tuple[str, str]] = []
     claimed: dict[str, set[int]] = {}  # model -> classes forgotten, on their way or in `items`
     by_subject: dict[int, list[str]] = {}  # item -> the training keys its subject resolved to
+    subject_samples = _subject_samples(store, [items[i] for i in live], models)
     for i in live:
         item = items[i]
         model = models.get(item.spec.model_id)
@@ -214,7 +215,7 @@ def _stage(
                 _check_key_list(item.spec.sample_keys)
                 wanted += [(model.id, key) for key in item.spec.sample_keys]
             elif item.spec.class_labels is None:
-                by_subject[i] = _subject_keys(store, model, item.spec.subject_id)
+                by_subject[i] = _subject_keys(subject_samples, model, item.spec.subject_id)
                 wanted += [(model.id, key) for key in by_subject[i]]
             else:
                 labels = item.spec.class_labels or []
@@ -267,19 +268,45 @@ def _stage(
     return outcomes, created  # type: ignore[return-value]
 
 
-def _subject_keys(
-    store: storage.BatchStorage, model: storage.ModelFacts, subject: str
-) -> list[str]:
+@dataclass
+class SubjectSamples:
+    """What the subjects of a batch's subject-only requests resolve to, read at once."""
+
+    recorded: set[str]  # datasets whose samples name subjects
+    keys: dict[tuple[str, str], list[str]]  # (dataset, subject digest) -> training keys
+
+
+def _subject_samples(
+    store: storage.BatchStorage,
+    items: Sequence[Submission],
+    models: Mapping[str, storage.ModelFacts],
+) -> SubjectSamples:
+    """The training keys of every subject the items name alone (two queries for the whole
+    batch, whatever its size)."""
+    wanted: set[tuple[str, str]] = set()
+    for item in items:
+        model = models.get(item.spec.model_id)
+        alone = item.spec.sample_keys is None and item.spec.class_labels is None
+        if alone and model is not None and model.tenant_id == item.tenant_id:
+            digest = subjects.subject_digest(model.subject_key, item.spec.subject_id)
+            wanted.add((model.dataset_id, digest))
+    if not wanted:
+        return SubjectSamples(set(), {})
+    datasets = sorted({dataset_id for dataset_id, _ in wanted})
+    return SubjectSamples(store.record_subjects(datasets), store.subject_keys(sorted(wanted)))
+
+
+def _subject_keys(found: SubjectSamples, model: storage.ModelFacts, subject: str) -> list[str]:
     """The training keys of ``subject`` in the model's dataset (by its keyed digest); 422
     when the dataset records no subjects."""
-    digest = subjects.subject_digest(model.subject_key, subject)
-    keys = store.subject_keys(model.dataset_id, digest)
-    if keys is None:
+    if model.dataset_id not in found.recorded:
         message = (
             "this model's dataset records no subjects (register it with a manifest's "
             "'subject' column): name sample_keys or class_labels"
         )
         raise InvalidInput(message, [{"loc": ["body", "sample_keys"], "msg": message}])
+    digest = subjects.subject_digest(model.subject_key, subject)
+    keys = found.keys.get((model.dataset_id, digest), [])
     limit = get_settings().max_keys_per_request  # the bound of keys named one by one
     if len(keys) > limit:
         raise TooLarge(

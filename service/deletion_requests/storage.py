@@ -22,7 +22,7 @@ import hashlib
 import json
 from typing import Any, NamedTuple
 
-from sqlalchemy import String, column, func, insert, select, values
+from sqlalchemy import String, column, exists, func, insert, select, values
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -148,26 +148,31 @@ class BatchStorage:
             or 0
         )
 
-    def subject_keys(self, dataset_id: str, digest: str) -> list[str] | None:
-        """The training keys of the subject with this digest, in dataset order; None when
-        the dataset records no subjects at all."""
-        recorded = self.session.scalar(
-            select(Sample.id)
-            .where(Sample.dataset_id == dataset_id, Sample.subject_digest.is_not(None))
-            .limit(1)
-        )
-        if recorded is None:
-            return None
-        return list(
-            self.session.scalars(
-                select(Sample.key)
-                .where(
-                    Sample.dataset_id == dataset_id,
-                    Sample.subject_digest == digest,
-                    Sample.split == Split.TRAIN,
+    def subject_keys(self, wanted: list[Pair]) -> dict[Pair, list[str]]:
+        """(dataset id, subject digest) -> that subject's training keys in dataset order,
+        for every wanted pair with some: one query per 5,000 subjects, not one each."""
+        found: dict[Pair, list[str]] = {}
+        for want in self._pair_tables(("dataset_id", "digest"), wanted):
+            rows = self.session.execute(
+                select(want.c.dataset_id, want.c.digest, Sample.key)
+                .select_from(want)
+                .join(
+                    Sample,
+                    (Sample.dataset_id == want.c.dataset_id)
+                    & (Sample.subject_digest == want.c.digest),
                 )
+                .where(Sample.split == Split.TRAIN)
                 .order_by(Sample.position)
             )
+            for dataset_id, digest, key in rows:
+                found.setdefault((dataset_id, digest), []).append(key)
+        return found
+
+    def record_subjects(self, dataset_ids: list[str]) -> set[str]:
+        """Those of the datasets whose samples name subjects at all."""
+        named = exists().where(Sample.dataset_id == Dataset.id, Sample.subject_digest.is_not(None))
+        return set(
+            self.session.scalars(select(Dataset.id).where(Dataset.id.in_(dataset_ids), named))
         )
 
     def claimed_classes(self, model_id: str) -> set[int]:

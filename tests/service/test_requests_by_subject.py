@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
+from sqlalchemy.engine import Engine
 
 from service.db import session_scope
 from service.jobs import dispatch
@@ -127,3 +128,38 @@ def test_a_dataset_without_subjects_refuses_a_subject_alone(client, admin, ready
     assert both.status_code == 422 and "at most one" in both.text
     with session_scope() as session:
         assert session.scalar(select(func.count()).select_from(DeletionRequest)) == 0
+
+
+def test_a_bulk_of_subjects_is_resolved_with_a_fixed_number_of_queries(client, admin, env):
+    # Every subject's samples are read together: seven subjects, or two, cost the same
+    # queries on the samples table (they were two each). Both batches hold one subject
+    # without samples (completed at once, which reads samples of its own).
+    dataset, model = _people_model(client, admin, Path(env["data_root"]))
+    engine = Engine  # every engine: the API's async one included
+
+    def sample_queries(subjects: list[str]) -> tuple[int, list[dict]]:
+        seen: list[str] = []
+
+        def count(conn, cursor, statement, parameters, context, executemany):  # noqa: ARG001
+            if "FROM samples" in statement or "JOIN samples" in statement:
+                seen.append(statement)
+
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            requests = [{"model_id": model["id"], "subject_id": s} for s in subjects]
+            answer = client.post(
+                "/v1/deletion-requests:bulk", headers=admin, json={"requests": requests}
+            )
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["rejected"] == []
+        return len(seen), answer.json()["accepted"]
+
+    two, _ = sample_queries(["person-0", "no-one"])
+    seven, accepted = sample_queries([f"person-{i}" for i in range(1, PEOPLE)] + ["nobody"])
+    assert 0 < seven == two
+    assert len(accepted) == PEOPLE and min(r["sample_count"] for r in accepted) == 0  # nobody
+    for person in range(1, PEOPLE):
+        keys = _training_keys_of(dataset["id"], person)
+        assert any(r["sample_keys"] == keys for r in accepted), person
