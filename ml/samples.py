@@ -62,14 +62,15 @@ class SampleSet:
         if not len(self):
             shape = self.adapter.index().input_shape
             return torch.empty((0, *shape)), torch.empty(0, dtype=torch.long)
-        return self.adapter.read(self.positions), torch.as_tensor(self.labels, dtype=torch.long)
+        inputs = self.adapter.read_kept(self.positions)
+        return inputs, torch.as_tensor(self.labels, dtype=torch.long)
 
     def batches(self, size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(inputs, labels) ``size`` samples at a time, in order: one read per batch."""
         labels = torch.as_tensor(self.labels, dtype=torch.long)
         for start in range(0, len(self), size):
             chunk = self.positions[start : start + size]
-            yield self.adapter.read(chunk), labels[start : start + size]
+            yield self.adapter.read_kept(chunk), labels[start : start + size]
 
     def loader(self, batch_size: int, *, shuffle: bool = False, seed: int = 0) -> DataLoader:
         """Batches of (inputs, labels). A source held in memory is indexed as one tensor;
@@ -147,7 +148,7 @@ class _Batches(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
     def __getitem__(self, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         chosen = np.asarray(rows, dtype=np.int64)
-        return self.samples.adapter.read(self.samples.positions[chosen]), self.labels[chosen]
+        return self.samples.adapter.read_kept(self.samples.positions[chosen]), self.labels[chosen]
 
 
 def key_hashes(keys: Sequence[str]) -> np.ndarray:

@@ -115,6 +115,20 @@ class DatasetAdapter(ABC):
         """The inputs before normalisation (what a computed normalisation is taken from)."""
         return self.read(positions)
 
+    def read_kept(self, positions: np.ndarray) -> torch.Tensor:
+        """``read``, refusing samples this kept copy has dropped (``erase``). A job on
+        another thread of the worker (``--pool threads``) may drop them while this one
+        reads: their zeroed rows would pass for data. ``erase`` records a position before
+        it zeroes the row, so a read that got zeros sees it here; the job fails and its
+        retry opens the source afresh (``service.jobs.inputs``)."""
+        inputs = self.read(positions)
+        dropped = self.erased.intersection(int(p) for p in positions) if self.erased else ()
+        if dropped:
+            keys = self.keys()
+            why = "dropped from the worker's kept copy while this job read it"
+            raise SourceChanged({keys[p]: why for p in sorted(dropped)})
+        return inputs
+
     def keys(self) -> list[str]:
         """The source's keys in source order (``index().keys``, maybe without its cost)."""
         return self.index().keys
@@ -137,9 +151,10 @@ class DatasetAdapter(ABC):
         return None
 
     def _held(self, rows: torch.Tensor | np.ndarray, positions: np.ndarray) -> None:
-        """``erase`` for an adapter whose inputs are ``rows`` (zeroed in place)."""
-        rows[np.asarray(positions, dtype=np.int64)] = 0
+        """``erase`` for an adapter whose inputs are ``rows`` (zeroed in place, after their
+        positions are recorded: ``read_kept`` relies on that order)."""
         self.erased.update(int(p) for p in positions)
+        rows[np.asarray(positions, dtype=np.int64)] = 0
 
     def fingerprints(self, positions: np.ndarray) -> list[str | None]:
         """These samples' fingerprints as the source is now (None: it has none)."""

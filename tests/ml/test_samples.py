@@ -1,12 +1,15 @@
-"""Sample sets: the held-out samples split three ways by key, the same everywhere."""
+"""Sample sets: the held-out samples split three ways by key, the same everywhere; a read
+never passes off a kept copy's dropped rows as data."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 
-from ml.datasets import open_source
+from ml.datasets import SourceChanged, adapters, open_source
 from ml.samples import SampleSet, split_holdout
 
 
@@ -33,3 +36,30 @@ def test_the_holdout_splits_into_three_disjoint_stable_parts():
     # cut at half the hash range)
     _, old_audit = samples.split_by_key(0.5, salt="validation")
     assert set(old_audit.keys) == parts[2]
+
+
+def test_a_sample_dropped_from_the_kept_copy_while_it_is_read_fails_the_read():
+    # A worker with --pool threads shares its kept copy of a source: another job may drop
+    # (zero) forgotten samples' rows while this one reads them. Zeros must not pass for data.
+    source = {"kind": "builtin", "name": "sklearn-digits"}
+    adapter = adapters.get("builtin")(source, Path("."))  # its own: the kept one stays whole
+    index = adapter.index()
+    positions = np.arange(40)
+    samples = SampleSet(adapter, positions, index.labels[positions], index.keys[:40])
+    intact = samples.tensors()[0]
+    assert intact.abs().sum() > 0
+    read = adapter.read
+
+    def read_while_another_job_drops(chosen):
+        adapter.erase(np.array([3, 7]))  # another thread's job drops them mid-read
+        return read(chosen)  # what this read copies: their rows zeroed
+
+    adapter.read = read_while_another_job_drops  # type: ignore[method-assign]
+    with pytest.raises(SourceChanged) as raised:
+        list(samples.batches(16))
+    assert index.keys[3] in str(raised.value) and index.keys[7] in str(raised.value)
+    with pytest.raises(SourceChanged):
+        samples.tensors()
+    # Samples that were not dropped still read.
+    others = samples.take(np.arange(16, 40))
+    assert torch.equal(next(others.batches(24))[0], intact[16:40])
