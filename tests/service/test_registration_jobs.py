@@ -245,3 +245,28 @@ def test_a_stale_attempt_writes_nothing(client, admin, root):
     )
     run_dataset_jobs(dataset["id"])  # the next attempt registers it
     assert len(_samples(dataset["id"])) == SIZE
+
+
+def test_the_embedded_default_runs_the_registration_in_process(sqlite_env):
+    # `make run`: SQLite and the in-process worker, which takes every queue but callbacks'.
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from tests.helpers.app import make_key
+    from workers.runtime import create_app
+
+    root = Path(sqlite_env["data_root"])
+    write_tree(root)
+    with TestClient(create_app(), raise_server_exceptions=False) as client:
+        admin = make_key(["admin"])
+        answer = _post(client, admin, "tree", {"kind": "imagefolder", "root": "tree"}, ASYNC)
+        assert answer.status_code == 202, answer.text
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            dataset = client.get(f"/v1/datasets/{answer.json()['id']}", headers=admin).json()
+            if dataset["status"] != "registering":
+                break
+            time.sleep(0.2)
+        assert dataset["status"] == "ready", dataset
+        assert len(_samples(dataset["id"])) == SIZE
