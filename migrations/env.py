@@ -32,14 +32,35 @@ def run_migrations_online() -> None:
 
 
 def _run(connection) -> None:  # type: ignore[no-untyped-def]
+    sqlite = connection.dialect.name == "sqlite"
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
-        render_as_batch=connection.dialect.name == "sqlite",
+        render_as_batch=sqlite,
         compare_type=True,
     )
-    with context.begin_transaction():
-        context.run_migrations()
+    if not sqlite:
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    # A batch migration on SQLite copies a table and DROPs the old one: with foreign keys on
+    # (service.db turns them on for every connection) that DROP fails, or cascades into the
+    # rows that point at the table (job events, versions). They go off for the migrations
+    # and back on after; a PRAGMA inside a transaction does nothing, so whatever the
+    # connection began is committed first.
+    connection.commit()
+    connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+    connection.commit()
+    try:
+        with context.begin_transaction():
+            context.run_migrations()
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            if broken:  # raised before the migration transaction commits
+                raise RuntimeError(f"the migration broke foreign keys: {broken[:10]}")
+    finally:
+        connection.commit()
+        connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+        connection.commit()
 
 
 if context.is_offline_mode():

@@ -32,6 +32,7 @@ from ml.sources import (
     MAX_KEY_CHARS,
     DatasetAdapter,
     InvalidSource,
+    Progress,
     SourceChanged,
     SourceIndex,
     _reason,
@@ -48,6 +49,7 @@ __all__ = [
     "adapters",
     "open_source",
     "index_source",
+    "count_samples",
     "clear_cache",
     "check_unchanged",
     "changed_samples",
@@ -225,18 +227,38 @@ def _row_digests(inputs: torch.Tensor, labels: np.ndarray, splits: list[str]) ->
     ]
 
 
+def count_samples(source: dict[str, Any], data_root: Path) -> int | None:
+    """How many samples a file source has, counted cheaply (a manifest's rows, a tree's
+    image files; nothing decoded), after the checks that need no sample; None for the
+    other kinds (their size is fixed or known only once loaded)."""
+    counters = {
+        "manifest": file_sources.count_manifest_rows,
+        "imagefolder": file_sources.count_tree_images,
+    }
+    counter = counters.get(str(source.get("kind", "")))
+    if counter is None:
+        return None
+    with _client_facing(data_root):
+        return counter(source, data_root)
+
+
 def index_source(
-    source: dict[str, Any], data_root: Path, *, known: Collection[str] | None = None
+    source: dict[str, Any],
+    data_root: Path,
+    *,
+    known: Collection[str] | None = None,
+    progress: Progress | None = None,
 ) -> SourceIndex:
     """A source's index, read once and nothing kept: the API process registers datasets
     and must not hold their arrays (a registration of three spellings of one 400 MB file
     once pinned 1.2 GB in it for good). ``known``: the keys a dataset already has (a
     refresh), whose samples are not validated again (a forgotten one's file may be gone;
-    a changed one is the caller's to report)."""
+    a changed one is the caller's to report). ``progress``: told how many samples are
+    validated, every few hundred."""
     with _client_facing(data_root):
         adapter = adapters.get(source.get("kind", ""))(source, data_root)
         if known is None:
-            adapter.validate()
+            adapter.validate(progress=progress)
         else:
             keys = adapter.keys()
             adapter.validate(np.array([i for i, k in enumerate(keys) if k not in known], int))

@@ -23,6 +23,7 @@ import io
 import json
 import os
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -34,20 +35,30 @@ import torch
 from ml.sources import (
     INDEX_BYTES_PER_SAMPLE,
     MAX_CLASSES,
+    PROGRESS_EVERY,
     DatasetAdapter,
     InvalidSource,
+    Progress,
     SourceChanged,
     SourceIndex,
     _reason,
     adapters,
+    confine,
     storable_key,
 )
 
-__all__ = ["ManifestAdapter", "ImageFolderAdapter", "IMAGE_SUFFIXES"]
+__all__ = [
+    "ManifestAdapter",
+    "ImageFolderAdapter",
+    "IMAGE_SUFFIXES",
+    "count_manifest_rows",
+    "count_tree_images",
+]
 
 MAX_MANIFEST_BYTES = 256 << 20  # a manifest is parsed whole; tabular rows are held
-# Registration indexes a source in one HTTP call, at about 0.1 to 0.15 ms a row measured
-# (docs/benchmarks.md, "Manifest sources"): 250,000 rows keep it under a minute.
+# Registration indexes a source whole, at about 0.1 to 0.15 ms a row measured
+# (docs/benchmarks.md, "Manifest sources"): 250,000 rows keep it under a minute, in a job
+# past UNLEARN_DATASET_SYNC_MAX_SAMPLES (``count_manifest_rows`` counts them first).
 MAX_ROWS = 250_000
 MAX_SUBJECT_CHARS = 200
 MAX_PIXELS = 1 << 24  # an image's width x height (4096 x 4096)
@@ -128,15 +139,20 @@ class _ImageReader:
     def shape(self) -> _Image:
         return self._first[1]
 
-    def validate(self, positions: np.ndarray | None = None) -> None:
+    def validate(
+        self, positions: np.ndarray | None = None, progress: Progress | None = None
+    ) -> None:
         """Every file (at ``positions``; None: all) is there and is a PNG or JPEG image of
-        the first image's size and colour (each header read)."""
+        the first image's size and colour (each header read); ``progress`` hears how many
+        are checked, every ``PROGRESS_EVERY``."""
         chosen = range(len(self.keys)) if positions is None else [int(p) for p in positions]
         problem = next((self.problems[p] for p in chosen if p in self.problems), None)
         if problem is not None:
             raise InvalidSource(problem)
         first_key, first = self._first
-        for position in chosen:
+        for done, position in enumerate(chosen):
+            if progress is not None and done % PROGRESS_EVERY == 0:
+                progress(done, len(chosen))
             key, path = self.keys[position], self.paths[position]
             assert path is not None  # a missing one is a problem
             image = _header(path, f"the image of {key!r}")
@@ -145,6 +161,8 @@ class _ImageReader:
                     f"images must share one size and colour: {first_key!r} is "
                     f"{_describe(first)}, {key!r} is {_describe(image)}"
                 )
+        if progress is not None:
+            progress(len(chosen), len(chosen))
 
     def input_shape(self) -> list[int]:
         shape = self.shape
@@ -268,12 +286,16 @@ class _Manifest:
     subjects: list[str | None] | None  # the ``subject`` column, "" read as None
 
 
-def _parse_manifest(header: list[str], rows: list[list[str]], num_classes: int | None) -> _Manifest:
+def _check_header(header: list[str]) -> None:
     if len(set(header)) != len(header):
         raise InvalidSource("the manifest's header names a column twice")
     for required in ("key", "label"):
         if required not in header:
             raise InvalidSource(f"the manifest's header has no {required!r} column")
+
+
+def _parse_manifest(header: list[str], rows: list[list[str]], num_classes: int | None) -> _Manifest:
+    _check_header(header)
     column = {name: i for i, name in enumerate(header)}
     feature_columns = [i for i, name in enumerate(header) if name not in RESERVED]
     if "path" in column and feature_columns:
@@ -385,9 +407,14 @@ class ManifestAdapter(DatasetAdapter):
     def keys(self) -> list[str]:
         return self._manifest.keys
 
-    def validate(self, positions: np.ndarray | None = None) -> None:
+    def validate(
+        self, positions: np.ndarray | None = None, progress: Progress | None = None
+    ) -> None:
         if self._images is not None:
-            self._images.validate(positions)
+            self._images.validate(positions, progress)
+        elif progress is not None:  # tabular rows were checked as they were parsed
+            done = len(self._manifest.keys) if positions is None else len(positions)
+            progress(done, done)
 
     def fingerprints(self, positions: np.ndarray) -> list[str | None]:
         if self._images is not None:
@@ -416,6 +443,83 @@ class ManifestAdapter(DatasetAdapter):
             self._held(self._manifest.features, positions)
 
 
+def _class_folders(root: Path, given: str) -> list[str]:
+    """An image-folder tree's classes: its sub-folders, in sorted order."""
+    try:
+        # A class folder that is a link is not followed: it could lead out of the root.
+        classes = sorted(
+            entry.name for entry in os.scandir(root) if entry.is_dir(follow_symlinks=False)
+        )
+    except OSError as error:
+        raise InvalidSource(f"folder {given!r} is unreadable: {_reason(error)}") from None
+    if not classes:
+        raise InvalidSource(f"folder {given!r} has no class folders")
+    if len(classes) > MAX_CLASSES:
+        raise InvalidSource(f"folder {given!r} has more than {MAX_CLASSES} class folders")
+    return classes
+
+
+def _image_files(folder: Path) -> Iterator[tuple[str, str]]:
+    """(folder, file name) of every image file below ``folder``, in a stable order."""
+    for parent, subfolders, files in os.walk(folder):
+        subfolders.sort()
+        for file in sorted(files):
+            if file.lower().endswith(IMAGE_SUFFIXES):
+                yield parent, file
+
+
+def count_manifest_rows(source: dict[str, Any], data_root: Path) -> int:
+    """A manifest's rows, counted without reading them (Parquet: its metadata; CSV: its
+    records), after the checks that need no row: the file is under the data root, small
+    enough, has ``key`` and ``label`` columns and at most ``MAX_ROWS`` rows."""
+    given = str(source.get("path", ""))
+    path = confine(data_root, given)
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        raise InvalidSource(f"manifest {given!r} is unreadable: {_reason(error)}") from None
+    if size > MAX_MANIFEST_BYTES:
+        raise InvalidSource(f"manifest {given!r} is larger than {MAX_MANIFEST_BYTES >> 20} MiB")
+    if path.suffix.lower() == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            file = pq.ParquetFile(path)
+            header, rows = list(file.schema_arrow.names), file.metadata.num_rows
+        except (OSError, pa.ArrowException) as error:
+            raise InvalidSource(f"manifest {given!r} is unreadable: {_reason(error)}") from None
+    else:
+        try:
+            with open(path, newline="", encoding="utf-8") as csv_file:
+                reader = csv.reader(csv_file)
+                first = next(reader, None)
+                if first is None:
+                    raise InvalidSource(f"manifest {given!r} is empty")
+                header, rows = [name.strip() for name in first], sum(1 for _ in reader)
+        except (OSError, UnicodeDecodeError, csv.Error) as error:
+            raise InvalidSource(f"manifest {given!r} is unreadable: {_reason(error)}") from None
+    _check_header(header)
+    if rows > MAX_ROWS:
+        raise InvalidSource(f"manifest {given!r} has more than {MAX_ROWS} rows")
+    return rows
+
+
+def count_tree_images(source: dict[str, Any], data_root: Path) -> int:
+    """An image-folder tree's image files, counted by name (none opened), after the checks
+    that need no image: the folder is under the data root, has class folders, and at most
+    ``MAX_ROWS`` images."""
+    given = str(source.get("root", ""))
+    root = confine(data_root, given, directory=True)
+    count = 0
+    for name in _class_folders(root, given):
+        for _ in _image_files(root / name):
+            count += 1
+            if count > MAX_ROWS:
+                raise InvalidSource(f"folder {given!r} has more than {MAX_ROWS} images")
+    return count
+
+
 @adapters.register("imagefolder")
 class ImageFolderAdapter(DatasetAdapter):
     """A folder under the data root with one sub-folder per class (the classes in sorted
@@ -428,41 +532,27 @@ class ImageFolderAdapter(DatasetAdapter):
         super().__init__(source, data_root)
         given = str(source.get("root", ""))
         root = self.confined(given, directory=True)
-        try:
-            # A class folder that is a link is not followed: it could lead out of the root.
-            classes = sorted(
-                entry.name for entry in os.scandir(root) if entry.is_dir(follow_symlinks=False)
-            )
-        except OSError as error:
-            raise InvalidSource(f"folder {given!r} is unreadable: {_reason(error)}") from None
-        if not classes:
-            raise InvalidSource(f"folder {given!r} has no class folders")
-        if len(classes) > MAX_CLASSES:
-            raise InvalidSource(f"folder {given!r} has more than {MAX_CLASSES} class folders")
+        classes = _class_folders(root, given)
         keys: list[str] = []
         labels: list[int] = []
         paths: list[Path | None] = []
         problems: dict[int, str] = {}
         for label, name in enumerate(classes):
-            for folder, subfolders, files in os.walk(root / name):
-                subfolders.sort()
-                for file in sorted(files):
-                    if not file.lower().endswith(IMAGE_SUFFIXES):
-                        continue
-                    key = (Path(folder) / file).relative_to(root).as_posix()
-                    if not storable_key(key):
-                        raise InvalidSource(f"the path {key!r} is too long to be a key")
-                    try:
-                        paths.append(self.confined(str(Path(folder) / file)))
-                    except InvalidSource:
-                        paths.append(None)
-                        problems[len(keys)] = (
-                            f"the image {key!r} is not a regular file inside the data root"
-                        )
-                    keys.append(key)
-                    labels.append(label)
-                    if len(keys) > MAX_ROWS:
-                        raise InvalidSource(f"folder {given!r} has more than {MAX_ROWS} images")
+            for folder, file in _image_files(root / name):
+                key = (Path(folder) / file).relative_to(root).as_posix()
+                if not storable_key(key):
+                    raise InvalidSource(f"the path {key!r} is too long to be a key")
+                try:
+                    paths.append(self.confined(str(Path(folder) / file)))
+                except InvalidSource:
+                    paths.append(None)
+                    problems[len(keys)] = (
+                        f"the image {key!r} is not a regular file inside the data root"
+                    )
+                keys.append(key)
+                labels.append(label)
+                if len(keys) > MAX_ROWS:
+                    raise InvalidSource(f"folder {given!r} has more than {MAX_ROWS} images")
         self._classes = classes
         self._labels = np.asarray(labels, dtype=np.int64)
         self._images = _ImageReader(keys, paths, None)
@@ -482,8 +572,10 @@ class ImageFolderAdapter(DatasetAdapter):
     def keys(self) -> list[str]:
         return self._images.keys
 
-    def validate(self, positions: np.ndarray | None = None) -> None:
-        self._images.validate(positions)
+    def validate(
+        self, positions: np.ndarray | None = None, progress: Progress | None = None
+    ) -> None:
+        self._images.validate(positions, progress)
 
     @property
     def nbytes(self) -> int:

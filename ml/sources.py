@@ -10,7 +10,7 @@ all of them (``index_source``, ``open_source``).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -28,12 +28,16 @@ __all__ = [
     "SourceChanged",
     "adapters",
     "check_unchanged",
+    "confine",
     "normalise",
 ]
 
 MAX_KEY_CHARS = 200  # the samples table's key column
 MAX_CLASSES = 100_000
 INDEX_BYTES_PER_SAMPLE = 512  # a file source's key, path, stamp and digest, as held
+# (samples checked, samples to check): called by ``validate`` every ``PROGRESS_EVERY``.
+Progress = Callable[[int, int], None]
+PROGRESS_EVERY = 256
 
 
 class InvalidSource(ValueError):
@@ -133,9 +137,12 @@ class DatasetAdapter(ABC):
         """The source's keys in source order (``index().keys``, maybe without its cost)."""
         return self.index().keys
 
-    def validate(self, positions: np.ndarray | None = None) -> None:
+    def validate(
+        self, positions: np.ndarray | None = None, progress: Progress | None = None
+    ) -> None:
         """The checks registration makes beyond indexing (every image's header, say), of
-        the samples at ``positions`` (None: all; a refresh checks only the new ones)."""
+        the samples at ``positions`` (None: all; a refresh checks only the new ones);
+        ``progress`` hears how far they are, every few hundred samples."""
         return None
 
     @property
@@ -175,22 +182,8 @@ class DatasetAdapter(ABC):
         return positions, missing
 
     def confined(self, raw: str, *, directory: bool = False) -> Path:
-        """``raw`` resolved (relative paths against the data root), kept inside it, and a
-        regular file (or a folder): a FIFO or a device would block or never end a read."""
-        root = self.data_root.resolve()
-        try:
-            path = Path(raw)
-            path = (path if path.is_absolute() else root / path).resolve()
-        except (ValueError, OSError, RuntimeError) as error:  # NUL, loops, names too long
-            raise InvalidSource(f"path {raw!r} is not usable: {_reason(error)}") from None
-        if not path.is_relative_to(root):
-            raise InvalidSource(f"path {raw!r} lies outside the data root")
-        if not path.exists():
-            raise InvalidSource(f"path {raw!r} does not exist under the data root")
-        if not (path.is_dir() if directory else path.is_file()):
-            kind = "a folder" if directory else "a regular file"
-            raise InvalidSource(f"path {raw!r} is not {kind}")
-        return path
+        """:func:`confine` under this adapter's data root."""
+        return confine(self.data_root, raw, directory=directory)
 
     @cached_property
     def normalization(self) -> dict[str, list[float]] | None:
@@ -205,6 +198,25 @@ class DatasetAdapter(ABC):
     def normalised(self, inputs: torch.Tensor) -> torch.Tensor:
         spec = self.normalization
         return inputs if spec is None else normalise(inputs, spec)
+
+
+def confine(data_root: Path, raw: str, *, directory: bool = False) -> Path:
+    """``raw`` resolved (relative paths against the data root), kept inside it, and a
+    regular file (or a folder): a FIFO or a device would block or never end a read."""
+    root = data_root.resolve()
+    try:
+        path = Path(raw)
+        path = (path if path.is_absolute() else root / path).resolve()
+    except (ValueError, OSError, RuntimeError) as error:  # NUL, loops, names too long
+        raise InvalidSource(f"path {raw!r} is not usable: {_reason(error)}") from None
+    if not path.is_relative_to(root):
+        raise InvalidSource(f"path {raw!r} lies outside the data root")
+    if not path.exists():
+        raise InvalidSource(f"path {raw!r} does not exist under the data root")
+    if not (path.is_dir() if directory else path.is_file()):
+        kind = "a folder" if directory else "a regular file"
+        raise InvalidSource(f"path {raw!r} is not {kind}")
+    return path
 
 
 adapters: Registry[type[DatasetAdapter]] = Registry("dataset source")

@@ -33,6 +33,12 @@ class SampleState(StrEnum):
     FORGOTTEN = "forgotten"
 
 
+class DatasetStatus(StrEnum):
+    REGISTERING = "registering"  # its register job indexes the source; no samples yet
+    READY = "ready"
+    FAILED = "failed"  # the source was refused (``error``); its name is free again
+
+
 class ModelStatus(StrEnum):
     AWAITING_UPLOAD = "awaiting_upload"  # created without training; waits for weights
     TRAINING = "training"
@@ -63,6 +69,7 @@ class JobKind(StrEnum):
     CACHE = "cache"  # builds an unlearner's per-version artifacts (e.g. PGU's SVD cache)
     AUDIT = "audit"  # audits a version (its own queue)
     EVALUATE = "evaluate"  # measures UA / RA / TA of a version that came without them
+    REGISTER = "register"  # indexes a dataset's source (a large one; no model)
 
 
 class JobStatus(StrEnum):

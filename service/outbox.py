@@ -40,8 +40,10 @@ DELIVER_CALLBACK = "unlearnd.deliver_callback"
 GPU, AUDIT, CONTROL, CALLBACKS = "gpu", "audit", "control", "callbacks"
 # Callbacks have their own queue: a slow receiver never holds up a job or the dispatcher.
 QUEUES = (GPU, AUDIT, CONTROL, CALLBACKS)
-# Audits have their own queue so that they never hold up the next deletion batch.
-JOB_QUEUES: dict[JobKind, str] = {JobKind.AUDIT: AUDIT}
+# Audits have their own queue so that they never hold up the next deletion batch; a
+# dataset's registration (files read, no GPU) runs there too, off the GPU queue and off
+# the control queue, whose dispatches and sweeps must not wait a minute behind it.
+JOB_QUEUES: dict[JobKind, str] = {JobKind.AUDIT: AUDIT, JobKind.REGISTER: AUDIT}
 
 # (task name, args, queue) -> the transport's message id, if it has one.
 Sender = Callable[[str, list[str], str], str | None]

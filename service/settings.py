@@ -38,6 +38,12 @@ class Settings(BaseSettings):
         None, description="a file holding that key instead (e.g. a container secret)"
     )
 
+    dataset_sync_max_samples: int = Field(
+        20_000,
+        ge=0,
+        description="a manifest or image folder with more samples is registered by a job "
+        "(202); smaller ones in the request (201)",
+    )
     max_keys_per_request: int = Field(10_000, ge=1)
     max_body_bytes: int = Field(2_000_000, ge=1024)
     bulk_max_requests: int = Field(100, ge=1)

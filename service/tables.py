@@ -105,9 +105,16 @@ class Dataset(Base):
     source: Mapped[dict[str, Any]] = mapped_column(Json)
     holdout_fraction: Mapped[float] = mapped_column(Float)
     seed: Mapped[int] = mapped_column(Integer)
-    num_classes: Mapped[int] = mapped_column(Integer)
-    input_shape: Mapped[list[int]] = mapped_column(Json)
-    counts: Mapped[dict[str, int]] = mapped_column(Json)
+    # Known once the source is indexed: NULL while ``registering`` and for a ``failed`` one
+    # (migration 0015). NULL, not a placeholder: 0 classes or an empty shape would read as a
+    # real dataset to the code and SQL that use them (a class check against 0 classes);
+    # a NULL is caught by the type checker and fails loudly in SQL arithmetic.
+    num_classes: Mapped[int | None] = mapped_column(Integer)
+    input_shape: Mapped[list[int] | None] = mapped_column(Json)
+    counts: Mapped[dict[str, int] | None] = mapped_column(Json)
+    # ``registering`` (a register job indexes the source), ``ready`` or ``failed`` (error).
+    status: Mapped[str] = mapped_column(String(16), default="ready", server_default="ready")
+    error: Mapped[str | None] = mapped_column(Text)
     # Registration is generation 1; each refresh that adds samples the next (docs/datasets.md).
     generation: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     # How many publishes have forgotten samples of it: the order of forgetting and reading
@@ -225,7 +232,11 @@ class Job(Base):
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
-    model_id: Mapped[str] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    # A model's job has its model; a ``register`` job has none but its dataset (0015).
+    model_id: Mapped[str | None] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    dataset_id: Mapped[str | None] = mapped_column(
+        ForeignKey("datasets.id", ondelete="CASCADE"), index=True
+    )
     kind: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16))
     base_version: Mapped[int | None] = mapped_column(Integer)

@@ -44,6 +44,7 @@ def _run_job(job_id: str) -> None:
             "kind": attempt.kind.value,
             "attempt": attempt.number,
             "model_id": attempt.model_id,
+            "dataset_id": attempt.dataset_id,
             "deletion_request_ids": attempt.request_ids,
         },
     )

@@ -1,4 +1,6 @@
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 
 from service.api.conditional import polled
 from service.api.deps import CurrentCaller, Limit, SessionDep, require
@@ -16,6 +18,7 @@ def list_jobs(
     session: SessionDep,
     caller: CurrentCaller,
     model_id: str | None = None,
+    dataset_id: Annotated[str | None, Query(description="a dataset's register jobs")] = None,
     status: JobStatus | None = None,
     limit: Limit = 50,
     cursor: str | None = None,
@@ -24,6 +27,7 @@ def list_jobs(
         session,
         tenant_id=caller.tenant_id,
         model_id=model_id,
+        dataset_id=dataset_id,
         status=status,
         limit=limit,
         cursor=cursor,

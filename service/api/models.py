@@ -30,7 +30,7 @@ def _read(session: SessionDep, model) -> ModelRead:  # type: ignore[no-untyped-d
     status_code=201,
     response_model=ModelRead,
     dependencies=write,
-    responses=conflict("a model of this name exists"),
+    responses=conflict("a model of this name exists, or the dataset is not ready"),
 )
 def create_model(spec: ModelCreate, session: SessionDep, caller: CurrentCaller) -> ModelRead:
     return _read(session, service.create(session, tenant_id=caller.tenant_id, spec=spec))

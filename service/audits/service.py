@@ -120,7 +120,8 @@ def subject(model_id: str, number: int) -> Subject:
 def record(session: Session, *, job: Job, report: dict[str, Any], seconds: float) -> None:
     """An audit job's end: its report, the audit-log entry, the job's success, and the
     completion of the requests that waited for this audit."""
-    version = versions.get_or_raise(session, model_id=job.model_id, number=job.base_version)
+    model_id = lifecycle.model_of(job)
+    version = versions.get_or_raise(session, model_id=model_id, number=job.base_version)
     session.add(
         Audit(version_id=version.id, job_id=job.id, verdict=report.get("verdict"), report=report)
     )
@@ -129,7 +130,7 @@ def record(session: Session, *, job: Job, report: dict[str, Any], seconds: float
         tenant_id=job.tenant_id,
         action="model_version.audited",
         subject_type="model",
-        subject_id=job.model_id,
+        subject_id=model_id,
         payload={
             "version": job.base_version,
             "verdict": report.get("verdict"),
@@ -141,7 +142,7 @@ def record(session: Session, *, job: Job, report: dict[str, Any], seconds: float
     callbacks.emit(
         session,
         tenant_id=job.tenant_id,
-        model_id=job.model_id,
+        model_id=model_id,
         event=WebhookEvent.AUDIT_COMPLETED,
         fields={
             "version": job.base_version,

@@ -15,8 +15,14 @@ from sqlalchemy.orm import Session
 from ml.datasets import InvalidSource, holdout_mask, index_source
 from ml.sources import SourceIndex, describe_change
 from service import audit_log, lookup
-from service.datasets.schemas import DatasetRead, RefreshRead, SourceDifference, SplitCounts
-from service.datasets.service import refresh_planner_statistics, subject_digests
+from service.datasets.schemas import RefreshRead, SourceDifference, SplitCounts
+from service.datasets.service import (
+    indexed_shape,
+    refresh_planner_statistics,
+    require_ready,
+    subject_digests,
+    to_read,
+)
 from service.enums import SampleState
 from service.errors import InvalidInput
 from service.settings import get_settings
@@ -31,6 +37,8 @@ def refresh(session: Session, *, tenant_id: str, dataset_id: str) -> RefreshRead
     dataset = lookup.get_or_raise(
         session, Dataset, dataset_id, tenant_id=tenant_id, what="dataset", lock=True
     )
+    require_ready(dataset, "a refresh")
+    shape, classes = indexed_shape(dataset)
     registered = session.execute(
         select(Sample.key, Sample.state, Sample.label, Sample.fingerprint).where(
             Sample.dataset_id == dataset.id
@@ -41,7 +49,7 @@ def refresh(session: Session, *, tenant_id: str, dataset_id: str) -> RefreshRead
         index = index_source(dataset.source, get_settings().data_root, known=known)
     except InvalidSource as error:
         raise InvalidInput(str(error), [{"loc": ["source"], "msg": str(error)}]) from None
-    if index.input_shape != dataset.input_shape:
+    if index.input_shape != shape:
         raise _refused(
             f"the source's samples are now {index.input_shape}, the dataset's "
             f"{dataset.input_shape}: register the changed data as a new dataset"
@@ -65,11 +73,11 @@ def refresh(session: Session, *, tenant_id: str, dataset_id: str) -> RefreshRead
     new = np.array([i for i, key in enumerate(index.keys) if key not in known], dtype=np.int64)
     added = {"train": 0, "holdout": 0, "test": 0}
     if len(new):
-        out_of_range = [index.keys[i] for i in new if int(index.labels[i]) >= dataset.num_classes]
+        out_of_range = [index.keys[i] for i in new if int(index.labels[i]) >= classes]
         if out_of_range:
             raise _refused(
                 f"{len(out_of_range)} new sample(s) have a label outside the dataset's "
-                f"{dataset.num_classes} classes, first {out_of_range[0]!r}: a refresh "
+                f"{classes} classes, first {out_of_range[0]!r}: a refresh "
                 "cannot add classes"
             )
         _add(session, dataset, index, new, added)
@@ -90,7 +98,7 @@ def refresh(session: Session, *, tenant_id: str, dataset_id: str) -> RefreshRead
     if len(new):
         refresh_planner_statistics(session)
     return RefreshRead(
-        dataset=DatasetRead.model_validate(dataset),
+        dataset=to_read(session, [dataset])[0],
         added=SplitCounts(**added),
         changed=[
             SourceDifference(key=key, reason=why) for key, why in list(changed.items())[:LISTED]
@@ -133,7 +141,8 @@ def _add(
     )
     for split in added:
         added[split] = int((splits == split).sum())
-    dataset.counts = {split: dataset.counts.get(split, 0) + added[split] for split in added}
+    counts = dataset.counts or {}  # a ready dataset's, never None
+    dataset.counts = {split: counts.get(split, 0) + added[split] for split in added}
     dataset.generation = generation
 
 

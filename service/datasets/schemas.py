@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service.enums import SampleState, Split
+from service.enums import DatasetStatus, SampleState, Split
 from service.schemas import Text
 
 
@@ -98,9 +98,17 @@ class DatasetRead(BaseModel):
     source: dict[str, object]
     holdout_fraction: float
     seed: int
-    num_classes: int
-    input_shape: list[int]
-    counts: SplitCounts
+    status: DatasetStatus = Field(
+        description="`registering` while its register job indexes the source (no samples "
+        "yet), `ready`, or `failed` (see `error`; the name is free for a new registration)"
+    )
+    error: str | None = Field(None, description="why the registration failed; null otherwise")
+    job_id: str | None = Field(
+        None, description="the register job, for a dataset registered by one (`GET /v1/jobs/{id}`)"
+    )
+    num_classes: int | None = Field(description="null until the source is indexed")
+    input_shape: list[int] | None = Field(description="null until the source is indexed")
+    counts: SplitCounts | None = Field(description="null until the source is indexed")
     generation: int = Field(
         description="1 at registration, one more for each refresh that added samples"
     )

@@ -110,7 +110,11 @@ class BatchStorage:
             .join(Tenant, Tenant.id == Model.tenant_id)
             .where(Model.id.in_(model_ids))
         )
-        return {row[0]: ModelFacts(*row) for row in rows}
+        facts = {}
+        for model_id, tenant_id, dataset_id, head, classes, key in rows:
+            assert classes is not None, f"model {model_id} on a dataset that is not ready"
+            facts[model_id] = ModelFacts(model_id, tenant_id, dataset_id, head, classes, key)
+        return facts
 
     def samples(self, wanted: list[Pair]) -> dict[Pair, SampleFacts]:
         """(model id, key) -> the sample's split and whether that model forgot it, for every

@@ -27,6 +27,7 @@ from ml.samples import SampleSet, split_holdout
 from ml.unlearners import Artifact
 from service.artifacts import store
 from service.datasets import erasure
+from service.datasets import service as datasets
 from service.db import session_scope
 from service.enums import JobKind, SampleState, Split
 from service.errors import NotFound
@@ -96,11 +97,12 @@ def load_inputs(attempt: Attempt) -> JobInputs:
     """The inputs of a claimed job. An audit's forget set is what its version forgot; any
     other job's is what its requests still ask (none for training and cache jobs)."""
     with session_scope() as session:
-        model = session.get(Model, attempt.model_id)
+        model = session.get(Model, attempt.model)
         if model is None:
-            raise NotFound("model", attempt.model_id)
+            raise NotFound("model", attempt.model)
         dataset = session.get(Dataset, model.dataset_id)
         assert dataset is not None
+        shape, classes = datasets.indexed_shape(dataset)
         generation = dataset.generation
         if attempt.base_version is not None:  # what its version was trained on, no more
             generation = versions.get_or_raise(
@@ -118,8 +120,8 @@ def load_inputs(attempt: Attempt) -> JobInputs:
             model_id=model.id,
             dataset_id=dataset.id,
             settings=ModelSettings.of(model),
-            input_shape=list(dataset.input_shape),
-            num_classes=dataset.num_classes,
+            input_shape=shape,
+            num_classes=classes,
             generation=generation,
             sets=sets,
         )

@@ -52,13 +52,21 @@ class Attempt:
     job_id: str
     number: int  # the job's attempt count when this one claimed it: the fence's token
     kind: JobKind
-    model_id: str
+    model_id: str | None  # None: a ``register`` job, which has its dataset instead
     base_version: int | None  # the version the job reads: unlearning base, cache or audit
     unlearner: UnlearnerSpec | None  # the model's method when the job was created
     request_ids: list[str]
     params: dict[str, Any]
     seed: int  # the job's: every attempt draws the same random numbers
+    dataset_id: str | None = None  # a ``register`` job's dataset
     started: float = field(default_factory=time.monotonic)
+
+    @property
+    def model(self) -> str:
+        """The job's model: every kind but ``register`` has one."""
+        if self.model_id is None:
+            raise RuntimeError(f"job {self.job_id} ({self.kind}) belongs to no model")
+        return self.model_id
 
 
 def _worker_name() -> str:
@@ -77,7 +85,9 @@ def claim(job_id: str) -> Attempt | None:
         job.worker = _worker_name()
         job.lease_expires_at = now + timedelta(seconds=settings.job_lease_seconds)
         job.started_at = job.started_at or now
-        if job.forget_seq is None:  # the first attempt's: later ones can only see less
+        # The first attempt's: later ones can only see less. A register job reads no
+        # model's samples (it writes its dataset's first ones).
+        if job.forget_seq is None and job.model_id is not None:
             job.forget_seq = erasure.forget_seq(session, job.model_id)
         job.timings = {**job.timings, "queued": (now - job.created_at).total_seconds()}
         kind = JobKind(job.kind)
@@ -94,6 +104,7 @@ def claim(job_id: str) -> Attempt | None:
             request_ids=list(job.request_ids),
             params=dict(job.params or {}),
             seed=job.seed if job.seed is not None else _seed_of(job.id),
+            dataset_id=job.dataset_id,
         )
 
 

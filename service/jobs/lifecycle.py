@@ -38,6 +38,7 @@ from service.deletion_requests.service import log_received, log_request
 from service.enums import (
     LINEAGE_JOB_KINDS,
     LIVE_JOB_STATUSES,
+    DatasetStatus,
     JobKind,
     JobStatus,
     ModelStatus,
@@ -55,6 +56,10 @@ __all__ = [
     "NewVersion",
     "live_lineage_job",
     "new_job",
+    "new_register_job",
+    "finish_registration",
+    "model_of",
+    "fail_registration",
     "batch",
     "start",
     "publish",
@@ -129,6 +134,57 @@ def new_job(
     job_id, job_kind = job.id, kind
     on_commit(session, lambda: outbox.enqueue_job(job_id, job_kind))
     return job
+
+
+def new_register_job(session: Session, dataset: Dataset) -> Job:
+    """A queued ``register`` job for a dataset whose source is indexed in the background,
+    sent to its queue once the caller commits. It has no model: its tenant and seed are
+    the dataset's (the seed of its holdout split)."""
+    job = Job(
+        seed=dataset.seed,
+        tenant_id=dataset.tenant_id,
+        model_id=None,
+        dataset_id=dataset.id,
+        kind=JobKind.REGISTER,
+        status=JobStatus.QUEUED,
+        params={},
+        request_ids=[],
+    )
+    session.add(job)
+    session.flush()
+    job_id = job.id
+    on_commit(session, lambda: outbox.enqueue_job(job_id, JobKind.REGISTER))
+    return job
+
+
+def finish_registration(session: Session, *, job: Job, seconds: float) -> None:
+    """A register job's end, its dataset stored (``ready``) by the caller."""
+    _succeed(session, job, result_version=None, timings={"registering": seconds})
+
+
+def fail_registration(session: Session, *, job: Job, reason: str) -> None:
+    """A register job whose source was refused: the job and its dataset fail at once (the
+    same files would be refused again), and the dataset's name is free for a new try."""
+    job.lease_expires_at = None
+    job.error = reason
+    move_job(session, job, JobStatus.FAILED, detail=reason)
+    _fail_dataset(session, job, reason)
+
+
+def _fail_dataset(session: Session, job: Job, reason: str) -> None:
+    """A failed register job's dataset fails with it (unless it is already settled)."""
+    if job.dataset_id is None:
+        return
+    dataset = session.get(Dataset, job.dataset_id, with_for_update=True)
+    if dataset is not None and dataset.status == DatasetStatus.REGISTERING:
+        dataset.status, dataset.error = DatasetStatus.FAILED, reason
+
+
+def model_of(job: Job) -> str:
+    """The model of a model's job (every kind but ``register``)."""
+    if job.model_id is None:
+        raise RuntimeError(f"job {job.id} ({job.kind}) belongs to no model")
+    return job.model_id
 
 
 def job_seed(model: Model, kind: JobKind, base_version: int | None) -> int:
@@ -296,19 +352,19 @@ def finish_cache(
 ) -> None:
     """A cache job's end: its artifacts join the version it read, the job succeeds, and the
     model's pending requests are looked at again (they may have waited for this cache)."""
-    version = versions.get_or_raise(session, model_id=job.model_id, number=job.base_version)
+    model_id = model_of(job)
+    version = versions.get_or_raise(session, model_id=model_id, number=job.base_version)
     versions.add_artifacts(session, version, artifacts)
     _succeed(session, job, result_version=job.base_version, timings={"cache": seconds})
     session.flush()
-    versions.collect_artifacts(session, job.model_id)
-    model_id = job.model_id
+    versions.collect_artifacts(session, model_id)
     on_commit(session, lambda: outbox.enqueue_dispatch(model_id))
 
 
 def finish_evaluation(session: Session, *, job: Job, accuracies: dict[str, Any]) -> None:
     """An evaluate job's end: the version it read gets its UA / RA / TA."""
     version = versions.get_or_raise(
-        session, model_id=job.model_id, number=job.base_version, lock=True
+        session, model_id=model_of(job), number=job.base_version, lock=True
     )
     version.metrics = {**version.metrics, **accuracies}
     _succeed(session, job, result_version=job.base_version, timings={})
@@ -323,7 +379,7 @@ def finish_audit(
     such an audit of the version is queued, carrying the requests, so none waits for good
     (the policy may have changed while this audit ran)."""
     _succeed(session, job, result_version=job.base_version, timings={"auditing": seconds})
-    model = session.get(Model, job.model_id)
+    model = session.get(Model, model_of(job))
     policy = ModelSettings.of(model).audit if model is not None else None
     if (
         model is not None
@@ -420,17 +476,20 @@ def requeue_or_fail(session: Session, job: Job, reason: str) -> None:
     An unlearning batch's requests follow their job (back to ``batched``, or ``failed``
     with the reason). An audit job's requests stay ``auditing`` while it is retried; if it
     fails for good they complete anyway, since their version is published and the data is
-    out of the model, with the failed audit named in their history.
+    out of the model, with the failed audit named in their history. A register job that
+    fails for good fails its dataset, with the reason.
     """
     job.lease_expires_at = None
     spent = job.attempts >= get_settings().job_max_attempts
     if spent:
         job.error = reason
         move_job(session, job, JobStatus.FAILED, detail=reason)
-        if job.kind == JobKind.TRAIN:
+        if job.kind == JobKind.TRAIN and job.model_id is not None:
             model = session.get(Model, job.model_id)
             if model is not None:
                 model.status = ModelStatus.FAILED
+        if job.kind == JobKind.REGISTER:
+            _fail_dataset(session, job, reason)
     else:
         move_job(session, job, JobStatus.QUEUED, detail=f"requeued: {reason}")
         job_id, kind = job.id, job.kind

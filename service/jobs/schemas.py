@@ -25,7 +25,8 @@ class JobRead(BaseModel):
     id: str
     kind: JobKind
     status: JobStatus
-    model_id: str
+    model_id: str | None = Field(description="the model; null for a `register` job")
+    dataset_id: str | None = Field(None, description="a `register` job's dataset; else null")
     base_version: int | None
     result_version: int | None
     unlearner: dict[str, Any] | None

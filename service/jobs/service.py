@@ -28,10 +28,13 @@ def list_page(
     status: JobStatus | None,
     limit: int,
     cursor: str | None,
+    dataset_id: str | None = None,
 ) -> tuple[list[Job], str | None]:
     statement = select(Job).where(Job.tenant_id == tenant_id)
     if model_id:
         statement = statement.where(Job.model_id == model_id)
+    if dataset_id:
+        statement = statement.where(Job.dataset_id == dataset_id)
     if status:
         statement = statement.where(Job.status == status)
     return paginate(session, statement, order=(Job.created_at, Job.id), limit=limit, cursor=cursor)

@@ -43,6 +43,7 @@ __all__ = [
 
 def create(session: Session, *, tenant_id: str, spec: ModelCreate) -> Model:
     dataset = datasets.get_or_raise(session, tenant_id=tenant_id, dataset_id=spec.dataset_id)
+    datasets.require_ready(dataset, "a model")
     if session.scalar(
         select(Model.id).where(Model.tenant_id == tenant_id, Model.name == spec.name)
     ):
@@ -114,7 +115,7 @@ def _check_recipe_fits(training: TrainingConfig | None, dataset: Dataset) -> Non
     if training is None:
         return
     try:
-        training.augment.check_fits(dataset.input_shape)
+        training.augment.check_fits(datasets.indexed_shape(dataset)[0])
     except ValueError as error:
         message = str(error)
         raise InvalidInput(
@@ -132,7 +133,7 @@ def _sized_structure(architecture: ArchitectureSpec, dataset: Dataset) -> nn.Mod
     def refused(message: str) -> InvalidInput:
         return InvalidInput(message, [{"loc": ["body", "architecture"], "msg": message}])
 
-    shape, classes = dataset.input_shape, dataset.num_classes
+    shape, classes = datasets.indexed_shape(dataset)
     try:
         network = architecture.structure(shape, classes)
     except ValueError as error:
@@ -212,7 +213,7 @@ def update(session: Session, *, tenant_id: str, model_id: str, spec: ModelUpdate
     if spec.unlearner is not None:
         dataset = datasets.get_or_raise(session, tenant_id=tenant_id, dataset_id=model.dataset_id)
         architecture = ArchitectureSpec.model_validate(model.architecture)
-        network = architecture.structure(dataset.input_shape, dataset.num_classes)
+        network = architecture.structure(*datasets.indexed_shape(dataset))
         _check_method_fits(spec.unlearner, architecture, network)
         model.unlearner = changes["unlearner"] = spec.unlearner.model_dump(mode="json")
     if spec.batching is not None:
@@ -287,7 +288,7 @@ def _checked_state_dict(session: Session, model: Model, data: bytes) -> dict[str
         raise InvalidInput(f"not a safetensors file: {error}") from None
     dataset = datasets.get_or_raise(session, tenant_id=model.tenant_id, dataset_id=model.dataset_id)
     architecture = ModelSettings.of(model).architecture
-    shape, classes = dataset.input_shape, dataset.num_classes
+    shape, classes = datasets.indexed_shape(dataset)
     _check_tensor_names_and_shapes(architecture.structure(shape, classes), state_dict)
     network = architecture.build(shape, classes)
     try:

@@ -207,3 +207,49 @@ def test_wait_for_sends_the_etag_back_and_keeps_the_request_on_304(monkeypatch):
     with client(answers, seen) as api:
         assert api.wait_for("r1", interval=0).status == "cancelled"
     assert [r.headers.get("if-none-match") for r in seen] == [None, 'W/"a"', 'W/"a"']
+
+
+def test_a_registration_by_a_job_is_waited_for_until_ready_or_failed(monkeypatch):
+    slept: list[float] = []
+    monkeypatch.setattr("unlearnd_client.client.time.sleep", slept.append)
+    seen: list[httpx.Request] = []
+    registering = {
+        "id": "d1",
+        "name": "lake",
+        "source": {"kind": "manifest", "path": "lake.csv"},
+        "holdout_fraction": 0.1,
+        "seed": 0,
+        "status": "registering",
+        "error": None,
+        "job_id": "j1",
+        "num_classes": None,
+        "input_shape": None,
+        "counts": None,
+        "generation": 1,
+        "created_at": "2026-01-01T00:00:00Z",
+    }
+    ready = {
+        **registering,
+        "status": "ready",
+        "num_classes": 10,
+        "input_shape": [1, 8, 8],
+        "counts": {"train": 9, "holdout": 1, "test": 0},
+    }
+    answers: list[httpx.Response | Exception] = [
+        httpx.Response(202, json=registering),
+        httpx.Response(200, json=registering),
+        httpx.Response(200, json=ready),
+    ]
+    with client(answers, seen) as api:
+        made = api.create_dataset("lake", registering["source"], respond_async=True)
+        assert made.status == "registering" and made.counts is None and not made.done
+        done = api.wait_for_dataset(made.id, timeout=60, interval=0.5)
+    assert done.status == "ready" and done.counts == ready["counts"]
+    assert seen[0].headers["prefer"] == "respond-async" and slept == [0.5]
+    clock = iter(range(0, 1000, 10))
+    monkeypatch.setattr("unlearnd_client._core.time.monotonic", lambda: next(clock))
+    with (
+        client([httpx.Response(200, json=registering)] * 5, seen) as api,
+        pytest.raises(WaitTimeout, match="dataset d1 still 'registering'"),
+    ):
+        api.wait_for_dataset("d1", timeout=15, interval=1)

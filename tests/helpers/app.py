@@ -81,6 +81,27 @@ def run_queued_jobs(model_id: str) -> list[str]:
         ran.append(job_id)
 
 
+def run_dataset_jobs(dataset_id: str) -> list[str]:
+    """Run this dataset's queued jobs (its registration) in the test process."""
+    from sqlalchemy import select
+
+    from service.tables import Job
+    from workers.commands import run_job
+
+    ran = []
+    while True:
+        with session_scope() as session:
+            job_id = session.scalar(
+                select(Job.id)
+                .where(Job.dataset_id == dataset_id, Job.status == "queued")
+                .order_by(Job.created_at)
+            )
+        if job_id is None:
+            return ran
+        run_job(job_id)
+        ran.append(job_id)
+
+
 def train_keys(client: TestClient, headers: dict[str, str], dataset_id: str, n: int) -> list[str]:
     response = client.get(
         f"/v1/datasets/{dataset_id}/samples", params={"split": "train", "limit": n}, headers=headers

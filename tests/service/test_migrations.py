@@ -127,3 +127,119 @@ def test_the_forget_sequence_is_numbered_from_the_timestamps_it_replaces(empty_d
         assert db.execute(text("SELECT forget_seq FROM datasets")).scalar_one() == 3
     command.downgrade(alembic_config(url), "0013")
     engine.dispose()
+
+
+def test_registration_jobs_keep_every_row_that_points_at_the_tables_they_copy(empty_database):
+    # Migration 0015 recreates `datasets` and `jobs` on SQLite (a batch copy: DROP TABLE);
+    # with foreign keys on, that DROP would cascade into job events and versions.
+    url = empty_database
+    command.upgrade(alembic_config(url), "0014")
+    engine = create_engine(url)
+    json = "'{}'"
+    at = "'2026-01-01 00:00:00'"
+    with engine.begin() as db:
+        if engine.dialect.name == "sqlite":
+            db.exec_driver_sql("PRAGMA foreign_keys=ON")  # as the service's connections
+        db.execute(
+            text(
+                "INSERT INTO tenants (id, name, created_at, subject_key) "
+                f"VALUES ('t', 't', {at}, 'k')"
+            )
+        )
+        db.execute(
+            text(
+                "INSERT INTO datasets (id, tenant_id, name, source, holdout_fraction, seed, "
+                "num_classes, input_shape, counts, created_at) VALUES ('d', 't', 'd', "
+                f"{json}, 0.1, 0, 2, '[1]', {json}, {at})"
+            )
+        )
+        db.execute(
+            text(
+                "INSERT INTO samples (id, dataset_id, key, position, split, label, state) "
+                "VALUES (1, 'd', 'k1', 0, 'train', 0, 'active')"
+            )
+        )
+        db.execute(
+            text(
+                "INSERT INTO models (id, tenant_id, dataset_id, name, architecture, unlearner, "
+                "batching, training, audit_policy, status, created_at, updated_at) VALUES "
+                f"('m', 't', 'd', 'm', {json}, {json}, {json}, {json}, {json}, 'ready', "
+                f"{at}, {at})"
+            )
+        )
+        db.execute(
+            text(
+                "INSERT INTO jobs (id, tenant_id, model_id, kind, status, params, request_ids,"
+                " sample_count, attempts, progress, timings, report, created_at) "
+                f"VALUES ('j', 't', 'm', 'train', 'succeeded', {json}, '[]', 0, 1, "
+                f"{json}, {json}, {json}, {at})"
+            )
+        )
+        for n, status in enumerate(("queued", "running", "succeeded"), start=1):
+            db.execute(
+                text(
+                    "INSERT INTO job_events (id, job_id, status, at) "
+                    f"VALUES ({n}, 'j', '{status}', {at})"
+                )
+            )
+        db.execute(
+            text(
+                "INSERT INTO model_versions (id, model_id, number, kind, in_lineage, job_id, "
+                "deletion_request_ids, forgotten_samples, forgotten_total, artifact_sha256, "
+                f"metrics, created_at) VALUES ('v', 'm', 1, 'trained', TRUE, 'j', '[]', 0, 0, "
+                f"'sha', {json}, {at})"
+            )
+        )
+
+    def rows() -> dict[str, list[tuple]]:
+        with engine.connect() as db:
+            return {
+                table: [tuple(row) for row in db.execute(text(f"SELECT {columns} FROM {table}"))]
+                for table, columns in (
+                    ("datasets", "id, num_classes"),
+                    ("samples", "id, dataset_id"),
+                    ("models", "id, dataset_id"),
+                    ("jobs", "id, model_id"),
+                    ("job_events", "id, job_id, status"),
+                    ("model_versions", "id, job_id"),
+                )
+            }
+
+    before = rows()
+    assert all(before.values())
+    command.upgrade(alembic_config(url), "0015")
+    assert rows() == before
+    with engine.begin() as db:
+        assert db.execute(text("SELECT status FROM datasets")).scalar_one() == "ready"
+        # A register job (no model) and a dataset that never became ready: what 0015 allows.
+        db.execute(
+            text(
+                "INSERT INTO datasets (id, tenant_id, name, source, holdout_fraction, seed, "
+                f"status, created_at) VALUES ('d2', 't', 'd2', {json}, 0.1, 0, 'registering', "
+                f"{at})"
+            )
+        )
+        db.execute(
+            text(
+                "INSERT INTO jobs (id, tenant_id, dataset_id, kind, status, params, request_ids,"
+                " sample_count, attempts, progress, timings, report, created_at) "
+                f"VALUES ('r', 't', 'd2', 'register', 'queued', {json}, '[]', 0, 0, "
+                f"{json}, {json}, {json}, {at})"
+            )
+        )
+        db.execute(
+            text(f"INSERT INTO job_events (id, job_id, status, at) VALUES (9, 'r', 'queued', {at})")
+        )
+    command.downgrade(alembic_config(url), "0014")
+    assert rows() == before  # what 0014 cannot hold is gone; nothing else
+    command.upgrade(alembic_config(url), "head")
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as db:
+            index = db.execute(
+                text(
+                    "SELECT sql FROM sqlite_master WHERE name = "
+                    "'uq_jobs_one_live_lineage_job_per_model'"
+                )
+            ).scalar_one()
+        assert "WHERE status IN" in index  # still partial after the copy
+    engine.dispose()

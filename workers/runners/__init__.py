@@ -9,7 +9,7 @@ from collections.abc import Callable
 from service.enums import JobKind
 from service.jobs.lease import Attempt
 from workers.heartbeat import Heartbeat
-from workers.runners import audit, cache, evaluate, train, unlearn
+from workers.runners import audit, cache, evaluate, register, train, unlearn
 
 __all__ = ["Runner", "RUNNERS"]
 
@@ -21,4 +21,5 @@ RUNNERS: dict[JobKind, Runner] = {
     JobKind.CACHE: cache.run,
     JobKind.AUDIT: audit.run,
     JobKind.EVALUATE: evaluate.run,
+    JobKind.REGISTER: register.run,
 }

@@ -32,7 +32,7 @@ def run(attempt: Attempt, heartbeat: Heartbeat) -> None:
     reference_kind = "retrain" if attempt.params.get("reference") == "retrain" else "none"
     work = load_workload(attempt)
     sets, policy = work.sets, work.settings.audit
-    subject = audits.subject(attempt.model_id, number)
+    subject = audits.subject(attempt.model, number)
     network = work.load_version(number)
     parent = work.load_version(subject.parent) if subject.parent is not None else None
     started = time.monotonic()
@@ -71,7 +71,7 @@ def run(attempt: Attempt, heartbeat: Heartbeat) -> None:
             with fenced(attempt) as (session, _):
                 reference_numbers += versions.new_references(
                     session,
-                    model_id=attempt.model_id,
+                    model_id=attempt.model,
                     reference_of=number,
                     shas=shas,
                     trainings=trainings,

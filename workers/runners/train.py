@@ -47,5 +47,5 @@ def run(attempt: Attempt, heartbeat: Heartbeat) -> None:
         generation=work.inputs.generation,
     )
     with fenced(attempt) as (session, job):
-        model = versions.lock_model(session, attempt.model_id)
+        model = versions.lock_model(session, attempt.model)
         lifecycle.publish(session, job=job, model=model, result=result)

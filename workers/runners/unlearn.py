@@ -71,5 +71,5 @@ def run(attempt: Attempt, heartbeat: Heartbeat) -> None:
             training=outcome.training.model_dump(mode="json") if outcome.training else None,
         )
     with fenced(attempt) as (session, job):
-        model = versions.lock_model(session, attempt.model_id)
+        model = versions.lock_model(session, attempt.model)
         lifecycle.publish(session, job=job, model=model, result=result)

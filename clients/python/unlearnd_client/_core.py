@@ -172,10 +172,31 @@ class Core:
         return self.fetch(Call("GET", "/v1/me", idempotent=True), Caller)
 
     def create_dataset(
-        self, name: str, source: dict[str, Any], holdout_fraction: float, seed: int | None
+        self,
+        name: str,
+        source: dict[str, Any],
+        holdout_fraction: float,
+        seed: int | None,
+        respond_async: bool = False,
     ) -> Operation[Dataset]:
         body = _query(name=name, source=source, holdout_fraction=holdout_fraction, seed=seed)
-        return self.fetch(Call("POST", "/v1/datasets", json=body), Dataset)
+        headers = {"Prefer": "respond-async"} if respond_async else {}
+        return self.fetch(Call("POST", "/v1/datasets", json=body, headers=headers), Dataset)
+
+    def poll_dataset(
+        self, dataset_id: str, *, timeout: float, interval: float
+    ) -> Operation[Dataset]:
+        """The dataset once its registration is over (ready or failed), read every
+        ``interval`` seconds; ``WaitTimeout`` after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            dataset = yield from self.get_dataset(dataset_id)
+            if dataset.done:
+                return dataset
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise WaitTimeout(dataset_id, dataset.status, timeout, what="dataset")
+            yield Sleep(min(interval, remaining))
 
     def create_webhook(
         self, url: str, events: list[str], model_id: str | None, description: str

@@ -108,8 +108,21 @@ class Client:
         *,
         holdout_fraction: float = 0.1,
         seed: int | None = None,
+        respond_async: bool = False,
     ) -> Dataset:
-        return self._run(self._core.create_dataset(name, source, holdout_fraction, seed))
+        """Register a dataset: ``ready`` when the service indexed it in the call, else
+        ``registering`` by a job (a large source, or ``respond_async``: ``Prefer:
+        respond-async``); ``wait_for_dataset`` waits for the job."""
+        return self._run(
+            self._core.create_dataset(name, source, holdout_fraction, seed, respond_async)
+        )
+
+    def wait_for_dataset(
+        self, dataset_id: str, *, timeout: float = 600.0, interval: float = 2.0
+    ) -> Dataset:
+        """The dataset once ready or failed (``WaitTimeout`` after ``timeout`` seconds);
+        it is read every ``interval`` seconds."""
+        return self._run(self._core.poll_dataset(dataset_id, timeout=timeout, interval=interval))
 
     def create_webhook(
         self,
@@ -377,8 +390,23 @@ class AsyncClient:
         *,
         holdout_fraction: float = 0.1,
         seed: int | None = None,
+        respond_async: bool = False,
     ) -> Dataset:
-        return await self._run(self._core.create_dataset(name, source, holdout_fraction, seed))
+        """Register a dataset: ``ready`` when the service indexed it in the call, else
+        ``registering`` by a job (a large source, or ``respond_async``: ``Prefer:
+        respond-async``); ``wait_for_dataset`` waits for the job."""
+        return await self._run(
+            self._core.create_dataset(name, source, holdout_fraction, seed, respond_async)
+        )
+
+    async def wait_for_dataset(
+        self, dataset_id: str, *, timeout: float = 600.0, interval: float = 2.0
+    ) -> Dataset:
+        """The dataset once ready or failed (``WaitTimeout`` after ``timeout`` seconds);
+        it is read every ``interval`` seconds."""
+        return await self._run(
+            self._core.poll_dataset(dataset_id, timeout=timeout, interval=interval)
+        )
 
     async def create_webhook(
         self,

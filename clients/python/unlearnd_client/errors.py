@@ -70,12 +70,15 @@ class ServiceUnavailable(ApiError):
 
 
 class WaitTimeout(TimeoutError):
-    """``wait_for`` gave up: the request had not reached a terminal status in time."""
+    """``wait_for`` (``wait_for_dataset``) gave up: the request (the dataset) had not
+    reached a terminal status in time. ``request_id`` is the id waited for."""
 
-    def __init__(self, request_id: str, status: str, seconds: float) -> None:
+    def __init__(
+        self, request_id: str, status: str, seconds: float, *, what: str = "deletion request"
+    ) -> None:
         self.request_id = request_id
         self.status = status
-        super().__init__(f"deletion request {request_id} still {status!r} after {seconds:g} s")
+        super().__init__(f"{what} {request_id} still {status!r} after {seconds:g} s")
 
 
 _BY_STATUS: dict[int, type[ApiError]] = {

@@ -60,11 +60,21 @@ class Dataset(Resource):
     id: str
     name: str
     source: dict[str, Any]
-    num_classes: int
-    input_shape: list[int]
-    counts: dict[str, int]
+    # registering (its register job indexes the source), ready, or failed (see error)
+    status: str = "ready"
+    error: str | None = None
+    job_id: str | None = None  # the register job, for a dataset registered by one
+    # Known once the source is indexed: None while registering, or if it failed.
+    num_classes: int | None = None
+    input_shape: list[int] | None = None
+    counts: dict[str, int] | None = None
     generation: int = 1  # one more for each refresh that added samples
     created_at: datetime
+
+    @property
+    def done(self) -> bool:
+        """Its registration is over: ready, or failed."""
+        return self.status != "registering"
 
 
 class Refresh(Resource):
@@ -169,7 +179,8 @@ class Job(Resource):
     id: str
     kind: str
     status: str
-    model_id: str
+    model_id: str | None  # None for a register job, which has its dataset_id instead
+    dataset_id: str | None = None
     base_version: int | None
     result_version: int | None
     request_ids: list[str]

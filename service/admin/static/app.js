@@ -329,11 +329,16 @@
       ` ${p.stage} ${Math.round(100 * share)}%`);
   }
 
+  // A register job has a dataset, no model.
+  function ownerOf(job, modelLink) {
+    return job.model_id ? modelLink(job.model_id) : `dataset ${short(job.dataset_id || "")}`;
+  }
+
   function jobRows(jobs, modelLink) {
     return jobs.map((job) => h("tr", { class: `row-${job.status}` },
       h("td", {}, link(`#/jobs/${job.id}`, short(job.id))),
       h("td", {}, job.kind),
-      h("td", {}, modelLink(job.model_id)),
+      h("td", {}, ownerOf(job, modelLink)),
       h("td", {}, badge(job.status)),
       h("td", {}, job.status === "running" || job.status === "auditing" ? progress(job) : "-"),
       h("td", {}, [...new Set([job.base_version, job.result_version].filter(Boolean))]
@@ -961,7 +966,7 @@
       fill(details.body, definitions([
         ["kind", job.kind],
         ["status", badge(job.status)],
-        ["model", modelLink(job.model_id)],
+        ["model", ownerOf(job, modelLink)],
         ["progress", job.status === "running" || job.status === "auditing" ? progress(job) : "-"],
         ["base version", job.base_version ? link(`#/models/${job.model_id}/versions/${
           job.base_version}`, `v${job.base_version}`) : "-"],
