@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import insert, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ml.datasets import InvalidSource, SourceIndex, count_samples, holdout_mask, index_source
@@ -157,8 +158,12 @@ def register(
         status=DatasetStatus.REGISTERING,
     )
     session.add(dataset)
-    if indexed is None:
+    try:
         session.flush()
+    except IntegrityError:  # another request registered the name since _free_name looked
+        session.rollback()
+        raise Conflict(f"a dataset named {spec.name!r} already exists") from None
+    if indexed is None:
         lifecycle.new_register_job(session, dataset)
         session.commit()
         return dataset

@@ -270,3 +270,17 @@ def test_the_embedded_default_runs_the_registration_in_process(sqlite_env):
             time.sleep(0.2)
         assert dataset["status"] == "ready", dataset
         assert len(_samples(dataset["id"])) == SIZE
+
+
+def test_a_name_registered_meanwhile_by_another_request_is_a_409_not_a_500(
+    client, admin, root, monkeypatch
+):
+    # Two POSTs with one name, both past the name check before either inserts: the second
+    # meets the unique constraint, and answers as the check would have.
+    write_csv(root / "digits.csv", write_pngs(root))
+    source = {"kind": "manifest", "path": "digits.csv"}
+    assert _post(client, admin, "twice", source).status_code == 201
+    monkeypatch.setattr(datasets_service, "_free_name", lambda *args: None)  # checked "before"
+    answer = _post(client, admin, "twice", source)
+    assert answer.status_code == 409, answer.text
+    assert "already exists" in answer.json()["detail"]
