@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 
 from benchmarks.fashion_mnist import ensure_fashion_mnist
+from benchmarks.peak_memory import peak_mib
 from ml.architectures import build_model
 from ml.datasets import index_source, open_source
 from ml.samples import SampleSet
@@ -42,15 +42,6 @@ from ml.training import TrainingConfig, train
 
 PHASES = ("baseline", "register", "http", "lazy", "memory")
 SMALL_CNN = {"channels": [16, 32], "hidden": 64}
-
-
-def _peak_mib() -> float:
-    """This process's peak resident memory since its exec (VmHWM; ``ru_maxrss`` would
-    carry over the forking parent's peak)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024  # kB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def write_pngs(root: Path, rows: int) -> Path:
@@ -111,14 +102,14 @@ def _http(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
         )
         seconds = time.perf_counter() - started
     assert response.status_code == 201, response.text
-    return {"seconds": round(seconds, 1), "peak_mib": round(_peak_mib())}
+    return {"seconds": round(seconds, 1), "peak_mib": round(peak_mib())}
 
 
 def phase(name: str, root: Path, rows: int, args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     manifest = {"kind": "manifest", "path": f"fmnist-{rows}.csv"}
     if name == "baseline":  # the imports alone, what every other phase starts from
-        return {"seconds": 0.0, "peak_mib": round(_peak_mib())}
+        return {"seconds": 0.0, "peak_mib": round(peak_mib())}
     if name == "register":
         if args.normalization:
             manifest["normalization"] = args.normalization
@@ -126,7 +117,7 @@ def phase(name: str, root: Path, rows: int, args: argparse.Namespace) -> dict[st
         index = index_source(manifest, root)
         seconds = time.perf_counter() - started
         assert len(index.keys) == rows
-        return {"seconds": round(seconds, 1), "peak_mib": round(_peak_mib())}
+        return {"seconds": round(seconds, 1), "peak_mib": round(peak_mib())}
     if name == "http":
         return _http(root, manifest)
     if name == "lazy":
@@ -138,7 +129,7 @@ def phase(name: str, root: Path, rows: int, args: argparse.Namespace) -> dict[st
     index = adapter.index()
     samples = SampleSet(adapter, positions, index.labels[:rows], index.keys[:rows])
     seconds = _epoch(samples, args.batch_size)
-    return {"seconds": round(seconds, 1), "peak_mib": round(_peak_mib())}
+    return {"seconds": round(seconds, 1), "peak_mib": round(peak_mib())}
 
 
 def main() -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.peak_memory import peak_mib
 from ml.architectures import build_model
 from ml.datasets import open_source
 from ml.pgu import cache_bytes, discover_layers
@@ -50,10 +50,6 @@ def _params(method: str, steps: int) -> dict[str, Any]:
             "stop": "none",
         },
     }[method]
-
-
-def _peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def _fresh_cache(model: torch.nn.Module, samples: int) -> Artifact:
@@ -100,7 +96,7 @@ def _phase(args: argparse.Namespace, shape: list[int]) -> dict[str, float]:
         device=torch.device("cpu"),
         base_version=1,
     )
-    found: dict[str, float] = {"baseline_mib": _peak_mib()}
+    found: dict[str, float] = {"baseline_mib": peak_mib()}
     started = time.perf_counter()
     if phase == "cache":  # over every sample, as the cache job
         unlearner.prepare(dataclasses.replace(context, retain=samples(0, args.samples)))
@@ -111,7 +107,7 @@ def _phase(args: argparse.Namespace, shape: list[int]) -> dict[str, float]:
             )
         info = run_unlearner(unlearner, context).info
         found |= {k: v for k, v in info.items() if k.endswith("_seconds")}
-    found |= {"seconds": time.perf_counter() - started, "peak_mib": _peak_mib()}
+    found |= {"seconds": time.perf_counter() - started, "peak_mib": peak_mib()}
     return found
 
 

@@ -95,10 +95,12 @@ from torch import nn
 
 from benchmarks import backdoor
 from benchmarks.fashion_mnist import ensure_fashion_mnist
+from benchmarks.peak_memory import peak_mib
 from ml.architectures import build_model
 from ml.audit import audit_version, train_references
 from ml.datasets import DatasetAdapter, holdout_mask, open_source
 from ml.devices import resolve_device
+from ml.pgu import cache_bytes
 from ml.samples import SampleSet, split_holdout
 from ml.training import TrainingConfig, accuracy, train
 from ml.unlearners import get_unlearner, run_unlearner, unlearner_class
@@ -791,7 +793,8 @@ class Original:
         if "pgu" in bench.methods:
             log(f"{label}: building the PGU cache")
             cache, cache_seconds = bench.prepare_cache(state_dict, bench.data.train, version=1)
-            facts += f"; PGU cache build (one-off cache job): {cache_seconds:.1f} s"
+            mib = cache_bytes(bench.build()) / 2**20
+            facts += f"; PGU cache build (one-off cache job): {cache_seconds:.1f} s, {mib:.0f} MiB"
         bench.emit(facts)
         return cls(bench, state_dict, cache)
 
@@ -1003,6 +1006,7 @@ def main(argv: list[str] | None = None) -> int:
         original, pgu_result, retain = pgu_batch
         pgu_costs(original.bench, original.state_dict, original.cache, pgu_result, retain, order)
 
+    base.emit(f"\npeak resident memory of the whole run: {peak_mib():,.0f} MiB")
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text("\n".join(base.out) + "\n")
