@@ -95,6 +95,14 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     _convert_secrets(_legacy)
+    # Their attempts first: SQLite runs migrations with foreign keys off (migrations/env.py),
+    # so no cascade removes them.
+    op.execute(
+        sa.text(
+            "DELETE FROM callback_attempts WHERE delivery_id IN "
+            "(SELECT id FROM callback_deliveries WHERE request_id IS NULL)"
+        )
+    )
     op.execute(sa.text("DELETE FROM callback_deliveries WHERE request_id IS NULL"))
     with op.batch_alter_table("callback_deliveries", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_callback_deliveries_subscription_id"))

@@ -11,8 +11,8 @@ and a version its job's (an upload's: the count when it was stored). A job saw a
 active exactly when its count is below the sample's first tombstone's.
 
 Existing rows are numbered from their timestamps, which is what they were judged by: a
-dataset's distinct tombstone times in order, and each job and version the number of them at
-or before it began (was created).
+dataset's distinct tombstone times in order, each job the number of them at or before it
+began, and each version its job's start's (a version without a job: its creation's).
 
 Revision ID: 0014
 Revises: 0013
@@ -45,10 +45,15 @@ def upgrade() -> None:
     for table in ("tombstones", "jobs", "model_versions"):
         op.add_column(table, sa.Column("forget_seq", sa.Integer(), nullable=True))
     own_dataset = "(SELECT dataset_id FROM models WHERE models.id = {table}.model_id)"
+    # A version was judged by its job's start (a version of no job, by its creation).
+    version_at = (
+        "COALESCE((SELECT started_at FROM jobs WHERE jobs.id = model_versions.job_id), "
+        "model_versions.created_at)"
+    )
     for table, at in (
         ("tombstones", "tombstones.created_at"),
         ("jobs", "jobs.started_at"),
-        ("model_versions", "model_versions.created_at"),
+        ("model_versions", version_at),
     ):
         count = _PUBLISHES_UP_TO.format(dataset=own_dataset.format(table=table), at=at)
         op.execute(f"UPDATE {table} SET forget_seq = ({count}) WHERE {at} IS NOT NULL")

@@ -54,21 +54,15 @@ def singular_values(covariance: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
 
 
 def _eigh(covariance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``torch.linalg.eigh``, retried once on a shifted copy if LAPACK does not converge.
-
-    C + delta I has C's eigenvectors and eigenvalues lambda + delta, so the shift is undone
-    exactly on the eigenvalues; delta (1e-12 of the mean eigenvalue) is below the
-    decomposition's own round-off (d eps lambda_max) and only breaks the exact ties that
-    can make the divide-and-conquer solver give up.
-    """
+    """``torch.linalg.eigh`` (ascending), or, if LAPACK's solver does not converge, the
+    SVD of C: for a symmetric positive semi-definite matrix C = U S U^T, so its singular
+    values are the eigenvalues and U the eigenvectors (a different algorithm, gesdd,
+    slower: 39 s against eigh's 11 s on a 4,608-wide C, only ever on a failure)."""
     try:
-        return torch.linalg.eigh(covariance)  # ascending
+        return torch.linalg.eigh(covariance)
     except torch.linalg.LinAlgError:
-        d = covariance.shape[0]
-        delta = 1e-12 * float(covariance.diagonal().sum()) / d
-        identity = torch.eye(d, dtype=covariance.dtype, device=covariance.device)
-        eigenvalues, eigenvectors = torch.linalg.eigh(covariance + delta * identity)
-        return eigenvalues - delta, eigenvectors
+        u, s, _ = torch.linalg.svd(covariance)  # descending
+        return s.flip(0), u.flip(1)
 
 
 def core_gradient_space(covariance: torch.Tensor, gamma: float) -> torch.Tensor:

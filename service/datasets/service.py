@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import insert, select, text
+from sqlalchemy import delete, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -116,19 +116,29 @@ def _refused(error: InvalidSource) -> InvalidInput:
     return InvalidInput(str(error), [{"loc": ["body", "source"], "msg": str(error)}])
 
 
-def _free_name(session: Session, tenant_id: str, name: str) -> None:
-    """409 if the name is taken; a failed registration's row gives its name up (it holds
-    no samples and no model uses it), with its job."""
-    existing = session.scalar(
-        select(Dataset).where(Dataset.tenant_id == tenant_id, Dataset.name == name)
+def _check_name(session: Session, tenant_id: str, name: str) -> None:
+    """409 if the name is taken by a dataset that is registering or ready; a failed
+    registration's name is free (:func:`_drop_failed` removes its row when the new one is
+    stored). Only read here: nothing is locked while the source is indexed."""
+    status = session.scalar(
+        select(Dataset.status).where(Dataset.tenant_id == tenant_id, Dataset.name == name)
     )
-    if existing is None:
-        return
-    if existing.status != DatasetStatus.FAILED:
-        registering = " (it is registering)" if existing.status != DatasetStatus.READY else ""
+    if status is not None and status != DatasetStatus.FAILED:
+        registering = " (it is registering)" if status != DatasetStatus.READY else ""
         raise Conflict(f"a dataset named {name!r} already exists{registering}")
-    session.delete(existing)  # its register job and the job's events go with it (cascade)
-    session.flush()
+
+
+def _drop_failed(session: Session, tenant_id: str, name: str) -> None:
+    """Remove a failed registration of this name (no samples, no model uses it; its job and
+    the job's events go with it by the keys' cascade). A concurrent registration that
+    removed it first leaves nothing to remove; the name's unique key decides who wins."""
+    session.execute(
+        delete(Dataset).where(
+            Dataset.tenant_id == tenant_id,
+            Dataset.name == name,
+            Dataset.status == DatasetStatus.FAILED,
+        )
+    )
 
 
 def register(
@@ -138,7 +148,7 @@ def register(
     when ``in_job`` (the caller prefers it) or the source is a file source of more than
     ``dataset_sync_max_samples`` samples. What needs no sample is checked here either way
     (the name, the path, the manifest's header): a 409 or 422 now, not a failed job."""
-    _free_name(session, tenant_id, spec.name)
+    _check_name(session, tenant_id, spec.name)
     source = spec.source.model_dump(mode="json", exclude_none=True)
     settings = get_settings()
     indexed = None
@@ -157,10 +167,11 @@ def register(
         seed=spec.seed,
         status=DatasetStatus.REGISTERING,
     )
+    _drop_failed(session, tenant_id, spec.name)
     session.add(dataset)
     try:
         session.flush()
-    except IntegrityError:  # another request registered the name since _free_name looked
+    except IntegrityError:  # another request registered the name since _check_name looked
         session.rollback()
         raise Conflict(f"a dataset named {spec.name!r} already exists") from None
     if indexed is None:

@@ -149,10 +149,11 @@ def new_version(
         unchanged=unchanged_reason is not None,
         unchanged_reason=unchanged_reason,
         generation=generation or (previous.generation if previous else 1),
-        # What it may have learned: its job's view, or (uploaded) the dataset's now.
-        forget_seq=job.forget_seq
-        if job is not None and job.forget_seq is not None
-        else erasure.forget_seq(session, model.id),
+        # What it may have learned: its job's view (none recorded: it counts as having
+        # learned everything), or, uploaded, the dataset's now.
+        forget_seq=erasure.forget_seq(session, model.id)
+        if kind == VersionKind.UPLOADED
+        else (job.forget_seq if job is not None else None),
     )
     session.add(version)
     session.flush()

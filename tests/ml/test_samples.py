@@ -63,3 +63,20 @@ def test_a_sample_dropped_from_the_kept_copy_while_it_is_read_fails_the_read():
     # Samples that were not dropped still read.
     others = samples.take(np.arange(16, 40))
     assert torch.equal(next(others.batches(24))[0], intact[16:40])
+
+
+def test_erase_records_a_position_before_it_zeroes_its_row():
+    # The order read_kept relies on: a read that copied a zeroed row must find it recorded.
+    source = {"kind": "builtin", "name": "sklearn-digits"}
+    adapter = adapters.get("builtin")(source, Path("."))
+    zeroed_unrecorded: list[int] = []
+
+    class Rows(np.ndarray):
+        def __setitem__(self, index, value):
+            zeroed_unrecorded.extend(int(p) for p in index if int(p) not in adapter.erased)
+            super().__setitem__(index, value)
+
+    rows = np.ones((10, 4), dtype=np.float32).view(Rows)
+    adapter._held(rows, np.array([2, 5]))
+    assert zeroed_unrecorded == [] and adapter.erased == {2, 5}
+    assert not rows[[2, 5]].any() and rows[[0, 1, 3]].all()

@@ -57,7 +57,7 @@ def empty_database(request, sqlite_env, tmp_path) -> Iterator[str]:
 
 def test_the_forget_sequence_is_numbered_from_the_timestamps_it_replaces(empty_database):
     # Migration 0014: a dataset's tombstones are numbered by their distinct publish times;
-    # a job (a version) gets the number of publishes at or before it began (was created).
+    # a job gets the number of publishes at or before it began, a version its job's.
     url = empty_database
     command.upgrade(alembic_config(url), "0013")
     engine = create_engine(url)
@@ -118,8 +118,23 @@ def test_the_forget_sequence_is_numbered_from_the_timestamps_it_replaces(empty_d
                     f"{json}, {json}, {json}, '2026-01-01 00:00:00', {started})"
                 )
             )
+        # Trained by the job that began before any publish, stored after two of them: it
+        # learned every sample, so its number is its job's (0), not its creation's (2).
+        # An uploaded one (no job) is numbered by its creation.
+        for version, job, created in (("v1", "'before'", "02:30"), ("v2", "NULL", "02:30")):
+            db.execute(
+                text(
+                    "INSERT INTO model_versions (id, model_id, number, kind, in_lineage, "
+                    "deletion_request_ids, forgotten_samples, forgotten_total, artifact_sha256, "
+                    f"metrics, unchanged, created_at, job_id) VALUES ('{version}', 'm', "
+                    f"{version[1]}, 'trained', true, '[]', 0, 0, 'x', {json}, false, "
+                    f"'2026-01-02 {created}:00', {job})"
+                )
+            )
     command.upgrade(alembic_config(url), "0014")
     with engine.begin() as db:
+        versions = dict(db.execute(text("SELECT id, forget_seq FROM model_versions")).all())
+        assert versions == {"v1": 0, "v2": 2}
         tombstones = db.execute(text("SELECT forget_seq FROM tombstones ORDER BY sample_id"))
         assert [row[0] for row in tombstones] == [1, 2, 2, 3]
         jobs = dict(db.execute(text("SELECT id, forget_seq FROM jobs")).all())

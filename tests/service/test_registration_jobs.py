@@ -280,7 +280,7 @@ def test_a_name_registered_meanwhile_by_another_request_is_a_409_not_a_500(
     write_csv(root / "digits.csv", write_pngs(root))
     source = {"kind": "manifest", "path": "digits.csv"}
     assert _post(client, admin, "twice", source).status_code == 201
-    monkeypatch.setattr(datasets_service, "_free_name", lambda *args: None)  # checked "before"
+    monkeypatch.setattr(datasets_service, "_check_name", lambda *args: None)  # checked "before"
     answer = _post(client, admin, "twice", source)
     assert answer.status_code == 409, answer.text
     assert "already exists" in answer.json()["detail"]
