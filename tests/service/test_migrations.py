@@ -258,3 +258,37 @@ def test_registration_jobs_keep_every_row_that_points_at_the_tables_they_copy(em
             ).scalar_one()
         assert "WHERE status IN" in index  # still partial after the copy
     engine.dispose()
+
+
+def test_a_downgrade_past_webhooks_removes_their_deliveries_attempts_too(sqlite_env, tmp_path):
+    # SQLite migrates with foreign keys off: 0011's downgrade deletes the deliveries that
+    # belong to no request (webhook events) and must delete their attempts itself, or the
+    # foreign-key check after the migrations refuses the downgrade.
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    command.upgrade(alembic_config(url), "head")
+    engine = create_engine(url)
+    with engine.begin() as db:
+        db.execute(
+            text(
+                "INSERT INTO tenants (id, name, created_at, subject_key) "
+                "VALUES ('t', 't', '2026-01-01', 'k')"
+            )
+        )
+        db.execute(
+            text(
+                "INSERT INTO callback_deliveries (id, tenant_id, event, url, payload, status, "
+                "attempts, next_attempt_at, created_at) VALUES ('d', 't', 'audit.completed', "
+                "'https://example.com', '{}', 'pending', 1, '2026-01-01', '2026-01-01')"
+            )
+        )
+        db.execute(
+            text(
+                "INSERT INTO callback_attempts (delivery_id, number, at, seconds) "
+                "VALUES ('d', 1, '2026-01-01', 0.1)"
+            )
+        )
+    command.downgrade(alembic_config(url), "0010")
+    with engine.begin() as db:
+        assert db.execute(text("SELECT COUNT(*) FROM callback_attempts")).scalar_one() == 0
+        assert db.execute(text("SELECT COUNT(*) FROM callback_deliveries")).scalar_one() == 0
+    engine.dispose()
