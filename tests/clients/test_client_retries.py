@@ -253,3 +253,11 @@ def test_a_registration_by_a_job_is_waited_for_until_ready_or_failed(monkeypatch
         pytest.raises(WaitTimeout, match="dataset d1 still 'registering'"),
     ):
         api.wait_for_dataset("d1", timeout=15, interval=1)
+
+
+def test_jobs_are_listed_by_dataset():
+    seen: list[httpx.Request] = []
+    empty = {"items": [], "next_cursor": None}
+    with client([httpx.Response(200, json=empty)], seen) as api:
+        assert api.list_jobs(dataset_id="d1").items == []
+    assert seen[0].url.params["dataset_id"] == "d1" and "model_id" not in seen[0].url.params

@@ -331,9 +331,16 @@ class Core:
         status: str | None,
         limit: int | None,
         cursor: str | None,
+        dataset_id: str | None = None,
     ) -> Operation[Page[Job]]:
         return self._page(
-            "/v1/jobs", Job, model_id=model_id, status=status, limit=limit, cursor=cursor
+            "/v1/jobs",
+            Job,
+            model_id=model_id,
+            dataset_id=dataset_id,
+            status=status,
+            limit=limit,
+            cursor=cursor,
         )
 
     def _page(self, path: str, item: type[M], **query: Any) -> Operation[Page[M]]:

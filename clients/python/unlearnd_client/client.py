@@ -311,17 +311,25 @@ class Client:
         status: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
+        dataset_id: str | None = None,
     ) -> Page[Job]:
         return self._run(
-            self._core.list_jobs(model_id=model_id, status=status, limit=limit, cursor=cursor)
+            self._core.list_jobs(
+                model_id=model_id, status=status, limit=limit, cursor=cursor, dataset_id=dataset_id
+            )
         )
 
     def iter_jobs(
-        self, *, model_id: str | None = None, status: str | None = None, limit: int | None = None
+        self,
+        *,
+        model_id: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+        dataset_id: str | None = None,
     ) -> Iterator[Job]:
         return self._iterate(
             lambda cursor: self._core.list_jobs(
-                model_id=model_id, status=status, limit=limit, cursor=cursor
+                model_id=model_id, status=status, limit=limit, cursor=cursor, dataset_id=dataset_id
             )
         )
 
@@ -583,16 +591,24 @@ class AsyncClient:
         status: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
+        dataset_id: str | None = None,
     ) -> Page[Job]:
         return await self._run(
-            self._core.list_jobs(model_id=model_id, status=status, limit=limit, cursor=cursor)
+            self._core.list_jobs(
+                model_id=model_id, status=status, limit=limit, cursor=cursor, dataset_id=dataset_id
+            )
         )
 
     def iter_jobs(
-        self, *, model_id: str | None = None, status: str | None = None, limit: int | None = None
+        self,
+        *,
+        model_id: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+        dataset_id: str | None = None,
     ) -> AsyncIterator[Job]:
         return self._iterate(
             lambda cursor: self._core.list_jobs(
-                model_id=model_id, status=status, limit=limit, cursor=cursor
+                model_id=model_id, status=status, limit=limit, cursor=cursor, dataset_id=dataset_id
             )
         )
