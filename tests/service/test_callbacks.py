@@ -180,7 +180,9 @@ def test_failed_attempts_are_retried_with_backoff_then_given_up(
     configure(
         monkeypatch,
         callback_allowed_networks="127.0.0.0/8",
-        callback_retry_seconds=0.5,
+        # The first retry falls 1.6-2.4 s after a failure (+-20% jitter): wide enough that
+        # the "not due" call below never lands after it on a slow run (at 0.5 s it did).
+        callback_retry_seconds=2.0,
         callback_max_attempts=3,
     )
     receiver.statuses = [500, 503, 200, 500, 500, 500]
