@@ -225,14 +225,19 @@ def _describe(image: _Image) -> str:
     return f"{image.width}x{image.height} {colour}"
 
 
-def _manifest_columns(path: Path, given: str) -> tuple[list[str], list[list[str]]]:
-    """A manifest's header and its rows as text (CSV, or Parquet by its suffix)."""
+def _check_manifest_size(path: Path, given: str) -> None:
+    """InvalidSource unless the manifest can be stat'ed and is at most MAX_MANIFEST_BYTES."""
     try:
         size = path.stat().st_size
     except OSError as error:
         raise InvalidSource(f"manifest {given!r} is unreadable: {_reason(error)}") from None
     if size > MAX_MANIFEST_BYTES:
         raise InvalidSource(f"manifest {given!r} is larger than {MAX_MANIFEST_BYTES >> 20} MiB")
+
+
+def _manifest_columns(path: Path, given: str) -> tuple[list[str], list[list[str]]]:
+    """A manifest's header and its rows as text (CSV, or Parquet by its suffix)."""
+    _check_manifest_size(path, given)
     if path.suffix.lower() == ".parquet":
         return _parquet(path, given)
     try:
@@ -474,12 +479,7 @@ def count_manifest_rows(source: dict[str, Any], data_root: Path) -> int:
     enough, has ``key`` and ``label`` columns and at most ``MAX_ROWS`` rows."""
     given = str(source.get("path", ""))
     path = confine(data_root, given)
-    try:
-        size = path.stat().st_size
-    except OSError as error:
-        raise InvalidSource(f"manifest {given!r} is unreadable: {_reason(error)}") from None
-    if size > MAX_MANIFEST_BYTES:
-        raise InvalidSource(f"manifest {given!r} is larger than {MAX_MANIFEST_BYTES >> 20} MiB")
+    _check_manifest_size(path, given)
     if path.suffix.lower() == ".parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq

@@ -62,27 +62,21 @@ def create_model(
 
 def run_queued_jobs(model_id: str) -> list[str]:
     """Run this model's queued jobs in the test process, oldest first (no worker needed)."""
-    from sqlalchemy import select
-
     from service.tables import Job
-    from workers.commands import run_job
 
-    ran = []
-    while True:
-        with session_scope() as session:
-            job_id = session.scalar(
-                select(Job.id)
-                .where(Job.model_id == model_id, Job.status == "queued")
-                .order_by(Job.created_at)
-            )
-        if job_id is None:
-            return ran
-        run_job(job_id)
-        ran.append(job_id)
+    return _run_queued(Job.model_id == model_id)
 
 
 def run_dataset_jobs(dataset_id: str) -> list[str]:
     """Run this dataset's queued jobs (its registration) in the test process."""
+    from service.tables import Job
+
+    return _run_queued(Job.dataset_id == dataset_id)
+
+
+def _run_queued(owned: Any) -> list[str]:
+    """Run the queued jobs matching ``owned`` (a condition on ``Job``), oldest first, until
+    none is left (a job may queue the next)."""
     from sqlalchemy import select
 
     from service.tables import Job
@@ -92,9 +86,7 @@ def run_dataset_jobs(dataset_id: str) -> list[str]:
     while True:
         with session_scope() as session:
             job_id = session.scalar(
-                select(Job.id)
-                .where(Job.dataset_id == dataset_id, Job.status == "queued")
-                .order_by(Job.created_at)
+                select(Job.id).where(owned, Job.status == "queued").order_by(Job.created_at)
             )
         if job_id is None:
             return ran
