@@ -23,7 +23,14 @@ Rules:
   equivalence with the target within ``equivalence_margin`` at 95% confidence, by two
   one-sided tests: each measure's 90% interval (DeLong's variance for the weighted AUC, the
   binomial one for the gap, with one success and one failure added so that 50 of 50 is
-  not a certainty) lies inside +-margin. Distance = |AUC - 0.5| + |gap|, so a
+  not a certainty) lies inside +-margin. Each measure's margin is sized by the starting
+  model (the first check): ``margin_share`` of that model's own deviation on it, its
+  member/non-member difference, and at most ``equivalence_margin``. A fixed margin wider
+  than the starting model's difference judged it already forgotten: a small_cnn on
+  Fashion-MNIST with a 4-point train-test gap passed a 0.05 margin before any step, and
+  the audit, whose gates are sized by retrained references, failed the unchanged version.
+  The starting model is therefore never "reached" (its deviation is not within a share of
+  itself) unless it shows no deviation at all. Distance = |AUC - 0.5| + |gap|, so a
   state that overshoots (forgets more than a retrained model would: the Streisand effect)
   is no closer than one that undershoots. A forget set too small for the interval to fit
   inside the margin never "reaches": the run then ends by ``patience`` or the budget and
@@ -118,8 +125,19 @@ class StopRuleParams(BaseModel):
         le=0.5,
         description="How close to what a retrained model shows counts as reached: the "
         "loss AUC within 0.5 +- margin and the accuracy gap within +- margin, each at 95% "
-        "confidence (two one-sided tests); the class rule: the deleted classes' accuracy at "
+        "confidence (two one-sided tests), each margin also at most `margin_share` of the "
+        "starting model's own deviation; the class rule: the deleted classes' accuracy at "
         "most margin (point estimates).",
+    )
+    margin_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="The `distribution` rule: each measure's margin is at most this share "
+        "of the starting model's own deviation on it (its member/non-member difference), so "
+        "that reaching the target means removing at least the rest of that difference, "
+        "whatever the network's train-test gap. Where the forget set is too small for the "
+        "interval to fit, the run ends by patience or the budget and keeps the closest state.",
     )
 
 
@@ -267,16 +285,21 @@ class EarlyStopping:
         class_labels: list[int] | None = None,
         seed: int = 0,
         margin: float = 0.05,
+        margin_share: float = 0.5,
         brake: float = 0.05,
         masked_classes: Sequence[int] = (),
     ) -> None:
         if not 0 < margin <= 0.5:
             raise ValueError(f"Invalid margin: {margin}")
+        if not 0 < margin_share <= 1:
+            raise ValueError(f"Invalid margin_share: {margin_share}")
         if not 0 < brake <= 1:
             raise ValueError(f"Invalid brake: {brake}")
         self.rule = resolve_rule(rule, class_labels)
         self.device = device
-        self.margin, self.brake = margin, brake
+        self.margin, self.margin_share, self.brake = margin, margin_share, brake
+        # distribution rule: (AUC margin, gap margin), sized by the first check's model
+        self._margins: tuple[float, float] | None = None
         self.classes = sorted(class_labels or [])
         self.history: list[dict[str, float]] = []
         self._best: tuple[float, int, dict[str, torch.Tensor]] | None = None
@@ -328,6 +351,7 @@ class EarlyStopping:
             class_labels=context.class_labels,
             seed=context.seed,
             margin=params.equivalence_margin,
+            margin_share=params.margin_share,
             brake=params.utility_brake,
             masked_classes=context.masked_classes,
         )
@@ -374,20 +398,28 @@ class EarlyStopping:
         gap_variance = _rate_variance(record["forget_accuracy"], len(forget_correct))
         gap_variance += _rate_variance(validation, effective)
         auc_se, gap_se = float(np.sqrt(auc_variance)), float(np.sqrt(gap_variance))
+        auc_margin, gap_margin = self._margins or self._sized_margins(auc - 0.5, gap)
         record |= {
             "validation_accuracy": validation,  # D_v in D_f's class mix
             "loss_auc": auc,
             "loss_auc_se": auc_se,
             "accuracy_gap": gap,
             "accuracy_gap_se": gap_se,
-            "margin": self.margin,
+            "auc_margin": auc_margin,
+            "gap_margin": gap_margin,
         }
-        reached = self._equivalent(auc - 0.5, auc_se) and self._equivalent(gap, gap_se)
+        reached = _equivalent(auc - 0.5, auc_se, auc_margin) and _equivalent(
+            gap, gap_se, gap_margin
+        )
         return Measure(abs(auc - 0.5) + abs(gap), reached, record=record)
 
-    def _equivalent(self, deviation: float, se: float) -> bool:
-        """Two one-sided tests: the deviation's 90% interval lies inside +-margin."""
-        return abs(deviation) + EQUIVALENCE_Z * se <= self.margin
+    def _sized_margins(self, auc_deviation: float, gap: float) -> tuple[float, float]:
+        """The margins a starting model with these deviations sets: ``margin_share`` of
+        each, at most ``margin``."""
+        return (
+            min(self.margin, self.margin_share * abs(auc_deviation)),
+            min(self.margin, self.margin_share * abs(gap)),
+        )
 
     def _measure_class(
         self, heldout: torch.Tensor | None, forget_correct: np.ndarray, record: dict[str, float]
@@ -402,12 +434,18 @@ class EarlyStopping:
         return Measure(sum(accuracies), max(accuracies) <= self.margin, record=record)
 
     def already_reached(self, model: nn.Module) -> bool:
-        """Whether ``model`` is at the target before any step (never under ``none``)."""
+        """Whether ``model`` is at the target before any step (never under ``none``; under
+        ``distribution`` only a model showing no difference at all, as the margins are
+        sized by the starting model itself)."""
         return self.rule != "none" and self.measure(model).reached
 
     def observe(self, model: nn.Module, samples: int) -> Measure:
-        """Measure ``model`` after ``samples`` forget samples, keep it if it is the best."""
+        """Measure ``model`` after ``samples`` forget samples, keep it if it is the best.
+        The first observed model is the start: the distribution rule's margins are sized
+        by it, and kept for every later check."""
         result = self.measure(model)
+        if not self.history and "auc_margin" in result.record:
+            self._margins = (result.record["auc_margin"], result.record["gap_margin"])
         self.history.append({"samples": float(samples), **result.record})
         best = self._best[0] if self._best else float("inf")
         if not result.braked and result.distance < best:
@@ -425,6 +463,11 @@ class EarlyStopping:
             return None
         model.load_state_dict(self._best[2])
         return self._best[1]
+
+
+def _equivalent(deviation: float, se: float, margin: float) -> bool:
+    """Two one-sided tests: the deviation's 90% interval lies inside +-margin."""
+    return abs(deviation) + EQUIVALENCE_Z * se <= margin
 
 
 def unlearn_steps(

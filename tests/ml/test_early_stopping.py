@@ -196,9 +196,13 @@ def _logit_samples(rows: list[tuple[int, int]]) -> SampleSet:
 
 
 def _rule(forget: SampleSet, validation: SampleSet) -> early_stopping.EarlyStopping:
-    return early_stopping.EarlyStopping(
+    """The distribution rule over these sets, as after a starting model that knew D_f 10
+    points better than held-out data (and ranked its losses 0.1 lower): margins 0.05."""
+    rule = early_stopping.EarlyStopping(
         "distribution", forget=forget, validation=validation, eval_size=2000, device=DEVICE
     )
+    rule._margins = rule._sized_margins(0.1, 0.1)
+    return rule
 
 
 def _classified(wrong_every: int, size: int = 2000, offset: int = 0) -> SampleSet:
@@ -224,6 +228,53 @@ def test_the_distribution_rule_wants_equivalence_on_both_measures():
     assert abs(like_held_out.record["accuracy_gap"]) < 0.002 and like_held_out.reached
     forgot_more = _rule(_classified(4), held_out).measure(nn.Identity())  # 75%
     assert not forgot_more.reached and forgot_more.distance > knows_more.distance
+
+
+def test_the_margins_are_sized_by_the_starting_model_s_own_difference():
+    """A model 2 points better on D_f than on held-out data (92% against 90%), with
+    2,000 samples each, sits inside a fixed 0.05 margin with 95% confidence, so that margin
+    would call it forgotten before any step. Sized by it, the margin on the gap is half of
+    its 2 points, and the start is not at the target."""
+    held_out = _classified(10)  # 90% right
+    forget = _classified(12, offset=1)  # 92% right
+    fixed = early_stopping.EarlyStopping(
+        "distribution", forget=forget, validation=held_out, eval_size=2000, device=DEVICE
+    )
+    start = fixed.measure(nn.Identity())
+    gap = start.record["accuracy_gap"]
+    assert gap == pytest.approx(0.02, abs=0.002)
+    interval = gap + early_stopping.EQUIVALENCE_Z * start.record["accuracy_gap_se"]
+    assert interval < 0.05  # inside the fixed cap: the old rule's "already forgotten"
+    assert not start.reached and start.record["gap_margin"] == pytest.approx(gap / 2)
+    assert start.record["auc_margin"] == pytest.approx(abs(start.record["loss_auc"] - 0.5) / 2)
+
+    rule = early_stopping.EarlyStopping(
+        "distribution", forget=forget, validation=held_out, eval_size=2000, device=DEVICE
+    )
+    observed = rule.observe(nn.Identity(), 0)
+    assert not observed.reached and rule.already_reached(nn.Identity()) is False
+    # the margins stay the start's for every later check, whatever model is measured
+    later = rule.measure(nn.Identity())
+    assert later.record["gap_margin"] == observed.record["gap_margin"]
+    # a share of 1 would still not let the start reach: its own interval is wider than it
+    wide = early_stopping.EarlyStopping(
+        "distribution",
+        forget=forget,
+        validation=held_out,
+        eval_size=2000,
+        device=DEVICE,
+        margin_share=1.0,
+    )
+    assert not wide.measure(nn.Identity()).reached
+    with pytest.raises(ValueError, match="margin_share"):
+        early_stopping.EarlyStopping(
+            "distribution",
+            forget=forget,
+            validation=held_out,
+            eval_size=50,
+            device=DEVICE,
+            margin_share=0.0,
+        )
 
 
 def test_the_distribution_target_follows_d_fs_class_mix():
