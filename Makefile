@@ -64,6 +64,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.ingest_cpu
 	$(BIN)/python -m benchmarks.polled_reads
 	$(BIN)/python -m benchmarks.unlearning
+	$(BIN)/python -m benchmarks.core_space
 
 FUZZ_EXAMPLES ?= 400
 PROBE_SCALE ?= 10

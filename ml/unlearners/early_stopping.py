@@ -30,9 +30,15 @@ Rules:
   Fashion-MNIST with a 4-point train-test gap passed a 0.05 margin before any step, and
   the audit, whose gates are sized by retrained references, failed the unchanged version.
   The starting model is therefore never "reached" (its deviation is not within a share of
-  itself) unless it shows no deviation at all. Distance = |AUC - 0.5| + |gap|, so a
+  itself) unless it shows no deviation at all. Distance = |AUC - 0.5| + |gap| + drop, so a
   state that overshoots (forgets more than a retrained model would: the Streisand effect)
-  is no closer than one that undershoots. A forget set too small for the interval to fit
+  is no closer than one that undershoots. ``drop`` is how far the matched held-out
+  accuracy has fallen below the starting model's (the same samples, so the difference is
+  the weights'): a retrained model generalises as the original does, and a state that
+  closed the gap by losing held-out accuracy alongside D_f's is not closer to it. (Without
+  it, PGU on a full-size small_cnn kept states that had closed a 3-point gap by losing
+  2.6 points of held-out accuracy, and five such batches in a row lost 5.8 points of test
+  accuracy.) A forget set too small for the interval to fit
   inside the margin never "reaches": the run then ends by ``patience`` or the budget and
   keeps the closest state, which may be the starting one (no step kept).
 - ``holdout_gap`` (the PGU authors' rule): gap = accuracy on D_v - accuracy on D_f; stop at
@@ -399,7 +405,11 @@ class EarlyStopping:
         gap_variance += _rate_variance(validation, effective)
         auc_se, gap_se = float(np.sqrt(auc_variance)), float(np.sqrt(gap_variance))
         auc_margin, gap_margin = self._margins or self._sized_margins(auc - 0.5, gap)
+        # the held-out accuracy lost since the start (the same samples at every check)
+        start = self.history[0]["validation_accuracy"] if self.history else validation
+        drop = max(0.0, start - validation)
         record |= {
+            "validation_drop": drop,
             "validation_accuracy": validation,  # D_v in D_f's class mix
             "loss_auc": auc,
             "loss_auc_se": auc_se,
@@ -411,7 +421,7 @@ class EarlyStopping:
         reached = _equivalent(auc - 0.5, auc_se, auc_margin) and _equivalent(
             gap, gap_se, gap_margin
         )
-        return Measure(abs(auc - 0.5) + abs(gap), reached, record=record)
+        return Measure(abs(auc - 0.5) + abs(gap) + drop, reached, record=record)
 
     def _sized_margins(self, auc_deviation: float, gap: float) -> tuple[float, float]:
         """The margins a starting model with these deviations sets: ``margin_share`` of

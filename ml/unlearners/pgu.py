@@ -24,9 +24,9 @@ of a grouped convolution is a layer of its own (its own C, core space and projec
     2. s = sqrt(max(eig(C_r^l), 0)) descending; M^l = the first k eigenvectors, k the
        smallest with sum_{i<=k} s_i >= gamma^l sum_i s_i                 (section 3.2.2)
        A layer with gamma^l = 1.0 is frozen entirely (authors' code) and costs no
-       decomposition. Only the projector I - M M^T is formed, from one tridiagonalisation
-       and the eigenvectors of the smaller side of the cut (``ml.pgu.core_space``): the
-       same k and subspace as a full eigendecomposition, within its round-off.
+       decomposition. The eigendecomposition is LAPACK's full symmetric one in float64,
+       after the rows of C_r that are exactly zero are split off (``ml.pgu.core_space``:
+       exact, as C_r is then block-diagonal with a zero block).
     3. Steps over mini-batches of D_f (at most ``gradient_samples`` of it, seeded; the
        cache downdate of step 1 always uses all of it), cycling, for at most ``max_steps``
        steps; with p = softmax(f(x)) and y the label:
@@ -39,9 +39,11 @@ of a grouped convolution is a layer of its own (its own C, core space and projec
        from ``step_start`` to ``step_end`` over the budget; "sgd": eta_t = the paper's
        learning rate, ``lr_start`` -> ``lr_end``. Every ``check_every`` forget samples the
        stop rule (``ml.unlearners.early_stopping``) measures the model; the state closest
-       to its target is kept. Random deletion: D_f's losses against the validation set's,
-       stopping once their AUC is within one standard error of 0.5 (what a retrained
-       model shows, up to sampling noise); the first state inside that band is kept.
+       to its target is kept. Random deletion: D_f's losses and accuracy against held-out
+       samples of D_f's class mix, stopping once the loss AUC is equivalent to 0.5 and the
+       accuracy gap to 0 within margins sized by the starting model's own difference
+       (what a retrained model shows, up to sampling noise), or after 5 checks that came
+       no closer; the closest state is kept.
     4. Class deletion (``context.class_labels`` set; the worker makes D_f every active
        training sample of those classes): the rule reads the unmasked outputs and stops
        once they no longer predict the deleted classes, on D_f and on held-out samples of
@@ -95,9 +97,8 @@ Differences from the paper, each on purpose:
 - The eigendecomposition runs in float64 (``ml.pgu.core_space``; the gamma cut sits
   among eigenvalues ~1e-6 of the largest, below float32's resolution), and only once a
   step is about to run: a forget set already at the stop rule's target costs no eigh.
-  On the CPU it is not a full SVD as in the paper but an exact partial one: every
-  eigenvalue (the gamma rule sums them all) and the eigenvectors of the smaller side of
-  the cut only, from one tridiagonalisation (``ml.pgu.core_space`` states the bound).
+  It is the eigendecomposition of C_r = R_r R_r^T, not an SVD of R_r as in the authors'
+  code: the same U and singular values, from a d x d matrix instead of a d x |D| one.
 - De-poisoning in the paper uses TRGP on the last linear layer; here lambda < 0 runs the
   plain Eq. 4 projection in every layer.
 

@@ -277,6 +277,40 @@ def test_the_margins_are_sized_by_the_starting_model_s_own_difference():
         )
 
 
+class ForgetsClassZero(nn.Module):
+    """Predicts class 1 wherever the input (a row of logits) says 0: worse on every set."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = x.clone()
+        zero = logits.argmax(1) == 0
+        logits[zero, 1] = logits[zero, 0] + 1
+        return logits
+
+
+def test_a_state_that_loses_held_out_accuracy_too_is_no_closer():
+    """Closing the gap by losing accuracy everywhere is not what a retrained model shows (it
+    generalises as the original does): the held-out accuracy lost since the start counts in
+    the distance."""
+    rule = early_stopping.EarlyStopping(
+        "distribution",
+        forget=_classified(20, offset=3),  # 95% right
+        validation=_classified(10),  # 90% right
+        eval_size=2000,
+        device=DEVICE,
+        brake=0.2,  # (the default brake would end the run at this fall before measuring it)
+    )
+    start = rule.observe(nn.Identity(), 0)
+    assert start.record["validation_drop"] == 0
+    worse = rule.measure(ForgetsClassZero())
+    drop = start.record["validation_accuracy"] - worse.record["validation_accuracy"]
+    assert worse.record["validation_drop"] == pytest.approx(drop) and drop > 0.05
+    assert worse.record["accuracy_gap"] < start.record["accuracy_gap"]  # the gap closed a bit
+    assert worse.distance == pytest.approx(
+        abs(worse.record["loss_auc"] - 0.5) + abs(worse.record["accuracy_gap"]) + drop
+    )
+    assert worse.distance > start.distance
+
+
 def test_the_distribution_target_follows_d_fs_class_mix():
     """One person's data is skewed: 80% from a hard class (0: 60% right on held-out data,
     and on D_f, as a retrained model would show) and 20% from an easy one (1: all right).

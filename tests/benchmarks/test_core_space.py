@@ -1,0 +1,26 @@
+"""The core-space cost benchmark measures what it says, on a covariance like a layer's."""
+
+from __future__ import annotations
+
+import torch
+
+from benchmarks import core_space
+from ml.pgu.core_space import core_gradient_space
+
+
+def test_the_synthetic_covariance_spreads_its_spectrum_like_a_layer_s():
+    c = core_space.covariance(96, device=torch.device("cpu"))
+    assert c.dtype == torch.float64 and torch.equal(c, c.T)
+    eigenvalues = torch.linalg.eigvalsh(c)
+    assert eigenvalues.min() > 0  # 2d columns: full rank
+    assert 1e4 < float(eigenvalues.max() / eigenvalues.min()) < 1e8  # decades apart
+
+
+def test_a_row_times_the_stage_and_sizes_its_core_space(capsys):
+    row = core_space.measure(64, gamma=0.9, device=torch.device("cpu"), repeats=1)
+    c = core_space.covariance(64, device=torch.device("cpu"))
+    assert row["k"] == core_gradient_space(c, 0.9).shape[1] < 64
+    assert min(row["core_space"], row["eigenvalues"], row["gemm"]) > 0
+    assert core_space.main(["--dims", "32,48", "--threads", "1", "--repeats", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("|")[1].strip() for line in lines[3:]] == ["32", "48"]
