@@ -36,11 +36,11 @@ Rules:
   accuracy has fallen below the starting model's (the same samples, so the difference is
   the weights'): a retrained model generalises as the original does, and a state that
   closed the gap by losing held-out accuracy alongside D_f's is not closer to it. (Without
-  it, PGU on a full-size small_cnn kept states that had closed a 3-point gap by losing
-  2.6 points of held-out accuracy, and five such batches in a row lost 5.8 points of test
-  accuracy.) A forget set too small for the interval to fit
-  inside the margin never "reaches": the run then ends by ``patience`` or the budget and
-  keeps the closest state, which may be the starting one (no step kept).
+  it, PGU on a full-size small_cnn kept such states, and five incremental batches in a row
+  ended 5.8 points of test accuracy below retrained models; docs/benchmarks.md.) A forget
+  set too small for the interval to fit inside the margin never "reaches": the run then
+  ends by ``patience`` or the budget and keeps the closest state, which may be the
+  starting one (no step kept).
 - ``holdout_gap`` (the PGU authors' rule): gap = accuracy on D_v - accuracy on D_f; stop at
   the first positive gap; keep the state with the smallest |gap|.
 - ``class`` (class deletion): a retrained model cannot predict a class it never saw, so its
