@@ -39,7 +39,8 @@ Differences from the paper and the authors' code:
   falls more than ``utility_brake`` below the start. Without them the paper's defaults cut
   a small CNN's held-out accuracy from 88% to 50% in four steps on Fashion-MNIST
   (``docs/benchmarks.md``, "Notes from development runs"). When D_f already
-  sits at the rule's target the base weights come back at once, before the proxy trains.
+  sits at the rule's target (the class rule's; the distribution rule's starting model never
+  does) the base weights come back at once, before the proxy trains.
 For class deletion, ``run_unlearner`` masks the forgotten classes, as for every method.
 """
 

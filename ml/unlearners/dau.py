@@ -70,8 +70,9 @@ Deviations:
   equivalent to held-out data of D_f's class mix; for class deletion, once the unmasked
   outputs no longer predict the deleted classes), checked every ``check_every`` forget
   samples, keeping the state closest to the target; ``stop="none"`` runs the paper's fixed
-  budget. When D_f already sits at the rule's target, the base weights come back at once,
-  before the attacker is pre-trained.
+  budget. When D_f already sits at the rule's target (the class rule's; the distribution
+  rule's starting model never does), the base weights come back at once, before the
+  attacker is pre-trained.
 
 ``info`` reports the attacker's balanced accuracy on fixed subsets of D_f vs D_v (which
 it never fitted on) before and after the game. For class deletion, ``run_unlearner`` masks

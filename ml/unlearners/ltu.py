@@ -56,7 +56,8 @@ under the shared rules of ``ml.unlearners.early_stopping`` (by default once D_f'
 and accuracy are equivalent to held-out data of D_f's class mix; for class deletion, once
 the unmasked outputs no longer predict the deleted classes), keeping the state closest to
 the target; ``stop="none"`` runs the fixed budget. When D_f already sits at the rule's
-target, the base weights come back at once, before any membership model is trained. For
+target (the class rule's; the distribution rule's starting model never does), the base
+weights come back at once, before any membership model is trained. For
 class deletion, ``run_unlearner`` masks the forgotten classes.
 """
 

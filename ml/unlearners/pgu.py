@@ -96,7 +96,7 @@ Differences from the paper, each on purpose:
   remove every forgotten sample from the cache, reads all of them.
 - The eigendecomposition runs in float64 (``ml.pgu.core_space``; the gamma cut sits
   among eigenvalues ~1e-6 of the largest, below float32's resolution), and only once a
-  step is about to run: a forget set already at the stop rule's target costs no eigh.
+  step is about to run: a forget set already at the class rule's target costs no eigh.
   It is the eigendecomposition of C_r = R_r R_r^T, not an SVD of R_r as in the authors'
   code: the same U and singular values, from a d x d matrix instead of a d x |D| one.
 - De-poisoning in the paper uses TRGP on the last linear layer; here lambda < 0 runs the
@@ -419,7 +419,8 @@ class PGU(Unlearner):
 
         # 2-3. Projected descent on Eq. 1 over (a seeded sample of) D_f under the stop
         # rule. The core spaces (eigendecompositions, the costly part) are built as the
-        # first step is about to run, so a forget set already at the target costs none.
+        # first step is about to run, so a forget set already at the target (the class
+        # rule's; the distribution rule's start never is) costs none.
         started = time.perf_counter()
         student = copy.deepcopy(context.model).eval()  # eval: BatchNorm stays frozen
         student.requires_grad_(False)

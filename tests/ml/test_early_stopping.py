@@ -249,23 +249,33 @@ def test_the_margins_are_sized_by_the_starting_model_s_own_difference():
     assert start.record["auc_margin"] == pytest.approx(abs(start.record["loss_auc"] - 0.5) / 2)
 
     rule = early_stopping.EarlyStopping(
-        "distribution", forget=forget, validation=held_out, eval_size=2000, device=DEVICE
-    )
-    observed = rule.observe(nn.Identity(), 0)
-    assert not observed.reached and rule.already_reached(nn.Identity()) is False
-    # the margins stay the start's for every later check, whatever model is measured
-    later = rule.measure(nn.Identity())
-    assert later.record["gap_margin"] == observed.record["gap_margin"]
-    # a share of 1 would still not let the start reach: its own interval is wider than it
-    wide = early_stopping.EarlyStopping(
         "distribution",
         forget=forget,
         validation=held_out,
         eval_size=2000,
         device=DEVICE,
-        margin_share=1.0,
+        brake=0.2,  # the model measured below loses more than the default brake allows
     )
-    assert not wide.measure(nn.Identity()).reached
+    observed = rule.observe(nn.Identity(), 0)
+    assert not observed.reached and rule.already_reached(nn.Identity()) is False
+    # the margins stay the start's for every later check, whatever model is measured: a
+    # model with another difference would size other margins as a start
+    other = ForgetsClassZero()
+    own = early_stopping.EarlyStopping(
+        "distribution", forget=forget, validation=held_out, eval_size=2000, device=DEVICE
+    ).measure(other)
+    later = rule.measure(other)
+    assert own.record["gap_margin"] != pytest.approx(observed.record["gap_margin"], abs=1e-3)
+    assert (later.record["auc_margin"], later.record["gap_margin"]) == (
+        observed.record["auc_margin"],
+        observed.record["gap_margin"],
+    )
+    # a model showing no difference at all is not "reached" as a start either: its margins
+    # are 0 and no interval is
+    same = early_stopping.EarlyStopping(
+        "distribution", forget=held_out, validation=held_out, eval_size=2000, device=DEVICE
+    )
+    assert not same.already_reached(nn.Identity())
     with pytest.raises(ValueError, match="margin_share"):
         early_stopping.EarlyStopping(
             "distribution",
