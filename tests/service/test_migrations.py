@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from alembic import command
-from sqlalchemy import create_engine, text
+from sqlalchemy import Connection, create_engine, text
 
 from service.migrate import alembic_config
 from tests.conftest import PG_ADMIN_URL
@@ -55,6 +55,16 @@ def empty_database(request, sqlite_env, tmp_path) -> Iterator[str]:
     admin.dispose()
 
 
+def _insert_tenant(db: Connection, at: str = "'2026-01-01'") -> None:
+    """Tenant 't' (subject key 'k'), which the raw rows below belong to; ``at`` is its
+    ``created_at`` as an SQL literal."""
+    db.execute(
+        text(
+            f"INSERT INTO tenants (id, name, created_at, subject_key) VALUES ('t', 't', {at}, 'k')"
+        )
+    )
+
+
 def test_the_forget_sequence_is_numbered_from_the_timestamps_it_replaces(empty_database):
     # Migration 0014: a dataset's tombstones are numbered by their distinct publish times;
     # a job gets the number of publishes at or before it began, a version its job's.
@@ -63,12 +73,7 @@ def test_the_forget_sequence_is_numbered_from_the_timestamps_it_replaces(empty_d
     engine = create_engine(url)
     json = "'{}'"
     with engine.begin() as db:
-        db.execute(
-            text(
-                "INSERT INTO tenants (id, name, created_at, subject_key) "
-                "VALUES ('t', 't', '2026-01-01', 'k')"
-            )
-        )
+        _insert_tenant(db)
         db.execute(
             text(
                 "INSERT INTO datasets (id, tenant_id, name, source, holdout_fraction, seed, "
@@ -155,12 +160,7 @@ def test_registration_jobs_keep_every_row_that_points_at_the_tables_they_copy(em
     with engine.begin() as db:
         if engine.dialect.name == "sqlite":
             db.exec_driver_sql("PRAGMA foreign_keys=ON")  # as the service's connections
-        db.execute(
-            text(
-                "INSERT INTO tenants (id, name, created_at, subject_key) "
-                f"VALUES ('t', 't', {at}, 'k')"
-            )
-        )
+        _insert_tenant(db, at)
         db.execute(
             text(
                 "INSERT INTO datasets (id, tenant_id, name, source, holdout_fraction, seed, "
@@ -268,12 +268,7 @@ def test_a_downgrade_past_webhooks_removes_their_deliveries_attempts_too(sqlite_
     command.upgrade(alembic_config(url), "head")
     engine = create_engine(url)
     with engine.begin() as db:
-        db.execute(
-            text(
-                "INSERT INTO tenants (id, name, created_at, subject_key) "
-                "VALUES ('t', 't', '2026-01-01', 'k')"
-            )
-        )
+        _insert_tenant(db)
         db.execute(
             text(
                 "INSERT INTO callback_deliveries (id, tenant_id, event, url, payload, status, "
