@@ -2,6 +2,7 @@
 
 Usage: python -m benchmarks.core_space [--dims 288,1024,3136,4608] [--threads N]
                                        [--device auto|cpu|cuda] [--gamma 0.95]
+                                       [--decades 3]
 
 The core space of a layer (``ml.pgu.core_space``) needs *every* eigenvalue of its d x d
 float64 covariance C (the gamma rule sums all their square roots) and the eigenvectors on
@@ -11,14 +12,23 @@ computing the eigenvalues alone costs that reduction and little more, so it is a
 for any exact method, whatever it reuses from an earlier version (an update of a kept
 eigenbasis still rotates a dense d x d matrix). The table prints, per d:
 
-- ``core space``: today's stage, :func:`ml.pgu.core_space.core_gradient_space` (eigh with
-  vectors, then the gamma rule);
+- ``k``: the core space's size at ``--gamma``;
+- ``full eigh``: the projector I - M M^T from every eigenvector (``torch.linalg.eigh``,
+  :func:`ml.pgu.core_space.core_gradient_space`), the stage before the partial one;
+- ``partial``: :func:`ml.pgu.core_space.partial_projector` (one reduction, every
+  eigenvalue, the smaller side's eigenvectors only), the stage PGU runs on the CPU above
+  ``PARTIAL_ABOVE`` (1,024; below it and on CUDA PGU runs the full eigh, cuSOLVER's there:
+  the column then shows what the partial path would cost);
 - ``eigenvalues only``: ``torch.linalg.eigvalsh``, the floor above;
 - ``one GEMM``: one d x d x d matrix product, what rotating a kept basis costs at least;
-- ``k``: the core space's size at ``--gamma``.
+- ``angle``: the largest principal angle between the two stages' subspaces, in degrees
+  (for two orthogonal projectors of equal rank, arcsin of their difference's 2-norm).
 
-C is a synthetic covariance (R R^T, with R's rows scaled so that its eigenvalues fall over
-six decades as a trained layer's do): the eigensolvers' cost depends on d, not on the data.
+C is a synthetic covariance R R^T, R's rows scaled so that its singular values fall over
+``--decades`` decades (eigenvalues over twice as many): the eigensolvers' cost depends on
+d, but which side of the cut the partial stage computes depends on k. Three decades give
+k about 0.43 d at gamma 0.95; 1.3 give about 0.78 d, what small_cnn's first Linear layer
+has at full size (k = 2,435 of 3,136).
 """
 
 from __future__ import annotations
@@ -31,16 +41,18 @@ import torch
 
 from benchmarks.machine import cpu_name
 from ml.devices import resolve_device
-from ml.pgu.core_space import core_gradient_space
+from ml.pgu.core_space import core_gradient_space, partial_projector, residual_projector
 
-__all__ = ["covariance", "measure", "main"]
+__all__ = ["covariance", "measure", "principal_angle", "main"]
 
 
-def covariance(d: int, *, seed: int = 0, device: torch.device) -> torch.Tensor:
-    """A d x d float64 covariance R R^T of 2d columns, its eigenvalues spread over about six
-    decades."""
+def covariance(
+    d: int, *, seed: int = 0, decades: float = 3.0, device: torch.device
+) -> torch.Tensor:
+    """A d x d float64 covariance R R^T of 2d columns, its singular values spread over about
+    ``decades`` decades."""
     generator = torch.Generator().manual_seed(seed)
-    scales = torch.logspace(0, -3, d, dtype=torch.float64)
+    scales = torch.logspace(0, -decades, d, dtype=torch.float64)
     r = torch.randn(d, 2 * d, dtype=torch.float64, generator=generator) * scales[:, None]
     return (r @ r.T).to(device)
 
@@ -60,16 +72,30 @@ def _seconds(run: Callable[[], object], device: torch.device, repeats: int) -> f
     return best
 
 
-def measure(d: int, *, gamma: float, device: torch.device, repeats: int = 2) -> dict[str, float]:
-    c = covariance(d, device=device)
-    k = core_gradient_space(c, gamma).shape[1]
+def measure(
+    d: int, *, gamma: float, device: torch.device, repeats: int = 2, decades: float = 3.0
+) -> dict[str, float]:
+    c = covariance(d, decades=decades, device=device)
+    partial, k = partial_projector(c.cpu(), gamma)
+    full = residual_projector(core_gradient_space(c, gamma))
     return {
         "d": d,
         "k": k,
-        "core_space": _seconds(lambda: core_gradient_space(c, gamma), device, repeats),
+        "full": _seconds(
+            lambda: residual_projector(core_gradient_space(c, gamma)), device, repeats
+        ),
+        "partial": _seconds(lambda: partial_projector(c.cpu(), gamma), device, repeats),
         "eigenvalues": _seconds(lambda: torch.linalg.eigvalsh(c), device, repeats),
         "gemm": _seconds(lambda: c @ c, device, repeats),
+        "angle": principal_angle(partial.to(full.device), full),
     }
+
+
+def principal_angle(p: torch.Tensor, q: torch.Tensor) -> float:
+    """The largest principal angle (degrees) between the ranges of two orthogonal projectors
+    of equal rank: sin of it is ||p - q||_2 (Golub and Van Loan, 2.5.3)."""
+    gap = torch.linalg.eigvalsh(p - q).abs().max().clamp(max=1.0)
+    return float(torch.rad2deg(torch.asin(gap)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--gamma", type=float, default=0.95)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--decades", type=float, default=3.0, help="of the singular values")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -86,18 +113,23 @@ def main(argv: list[str] | None = None) -> int:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     print(
         f"core space cost: torch {torch.__version__}, {device} ({where}), "
-        f"{torch.get_num_threads()} threads, gamma {args.gamma}, float64, best of {args.repeats}"
+        f"{torch.get_num_threads()} threads, gamma {args.gamma}, float64, best of {args.repeats}, "
+        f"singular values over {args.decades:g} decades"
     )
     print(
-        "| d | k | core space (s) | eigenvalues only (s) | one GEMM (s) "
-        "| core space / eigenvalues only |"
+        "| d | k | full eigh (s) | partial (s) | full / partial | eigenvalues only (s) "
+        "| one GEMM (s) | partial / eigenvalues only | angle (deg) |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for d in (int(x) for x in args.dims.split(",")):
-        row = measure(d, gamma=args.gamma, device=device, repeats=args.repeats)
+        row = measure(
+            d, gamma=args.gamma, device=device, repeats=args.repeats, decades=args.decades
+        )
         print(
-            f"| {d} | {row['k']} | {row['core_space']:.3f} | {row['eigenvalues']:.3f} | "
-            f"{row['gemm']:.3f} | {row['core_space'] / row['eigenvalues']:.1f}x |"
+            f"| {d} | {row['k']} | {row['full']:.3f} | {row['partial']:.3f} | "
+            f"{row['full'] / row['partial']:.1f}x | {row['eigenvalues']:.3f} | "
+            f"{row['gemm']:.3f} | {row['partial'] / row['eigenvalues']:.1f}x | "
+            f"{row['angle']:.1e} |"
         )
     return 0
 

@@ -11,19 +11,37 @@ for every r in the span of M: the retained samples' outputs barely move.
 A grouped convolution's cache holds one C_r per group (groups, d, d); each group gets its
 own core space, and group g's rows of G are projected with group g's projector
 (:func:`layer_projector`, :func:`project_out`).
+
+PGU's steps need only the projector I - M M^T, which is also U_rest U_rest^T (the
+eigenvectors past the cut). :func:`layer_projector` computes every eigenvalue (the gamma
+rule sums them all) but the eigenvectors of the smaller side alone (``ml.pgu.tridiagonal``):
+exact in the same sense as a full eigh, at a fraction of its cost for a wide layer.
+:func:`core_gradient_space` keeps the full decomposition, the reference the tests hold the
+partial one against.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+from ml.pgu.tridiagonal import Tridiagonal
 
 __all__ = [
     "singular_values",
     "core_gradient_space",
     "residual_projector",
     "layer_projector",
+    "partial_projector",
     "project_out",
 ]
+
+# The width above which the partial decomposition pays on the CPU: below it, SciPy's
+# per-call overheads and MRRR's cost per vector outweigh the vectors saved (AMD EPYC, 2
+# threads, k = 0.78 d: d = 1,024 eigh 0.22 s, partial 0.26 s; d = 1,536 eigh 0.58 s,
+# partial 0.43 s; `python -m benchmarks.core_space --threads 2 --dims 1024,1536
+# --decades 1.3` prints both).
+PARTIAL_ABOVE = 1024
 
 
 def singular_values(covariance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,15 +92,28 @@ def core_gradient_space(covariance: torch.Tensor, gamma: float) -> torch.Tensor:
     up to 9.9 degrees (largest principal angle) from the float64 one: not a tie broken
     differently but a different subspace, so the projection would let retained directions
     through.
+
+    This computes every eigenvector (``torch.linalg.eigh``); PGU's steps only need the
+    projector, which :func:`layer_projector` gets from one side of the cut alone.
     """
+    _check_gamma(gamma)
+    s, u = singular_values(covariance.to(torch.float64))
+    return u[:, : _gamma_rank(s, gamma)]
+
+
+def _check_gamma(gamma: float) -> None:
     if not 0.0 < gamma <= 1.0:
         raise ValueError(f"Invalid gamma: {gamma}")
-    s, u = singular_values(covariance.to(torch.float64))
+
+
+def _gamma_rank(s: torch.Tensor, gamma: float) -> int:
+    """k: the fewest of the descending singular values s whose sum reaches gamma * sum(s);
+    0 when they are all 0 (the layer saw nothing: nothing to protect)."""
     total = s.sum()
-    if total <= 0:  # the layer saw nothing (no retained samples): nothing to protect
-        return u[:, :0]
+    if total <= 0:
+        return 0
     k = int(torch.searchsorted(s.cumsum(0), gamma * total).item()) + 1
-    return u[:, : min(k, len(s))]
+    return min(k, len(s))
 
 
 def residual_projector(core_space: torch.Tensor) -> torch.Tensor:
@@ -95,12 +126,53 @@ def residual_projector(core_space: torch.Tensor) -> torch.Tensor:
 def layer_projector(covariance: torch.Tensor, gamma: float) -> tuple[torch.Tensor, int]:
     """(I - M M^T, k) for a layer's C_r: (d, d) and k = M's columns; for a grouped
     convolution's (groups, d, d) cache, the groups' projectors stacked (groups, d, d) and
-    the sum of their k."""
+    the sum of their k. Float64, on C_r's device."""
+    _check_gamma(gamma)
     if covariance.ndim == 2:
-        core = core_gradient_space(covariance, gamma)
-        return residual_projector(core), core.shape[1]
-    cores = [core_gradient_space(group, gamma) for group in covariance]
-    return torch.stack([residual_projector(c) for c in cores]), sum(c.shape[1] for c in cores)
+        return _projector(covariance.to(torch.float64), gamma)
+    groups = [_projector(group.to(torch.float64), gamma) for group in covariance]
+    return torch.stack([p for p, _ in groups]), sum(k for _, k in groups)
+
+
+def _projector(covariance: torch.Tensor, gamma: float) -> tuple[torch.Tensor, int]:
+    """(I - M M^T, k), from every eigenvalue but only the smaller side's eigenvectors where
+    that pays (on the CPU, above ``PARTIAL_ABOVE``), else from eigh's full decomposition.
+
+    Zero rows are split off first, as in :func:`singular_values`: their coordinates have
+    singular value 0, so they lie past the cut, in the projector's range.
+    """
+    filled = (covariance != 0).any(dim=1)
+    if not bool(filled.all()):
+        inside = filled.nonzero().squeeze(1)
+        projector = torch.diag((~filled).to(covariance.dtype))
+        if len(inside) == 0:  # the layer saw nothing: nothing to protect
+            return projector, 0
+        inner, k = _projector(covariance[inside][:, inside], gamma)
+        projector[inside.unsqueeze(1), inside] = inner
+        return projector, k
+    if covariance.device.type == "cpu" and covariance.shape[0] > PARTIAL_ABOVE:
+        try:
+            return partial_projector(covariance, gamma)
+        except np.linalg.LinAlgError:  # LAPACK's MRRR gave up: the full decomposition
+            pass
+    core = core_gradient_space(covariance, gamma)
+    return residual_projector(core), core.shape[1]
+
+
+def partial_projector(covariance: torch.Tensor, gamma: float) -> tuple[torch.Tensor, int]:
+    """I - M M^T projects onto the eigenvectors past the cut, so it is U_rest U_rest^T or
+    I - M M^T, whichever side has fewer vectors: :class:`Tridiagonal` reduces C once,
+    gives every eigenvalue for the gamma rule and then just that side's eigenvectors (the
+    stages eigh runs, minus the other side's vectors; ``benchmarks.core_space`` prints
+    both stages' times and the angle between their subspaces)."""
+    n = covariance.shape[0]
+    reduced = Tridiagonal(covariance.numpy())
+    eigenvalues = torch.from_numpy(reduced.eigenvalues())  # ascending
+    k = _gamma_rank(eigenvalues.flip(0).clamp(min=0).sqrt(), gamma)
+    if n - k <= k:  # past the cut: the n - k smallest eigenvalues
+        rest = torch.from_numpy(reduced.eigenvectors(0, n - k))
+        return rest @ rest.T, k
+    return residual_projector(torch.from_numpy(reduced.eigenvectors(n - k, n))), k
 
 
 def project_out(gradient: torch.Tensor, projector: torch.Tensor) -> torch.Tensor:

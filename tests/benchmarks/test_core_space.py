@@ -16,11 +16,19 @@ def test_the_synthetic_covariance_spreads_its_spectrum_like_a_layer_s():
     assert 1e4 < float(eigenvalues.max() / eigenvalues.min()) < 1e8  # decades apart
 
 
+def test_the_angle_is_that_of_two_projectors_subspaces():
+    e = torch.eye(2, dtype=torch.float64)
+    u = torch.tensor([[3**0.5 / 2], [0.5]], dtype=torch.float64)  # e_1 turned by 30 degrees
+    assert abs(core_space.principal_angle(e[:, :1] @ e[:1], u @ u.T) - 30.0) < 1e-9
+    assert core_space.principal_angle(e[:, :1] @ e[:1], e[:, 1:] @ e[1:]) == 90.0
+
+
 def test_a_row_times_the_stage_and_sizes_its_core_space(capsys):
     row = core_space.measure(64, gamma=0.9, device=torch.device("cpu"), repeats=1)
     c = core_space.covariance(64, device=torch.device("cpu"))
     assert row["k"] == core_gradient_space(c, 0.9).shape[1] < 64
-    assert min(row["core_space"], row["eigenvalues"], row["gemm"]) > 0
+    assert min(row["full"], row["partial"], row["eigenvalues"], row["gemm"]) > 0
+    assert row["angle"] < 1e-6  # the two stages find the same subspace
     assert core_space.main(["--dims", "32,48", "--threads", "1", "--repeats", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split("|")[1].strip() for line in lines[3:]] == ["32", "48"]

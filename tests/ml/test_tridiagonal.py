@@ -1,0 +1,114 @@
+"""One reduction, every eigenvalue, the eigenvectors of one end: the same eigenpairs as eigh,
+and PGU's projector from them the same as from the full decomposition."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import ml.pgu.core_space as core_space_module
+from ml.pgu.core_space import (
+    PARTIAL_ABOVE,
+    core_gradient_space,
+    layer_projector,
+    partial_projector,
+    residual_projector,
+)
+from ml.pgu.tridiagonal import Tridiagonal
+
+EPS = float(np.finfo(np.float64).eps)
+
+
+def _covariance(d: int, columns: int, *, seed: int, decades: float = 2.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    rotation, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    r = rotation @ (rng.standard_normal((d, columns)) * np.logspace(0, -decades, d)[:, None])
+    return r @ r.T
+
+
+@pytest.mark.parametrize("d", [1, 2, 7, 60])
+def test_eigenpairs_of_any_range_are_eigh_s(d):
+    c = _covariance(d, d + 3, seed=d)
+    expected = np.linalg.eigvalsh(c)
+    reduced = Tridiagonal(c)
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(reduced.eigenvalues(), expected, rtol=0, atol=1e3 * EPS * scale)
+    for start, stop in [(0, d), (0, (d + 1) // 2), (d // 2, d), (d - 1, d)]:
+        vectors = reduced.eigenvectors(start, stop)
+        assert vectors.shape == (d, stop - start)
+        # orthonormal, and C v = lambda v to within LAPACK's backward error
+        np.testing.assert_allclose(vectors.T @ vectors, np.eye(stop - start), atol=1e3 * EPS * d)
+        residual = c @ vectors - vectors * expected[start:stop]
+        assert np.abs(residual).max() <= 1e3 * EPS * d * scale
+    assert reduced.eigenvectors(3 % d, 3 % d).shape == (d, 0)
+
+
+def test_a_range_outside_the_matrix_or_a_matrix_not_square_is_refused():
+    with pytest.raises(ValueError, match="range"):
+        Tridiagonal(np.eye(4)).eigenvectors(2, 5)
+    with pytest.raises(ValueError, match="square"):
+        Tridiagonal(np.ones((3, 4)))
+
+
+def _angle_sine(p: torch.Tensor, q: torch.Tensor) -> float:
+    """sin of the largest principal angle between two equal-rank projectors' ranges."""
+    return float(torch.linalg.eigvalsh(p - q).abs().max())
+
+
+@pytest.mark.parametrize("gamma", [0.3, 0.95])  # the core side smaller, then the rest
+def test_the_projector_after_random_low_rank_downdates_equals_a_fresh_eigh_s(gamma):
+    """The bound held: sin(angle) <= 10 d eps ||C|| / gap (Davis-Kahan for two backward
+    stable decompositions, gap = the eigenvalues' distance across the cut)."""
+    d, rng = 120, np.random.default_rng(7)
+    rotation, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    rows = rotation @ (rng.standard_normal((d, 600)) * np.logspace(0, -2, d)[:, None])
+    kept = np.ones(600, dtype=bool)
+    for _ in range(4):  # C_r = C - R_f R_f^T, each time forgetting a few more samples
+        kept[rng.choice(np.flatnonzero(kept), size=40, replace=False)] = False
+        c = torch.from_numpy(rows[:, kept] @ rows[:, kept].T)
+        partial, k = partial_projector(c, gamma)
+        core = core_gradient_space(c, gamma)
+        assert k == core.shape[1] and 0 < k < d
+        eigenvalues = torch.linalg.eigvalsh(c).flip(0)  # descending
+        gap = float(eigenvalues[k - 1] - eigenvalues[k])
+        bound = 10 * d * EPS * float(eigenvalues[0]) / gap
+        assert _angle_sine(partial, residual_projector(core)) <= bound < 1e-6
+
+
+def test_a_wide_layer_with_zero_rows_gets_the_partial_projector_embedded(monkeypatch):
+    """Above PARTIAL_ABOVE the CPU path reduces the filled block alone; the zero rows'
+    coordinates lie past the cut (in the projector's range), as in the full path."""
+    d = PARTIAL_ABOVE + 300
+    filled = np.ones(d, dtype=bool)
+    filled[::10] = False  # 133 coordinates no sample fills, 1,191 filled
+    block = _covariance(int(filled.sum()), 2 * d, seed=3, decades=1.3)
+    c = np.zeros((d, d))
+    c[np.ix_(filled, filled)] = block
+    calls: list[int] = []
+    real = core_space_module.partial_projector
+
+    def counted(covariance: torch.Tensor, gamma: float) -> tuple[torch.Tensor, int]:
+        calls.append(covariance.shape[0])
+        return real(covariance, gamma)
+
+    monkeypatch.setattr(core_space_module, "partial_projector", counted)
+    projector, k = layer_projector(torch.from_numpy(c), 0.95)
+    assert calls == [int(filled.sum())] > [PARTIAL_ABOVE]
+    reference = residual_projector(core_gradient_space(torch.from_numpy(c), 0.95))
+    assert k == core_gradient_space(torch.from_numpy(c), 0.95).shape[1]
+    assert _angle_sine(projector, reference) < 1e-8
+    unfilled = torch.from_numpy(~filled)
+    assert torch.equal(projector.diagonal()[unfilled], torch.ones(int(unfilled.sum())))
+
+
+def test_mrrr_giving_up_falls_back_to_the_full_decomposition(monkeypatch):
+    def gives_up(self: Tridiagonal, start: int, stop: int) -> np.ndarray:
+        raise np.linalg.LinAlgError("LAPACK dstemr failed (info 2)")
+
+    monkeypatch.setattr(Tridiagonal, "eigenvectors", gives_up)
+    c = torch.from_numpy(_covariance(PARTIAL_ABOVE + 1, 2 * PARTIAL_ABOVE, seed=5))
+    projector, k = layer_projector(c, 0.9)
+    core = core_gradient_space(c, 0.9)
+    assert k == core.shape[1]
+    assert _angle_sine(projector, residual_projector(core)) < 1e-8
