@@ -9,12 +9,15 @@ so that a caller reduces once, reads every eigenvalue (``dsterf``, O(d^2)), then
 the eigenvectors it asks for alone: T's by MRRR (``dstemr``, O(d) a vector) and the
 rotation back (``dormqr`` with the reduction's Householder reflectors).
 
-These are LAPACK's own routines (SciPy's bindings), each backward stable, as eigh's are:
-the computed eigenpairs are exact for a matrix within O(d eps ||C||) of C. So, by
-Davis-Kahan, the subspace of the eigenvalues below a cut sits at most about
-d eps ||C|| / gap from the exact one, where gap separates the eigenvalues either side of
-the cut: the same bound as eigh's, for a different tridiagonal solver (MRRR where MKL's
-eigh uses divide and conquer). ``tests/ml/test_tridiagonal.py`` holds it against eigh.
+These are LAPACK's own routines (SciPy's bindings). The reduction and the rotation back
+are backward stable (the same as eigh's); MRRR, where MKL's eigh uses divide and conquer,
+guarantees small residuals and numerically orthogonal vectors when it reports success,
+with an orthogonality measured somewhat worse than divide and conquer's (Demmel, Marques,
+Parlett and Voemel, 2008). By Davis-Kahan the subspace of the eigenvalues below a cut
+then sits within about (residual + loss of orthogonality) / gap of the exact one, gap
+being the eigenvalues' distance across the cut; ``ml.pgu.core_space`` checks each
+projector it builds and falls back to eigh on a bad one, and
+``tests/ml/test_tridiagonal.py`` compares the two after random downdates.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ __all__ = ["Tridiagonal"]
 
 
 class Tridiagonal:
-    """C = Q T Q^T for a symmetric float64 matrix C (only its lower triangle is read).
+    """C = Q T Q^T for a symmetric float64 matrix C (its lower triangle is read, as by
+    ``torch.linalg.eigh``; C itself is never written).
 
     ``eigenvalues()`` gives all of C's eigenvalues, ascending; ``eigenvectors(start, stop)``
     the orthonormal eigenvectors of the eigenvalues ``start`` to ``stop - 1`` in that
@@ -39,11 +43,10 @@ class Tridiagonal:
         if c.ndim != 2 or c.shape[0] != c.shape[1]:
             raise ValueError(f"Expected a square matrix, got shape {c.shape}")
         self.size = c.shape[0]
-        # C is symmetric, so its transpose (a Fortran-ordered view) is C again: LAPACK
-        # reads it without a reordering copy; dsytrd still works on its own copy.
         work = int(lapack.dsytrd_lwork(self.size, lower=1)[0])
+        own = np.array(c, order="F")  # the one copy dsytrd overwrites with its reflectors
         reflectors, self._diagonal, self._off_diagonal, self._tau, info = lapack.dsytrd(
-            c.T, lower=1, lwork=max(work, 1)
+            own, lower=1, lwork=max(work, 1), overwrite_a=1
         )
         _check("dsytrd", info)
         self._reflectors = reflectors
@@ -76,18 +79,15 @@ class Tridiagonal:
         if found != stop - start:
             raise np.linalg.LinAlgError(f"dstemr found {found} of {stop - start} eigenvectors")
         vectors = np.asfortranarray(z[:, :found])
-        if n > 1:
-            # Q = H(1) ... H(n-1), H(i) = I - tau_i v_i v_i^T with v_i zero above row i + 1,
-            # 1 there and the reduction's column i below: exactly the reflectors of a QR
-            # factorisation of C's rows 2..n, so dormqr applies Q to z's rows 2..n (what
-            # LAPACK's own dormtr does for a lower reduction; SciPy binds dormqr only).
-            rows, cols = self._reflectors[1:, : n - 1], vectors[1:]
-            work = int(lapack.dormqr("L", "N", rows, self._tau[: n - 1], cols, -1)[1][0])
-            rotated, _, info = lapack.dormqr(
-                "L", "N", rows, self._tau[: n - 1], cols, max(work, 1), overwrite_c=1
-            )
-            _check("dormqr", info)
-            vectors[1:] = rotated
+        # Q = H(1) ... H(n-1), H(i) = I - tau_i v_i v_i^T with v_i zero above row i + 1, 1
+        # there and the reduction's column i below: exactly the reflectors of a QR
+        # factorisation of C's rows 2..n, so dormqr applies Q to z's rows 2..n (what
+        # LAPACK's own dormtr does for a lower reduction; SciPy binds dormqr only).
+        rows, tau = self._reflectors[1:, : n - 1], self._tau[: n - 1]
+        work = int(lapack.dormqr("L", "N", rows, tau, vectors[1:], -1)[1][0])
+        rotated, _, info = lapack.dormqr("L", "N", rows, tau, vectors[1:], max(work, 1))
+        _check("dormqr", info)
+        vectors[1:] = rotated
         return vectors
 
 

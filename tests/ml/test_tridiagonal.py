@@ -58,8 +58,9 @@ def _angle_sine(p: torch.Tensor, q: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("gamma", [0.3, 0.95])  # the core side smaller, then the rest
 def test_the_projector_after_random_low_rank_downdates_equals_a_fresh_eigh_s(gamma):
-    """The bound held: sin(angle) <= 10 d eps ||C|| / gap (Davis-Kahan for two backward
-    stable decompositions, gap = the eigenvalues' distance across the cut)."""
+    """Davis-Kahan's form, sin(angle) <= (both decompositions' errors) / gap, with a
+    heuristic constant for LAPACK's unspecified p(d): 10 d eps ||C|| (measured angles sit
+    near 1e-13, the bounds near 1e-9; the gap across the cut is kept meaningful)."""
     d, rng = 120, np.random.default_rng(7)
     rotation, _ = np.linalg.qr(rng.standard_normal((d, d)))
     rows = rotation @ (rng.standard_normal((d, 600)) * np.logspace(0, -2, d)[:, None])
@@ -103,12 +104,62 @@ def test_a_wide_layer_with_zero_rows_gets_the_partial_projector_embedded(monkeyp
 
 
 def test_mrrr_giving_up_falls_back_to_the_full_decomposition(monkeypatch):
+    tried: list[tuple[int, int]] = []
+
     def gives_up(self: Tridiagonal, start: int, stop: int) -> np.ndarray:
+        tried.append((start, stop))
         raise np.linalg.LinAlgError("LAPACK dstemr failed (info 2)")
 
     monkeypatch.setattr(Tridiagonal, "eigenvectors", gives_up)
     c = torch.from_numpy(_covariance(PARTIAL_ABOVE + 1, 2 * PARTIAL_ABOVE, seed=5))
     projector, k = layer_projector(c, 0.9)
     core = core_gradient_space(c, 0.9)
-    assert k == core.shape[1]
+    assert len(tried) == 1 and k == core.shape[1]
     assert _angle_sine(projector, residual_projector(core)) < 1e-8
+
+
+def test_vectors_mrrr_returns_without_an_error_but_not_orthogonal_are_refused(monkeypatch):
+    real = Tridiagonal.eigenvectors
+
+    def skewed(self: Tridiagonal, start: int, stop: int) -> np.ndarray:
+        vectors = real(self, start, stop)
+        vectors[:, 0] = (vectors[:, 0] + vectors[:, 1]) / np.sqrt(2)  # still unit length
+        return vectors
+
+    monkeypatch.setattr(Tridiagonal, "eigenvectors", skewed)
+    c = torch.from_numpy(_covariance(PARTIAL_ABOVE + 1, 2 * PARTIAL_ABOVE, seed=6))
+    with pytest.raises(np.linalg.LinAlgError, match="not a projector"):
+        partial_projector(c, 0.9)
+    projector, _ = layer_projector(c, 0.9)  # the full decomposition instead
+    assert _angle_sine(projector, residual_projector(core_gradient_space(c, 0.9))) < 1e-8
+
+
+@pytest.mark.parametrize(("gamma", "side"), [(0.3, "core"), (0.99, "rest")])
+def test_only_the_smaller_side_s_eigenvectors_are_computed(monkeypatch, gamma, side):
+    asked: list[tuple[int, int]] = []
+    real = Tridiagonal.eigenvectors
+
+    def recorded(self: Tridiagonal, start: int, stop: int) -> np.ndarray:
+        asked.append((start, stop))
+        return real(self, start, stop)
+
+    monkeypatch.setattr(Tridiagonal, "eigenvectors", recorded)
+    d = 100
+    _, k = partial_projector(torch.from_numpy(_covariance(d, 2 * d, seed=8)), gamma)
+    assert asked == [(d - k, d)] if side == "core" else [(0, d - k)]
+    assert (k < d - k) if side == "core" else (d - k < k)
+
+
+def test_grouped_wide_caches_are_reduced_group_by_group_and_left_as_they_were():
+    d = PARTIAL_ABOVE + 8
+    groups = torch.stack(
+        [torch.from_numpy(_covariance(d, 2 * d, seed=seed, decades=1.0)) for seed in (9, 10)]
+    )
+    before = groups.clone()
+    projectors, k = layer_projector(groups, 0.5)
+    assert torch.equal(groups, before)  # the cache is read, never written
+    assert projectors.shape == (2, d, d) and projectors.dtype == torch.float64
+    cores = [core_gradient_space(group, 0.5) for group in groups]
+    assert k == sum(core.shape[1] for core in cores)
+    for projector, core in zip(projectors, cores, strict=True):
+        assert _angle_sine(projector, residual_projector(core)) < 1e-8
