@@ -36,14 +36,20 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
 from benchmarks.machine import cpu_name
 from ml.devices import resolve_device
-from ml.pgu.core_space import core_gradient_space, partial_projector, residual_projector
+from ml.pgu.core_space import (
+    core_gradient_space,
+    layer_projector,
+    partial_projector,
+    residual_projector,
+)
 
-__all__ = ["covariance", "measure", "principal_angle", "main"]
+__all__ = ["covariance", "measure", "principal_angle", "layer_rows", "main"]
 
 
 def covariance(
@@ -96,6 +102,40 @@ def principal_angle(p: torch.Tensor, q: torch.Tensor) -> float:
     of equal rank: sin of it is ||p - q||_2 (Golub and Van Loan, 2.5.3)."""
     gap = torch.linalg.eigvalsh(p - q).abs().max().clamp(max=1.0)
     return float(torch.rad2deg(torch.asin(gap)))
+
+
+def layer_rows(
+    downdated: dict[str, torch.Tensor], gamma: float, device: torch.device
+) -> list[dict[str, Any]]:
+    """For each layer of a real downdated cache (C_r keyed by weight name, (d, d) or a
+    grouped convolution's (groups, d, d)): d, k, the full eigh's and PGU's own stage's
+    seconds (:func:`ml.pgu.core_space.layer_projector`, partial on the CPU above
+    ``PARTIAL_ABOVE``) and the largest principal angle between their subspaces (over the
+    groups). Used by ``benchmarks.unlearning``'s ``core_spaces`` scenario."""
+    return [_layer_row(name, cache, gamma, device) for name, cache in downdated.items()]
+
+
+def _layer_row(
+    name: str, cache: torch.Tensor, gamma: float, device: torch.device
+) -> dict[str, Any]:
+    c = cache.to(device=device, dtype=torch.float64)
+    groups = c if c.ndim == 3 else c.unsqueeze(0)
+
+    def full() -> torch.Tensor:
+        return torch.stack([residual_projector(core_gradient_space(g, gamma)) for g in groups])
+
+    reference, (projector, k) = full(), layer_projector(c, gamma)
+    projectors = projector if projector.ndim == 3 else projector.unsqueeze(0)
+    return {
+        "layer": name,
+        "d": c.shape[-1],
+        "k": k,
+        "full": _seconds(full, device, 1),
+        "pgu": _seconds(lambda: layer_projector(c, gamma), device, 1),
+        "angle": max(
+            principal_angle(p.to(r.device), r) for p, r in zip(projectors, reference, strict=True)
+        ),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

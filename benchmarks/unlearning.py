@@ -96,6 +96,7 @@ import torch
 from torch import nn
 
 from benchmarks import backdoor
+from benchmarks.core_space import layer_rows
 from benchmarks.fashion_mnist import ensure_fashion_mnist
 from benchmarks.machine import cpu_name
 from benchmarks.peak_memory import peak_mib
@@ -103,7 +104,7 @@ from ml.architectures import build_model
 from ml.audit import audit_version, train_references
 from ml.datasets import DatasetAdapter, holdout_mask, open_source
 from ml.devices import resolve_device
-from ml.pgu import cache_bytes
+from ml.pgu import cache_bytes, input_covariances
 from ml.samples import SampleSet, split_holdout
 from ml.training import TrainingConfig, accuracy, train
 from ml.unlearners import get_unlearner, run_unlearner, unlearner_class
@@ -175,7 +176,9 @@ NETWORKS: dict[str, tuple[Network, Network]] = {
     ),
 }
 # "pgu_costs": PGU against |D| and its cache update against a rebuild (needs "random").
-SCENARIOS = ("random", "skewed", "class", "incremental", "backdoor", "pgu_costs")
+# "core_spaces": PGU's core-space stage per layer of the trained cache, downdated by the
+# random 1% and by the class, full eigh against the stage PGU runs (no unlearning, no audit).
+SCENARIOS = ("random", "skewed", "class", "incremental", "backdoor", "pgu_costs", "core_spaces")
 
 
 def log(message: str) -> None:
@@ -780,6 +783,31 @@ def pgu_costs(
     )
 
 
+def core_spaces(original: Original, forget_sets: dict[str, SampleSet]) -> None:
+    """PGU's core spaces of the trained cache after each forget set's downdate (Eq. 3), per
+    layer: the full eigh against the stage PGU runs, and the angle between them."""
+    bench = original.bench
+    model = bench.model_from(original.state_dict)
+    cache = original.cache[CACHE_ARTIFACT].tensors
+    gamma = float(METHODS["pgu"]["gamma"])
+    lines = [
+        f"\n== PGU's core spaces per layer of the trained cache (gamma {gamma}; {bench.device}) ==",
+        "| downdated by | layer | d | k | full eigh (s) | PGU's stage (s) | full / PGU's "
+        "| largest angle (deg) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label, forget in forget_sets.items():
+        log(f"core spaces: downdating by {label}")
+        removed = input_covariances(model, forget, batch_size=256, device=bench.device)
+        downdated = {name: cache[name].to(r.device) - r for name, r in removed.items()}
+        for row in layer_rows(downdated, gamma, bench.device):
+            lines.append(
+                f"| {label} | {row['layer']} | {row['d']} | {row['k']} | {row['full']:.3f} | "
+                f"{row['pgu']:.3f} | {row['full'] / row['pgu']:.1f}x | {row['angle']:.1e} |"
+            )
+    bench.emit("\n".join(lines))
+
+
 @dataclass
 class Original:
     """One architecture's bench and its original model (trained on the bench's data)."""
@@ -1003,6 +1031,17 @@ def main(argv: list[str] | None = None) -> int:
 
     if "backdoor" in wanted:  # 4. a backdoor, forgotten
         backdoor_scenario(base, order, scenarios)
+
+    for original in clean if "core_spaces" in wanted else []:
+        if CACHE_ARTIFACT not in original.cache:  # a bench without pgu builds none
+            continue
+        core_spaces(
+            original,
+            {
+                "random 1%": data.train.take(np.sort(order[:size])),
+                f"class {FORGOTTEN_CLASS}": data.train.take(class_rows),
+            },
+        )
 
     if pgu_batch is not None and "pgu_costs" in wanted:
         original, pgu_result, retain = pgu_batch
