@@ -1,6 +1,6 @@
 """What PGU's core space costs, against the floor of any exact way to get it.
 
-Usage: python -m benchmarks.core_space [--dims 288,1024,3136,4608] [--threads N]
+Usage: python -m benchmarks.core_space [--dims 288,1024,2048,3136,4608] [--threads N]
                                        [--device auto|cpu|cuda] [--gamma 0.95]
                                        [--decades 3]
 
@@ -17,7 +17,7 @@ eigenbasis still rotates a dense d x d matrix). The table prints, per d:
   :func:`ml.pgu.core_space.core_gradient_space`), the stage before the partial one;
 - ``partial``: :func:`ml.pgu.core_space.partial_projector` (one reduction, every
   eigenvalue, the smaller side's eigenvectors only), the stage PGU runs on the CPU above
-  ``PARTIAL_ABOVE`` (1,024; below it and on CUDA PGU runs the full eigh, cuSOLVER's there:
+  ``PARTIAL_ABOVE`` (2,048; up to it and on CUDA PGU runs the full eigh, cuSOLVER's there:
   the column then shows what the partial path would cost);
 - ``eigenvalues only``: ``torch.linalg.eigvalsh``, the floor above;
 - ``one GEMM``: one d x d x d matrix product, what rotating a kept basis costs at least;
@@ -140,7 +140,7 @@ def _layer_row(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dims", default="288,1024,3136,4608", help="comma-separated sizes")
+    parser.add_argument("--dims", default="288,1024,2048,3136,4608", help="comma-separated sizes")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: all)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--gamma", type=float, default=0.95)

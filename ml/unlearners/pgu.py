@@ -26,7 +26,7 @@ of a grouped convolution is a layer of its own (its own C, core space and projec
        A layer with gamma^l = 1.0 is frozen entirely (authors' code) and costs no
        decomposition. The eigendecomposition is LAPACK's symmetric one in float64, after
        the rows of C_r that are exactly zero are split off (``ml.pgu.core_space``: exact,
-       as C_r is then block-diagonal with a zero block); on the CPU, above 1,024 wide, it
+       as C_r is then block-diagonal with a zero block); on the CPU, above 2,048 wide, it
        computes every eigenvalue but only the eigenvectors of the smaller side of the cut
        (the projector is I - M M^T = U_rest U_rest^T), not the full decomposition.
     3. Steps over mini-batches of D_f (at most ``gradient_samples`` of it, seeded; the

@@ -9,7 +9,6 @@ import torch
 
 import ml.pgu.core_space as core_space_module
 from ml.pgu.core_space import (
-    PARTIAL_ABOVE,
     core_gradient_space,
     layer_projector,
     partial_projector,
@@ -18,6 +17,12 @@ from ml.pgu.core_space import (
 from ml.pgu.tridiagonal import Tridiagonal
 
 EPS = float(np.finfo(np.float64).eps)
+WIDE = 96  # the partial path's threshold in these tests (the real one is 2,048)
+
+
+@pytest.fixture(autouse=True)
+def _partial_above_wide(monkeypatch):
+    monkeypatch.setattr(core_space_module, "PARTIAL_ABOVE", WIDE)
 
 
 def _covariance(d: int, columns: int, *, seed: int, decades: float = 2.0) -> np.ndarray:
@@ -80,9 +85,9 @@ def test_the_projector_after_random_low_rank_downdates_equals_a_fresh_eigh_s(gam
 def test_a_wide_layer_with_zero_rows_gets_the_partial_projector_embedded(monkeypatch):
     """Above PARTIAL_ABOVE the CPU path reduces the filled block alone; the zero rows'
     coordinates lie past the cut (in the projector's range), as in the full path."""
-    d = PARTIAL_ABOVE + 300
+    d = WIDE + 40
     filled = np.ones(d, dtype=bool)
-    filled[::10] = False  # 133 coordinates no sample fills, 1,191 filled
+    filled[::10] = False  # 14 coordinates no sample fills, 122 filled
     block = _covariance(int(filled.sum()), 2 * d, seed=3, decades=1.3)
     c = np.zeros((d, d))
     c[np.ix_(filled, filled)] = block
@@ -95,7 +100,7 @@ def test_a_wide_layer_with_zero_rows_gets_the_partial_projector_embedded(monkeyp
 
     monkeypatch.setattr(core_space_module, "partial_projector", counted)
     projector, k = layer_projector(torch.from_numpy(c), 0.95)
-    assert calls == [int(filled.sum())] > [PARTIAL_ABOVE]
+    assert calls == [int(filled.sum())] > [WIDE]
     reference = residual_projector(core_gradient_space(torch.from_numpy(c), 0.95))
     assert k == core_gradient_space(torch.from_numpy(c), 0.95).shape[1]
     assert _angle_sine(projector, reference) < 1e-8
@@ -111,7 +116,7 @@ def test_mrrr_giving_up_falls_back_to_the_full_decomposition(monkeypatch):
         raise np.linalg.LinAlgError("LAPACK dstemr failed (info 2)")
 
     monkeypatch.setattr(Tridiagonal, "eigenvectors", gives_up)
-    c = torch.from_numpy(_covariance(PARTIAL_ABOVE + 1, 2 * PARTIAL_ABOVE, seed=5))
+    c = torch.from_numpy(_covariance(WIDE + 1, 2 * WIDE, seed=5))
     projector, k = layer_projector(c, 0.9)
     core = core_gradient_space(c, 0.9)
     assert len(tried) == 1 and k == core.shape[1]
@@ -127,7 +132,7 @@ def test_vectors_mrrr_returns_without_an_error_but_not_orthogonal_are_refused(mo
         return vectors
 
     monkeypatch.setattr(Tridiagonal, "eigenvectors", skewed)
-    c = torch.from_numpy(_covariance(PARTIAL_ABOVE + 1, 2 * PARTIAL_ABOVE, seed=6))
+    c = torch.from_numpy(_covariance(WIDE + 1, 2 * WIDE, seed=6))
     with pytest.raises(np.linalg.LinAlgError, match="not a projector"):
         partial_projector(c, 0.9)
     projector, _ = layer_projector(c, 0.9)  # the full decomposition instead
@@ -150,14 +155,23 @@ def test_only_the_smaller_side_s_eigenvectors_are_computed(monkeypatch, gamma, s
     assert (k < d - k) if side == "core" else (d - k < k)
 
 
-def test_grouped_wide_caches_are_reduced_group_by_group_and_left_as_they_were():
-    d = PARTIAL_ABOVE + 8
+def test_grouped_wide_caches_are_reduced_group_by_group_and_left_as_they_were(monkeypatch):
+    reduced: list[int] = []
+    real = Tridiagonal.__init__
+
+    def recorded(self: Tridiagonal, covariance: np.ndarray) -> None:
+        reduced.append(covariance.shape[0])
+        real(self, covariance)
+
+    monkeypatch.setattr(Tridiagonal, "__init__", recorded)
+    d = WIDE + 8
     groups = torch.stack(
         [torch.from_numpy(_covariance(d, 2 * d, seed=seed, decades=1.0)) for seed in (9, 10)]
     )
     before = groups.clone()
     projectors, k = layer_projector(groups, 0.5)
     assert torch.equal(groups, before)  # the cache is read, never written
+    assert reduced == [d, d]  # one reduction per group
     assert projectors.shape == (2, d, d) and projectors.dtype == torch.float64
     cores = [core_gradient_space(group, 0.5) for group in groups]
     assert k == sum(core.shape[1] for core in cores)
