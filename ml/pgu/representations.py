@@ -52,8 +52,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.linalg import blas
-from threadpoolctl import threadpool_limits
 from torch import nn
 
 from ml.samples import SampleSet
@@ -157,9 +155,7 @@ def input_covariances(
     (``Layer.cache_shape``: one per group of a grouped convolution).
 
     Runs a float64 copy of ``model``; ``model`` itself is not changed. ``progress`` is
-    called with (samples done, samples in all) after every chunk read. On the CPU each
-    product R_b R_b^T is a symmetric rank-k update (BLAS ``dsyrk``: one triangle, half the
-    flops of the GEMM, 1.4x to 1.9x faster at small_cnn's layers), mirrored once at the end.
+    called with (samples done, samples in all) after every chunk read.
     """
     twin = copy.deepcopy(model).to(device=device, dtype=torch.float64).eval()
     layers = discover_layers(twin)
@@ -167,7 +163,6 @@ def input_covariances(
         layer.name: torch.zeros(layer.cache_shape, dtype=torch.float64, device=device)
         for layer in layers
     }
-    triangle_only = device.type == "cpu"
 
     def accumulate(name: str):
         def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
@@ -178,48 +173,20 @@ def input_covariances(
                 columns = input_representation(module, part)  # type: ignore[arg-type]
                 d = columns.shape[-1]
                 per_group = covariances[name].view(-1, d, d)  # (d, d) is one group of them
-                if triangle_only:
-                    for c, rows in zip(per_group, columns, strict=True):
-                        add_gram_lower(c, rows)
-                else:
-                    per_group.baddbmm_(columns.transpose(1, 2), columns)  # += R_b R_b^T
+                per_group.baddbmm_(columns.transpose(1, 2), columns)  # += R_b R_b^T
 
         return hook
 
     handles = [layer.module.register_forward_pre_hook(accumulate(layer.name)) for layer in layers]
     try:
-        with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
-            for start in range(0, len(samples), READ_CHUNK):
-                chunk = samples.take(np.arange(start, min(start + READ_CHUNK, len(samples))))
-                inputs, _ = chunk.tensors()
-                for batch in inputs.split(batch_size):
-                    twin(batch.to(device=device, dtype=torch.float64))
-                if progress is not None:
-                    progress(start + len(chunk), len(samples))
+        for start in range(0, len(samples), READ_CHUNK):
+            chunk = samples.take(np.arange(start, min(start + READ_CHUNK, len(samples))))
+            inputs, _ = chunk.tensors()
+            for batch in inputs.split(batch_size):
+                twin(batch.to(device=device, dtype=torch.float64))
+            if progress is not None:
+                progress(start + len(chunk), len(samples))
     finally:
         for handle in handles:
             handle.remove()
-    if triangle_only:
-        for covariance in covariances.values():
-            d = covariance.shape[-1]
-            for c in covariance.view(-1, d, d):
-                mirror_lower(c)
     return covariances
-
-
-def add_gram_lower(covariance: torch.Tensor, rows: torch.Tensor) -> None:
-    """covariance += rows^T rows in its lower triangle only (BLAS dsyrk, in place; the upper
-    triangle is left as it was): ``covariance`` a C-contiguous (d, d) float64 CPU tensor,
-    ``rows`` (n, d) float64. :func:`mirror_lower` completes it."""
-    # A C-ordered (d, d) array is the Fortran-ordered transpose: dsyrk's "upper" triangle of
-    # that view is this array's lower one, and rows^T (d, n) is Fortran-ordered as it is.
-    target = covariance.numpy().T
-    a = np.ascontiguousarray(rows.numpy()).T
-    out = blas.dsyrk(1.0, a, beta=1.0, c=target, trans=0, lower=0, overwrite_c=1)
-    if not np.shares_memory(out, target):  # f2py copied: write the result back
-        target[...] = out
-
-
-def mirror_lower(covariance: torch.Tensor) -> None:
-    """Copy a (d, d) matrix's lower triangle onto its upper one, in place."""
-    covariance.copy_(torch.tril(covariance) + torch.tril(covariance, -1).T)

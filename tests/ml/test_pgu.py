@@ -243,8 +243,6 @@ def test_covariance_is_r_r_transpose_accumulated_in_float64():
     samples = setup.train.subset(40, seed=3)
     covariances = input_covariances(model, samples, batch_size=7, device=DEVICE)
     assert all(c.dtype == torch.float64 for c in covariances.values())
-    # one triangle accumulated (dsyrk on the CPU), mirrored: exactly symmetric
-    assert all(torch.equal(c, c.T) for c in covariances.values())
     # The last layer's input is the hidden activation: recompute R directly.
     inputs, _ = samples.tensors()
     hidden = model.double()[:9](inputs.double())
