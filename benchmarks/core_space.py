@@ -27,8 +27,8 @@ eigenbasis still rotates a dense d x d matrix). The table prints, per d:
 C is a synthetic covariance R R^T, R's rows scaled so that its singular values fall over
 ``--decades`` decades (eigenvalues over twice as many): the eigensolvers' cost depends on
 d, but which side of the cut the partial stage computes depends on k. Three decades give
-k about 0.43 d at gamma 0.95; 1.3 give about 0.78 d, what small_cnn's first Linear layer
-has at full size (k = 2,435 of 3,136).
+k about 0.41 d at gamma 0.95; 1.3 give about 0.73 d, near the 0.78 d that small_cnn's
+first Linear layer has at full size (k = 2,435 of 3,136).
 """
 
 from __future__ import annotations

@@ -37,6 +37,10 @@ undeclared sets are withheld, as in the service. Scenarios, one table each:
    rules are off here (``stop`` "none": each method runs its step budget, as the RFU-SS
    paper runs its epochs): they stop once the forget set's losses look like held-out
    ones, while a retrained model gives the relabelled samples losses far above those.
+5. (``pgu_costs``, needs ``random``) PGU's cost against the training set's size, and its
+   cache update against a rebuild; (``core_spaces``) PGU's core space per layer of the
+   trained cache, downdated by the random 1% and by the class: the full eigh against the
+   stage PGU runs, their seconds and the largest principal angle between them.
 
 RFU-SS only unlearns networks with a variational information bottleneck, so its rows run
 on their own ``vib_cnn`` (small_cnn's conv blocks as the representer, a linear
@@ -109,7 +113,7 @@ from ml.samples import SampleSet, split_holdout
 from ml.training import TrainingConfig, accuracy, train
 from ml.unlearners import get_unlearner, run_unlearner, unlearner_class
 from ml.unlearners.base import Artifact, UnlearnContext, UnlearnResult
-from ml.unlearners.pgu import CACHE_ARTIFACT, MEMBERS
+from ml.unlearners.pgu import CACHE_ARTIFACT, COVARIANCE_BATCH, MEMBERS
 
 HOLDOUT_SIZE, RETAIN_EVAL_SIZE = 5000, 5000
 METHODS: dict[str, dict[str, Any]] = {
@@ -798,7 +802,7 @@ def core_spaces(original: Original, forget_sets: dict[str, SampleSet]) -> None:
     ]
     for label, forget in forget_sets.items():
         log(f"core spaces: downdating by {label}")
-        removed = input_covariances(model, forget, batch_size=256, device=bench.device)
+        removed = input_covariances(model, forget, batch_size=COVARIANCE_BATCH, device=bench.device)
         downdated = {name: cache[name].to(r.device) - r for name, r in removed.items()}
         for row in layer_rows(downdated, gamma, bench.device):
             lines.append(
@@ -1034,6 +1038,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for original in clean if "core_spaces" in wanted else []:
         if CACHE_ARTIFACT not in original.cache:  # a bench without pgu builds none
+            log(f"core spaces: skipped for {original.bench.architecture} (pgu not among --methods)")
             continue
         core_spaces(
             original,

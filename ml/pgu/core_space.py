@@ -38,10 +38,11 @@ __all__ = [
     "project_out",
 ]
 
-# The width above which the partial decomposition pays on the CPU, whichever side of the
-# cut it computes: below it, SciPy's per-call overheads and MRRR's cost per vector outweigh
-# the vectors saved. AMD EPYC, 2 threads, full eigh against partial: with k = 0.73 d (as
-# small_cnn's widest layer), d = 1,536 0.45 s against 0.36 s, d = 2,048 1.20 against 0.74;
+# The width above which the partial decomposition was at least as fast on the CPU at both k
+# measured: below it, SciPy's per-call overheads and MRRR's cost per vector can outweigh
+# the vectors saved (k near d / 2, the most vectors, was not measured). AMD EPYC, 2
+# threads, full eigh against partial: with k = 0.73 d (near small_cnn's widest layer's
+# 0.78 d), d = 1,536 0.45 s against 0.36 s, d = 2,048 1.20 against 0.74;
 # with k = 0.41 d (more vectors to compute), d = 1,536 0.44 against 0.50, d = 2,048 0.98
 # against 1.03, d = 3,136 4.03 against 2.84 (`python -m benchmarks.core_space --threads 2
 # --dims 1536,2048,3136`, with and without `--decades 1.3`).
