@@ -159,7 +159,7 @@ def _projector(covariance: torch.Tensor, gamma: float) -> tuple[torch.Tensor, in
     if covariance.device.type == "cpu" and covariance.shape[0] > PARTIAL_ABOVE:
         try:
             return partial_projector(covariance, gamma)
-        except np.linalg.LinAlgError:  # LAPACK's MRRR gave up: the full decomposition
+        except np.linalg.LinAlgError:  # LAPACK failed, or the vectors failed the check
             pass
     core = core_gradient_space(covariance, gamma)
     return residual_projector(core), core.shape[1]
