@@ -36,7 +36,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -51,6 +51,8 @@ from ml.pgu.core_space import (
 
 __all__ = ["covariance", "measure", "principal_angle", "layer_rows", "main"]
 
+T = TypeVar("T")
+
 
 def covariance(
     d: int, *, seed: int = 0, decades: float = 3.0, device: torch.device
@@ -63,36 +65,39 @@ def covariance(
     return (r @ r.T).to(device)
 
 
-def _seconds(run: Callable[[], object], device: torch.device, repeats: int) -> float:
-    """The best of ``repeats`` timed runs (after one warm-up on CUDA)."""
+def _timed(run: Callable[[], T], device: torch.device, repeats: int) -> tuple[float, T]:
+    """(the best of ``repeats`` timed runs, what the last one returned), after one warm-up
+    on CUDA."""
     if device.type == "cuda":
         run()
         torch.cuda.synchronize(device)
     best = float("inf")
-    for _ in range(repeats):
+    for _ in range(max(repeats, 1)):
         started = time.perf_counter()
-        run()
+        result = run()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         best = min(best, time.perf_counter() - started)
-    return best
+    return best, result
 
 
 def measure(
     d: int, *, gamma: float, device: torch.device, repeats: int = 2, decades: float = 3.0
 ) -> dict[str, float]:
     c = covariance(d, decades=decades, device=device)
-    partial, k = partial_projector(c.cpu(), gamma)
-    full = residual_projector(core_gradient_space(c, gamma))
+    full_seconds, full = _timed(
+        lambda: residual_projector(core_gradient_space(c, gamma)), device, repeats
+    )
+    partial_seconds, (partial, k) = _timed(
+        lambda: partial_projector(c.cpu(), gamma), device, repeats
+    )
     return {
         "d": d,
         "k": k,
-        "full": _seconds(
-            lambda: residual_projector(core_gradient_space(c, gamma)), device, repeats
-        ),
-        "partial": _seconds(lambda: partial_projector(c.cpu(), gamma), device, repeats),
-        "eigenvalues": _seconds(lambda: torch.linalg.eigvalsh(c), device, repeats),
-        "gemm": _seconds(lambda: c @ c, device, repeats),
+        "full": full_seconds,
+        "partial": partial_seconds,
+        "eigenvalues": _timed(lambda: torch.linalg.eigvalsh(c), device, repeats)[0],
+        "gemm": _timed(lambda: c @ c, device, repeats)[0],
         "angle": principal_angle(partial.to(full.device), full),
     }
 
@@ -124,14 +129,15 @@ def _layer_row(
     def full() -> torch.Tensor:
         return torch.stack([residual_projector(core_gradient_space(g, gamma)) for g in groups])
 
-    reference, (projector, k) = full(), layer_projector(c, gamma)
+    full_seconds, reference = _timed(full, device, 1)
+    pgu_seconds, (projector, k) = _timed(lambda: layer_projector(c, gamma), device, 1)
     projectors = projector if projector.ndim == 3 else projector.unsqueeze(0)
     return {
         "layer": name,
         "d": c.shape[-1],
         "k": k,
-        "full": _seconds(full, device, 1),
-        "pgu": _seconds(lambda: layer_projector(c, gamma), device, 1),
+        "full": full_seconds,
+        "pgu": pgu_seconds,
         "angle": max(
             principal_angle(p.to(r.device), r) for p, r in zip(projectors, reference, strict=True)
         ),
