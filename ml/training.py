@@ -233,12 +233,44 @@ def seeded(seed: int) -> Iterator[None]:
         yield
 
 
+# Inference batches. On the CPU a smaller batch keeps a convolution's activations in cache:
+# small_cnn's first layer makes 100 KB a 28x28 image, 100 MB for a batch of 1,024.
+CPU_INFERENCE_BATCH = 256
+CUDA_INFERENCE_BATCH = 1024
+
+
 @torch.no_grad()
 def predict(model: nn.Module, inputs: torch.Tensor, *, device: torch.device) -> torch.Tensor:
-    """Logits for ``inputs``, in batches, on the CPU."""
+    """Logits for ``inputs``, in batches, on the CPU. On the CPU a convolutional network
+    infers in the channels-last memory format (:func:`channels_last_on_cpu`)."""
     model.eval()
-    outputs = [model(batch.to(device)).cpu() for batch in inputs.split(1024)]
+    if device.type == "cpu":
+        batch = CPU_INFERENCE_BATCH
+        layout: AbstractContextManager[None] = channels_last_on_cpu(model)
+    else:
+        batch, layout = CUDA_INFERENCE_BATCH, nullcontext()
+    with layout:
+        outputs = [model(rows.to(device)).cpu() for rows in inputs.split(batch)]
     return torch.cat(outputs) if outputs else torch.empty(0)
+
+
+@contextmanager
+def channels_last_on_cpu(model: nn.Module) -> Iterator[None]:
+    """``model``'s 4-D weights in the channels-last memory format for the block, then
+    back to the format they had. oneDNN's CPU convolutions run faster so: small_cnn
+    inferred 1,000 Fashion-MNIST images about 2.5x faster (``benchmarks/inference.py``).
+    Only the memory layout changes: the values, the parameters' identity (optimisers and
+    references keep working) and what ``state_dict`` holds are the same. A network without
+    4-D weights, or one already channels-last, is left alone."""
+    weights = [p for p in model.parameters() if p.dim() == 4]
+    if not weights or all(w.is_contiguous(memory_format=torch.channels_last) for w in weights):
+        yield
+        return
+    model.to(memory_format=torch.channels_last)
+    try:
+        yield
+    finally:
+        model.to(memory_format=torch.contiguous_format)
 
 
 def accuracy(model: nn.Module, samples: SampleSet, *, device: torch.device) -> float | None:
