@@ -13,8 +13,9 @@ for any exact method, whatever it reuses from an earlier version (an update of a
 eigenbasis still rotates a dense d x d matrix). The table prints, per d:
 
 - ``k``: the core space's size at ``--gamma``;
-- ``full eigh``: the projector I - M M^T from every eigenvector (``torch.linalg.eigh``,
-  :func:`ml.pgu.core_space.core_gradient_space`), the stage before the partial one;
+- ``full eigh``: the projection I - M M^T from every eigenvector (``torch.linalg.eigh``,
+  :func:`ml.pgu.core_space.full_projection`, keeping the thinner factor), the stage
+  before the partial one;
 - ``partial``: :func:`ml.pgu.core_space.partial_projector` (one reduction, every
   eigenvalue, the smaller side's eigenvectors only), the stage PGU runs on the CPU above
   ``PARTIAL_ABOVE`` (2,048; up to it and on CUDA PGU runs the full eigh, cuSOLVER's there:
@@ -42,12 +43,7 @@ import torch
 
 from benchmarks.machine import cpu_name
 from ml.devices import resolve_device
-from ml.pgu.core_space import (
-    core_gradient_space,
-    layer_projector,
-    partial_projector,
-    residual_projector,
-)
+from ml.pgu.core_space import Projection, full_projection, layer_projector, partial_projector
 
 __all__ = ["covariance", "measure", "principal_angle", "layer_rows", "main"]
 
@@ -85,9 +81,7 @@ def measure(
     d: int, *, gamma: float, device: torch.device, repeats: int = 2, decades: float = 3.0
 ) -> dict[str, float]:
     c = covariance(d, decades=decades, device=device)
-    full_seconds, full = _timed(
-        lambda: residual_projector(core_gradient_space(c, gamma)), device, repeats
-    )
+    full_seconds, (full, _) = _timed(lambda: full_projection(c, gamma), device, repeats)
     partial_seconds, (partial, k) = _timed(
         lambda: partial_projector(c.cpu(), gamma), device, repeats
     )
@@ -98,7 +92,7 @@ def measure(
         "partial": partial_seconds,
         "eigenvalues": _timed(lambda: torch.linalg.eigvalsh(c), device, repeats)[0],
         "gemm": _timed(lambda: c @ c, device, repeats)[0],
-        "angle": principal_angle(partial.to(full.device), full),
+        "angle": principal_angle(partial.matrix().to(full.basis.device), full.matrix()),
     }
 
 
@@ -126,12 +120,11 @@ def _layer_row(
     c = cache.to(device=device, dtype=torch.float64)
     groups = c if c.ndim == 3 else c.unsqueeze(0)
 
-    def full() -> torch.Tensor:
-        return torch.stack([residual_projector(core_gradient_space(g, gamma)) for g in groups])
+    def full() -> list[Projection]:
+        return [full_projection(g, gamma)[0] for g in groups]
 
     full_seconds, reference = _timed(full, device, 1)
-    pgu_seconds, (projector, k) = _timed(lambda: layer_projector(c, gamma), device, 1)
-    projectors = projector if projector.ndim == 3 else projector.unsqueeze(0)
+    pgu_seconds, (projections, k) = _timed(lambda: layer_projector(c, gamma), device, 1)
     return {
         "layer": name,
         "d": c.shape[-1],
@@ -139,7 +132,8 @@ def _layer_row(
         "full": full_seconds,
         "pgu": pgu_seconds,
         "angle": max(
-            principal_angle(p.to(r.device), r) for p, r in zip(projectors, reference, strict=True)
+            principal_angle(p.matrix().to(r.basis.device), r.matrix())
+            for p, r in zip(projections, reference, strict=True)
         ),
     }
 

@@ -4,6 +4,7 @@ what each of them sees (``representations``), and the core gradient space of a c
 (``core_space``)."""
 
 from ml.pgu.core_space import (
+    Projection,
     core_gradient_space,
     layer_projector,
     project_out,
@@ -16,6 +17,7 @@ __all__ = [
     "cache_bytes",
     "discover_layers",
     "input_covariances",
+    "Projection",
     "core_gradient_space",
     "residual_projector",
     "layer_projector",

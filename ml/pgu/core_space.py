@@ -13,15 +13,20 @@ own core space, and group g's rows of G are projected with group g's projector
 (:func:`layer_projector`, :func:`project_out`).
 
 PGU's steps need only the projector I - M M^T, which is also U_rest U_rest^T (the
-eigenvectors past the cut). On the CPU, for a layer wider than ``PARTIAL_ABOVE``,
-:func:`layer_projector` computes every eigenvalue (the gamma rule sums them all) but the
-eigenvectors of the smaller side alone (:func:`partial_projector`, ``ml.pgu.tridiagonal``):
-the same LAPACK reduction as a full eigh, at about half its cost for small_cnn's widest
-layer. :func:`core_gradient_space` keeps the full decomposition (what runs below
-``PARTIAL_ABOVE`` and on CUDA), the reference the tests hold the partial one against.
+eigenvectors past the cut); a :class:`Projection` keeps whichever of M and U_rest is
+thinner and never forms the d x d matrix. On the CPU, for a layer wider than
+``PARTIAL_ABOVE``, :func:`layer_projector` computes every eigenvalue (the gamma rule sums
+them all) but the eigenvectors of the smaller side alone (:func:`partial_projector`,
+``ml.pgu.tridiagonal``): the same LAPACK reduction as a full eigh, at about half its cost
+for small_cnn's widest layer. Below ``PARTIAL_ABOVE`` and on CUDA it runs the full
+decomposition (:func:`singular_values`), as :func:`core_gradient_space` does, the
+reference the tests hold the partial one against (with :func:`residual_projector`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -30,10 +35,12 @@ from threadpoolctl import threadpool_limits
 from ml.pgu.tridiagonal import Tridiagonal
 
 __all__ = [
+    "Projection",
     "singular_values",
     "core_gradient_space",
     "residual_projector",
     "layer_projector",
+    "full_projection",
     "partial_projector",
     "project_out",
 ]
@@ -47,6 +54,53 @@ __all__ = [
 # against 1.03, d = 3,136 4.03 against 2.84 (`python -m benchmarks.core_space --threads 2
 # --dims 1536,2048,3136`, with and without `--decades 1.3`).
 PARTIAL_ABOVE = 2048
+
+
+@dataclass(frozen=True)
+class Projection:
+    """Eq. 4's projector P = I - M M^T of one (d, d) cache, kept as the thinner of its two
+    orthonormal factors: ``basis`` (d, m) is U_rest, the eigenvectors past the cut, when
+    ``spans_range`` (P = U_rest U_rest^T), else M (P = I - M M^T). Applying it to a
+    gradient's rows costs two (rows x d x m) products instead of one (rows x d x d), and
+    nothing forms the d x d matrix (about 0.2 s at d = 3,136 with m = 701)."""
+
+    basis: torch.Tensor
+    spans_range: bool
+
+    def apply(self, rows: torch.Tensor) -> torch.Tensor:
+        """``rows`` (n, d) times P."""
+        through = (rows @ self.basis) @ self.basis.T
+        return through if self.spans_range else rows - through
+
+    def matrix(self) -> torch.Tensor:
+        """P itself, d x d (for tests and measurements)."""
+        d = self.basis.shape[0]
+        return self.apply(torch.eye(d, dtype=self.basis.dtype, device=self.basis.device))
+
+    def to(self, dtype: torch.dtype) -> Projection:
+        return Projection(self.basis.to(dtype), self.spans_range)
+
+    @classmethod
+    def thinner(cls, eigenvectors: torch.Tensor, k: int) -> Projection:
+        """From every eigenvector (d x d, descending) and the cut k: the thinner side."""
+        d = eigenvectors.shape[1]
+        # copies: a view would keep the whole d x d decomposition alive
+        if d - k <= k:
+            return cls(eigenvectors[:, k:].contiguous(), spans_range=True)
+        return cls(eigenvectors[:, :k].contiguous(), spans_range=False)
+
+    def embedded(self, inside: torch.Tensor, d: int) -> Projection:
+        """This projection of the coordinates ``inside`` within d, the other coordinates
+        (zero rows of C: singular value 0, past the cut) in P's range."""
+        outside = torch.ones(d, dtype=torch.bool, device=inside.device)
+        outside[inside] = False
+        width = self.basis.shape[1] + (int(outside.sum()) if self.spans_range else 0)
+        basis = self.basis.new_zeros(d, width)
+        basis[inside, : self.basis.shape[1]] = self.basis
+        if self.spans_range:
+            columns = torch.arange(self.basis.shape[1], width, device=basis.device)
+            basis[outside.nonzero().squeeze(1), columns] = 1.0
+        return Projection(basis, self.spans_range)
 
 
 def singular_values(covariance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,7 +153,7 @@ def core_gradient_space(covariance: torch.Tensor, gamma: float) -> torch.Tensor:
     through.
 
     This computes every eigenvector (``torch.linalg.eigh``); PGU's steps only need the
-    projector, which :func:`layer_projector` gets from one side of the cut alone on the
+    projection, which :func:`layer_projector` gets from one side of the cut alone on the
     CPU above ``PARTIAL_ABOVE``.
     """
     _check_gamma(gamma)
@@ -123,49 +177,57 @@ def _gamma_rank(s: torch.Tensor, gamma: float) -> int:
 
 
 def residual_projector(core_space: torch.Tensor) -> torch.Tensor:
-    """I - M M^T: right-multiplying a gradient by it gives Eq. 4's G - G M M^T."""
+    """I - M M^T as a d x d matrix: right-multiplying a gradient by it gives Eq. 4's
+    G - G M M^T (the dense reference for tests and measurements; PGU applies a
+    :class:`Projection`)."""
     d = core_space.shape[0]
     identity = torch.eye(d, dtype=core_space.dtype, device=core_space.device)
     return identity - core_space @ core_space.T
 
 
-def layer_projector(covariance: torch.Tensor, gamma: float) -> tuple[torch.Tensor, int]:
-    """(I - M M^T, k) for a layer's C_r: (d, d) and k = M's columns; for a grouped
-    convolution's (groups, d, d) cache, the groups' projectors stacked (groups, d, d) and
-    the sum of their k. Float64, on C_r's device."""
+def layer_projector(covariance: torch.Tensor, gamma: float) -> tuple[list[Projection], int]:
+    """(the projections I - M M^T, k) for a layer's C_r: one :class:`Projection` for a
+    (d, d) cache, one per group, in order, for a grouped convolution's (groups, d, d); k is
+    M's columns, summed over the groups. Float64, on C_r's device."""
     _check_gamma(gamma)
-    if covariance.ndim == 2:
-        return _projector(covariance.to(torch.float64), gamma)
-    groups = [_projector(group.to(torch.float64), gamma) for group in covariance]
-    return torch.stack([p for p, _ in groups]), sum(k for _, k in groups)
+    blocks = [covariance] if covariance.ndim == 2 else list(covariance)
+    projections = [_projection(block.to(torch.float64), gamma) for block in blocks]
+    return [p for p, _ in projections], sum(k for _, k in projections)
 
 
-def _projector(covariance: torch.Tensor, gamma: float) -> tuple[torch.Tensor, int]:
+def _projection(covariance: torch.Tensor, gamma: float) -> tuple[Projection, int]:
     """(I - M M^T, k), from every eigenvalue but only the smaller side's eigenvectors where
     that pays (on the CPU, above ``PARTIAL_ABOVE``), else from eigh's full decomposition.
 
     Zero rows are split off first, as in :func:`singular_values`: their coordinates have
     singular value 0, so they lie past the cut, in the projector's range.
     """
+    d = covariance.shape[0]
     filled = (covariance != 0).any(dim=1)
     if not bool(filled.all()):
         inside = filled.nonzero().squeeze(1)
-        projector = torch.diag((~filled).to(covariance.dtype))
-        if len(inside) == 0:  # the layer saw nothing: nothing to protect
-            return projector, 0
-        inner, k = _projector(covariance[inside][:, inside], gamma)
-        projector[inside.unsqueeze(1), inside] = inner
-        return projector, k
-    if covariance.device.type == "cpu" and covariance.shape[0] > PARTIAL_ABOVE:
+        if len(inside) == 0:  # the layer saw nothing: nothing to protect, P = I
+            return Projection(covariance.new_zeros(d, 0), spans_range=False), 0
+        inner, k = _projection(covariance[inside][:, inside], gamma)
+        return inner.embedded(inside, d), k
+    if covariance.device.type == "cpu" and d > PARTIAL_ABOVE:
         try:
             return partial_projector(covariance, gamma)
         except np.linalg.LinAlgError:  # LAPACK failed, or the vectors failed the check
             pass
-    core = core_gradient_space(covariance, gamma)
-    return residual_projector(core), core.shape[1]
+    return full_projection(covariance, gamma)
 
 
-def partial_projector(covariance: torch.Tensor, gamma: float) -> tuple[torch.Tensor, int]:
+def full_projection(covariance: torch.Tensor, gamma: float) -> tuple[Projection, int]:
+    """(I - M M^T, k) from eigh's full decomposition (:func:`singular_values`, zero rows
+    split off): what :func:`layer_projector` runs up to ``PARTIAL_ABOVE`` and on CUDA."""
+    _check_gamma(gamma)
+    s, u = singular_values(covariance.to(torch.float64))
+    k = _gamma_rank(s, gamma)
+    return Projection.thinner(u, k), k
+
+
+def partial_projector(covariance: torch.Tensor, gamma: float) -> tuple[Projection, int]:
     """(I - M M^T, k) for a (d, d) C without zero rows, on the CPU (float64).
 
     I - M M^T projects onto the eigenvectors past the cut, so it is U_rest U_rest^T or
@@ -184,38 +246,36 @@ def partial_projector(covariance: torch.Tensor, gamma: float) -> tuple[torch.Ten
         eigenvalues = torch.from_numpy(reduced.eigenvalues())  # ascending
         k = _gamma_rank(eigenvalues.flip(0).clamp(min=0).sqrt(), gamma)
         if n - k <= k:  # past the cut: the n - k smallest eigenvalues
-            rest = torch.from_numpy(reduced.eigenvectors(0, n - k))
-            projector = rest @ rest.T
+            projection = Projection(torch.from_numpy(reduced.eigenvectors(0, n - k)), True)
         else:
-            projector = residual_projector(torch.from_numpy(reduced.eigenvectors(n - k, n)))
-    return _verified(projector, c, float(eigenvalues.abs().max())), k
+            projection = Projection(torch.from_numpy(reduced.eigenvectors(n - k, n)), False)
+    return _verified(projection, c, float(eigenvalues.abs().max())), k
 
 
-def _verified(projector: torch.Tensor, covariance: torch.Tensor, norm: float) -> torch.Tensor:
-    """``projector``, once two random probes x show it idempotent (P P x = P x) and its range
-    invariant under C ((I - P) C P x = 0), each to 1e-8 of the scale: a cheap (O(d^2))
+def _verified(projection: Projection, covariance: torch.Tensor, norm: float) -> Projection:
+    """``projection``, once two random probes x show it idempotent (P P x = P x) and its
+    range invariant under C ((I - P) C P x = 0), each to 1e-8 of the scale: a cheap (O(d m))
     guard against an eigenvector set MRRR returned without reporting a failure but not
     orthogonal (LAPACK has had such bugs; the exact values sit near 1e-13)."""
     generator = torch.Generator().manual_seed(0)
-    probes = torch.randn(projector.shape[0], 2, generator=generator, dtype=torch.float64)
-    image = projector @ probes
-    mapped = covariance @ image
+    probes = torch.randn(2, projection.basis.shape[0], generator=generator, dtype=torch.float64)
+    image = projection.apply(probes)  # rows: P is symmetric
+    mapped = image @ covariance
     scale = float(probes.norm())
-    idempotence = float((projector @ image - image).norm()) / scale
-    invariance = float((mapped - projector @ mapped).norm()) / (scale * max(norm, 1e-300))
+    idempotence = float((projection.apply(image) - image).norm()) / scale
+    invariance = float((mapped - projection.apply(mapped)).norm()) / (scale * max(norm, 1e-300))
     if not (idempotence <= 1e-8 and invariance <= 1e-8):
         raise np.linalg.LinAlgError(
             f"partial eigendecomposition: not a projector onto an invariant subspace "
             f"(idempotence {idempotence:.1e}, invariance {invariance:.1e})"
         )
-    return projector
+    return projection
 
 
-def project_out(gradient: torch.Tensor, projector: torch.Tensor) -> torch.Tensor:
-    """Eq. 4 for a weight gradient of any shape (out, ...): (G.view(out, d) P).view(shape).
-    A stack of projectors (groups, d, d) projects each group's rows (out / groups of them,
-    in order) with its own."""
-    if projector.ndim == 2:
-        return (gradient.reshape(gradient.shape[0], -1) @ projector).view_as(gradient)
-    groups, d = projector.shape[0], projector.shape[-1]
-    return (gradient.reshape(groups, -1, d) @ projector).view_as(gradient)
+def project_out(gradient: torch.Tensor, projections: Sequence[Projection]) -> torch.Tensor:
+    """Eq. 4 for a weight gradient of any shape (out, ...): G.view(out, d) P, back in G's
+    shape. With one projection per group of a grouped convolution, group g's rows (out /
+    groups of them, in order) are projected with group g's."""
+    rows = gradient.reshape(len(projections), -1, projections[0].basis.shape[0])
+    projected = [p.apply(group) for p, group in zip(projections, rows, strict=True)]
+    return torch.stack(projected).view_as(gradient)

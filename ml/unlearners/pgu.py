@@ -123,6 +123,7 @@ from torch import nn
 
 from ml.pgu import (
     Layer,
+    Projection,
     cache_bytes,
     discover_layers,
     input_covariances,
@@ -430,17 +431,17 @@ class PGU(Unlearner):
         for layer in trainable:  # gamma 1.0: the layer is frozen
             layer.weight.requires_grad_(True)
         stopping = EarlyStopping.for_params(p, context)
-        projectors: dict[str, torch.Tensor] = {}
+        projections: dict[str, list[Projection]] = {}
         core_dims: dict[str, int] = {}
         core_space_seconds = steps_seconds = 0.0
 
         def build_core_spaces() -> None:
-            """M per layer by the gamma rule, kept as the projector I - M M^T (Eq. 4)."""
+            """M per layer by the gamma rule, kept as the projection I - M M^T (Eq. 4)."""
             nonlocal core_space_seconds
             begun = time.perf_counter()
             for number, layer in enumerate(trainable, start=1):
-                projector, k = layer_projector(retained[layer.name], gammas[layer.name])
-                projectors[layer.name] = projector.float()
+                projection, k = layer_projector(retained[layer.name], gammas[layer.name])
+                projections[layer.name] = [block.to(torch.float32) for block in projection]
                 core_dims[layer.name] = k  # summed over the groups of a grouped convolution
                 context.progress("core-space", number, len(trainable))
             core_space_seconds = time.perf_counter() - begun
@@ -453,7 +454,7 @@ class PGU(Unlearner):
 
             def step(spent: float, inputs: torch.Tensor, labels: torch.Tensor) -> None:
                 nonlocal steps_seconds
-                if not projectors:
+                if not projections:
                     build_core_spaces()
                 begun = time.perf_counter()
                 logits = student(inputs.to(device))
@@ -463,7 +464,7 @@ class PGU(Unlearner):
                 gradients = torch.autograd.grad(loss, weights)
                 with torch.no_grad():
                     projected = [
-                        project_out(gradient, projectors[layer.name])
+                        project_out(gradient, projections[layer.name])
                         for layer, gradient in zip(trainable, gradients, strict=True)
                     ]
                     size = _step_size(p, spent, weights, projected)

@@ -12,6 +12,7 @@ from torch import nn
 from ml.architectures import structure
 from ml.class_masking import MASKED_LOGIT
 from ml.pgu import (
+    Projection,
     cache_bytes,
     core_gradient_space,
     discover_layers,
@@ -145,7 +146,7 @@ def test_a_projected_gradient_leaves_a_strided_convs_cached_outputs_unchanged():
     core = core_gradient_space(rows.T @ rows, 1 - 1e-6)
     assert core.shape[1] == 32
     gradient = torch.randn_like(conv.weight)
-    projected = project_out(gradient, residual_projector(core))
+    projected = project_out(gradient, [Projection(core, spans_range=False)])
     assert torch.linalg.norm(projected) > 0.5 * torch.linalg.norm(gradient)
     moved = F.conv2d(inputs, projected, stride=2, padding=1, dilation=2)
     with torch.no_grad():
@@ -175,10 +176,10 @@ def test_each_group_is_protected_by_its_own_core_space():
     inputs = torch.randn(1, 4, 3, 3, dtype=torch.float64)  # 9 patches per group, d = 18
     inputs[:, 2:] *= 1e-7
     rows = input_representation(conv, inputs)
-    projector, k = layer_projector(rows.transpose(1, 2) @ rows, 1 - 1e-6)
-    assert projector.shape == (2, 18, 18) and k == 18
+    projections, k = layer_projector(rows.transpose(1, 2) @ rows, 1 - 1e-6)
+    assert len(projections) == 2 and k == 18
     gradient = torch.randn_like(conv.weight)
-    projected = project_out(gradient, projector)
+    projected = project_out(gradient, projections)
     assert torch.linalg.norm(projected[2:]) > 0.5 * torch.linalg.norm(gradient[2:])
     moved = F.conv2d(inputs, projected, padding=1, groups=2)
     with torch.no_grad():
@@ -186,7 +187,7 @@ def test_each_group_is_protected_by_its_own_core_space():
     for rows_of_group in (slice(0, 2), slice(2, 4)):
         relative = torch.linalg.norm(moved[:, rows_of_group])
         assert relative < 1e-10 * torch.linalg.norm(outputs[:, rows_of_group])
-    summed = residual_projector(core_gradient_space((rows.transpose(1, 2) @ rows).sum(0), 0.9))
+    summed = [Projection(core_gradient_space((rows.transpose(1, 2) @ rows).sum(0), 0.9), False)]
     leaked = F.conv2d(inputs, project_out(gradient, summed), padding=1, groups=2)
     assert torch.linalg.norm(leaked[:, 2:]) > 0.1 * torch.linalg.norm(outputs[:, 2:])
 
@@ -328,7 +329,9 @@ def test_incremental_cache_equals_cache_built_on_what_remains():
         chained, k = layer_projector(cache_3.tensors[name], 0.9)
         rebuilt, k_rebuilt = layer_projector(covariance, 0.9)
         assert k == k_rebuilt, name
-        assert float(torch.linalg.matrix_norm(chained - rebuilt, ord=2)) < 1e-6, name
+        for ours, theirs in zip(chained, rebuilt, strict=True):
+            difference = ours.matrix() - theirs.matrix()
+            assert float(torch.linalg.matrix_norm(difference, ord=2)) < 1e-6, name
 
     # The test can fail: version 2 moved, so its representations of B are not version 1's.
     moved = input_covariances(version_2, setup.train.take(np.sort(b)), batch_size=64, device=DEVICE)
@@ -460,13 +463,23 @@ def test_an_eigendecomposition_that_does_not_converge_falls_back_to_the_svd(monk
     )
 
 
-def test_projected_gradient_has_no_component_in_the_core_space():
+@pytest.mark.parametrize("factor", ["core", "rest"])
+def test_projected_gradient_has_no_component_in_the_core_space(factor):
+    """Whichever factor a :class:`Projection` keeps, M (P = I - M M^T) or the eigenvectors
+    past the cut (P = U_rest U_rest^T), it applies the same projector."""
     torch.manual_seed(0)
     r = torch.randn(18, 200, dtype=torch.float64) * torch.logspace(0, -2, 18)[:, None]
     core = core_gradient_space(r @ r.T, 0.9)
     assert 0 < core.shape[1] < 18
+    _, u = singular_values(r @ r.T)
+    projection = (
+        Projection(core, spans_range=False)
+        if factor == "core"
+        else Projection(u[:, core.shape[1] :], spans_range=True)
+    )
+    torch.testing.assert_close(projection.matrix(), residual_projector(core))
     gradient = torch.randn(4, 2, 3, 3, dtype=torch.float64)  # a conv weight's shape, d = 18
-    projected = project_out(gradient, residual_projector(core))
+    projected = project_out(gradient, [projection])
     assert projected.shape == gradient.shape
     assert torch.linalg.norm(projected.view(4, -1) @ core) < 1e-12 * torch.linalg.norm(gradient)
     # What is left is the whole residual component: nothing outside the core space is lost.
@@ -482,7 +495,7 @@ def test_a_layer_with_gamma_one_and_all_biases_stay_put(monkeypatch):
     cache = pgu.prepare(context_for(setup, setup.model(), forget=empty, retain=setup.train))
     decomposed: list[int] = []
 
-    def counted(covariance: torch.Tensor, gamma: float) -> tuple[torch.Tensor, int]:
+    def counted(covariance: torch.Tensor, gamma: float) -> tuple[list[Projection], int]:
         decomposed.append(covariance.shape[-1])
         return layer_projector(covariance, gamma)
 

@@ -9,6 +9,7 @@ import torch
 
 import ml.pgu.core_space as core_space_module
 from ml.pgu.core_space import (
+    Projection,
     core_gradient_space,
     layer_projector,
     partial_projector,
@@ -75,12 +76,13 @@ def test_the_projector_after_random_low_rank_downdates_equals_a_fresh_eigh_s(gam
         kept[forgotten] = False
         c = c - torch.from_numpy(rows[:, forgotten] @ rows[:, forgotten].T)
         partial, k = partial_projector(c, gamma)
+        assert partial.basis.shape[1] == min(k, d - k)  # the thinner side
         core = core_gradient_space(c, gamma)
         assert k == core.shape[1] and 0 < k < d
         eigenvalues = torch.linalg.eigvalsh(c).flip(0)  # descending
         gap = float(eigenvalues[k - 1] - eigenvalues[k])
         bound = 10 * d * EPS * float(eigenvalues[0]) / gap
-        assert _angle_sine(partial, residual_projector(core)) <= bound < 1e-6
+        assert _angle_sine(partial.matrix(), residual_projector(core)) <= bound < 1e-6
 
 
 def test_a_wide_layer_with_zero_rows_gets_the_partial_projector_embedded(monkeypatch):
@@ -95,12 +97,13 @@ def test_a_wide_layer_with_zero_rows_gets_the_partial_projector_embedded(monkeyp
     calls: list[int] = []
     real = core_space_module.partial_projector
 
-    def counted(covariance: torch.Tensor, gamma: float) -> tuple[torch.Tensor, int]:
+    def counted(covariance: torch.Tensor, gamma: float) -> tuple[Projection, int]:
         calls.append(covariance.shape[0])
         return real(covariance, gamma)
 
     monkeypatch.setattr(core_space_module, "partial_projector", counted)
-    projector, k = layer_projector(torch.from_numpy(c), 0.95)
+    (projection,), k = layer_projector(torch.from_numpy(c), 0.95)
+    projector = projection.matrix()
     assert calls == [int(filled.sum())] > [WIDE]
     reference = residual_projector(core_gradient_space(torch.from_numpy(c), 0.95))
     assert k == core_gradient_space(torch.from_numpy(c), 0.95).shape[1]
@@ -118,10 +121,10 @@ def test_mrrr_giving_up_falls_back_to_the_full_decomposition(monkeypatch):
 
     monkeypatch.setattr(Tridiagonal, "eigenvectors", gives_up)
     c = torch.from_numpy(_covariance(WIDE + 1, 2 * WIDE, seed=5))
-    projector, k = layer_projector(c, 0.9)
+    (projection,), k = layer_projector(c, 0.9)
     core = core_gradient_space(c, 0.9)
     assert len(tried) == 1 and k == core.shape[1]
-    assert _angle_sine(projector, residual_projector(core)) < 1e-8
+    assert _angle_sine(projection.matrix(), residual_projector(core)) < 1e-8
 
 
 def test_vectors_mrrr_returns_without_an_error_but_not_orthogonal_are_refused(monkeypatch):
@@ -136,8 +139,9 @@ def test_vectors_mrrr_returns_without_an_error_but_not_orthogonal_are_refused(mo
     c = torch.from_numpy(_covariance(WIDE + 1, 2 * WIDE, seed=6))
     with pytest.raises(np.linalg.LinAlgError, match="not a projector"):
         partial_projector(c, 0.9)
-    projector, _ = layer_projector(c, 0.9)  # the full decomposition instead
-    assert _angle_sine(projector, residual_projector(core_gradient_space(c, 0.9))) < 1e-8
+    (projection,), _ = layer_projector(c, 0.9)  # the full decomposition instead
+    reference = residual_projector(core_gradient_space(c, 0.9))
+    assert _angle_sine(projection.matrix(), reference) < 1e-8
 
 
 @pytest.mark.parametrize(("gamma", "side"), [(0.3, "core"), (0.99, "rest")])
@@ -170,11 +174,12 @@ def test_grouped_wide_caches_are_reduced_group_by_group_and_left_as_they_were(mo
         [torch.from_numpy(_covariance(d, 2 * d, seed=seed, decades=1.0)) for seed in (9, 10)]
     )
     before = groups.clone()
-    projectors, k = layer_projector(groups, 0.5)
+    projections, k = layer_projector(groups, 0.5)
     assert torch.equal(groups, before)  # the cache is read, never written
     assert reduced == [d, d]  # one reduction per group
-    assert projectors.shape == (2, d, d) and projectors.dtype == torch.float64
+    assert len(projections) == 2
     cores = [core_gradient_space(group, 0.5) for group in groups]
     assert k == sum(core.shape[1] for core in cores)
-    for projector, core in zip(projectors, cores, strict=True):
-        assert _angle_sine(projector, residual_projector(core)) < 1e-8
+    for projection, core in zip(projections, cores, strict=True):
+        assert projection.basis.dtype == torch.float64
+        assert _angle_sine(projection.matrix(), residual_projector(core)) < 1e-8
