@@ -124,7 +124,9 @@ def _layer_row(
         return [full_projection(g, gamma)[0] for g in groups]
 
     full_seconds, reference = _timed(full, device, 1)
-    pgu_seconds, (projections, k) = _timed(lambda: layer_projector(c, gamma), device, 1)
+    pgu_seconds, (projection, k) = _timed(lambda: layer_projector(c, gamma), device, 1)
+    projectors = projection.matrix()
+    ours = projectors if projectors.ndim == 3 else projectors.unsqueeze(0)
     return {
         "layer": name,
         "d": c.shape[-1],
@@ -132,8 +134,8 @@ def _layer_row(
         "full": full_seconds,
         "pgu": pgu_seconds,
         "angle": max(
-            principal_angle(p.matrix().to(r.basis.device), r.matrix())
-            for p, r in zip(projections, reference, strict=True)
+            principal_angle(p.to(r.basis.device), r.matrix())
+            for p, r in zip(ours, reference, strict=True)
         ),
     }
 

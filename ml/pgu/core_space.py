@@ -25,7 +25,6 @@ reference the tests hold the partial one against (with :func:`residual_projector
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,23 +61,32 @@ class Projection:
     orthonormal factors: ``basis`` (d, m) is U_rest, the eigenvectors past the cut, when
     ``spans_range`` (P = U_rest U_rest^T), else M (P = I - M M^T). Applying it to a
     gradient's rows costs two (rows x d x m) products instead of one (rows x d x d), and
-    nothing forms the d x d matrix (about 0.2 s at d = 3,136 with m = 701)."""
+    nothing forms the d x d matrix (about 0.2 s at d = 3,136 with m = 701).
+
+    A grouped convolution's groups are stacked, ``basis`` (groups, d, m), each group's
+    factor on the same side and padded with zero columns to the widest (a zero column adds
+    nothing to B B^T): one batched product projects every group's rows (:meth:`stacked`).
+    """
 
     basis: torch.Tensor
     spans_range: bool
 
     def apply(self, rows: torch.Tensor) -> torch.Tensor:
-        """``rows`` (n, d) times P."""
-        through = (rows @ self.basis) @ self.basis.T
+        """``rows`` (n, d), or (groups, n, d) for stacked groups, times P."""
+        through = (rows @ self.basis) @ self.basis.mT
         return through if self.spans_range else rows - through
 
     def matrix(self) -> torch.Tensor:
-        """P itself, d x d (for tests and measurements)."""
-        d = self.basis.shape[0]
+        """P itself, (d, d) or (groups, d, d) (for tests and measurements)."""
+        d = self.basis.shape[-2]
         return self.apply(torch.eye(d, dtype=self.basis.dtype, device=self.basis.device))
 
     def to(self, dtype: torch.dtype) -> Projection:
         return Projection(self.basis.to(dtype), self.spans_range)
+
+    @property
+    def width(self) -> int:
+        return self.basis.shape[-1]
 
     @classmethod
     def thinner(cls, eigenvectors: torch.Tensor, k: int) -> Projection:
@@ -94,13 +102,38 @@ class Projection:
         (zero rows of C: singular value 0, past the cut) in P's range."""
         outside = torch.ones(d, dtype=torch.bool, device=inside.device)
         outside[inside] = False
-        width = self.basis.shape[1] + (int(outside.sum()) if self.spans_range else 0)
+        width = self.width + (int(outside.sum()) if self.spans_range else 0)
         basis = self.basis.new_zeros(d, width)
-        basis[inside, : self.basis.shape[1]] = self.basis
+        basis[inside, : self.width] = self.basis
         if self.spans_range:
-            columns = torch.arange(self.basis.shape[1], width, device=basis.device)
+            columns = torch.arange(self.width, width, device=basis.device)
             basis[outside.nonzero().squeeze(1), columns] = 1.0
         return Projection(basis, self.spans_range)
+
+    def flipped(self) -> Projection:
+        """The same projector from its other factor: the eigenvectors of the d x d matrix P
+        on the other side of its eigenvalues 1 and 0 (1 apart, so exact to rounding).
+        Only for stacking groups whose thinner factors lie on different sides."""
+        values, vectors = torch.linalg.eigh(self.matrix())
+        other = vectors[:, values < 0.5] if self.spans_range else vectors[:, values >= 0.5]
+        return Projection(other.contiguous(), not self.spans_range)
+
+    @classmethod
+    def stacked(cls, groups: list[Projection]) -> Projection:
+        """The groups' projections as one, on the side that keeps the widest group
+        thinnest (groups on the other side flipped), padded with zero columns."""
+        d = groups[0].basis.shape[0]
+
+        def width_on(side: bool) -> int:
+            return max(g.width if g.spans_range == side else d - g.width for g in groups)
+
+        side = width_on(True) <= width_on(False)
+        same = [g if g.spans_range == side else g.flipped() for g in groups]
+        width = max(g.width for g in same)
+        basis = groups[0].basis.new_zeros(len(groups), d, width)
+        for index, g in enumerate(same):
+            basis[index, :, : g.width] = g.basis
+        return cls(basis, side)
 
 
 def singular_values(covariance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -185,14 +218,15 @@ def residual_projector(core_space: torch.Tensor) -> torch.Tensor:
     return identity - core_space @ core_space.T
 
 
-def layer_projector(covariance: torch.Tensor, gamma: float) -> tuple[list[Projection], int]:
-    """(the projections I - M M^T, k) for a layer's C_r: one :class:`Projection` for a
-    (d, d) cache, one per group, in order, for a grouped convolution's (groups, d, d); k is
-    M's columns, summed over the groups. Float64, on C_r's device."""
+def layer_projector(covariance: torch.Tensor, gamma: float) -> tuple[Projection, int]:
+    """(the projection I - M M^T, k) for a layer's C_r: (d, d) and k = M's columns; for a
+    grouped convolution's (groups, d, d) cache, each group's own, stacked in order
+    (:meth:`Projection.stacked`), and the sum of their k. Float64, on C_r's device."""
     _check_gamma(gamma)
-    blocks = [covariance] if covariance.ndim == 2 else list(covariance)
-    projections = [_projection(block.to(torch.float64), gamma) for block in blocks]
-    return [p for p, _ in projections], sum(k for _, k in projections)
+    if covariance.ndim == 2:
+        return _projection(covariance.to(torch.float64), gamma)
+    groups = [_projection(group.to(torch.float64), gamma) for group in covariance]
+    return Projection.stacked([p for p, _ in groups]), sum(k for _, k in groups)
 
 
 def _projection(covariance: torch.Tensor, gamma: float) -> tuple[Projection, int]:
@@ -272,10 +306,13 @@ def _verified(projection: Projection, covariance: torch.Tensor, norm: float) -> 
     return projection
 
 
-def project_out(gradient: torch.Tensor, projections: Sequence[Projection]) -> torch.Tensor:
+def project_out(gradient: torch.Tensor, projection: Projection) -> torch.Tensor:
     """Eq. 4 for a weight gradient of any shape (out, ...): G.view(out, d) P, back in G's
-    shape. With one projection per group of a grouped convolution, group g's rows (out /
-    groups of them, in order) are projected with group g's."""
-    rows = gradient.reshape(len(projections), -1, projections[0].basis.shape[0])
-    projected = [p.apply(group) for p, group in zip(projections, rows, strict=True)]
-    return torch.stack(projected).view_as(gradient)
+    shape. A stacked projection (groups, d, m) projects each group's rows (out / groups of
+    them, in order) with its own."""
+    if projection.basis.ndim == 2:
+        rows = gradient.reshape(gradient.shape[0], -1)
+    else:
+        groups, d = projection.basis.shape[0], projection.basis.shape[1]
+        rows = gradient.reshape(groups, -1, d)
+    return projection.apply(rows).view_as(gradient)

@@ -431,7 +431,7 @@ class PGU(Unlearner):
         for layer in trainable:  # gamma 1.0: the layer is frozen
             layer.weight.requires_grad_(True)
         stopping = EarlyStopping.for_params(p, context)
-        projections: dict[str, list[Projection]] = {}
+        projections: dict[str, Projection] = {}
         core_dims: dict[str, int] = {}
         core_space_seconds = steps_seconds = 0.0
 
@@ -441,7 +441,7 @@ class PGU(Unlearner):
             begun = time.perf_counter()
             for number, layer in enumerate(trainable, start=1):
                 projection, k = layer_projector(retained[layer.name], gammas[layer.name])
-                projections[layer.name] = [block.to(torch.float32) for block in projection]
+                projections[layer.name] = projection.to(torch.float32)
                 core_dims[layer.name] = k  # summed over the groups of a grouped convolution
                 context.progress("core-space", number, len(trainable))
             core_space_seconds = time.perf_counter() - begun

@@ -102,7 +102,7 @@ def test_a_wide_layer_with_zero_rows_gets_the_partial_projector_embedded(monkeyp
         return real(covariance, gamma)
 
     monkeypatch.setattr(core_space_module, "partial_projector", counted)
-    (projection,), k = layer_projector(torch.from_numpy(c), 0.95)
+    projection, k = layer_projector(torch.from_numpy(c), 0.95)
     projector = projection.matrix()
     assert calls == [int(filled.sum())] > [WIDE]
     reference = residual_projector(core_gradient_space(torch.from_numpy(c), 0.95))
@@ -121,7 +121,7 @@ def test_mrrr_giving_up_falls_back_to_the_full_decomposition(monkeypatch):
 
     monkeypatch.setattr(Tridiagonal, "eigenvectors", gives_up)
     c = torch.from_numpy(_covariance(WIDE + 1, 2 * WIDE, seed=5))
-    (projection,), k = layer_projector(c, 0.9)
+    projection, k = layer_projector(c, 0.9)
     core = core_gradient_space(c, 0.9)
     assert len(tried) == 1 and k == core.shape[1]
     assert _angle_sine(projection.matrix(), residual_projector(core)) < 1e-8
@@ -139,7 +139,7 @@ def test_vectors_mrrr_returns_without_an_error_but_not_orthogonal_are_refused(mo
     c = torch.from_numpy(_covariance(WIDE + 1, 2 * WIDE, seed=6))
     with pytest.raises(np.linalg.LinAlgError, match="not a projector"):
         partial_projector(c, 0.9)
-    (projection,), _ = layer_projector(c, 0.9)  # the full decomposition instead
+    projection, _ = layer_projector(c, 0.9)  # the full decomposition instead
     reference = residual_projector(core_gradient_space(c, 0.9))
     assert _angle_sine(projection.matrix(), reference) < 1e-8
 
@@ -174,12 +174,11 @@ def test_grouped_wide_caches_are_reduced_group_by_group_and_left_as_they_were(mo
         [torch.from_numpy(_covariance(d, 2 * d, seed=seed, decades=1.0)) for seed in (9, 10)]
     )
     before = groups.clone()
-    projections, k = layer_projector(groups, 0.5)
+    projection, k = layer_projector(groups, 0.5)
     assert torch.equal(groups, before)  # the cache is read, never written
     assert reduced == [d, d]  # one reduction per group
-    assert len(projections) == 2
+    assert projection.basis.shape[0] == 2 and projection.basis.dtype == torch.float64
     cores = [core_gradient_space(group, 0.5) for group in groups]
     assert k == sum(core.shape[1] for core in cores)
-    for projection, core in zip(projections, cores, strict=True):
-        assert projection.basis.dtype == torch.float64
-        assert _angle_sine(projection.matrix(), residual_projector(core)) < 1e-8
+    for matrix, core in zip(projection.matrix(), cores, strict=True):
+        assert _angle_sine(matrix, residual_projector(core)) < 1e-8
