@@ -89,11 +89,12 @@ class Projection:
         return self.basis.shape[-1]
 
     @classmethod
-    def thinner(cls, eigenvectors: torch.Tensor, k: int) -> Projection:
-        """From every eigenvector (d x d, descending) and the cut k: the thinner side."""
+    def thinner(cls, eigenvectors: torch.Tensor, k: int, *, outside: int = 0) -> Projection:
+        """From every eigenvector (d x d, descending) and the cut k: the thinner side,
+        counting ``outside`` more coordinates past the cut (zero rows, :meth:`embedded`)."""
         d = eigenvectors.shape[1]
         # copies: a view would keep the whole d x d decomposition alive
-        if d - k <= k:
+        if d - k + outside <= k:
             return cls(eigenvectors[:, k:].contiguous(), spans_range=True)
         return cls(eigenvectors[:, :k].contiguous(), spans_range=False)
 
@@ -234,7 +235,9 @@ def _projection(covariance: torch.Tensor, gamma: float) -> tuple[Projection, int
     that pays (on the CPU, above ``PARTIAL_ABOVE``), else from eigh's full decomposition.
 
     Zero rows are split off first, as in :func:`singular_values`: their coordinates have
-    singular value 0, so they lie past the cut, in the projector's range.
+    singular value 0, so they lie past the cut, in the projector's range, and they count
+    on the rest's side when choosing the thinner factor (a ResNet's 3x3 convolution on
+    1x1 maps: 4,096 of 4,608 rows zero, so M is the thinner one).
     """
     d = covariance.shape[0]
     filled = (covariance != 0).any(dim=1)
@@ -242,30 +245,43 @@ def _projection(covariance: torch.Tensor, gamma: float) -> tuple[Projection, int
         inside = filled.nonzero().squeeze(1)
         if len(inside) == 0:  # the layer saw nothing: nothing to protect, P = I
             return Projection(covariance.new_zeros(d, 0), spans_range=False), 0
-        inner, k = _projection(covariance[inside][:, inside], gamma)
+        block = covariance[inside][:, inside]
+        inner, k = _filled_projection(block, gamma, outside=d - len(inside))
         return inner.embedded(inside, d), k
-    if covariance.device.type == "cpu" and d > PARTIAL_ABOVE:
+    return _filled_projection(covariance, gamma)
+
+
+def _filled_projection(
+    covariance: torch.Tensor, gamma: float, *, outside: int = 0
+) -> tuple[Projection, int]:
+    if covariance.device.type == "cpu" and covariance.shape[0] > PARTIAL_ABOVE:
         try:
-            return partial_projector(covariance, gamma)
+            return partial_projector(covariance, gamma, outside=outside)
         except np.linalg.LinAlgError:  # LAPACK failed, or the vectors failed the check
             pass
-    return full_projection(covariance, gamma)
+    return full_projection(covariance, gamma, outside=outside)
 
 
-def full_projection(covariance: torch.Tensor, gamma: float) -> tuple[Projection, int]:
+def full_projection(
+    covariance: torch.Tensor, gamma: float, *, outside: int = 0
+) -> tuple[Projection, int]:
     """(I - M M^T, k) from eigh's full decomposition (:func:`singular_values`, zero rows
-    split off): what :func:`layer_projector` runs up to ``PARTIAL_ABOVE`` and on CUDA."""
+    split off): what :func:`layer_projector` runs up to ``PARTIAL_ABOVE`` and on CUDA.
+    ``outside``: coordinates to be embedded past the cut (:meth:`Projection.thinner`)."""
     _check_gamma(gamma)
     s, u = singular_values(covariance.to(torch.float64))
     k = _gamma_rank(s, gamma)
-    return Projection.thinner(u, k), k
+    return Projection.thinner(u, k, outside=outside), k
 
 
-def partial_projector(covariance: torch.Tensor, gamma: float) -> tuple[Projection, int]:
+def partial_projector(
+    covariance: torch.Tensor, gamma: float, *, outside: int = 0
+) -> tuple[Projection, int]:
     """(I - M M^T, k) for a (d, d) C without zero rows, on the CPU (float64).
 
     I - M M^T projects onto the eigenvectors past the cut, so it is U_rest U_rest^T or
-    I - M M^T, whichever side has fewer vectors: :class:`Tridiagonal` reduces C once,
+    I - M M^T, whichever side has fewer vectors (counting ``outside`` coordinates to be
+    embedded past the cut on the rest's side): :class:`Tridiagonal` reduces C once,
     gives every eigenvalue for the gamma rule and then just that side's eigenvectors (the
     stages eigh runs, minus the other side's vectors; ``benchmarks.core_space`` prints
     both stages' times and the angle between their subspaces). SciPy's LAPACK runs on as
@@ -279,7 +295,7 @@ def partial_projector(covariance: torch.Tensor, gamma: float) -> tuple[Projectio
         reduced = Tridiagonal(c.numpy())
         eigenvalues = torch.from_numpy(reduced.eigenvalues())  # ascending
         k = _gamma_rank(eigenvalues.flip(0).clamp(min=0).sqrt(), gamma)
-        if n - k <= k:  # past the cut: the n - k smallest eigenvalues
+        if n - k + outside <= k:  # past the cut: the n - k smallest eigenvalues
             projection = Projection(torch.from_numpy(reduced.eigenvectors(0, n - k)), True)
         else:
             projection = Projection(torch.from_numpy(reduced.eigenvectors(n - k, n)), False)
@@ -288,7 +304,7 @@ def partial_projector(covariance: torch.Tensor, gamma: float) -> tuple[Projectio
 
 def _verified(projection: Projection, covariance: torch.Tensor, norm: float) -> Projection:
     """``projection``, once two random probes x show it idempotent (P P x = P x) and its
-    range invariant under C ((I - P) C P x = 0), each to 1e-8 of the scale: a cheap (O(d m))
+    range invariant under C ((I - P) C P x = 0), each to 1e-8 of the scale: a cheap (O(d^2))
     guard against an eigenvector set MRRR returned without reporting a failure but not
     orthogonal (LAPACK has had such bugs; the exact values sit near 1e-13)."""
     generator = torch.Generator().manual_seed(0)

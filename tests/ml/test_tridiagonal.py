@@ -97,9 +97,9 @@ def test_a_wide_layer_with_zero_rows_gets_the_partial_projector_embedded(monkeyp
     calls: list[int] = []
     real = core_space_module.partial_projector
 
-    def counted(covariance: torch.Tensor, gamma: float) -> tuple[Projection, int]:
+    def counted(covariance: torch.Tensor, gamma: float, *, outside: int) -> tuple[Projection, int]:
         calls.append(covariance.shape[0])
-        return real(covariance, gamma)
+        return real(covariance, gamma, outside=outside)
 
     monkeypatch.setattr(core_space_module, "partial_projector", counted)
     projection, k = layer_projector(torch.from_numpy(c), 0.95)
@@ -110,6 +110,24 @@ def test_a_wide_layer_with_zero_rows_gets_the_partial_projector_embedded(monkeyp
     assert _angle_sine(projector, reference) < 1e-8
     unfilled = torch.from_numpy(~filled)
     assert torch.equal(projector.diagonal()[unfilled], torch.ones(int(unfilled.sum())))
+    assert projection.width == min(k, d - k)  # the zero rows counted on the rest's side
+
+
+@pytest.mark.parametrize("wide", [False, True])  # the full eigh's path, then the partial one
+def test_zero_rows_count_on_the_rest_s_side_when_choosing_the_thinner_factor(wide):
+    """A ResNet's 3x3 convolution on 1x1 maps: most rows zero. Inside the filled block the
+    rest's side is thinner, but with the zero rows embedded on it M is."""
+    n = WIDE + 4 if wide else 40
+    zeros = 3 * n
+    block = _covariance(n, 2 * n, seed=11, decades=1.3)
+    c = np.zeros((n + zeros, n + zeros))
+    c[:n, :n] = block
+    inner, k_inner = layer_projector(torch.from_numpy(block), 0.95)
+    assert inner.spans_range  # alone, U_rest is the thinner factor
+    projection, k = layer_projector(torch.from_numpy(c), 0.95)
+    assert k == k_inner and not projection.spans_range and projection.width == k
+    reference = residual_projector(core_gradient_space(torch.from_numpy(c), 0.95))
+    assert _angle_sine(projection.matrix(), reference) < 1e-8
 
 
 def test_mrrr_giving_up_falls_back_to_the_full_decomposition(monkeypatch):
