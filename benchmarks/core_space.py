@@ -35,13 +35,13 @@ first Linear layer has at full size (k = 2,435 of 3,136).
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import torch
 
 from benchmarks.machine import cpu_name
+from benchmarks.timing import best_of
 from ml.devices import resolve_device
 from ml.pgu.core_space import Projection, full_projection, layer_projector, partial_projector
 
@@ -62,19 +62,8 @@ def covariance(
 
 
 def _timed(run: Callable[[], T], device: torch.device, repeats: int) -> tuple[float, T]:
-    """(the best of ``repeats`` timed runs, what the last one returned), after one warm-up
-    on CUDA."""
-    if device.type == "cuda":
-        run()
-        torch.cuda.synchronize(device)
-    best = float("inf")
-    for _ in range(max(repeats, 1)):
-        started = time.perf_counter()
-        result = run()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - started)
-    return best, result
+    """:func:`benchmarks.timing.best_of`, warmed up on CUDA only (a CPU eigh costs seconds)."""
+    return best_of(run, repeats, device=device, warm_up=device.type == "cuda")
 
 
 def measure(

@@ -9,14 +9,13 @@ thousand fixed samples, several times per deletion; the evaluation and ConMU's p
 ``--repeats``) to infer ``--samples`` random 1x28x28 inputs in the contiguous (NCHW)
 layout and in channels-last, and the largest difference between the two layouts' logits.
 The networks are freshly initialised: the cost of a forward pass does not depend on the
-weights' values. ``predict`` itself uses the batch and the layout of the last columns'
-row it picks (``CPU_INFERENCE_BATCH``, :func:`ml.training.channels_last_on_cpu`).
+weights' values. On the CPU ``predict`` runs batches of ``CPU_INFERENCE_BATCH`` in
+channels-last (:func:`ml.training.channels_last_on_cpu`): that row's last columns.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,11 +23,13 @@ import torch
 from torch import nn
 
 from benchmarks.machine import cpu_name
+from benchmarks.timing import best_of
 from ml.architectures import build_model
 from ml.training import CPU_INFERENCE_BATCH, channels_last_on_cpu
 
-__all__ = ["seconds", "main"]
+__all__ = ["main"]
 
+CPU = torch.device("cpu")
 NUM_CLASSES = 10
 INPUT_SHAPE = [1, 28, 28]
 # --archs names: the architecture and its params, as the unlearning benchmark builds them
@@ -36,17 +37,6 @@ NETWORKS: dict[str, tuple[str, dict[str, Any]]] = {
     "small_cnn": ("small_cnn", {}),
     "resnet18": ("torchvision", {"builder": "resnet18"}),
 }
-
-
-def seconds(run: Callable[[], torch.Tensor], repeats: int) -> tuple[float, torch.Tensor]:
-    """(the best of ``repeats`` timed runs after one warm-up, the last run's output)."""
-    output = run()
-    best = float("inf")
-    for _ in range(max(repeats, 1)):
-        started = time.perf_counter()
-        output = run()
-        best = min(best, time.perf_counter() - started)
-    return best, output
 
 
 def _inference(model: nn.Module, inputs: torch.Tensor, batch: int) -> Callable[[], torch.Tensor]:
@@ -79,9 +69,13 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(0)
         model = build_model(*NETWORKS[arch], INPUT_SHAPE, NUM_CLASSES).eval()
         for batch in (int(b) for b in args.batches.split(",")):
-            plain, expected = seconds(_inference(model, inputs, batch), args.repeats)
+            plain, expected = best_of(
+                _inference(model, inputs, batch), args.repeats, device=CPU, warm_up=True
+            )
             with channels_last_on_cpu(model):
-                last, got = seconds(_inference(model, inputs, batch), args.repeats)
+                last, got = best_of(
+                    _inference(model, inputs, batch), args.repeats, device=CPU, warm_up=True
+                )
             difference = float((expected - got).abs().max())
             print(
                 f"| {arch} | {batch} | {plain:.3f} | {last:.3f} | {plain / last:.1f}x | "
