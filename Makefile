@@ -1,7 +1,7 @@
 # make run   - install into .venv, migrate, serve the embedded default with a demo model
 # make test  - install into .venv (with dev tools), lint, type-check, run the suite (what CI runs)
 # make test-quick - between edits: lint, type-check, the tests but e2e and the slowest (< 2 min)
-# make bench - the benchmarks (API ingest, unlearning, PGU's core space, inference)
+# make bench - the benchmarks (API ingest, unlearning, PGU's core space and cache pass, inference)
 # make fuzz  - schemathesis against the served API, thousands of cases (prints the count),
 #              then the hardening probe's cases at ten times the suite's scale
 # make drills - the fault drills, DRILL_RUNS times each (prints runs and failures)
@@ -65,6 +65,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.polled_reads
 	$(BIN)/python -m benchmarks.unlearning
 	$(BIN)/python -m benchmarks.core_space
+	$(BIN)/python -m benchmarks.cache_update
 	$(BIN)/python -m benchmarks.inference
 
 FUZZ_EXAMPLES ?= 400

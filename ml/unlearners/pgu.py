@@ -318,7 +318,7 @@ def _subtracted(cache: Artifact, forget: SampleSet) -> tuple[SampleSet, torch.Te
 
 # Modules that multiply by their submodules' weights without calling them (named, so
 # that the check does not import torchvision).
-HOOKLESS_ATTENTION = frozenset(
+FUNCTIONAL_ATTENTION = frozenset(
     {
         "torchvision.models.swin_transformer.ShiftedWindowAttention",
         "torchvision.models.swin_transformer.ShiftedWindowAttentionV2",
@@ -334,22 +334,23 @@ class PGU(Unlearner):
 
     @classmethod
     def unsuitable_for(cls, network: nn.Module) -> str | None:
-        """PGU reads each layer's inputs with forward hooks. ``nn.MultiheadAttention`` (a
+        """PGU reads each layer's inputs in its own forward pass. ``nn.MultiheadAttention`` (a
         ViT's) multiplies by its ``in_proj`` and ``out_proj`` weights inside
         ``F.multi_head_attention_forward``, and torchvision's Swin attention passes its
-        ``qkv`` and ``proj`` weights to ``F.linear``: no hook of those layers fires, so
-        their caches would stay empty and their core spaces protect nothing."""
+        ``qkv`` and ``proj`` weights to ``F.linear``: those layers' own forward passes
+        never run, so their caches would stay empty and their core spaces protect
+        nothing."""
         attention = [
             name or "(the network)"
             for name, module in network.named_modules()
             if isinstance(module, nn.MultiheadAttention)
-            or f"{type(module).__module__}.{type(module).__name__}" in HOOKLESS_ATTENTION
+            or f"{type(module).__module__}.{type(module).__name__}" in FUNCTIONAL_ATTENTION
         ]
         if attention:
             return (
                 "PGU cannot read the inputs of attention layers that call their projections "
                 "functionally (nn.MultiheadAttention, torchvision's Swin attention; their "
-                f"hooks never fire), found at: {', '.join(attention[:5])}"
+                f"layers' own forward passes never run), found at: {', '.join(attention[:5])}"
             )
         return None
 

@@ -271,6 +271,67 @@ def test_covariance_is_r_r_transpose_accumulated_in_float64():
     torch.testing.assert_close(covariances["9.weight"], hidden.T @ hidden, rtol=1e-12, atol=1e-9)
 
 
+@pytest.mark.parametrize("width", [64, 300, 600])  # 1, 2 and 4 blocks (_add_gram)
+def test_a_wide_layers_covariance_is_whole_and_symmetric(width):
+    """The products are accumulated on and below the diagonal blocks, the blocks above
+    copied from below at the end: C is all there."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, width), nn.ReLU(), nn.Linear(width, 10))
+    samples = digits_setup().train.subset(50, seed=3)
+    cache = input_covariances(model, samples, batch_size=16, device=DEVICE)["3.weight"]
+    with torch.no_grad():
+        hidden = model.double()[:3](samples.tensors()[0].double())
+    torch.testing.assert_close(cache, hidden.T @ hidden, rtol=1e-12, atol=1e-9)
+
+
+class _DoubledConv(nn.Conv2d):
+    """A convolution that changes its weight in its own forward pass (as weight
+    standardisation does): its cache must see what this forward pass computes."""
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(inputs, 2 * self.weight, self.bias)
+
+
+@pytest.mark.parametrize("unfold_bytes", [1, 64 * 2**20], ids=["sample-slices", "one-slice"])
+@pytest.mark.parametrize(
+    "conv",
+    [
+        nn.Conv2d(4, 3, 3, padding=1),
+        nn.Conv2d(4, 3, (3, 2), padding=(2, 1), dilation=(1, 2), stride=2),
+        nn.Conv2d(4, 3, 3, padding="same", padding_mode="reflect"),
+        nn.Conv2d(4, 3, 4, padding="same", bias=False),  # padded more on one side
+        nn.Conv2d(4, 6, 3, padding=1, groups=2),
+        _DoubledConv(4, 3, 3, padding=1),
+    ],
+    ids=["padded", "strided-dilated", "same-reflect", "even-same", "grouped", "subclass"],
+)
+def test_the_cache_passes_hold_the_convolutions_own_outputs(conv, unfold_bytes, monkeypatch):
+    """A plain Conv2d's output in the cache's float64 pass is computed from the patches the
+    cache reads (in their tap-major order), any other its own forward pass: either way the
+    convolution's C holds its input patches (in the weight's order) and the next layer's
+    C the convolution's real outputs."""
+    from ml.pgu import representations
+
+    monkeypatch.setattr(representations, "UNFOLD_BYTES", unfold_bytes)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 1), conv, nn.ReLU(), nn.Flatten())
+    samples = digits_setup().train.subset(9, seed=3)
+    inputs = samples.tensors()[0].double()
+    model = model.double()
+    with torch.no_grad():
+        width = model(inputs[:1]).shape[1]
+    model.append(nn.Linear(width, 2).double())
+    caches = input_covariances(model, samples, batch_size=4, device=DEVICE)
+    with torch.no_grad():
+        seen = model[0](inputs)
+        rows = input_representation(conv, seen)  # (groups, n, d), the weight's order
+        hidden = model[:4](inputs)
+    torch.testing.assert_close(
+        caches["1.weight"].view(-1, *rows.shape[-1:] * 2), rows.mT @ rows, rtol=1e-12, atol=1e-9
+    )
+    torch.testing.assert_close(caches["4.weight"], hidden.T @ hidden, rtol=1e-12, atol=1e-9)
+
+
 def test_unfolding_in_slices_gives_the_same_covariances(monkeypatch):
     """The patches are unfolded a few samples at a time (``UNFOLD_BYTES``); the sum is the
     same to round-off however the batch is sliced."""
