@@ -29,8 +29,8 @@ from benchmarks.timing import best_of
 from ml.architectures import build_model
 from ml.datasets import open_source
 from ml.pgu import input_covariances
+from ml.pgu.representations import covariance_batch
 from ml.samples import SampleSet
-from ml.unlearners.pgu import COVARIANCE_BATCH
 
 __all__ = ["main"]
 
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"cache update: torch {torch.__version__}, {device.type} ({cpu_name()}), "
         f"{torch.get_num_threads()} threads, {len(samples)} Fashion-MNIST samples, batches "
-        f"of {COVARIANCE_BATCH}, float64, best of {args.repeats}"
+        f"of {covariance_batch(device)}, float64, best of {args.repeats}"
     )
     print("| architecture | seconds | samples/s |")
     print("|---|---|---|")
@@ -72,9 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(0)
         model = build_model(*NETWORKS[arch], INPUT_SHAPE, NUM_CLASSES).eval().to(device)
         seconds, _ = best_of(
-            functools.partial(
-                input_covariances, model, samples, batch_size=COVARIANCE_BATCH, device=device
-            ),
+            functools.partial(input_covariances, model, samples, device=device),
             args.repeats,
             device=device,
             warm_up=True,

@@ -113,7 +113,7 @@ from ml.samples import SampleSet, split_holdout
 from ml.training import TrainingConfig, accuracy, train
 from ml.unlearners import get_unlearner, run_unlearner, unlearner_class
 from ml.unlearners.base import Artifact, UnlearnContext, UnlearnResult
-from ml.unlearners.pgu import CACHE_ARTIFACT, COVARIANCE_BATCH, MEMBERS
+from ml.unlearners.pgu import CACHE_ARTIFACT, MEMBERS
 
 HOLDOUT_SIZE, RETAIN_EVAL_SIZE = 5000, 5000
 METHODS: dict[str, dict[str, Any]] = {
@@ -802,7 +802,7 @@ def core_spaces(original: Original, forget_sets: dict[str, SampleSet]) -> None:
     ]
     for label, forget in forget_sets.items():
         log(f"core spaces: downdating by {label}")
-        removed = input_covariances(model, forget, batch_size=COVARIANCE_BATCH, device=bench.device)
+        removed = input_covariances(model, forget, device=bench.device)
         downdated = {name: cache[name].to(r.device) - r for name, r in removed.items()}
         for row in layer_rows(downdated, gamma, bench.device):
             lines.append(

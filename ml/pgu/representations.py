@@ -28,9 +28,10 @@ Implementation notes (differences from the paper and the authors' code):
   that affordable on the CPU (where a float64 convolution is about 6x slower than a
   float32 one): a plain Conv2d computes its output from the patches the cache reads,
   read once in the channels-last layout (:func:`_rows`), and only the blocks of C on and
-  below its diagonal are multiplied (:func:`_add_gram`). The downdate of 5,468 samples
-  of small_cnn on Fashion-MNIST's shape took 6.0 s against 10.1 s before (2 threads,
-  AMD EPYC; ``python -m benchmarks.cache_update``).
+  below its diagonal are multiplied (:func:`_add_gram`), 64 samples at a time on the CPU
+  (``CPU_COVARIANCE_BATCH``). The pass over 5,468 samples of small_cnn on Fashion-MNIST
+  took 4.36 s against 9.52 s with ``F.unfold``, pre-hooks and PyTorch's own float64
+  convolutions (2 threads, AMD EPYC; ``python -m benchmarks.cache_update``).
 - The model runs in eval mode (BatchNorm running statistics, no dropout); the authors
   leave dropout active while building the cache.
 - Convolutions are unfolded with their own stride and dilation. The authors' code unfolds
@@ -68,6 +69,7 @@ __all__ = [
     "cache_bytes",
     "discover_layers",
     "input_representation",
+    "covariance_batch",
     "input_covariances",
 ]
 
@@ -76,6 +78,14 @@ READ_CHUNK = 4096  # samples read from the adapter at a time while building a ca
 # activations (at 28x28 one of ResNet-18's first convolutions unfolds 256 float64 samples
 # into 0.9 GB, twice over with the reordering copy), so the batch is unfolded in slices.
 UNFOLD_BYTES = 64 * 2**20
+# Samples per forward pass of the float64 copy (the sum is the same to round-off whatever
+# the batching). On the CPU a small batch keeps a convolution's float64 activations in
+# cache: small_cnn's first layer makes 200 KB of them per 28x28 image, 51 MB for 256. Its
+# pass over 5,468 images took 4.7 s in batches of 64 against 6.1 to 6.4 s in batches of 256
+# (48: 4.6 s, 96: 5.4 s); ResNet-18's the same either way (2 threads, AMD EPYC,
+# ``python -m benchmarks.cache_update``). On CUDA it stays at 256 (not measured there).
+CPU_COVARIANCE_BATCH = 64
+CUDA_COVARIANCE_BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -143,10 +153,10 @@ def _rows(module: nn.Linear | nn.Conv2d, inputs: torch.Tensor) -> torch.Tensor:
     position (i, j) first, then channel, where the weight's own order is channel first.
 
     Read in that order from the channels-last layout, a patch is kh x kw runs of
-    contiguous channels, and the copy took 0.58x the time of the weight's order on
-    small_cnn's second convolution (0.76x that of ``F.unfold`` and its reordering before
-    it): the covariance is accumulated in tap-major order and reordered once
-    (:func:`_tap_major_split`)."""
+    contiguous channels: one batch of 256 at small_cnn's second convolution copied in
+    0.045 to 0.050 s, against 0.076 to 0.087 s in the weight's order and 0.118 s by
+    ``F.unfold`` and its reordering (2 threads, AMD EPYC). The covariance is accumulated
+    in tap-major order and reordered once (:func:`_tap_major_split`)."""
     if isinstance(module, nn.Linear):
         return inputs.reshape(1, -1, module.in_features)
     pads = module._reversed_padding_repeated_twice  # what Conv2d pads, its mode included
@@ -191,8 +201,8 @@ def _tap_major_split(module: nn.Linear | nn.Conv2d) -> tuple[int, int] | None:
 def _add_gram(covariance: torch.Tensor, rows: torch.Tensor) -> None:
     """covariance (groups, d, d) += rows^T rows for rows (groups, n, d), on and below the
     diagonal blocks only (:func:`_mirror_upper`): C is symmetric, and skipping the blocks
-    above the diagonal saves up to a third of the products (0.8x the time at d = 288,
-    0.64x at d = 3,136 on a 2-core AMD EPYC)."""
+    above the diagonal saves a quarter of the products with 2 blocks, 3/8 with 4 (0.88x
+    the time at d = 288, 0.64x to 0.73x at d = 3,136, on a 2-core AMD EPYC)."""
     d = rows.shape[-1]
     edges = _block_edges(d)
     for i in range(len(edges) - 1):
@@ -218,21 +228,28 @@ def _block_edges(d: int) -> list[int]:
     return [round(i * d / blocks) for i in range(blocks + 1)]
 
 
+def covariance_batch(device: torch.device) -> int:
+    """The samples per forward pass :func:`input_covariances` runs on ``device``."""
+    return CPU_COVARIANCE_BATCH if device.type == "cpu" else CUDA_COVARIANCE_BATCH
+
+
 @torch.no_grad()
 def input_covariances(
     model: nn.Module,
     samples: SampleSet,
     *,
-    batch_size: int,
     device: torch.device,
+    batch_size: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, torch.Tensor]:
     """C = R R^T (Eq. 2) for every layer over ``samples``, float64, keyed by weight name
     (``Layer.cache_shape``: one per group of a grouped convolution).
 
-    Runs a float64 copy of ``model``; ``model`` itself is not changed. ``progress`` is
-    called with (samples done, samples in all) after every chunk read.
+    Runs a float64 copy of ``model``, ``batch_size`` samples at a time (by default
+    :func:`covariance_batch`); ``model`` itself is not changed. ``progress`` is called
+    with (samples done, samples in all) after every chunk read.
     """
+    batch_size = batch_size or covariance_batch(device)
     twin = copy.deepcopy(model).to(device=device, dtype=torch.float64).eval()
     layers = discover_layers(twin)
     covariances = {

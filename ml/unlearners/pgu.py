@@ -146,10 +146,6 @@ __all__ = ["PGU", "PGUParams", "CACHE_ARTIFACT", "unlearning_loss"]
 
 CACHE_ARTIFACT = "pgu_cache"
 MEMBERS = "members"  # the cache's tensor of its samples' key hashes (int64, sorted)
-# Forward passes that only accumulate covariances use large batches: the sum is the same to
-# round-off whatever the batching, and the float64 passes are several times faster so.
-COVARIANCE_BATCH = 256
-
 Gamma = Annotated[float, Field(gt=0, le=1)]
 StepRule = Literal["normalized", "sgd"]
 
@@ -373,7 +369,6 @@ class PGU(Unlearner):
         covariances = input_covariances(
             context.model,
             context.retain,
-            batch_size=COVARIANCE_BATCH,
             device=context.device,
             progress=lambda done, total: context.progress("cache", done, total),
         )
@@ -411,7 +406,7 @@ class PGU(Unlearner):
         )
         subtracted, members = _subtracted(cache, context.forget)
         retained = input_covariances(  # R_f R_f^T, turned into C_r in place below
-            basis_model, subtracted, batch_size=COVARIANCE_BATCH, device=device
+            basis_model, subtracted, device=device
         )
         for name, downdated in retained.items():  # -R_f R_f^T + C, exactly C - R_f R_f^T,
             # in place: with C dropped below, the rest of the deletion holds one cache
