@@ -74,9 +74,9 @@ __all__ = [
 ]
 
 READ_CHUNK = 4096  # samples read from the adapter at a time while building a cache
-# The unfolded patches one layer holds at once. A batch's patches can be far bigger than its
+# The patches one layer holds at once. A batch's patches can be far bigger than its
 # activations (at 28x28 one of ResNet-18's first convolutions unfolds 256 float64 samples
-# into 0.9 GB, twice over with the reordering copy), so the batch is unfolded in slices.
+# into 0.9 GB), so the batch is read in slices of a few samples.
 UNFOLD_BYTES = 64 * 2**20
 # Samples per forward pass of the float64 copy (the sum is the same to round-off whatever
 # the batching). On the CPU a small batch keeps a convolution's float64 activations in
