@@ -292,6 +292,35 @@ class _DoubledConv(nn.Conv2d):
         return self._conv_forward(inputs, 2 * self.weight, self.bias)
 
 
+class _ViewFlatten(nn.Module):
+    """Flattens with ``view``, as LeNet-style models do: it needs a contiguous input."""
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return inputs.view(len(inputs), -1)
+
+
+def test_a_grouped_convs_patches_are_read_within_unfold_bytes(monkeypatch):
+    """A slice holds every group's patches: its samples are counted with all of them."""
+    from ml.pgu import representations
+
+    depthwise = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+    model = nn.Sequential(nn.Conv2d(1, 4, 1), depthwise)
+    one_sample = 8 * 8 * (4 * 9) * 8  # H' W' x every group's C kh kw x float64 bytes
+    monkeypatch.setattr(representations, "UNFOLD_BYTES", 2 * one_sample)
+    read = []
+    rows_of = representations._rows
+
+    def spy(module: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+        rows = rows_of(module, inputs)  # type: ignore[arg-type]
+        read.append(rows.numel() * rows.element_size())
+        return rows
+
+    monkeypatch.setattr(representations, "_rows", spy)
+    samples = digits_setup().train.subset(5, seed=3)
+    input_covariances(model, samples, batch_size=5, device=DEVICE)
+    assert max(read) == 2 * one_sample
+
+
 @pytest.mark.parametrize("unfold_bytes", [1, 64 * 2**20], ids=["sample-slices", "one-slice"])
 @pytest.mark.parametrize(
     "conv",
@@ -314,7 +343,7 @@ def test_the_cache_passes_hold_the_convolutions_own_outputs(conv, unfold_bytes, 
 
     monkeypatch.setattr(representations, "UNFOLD_BYTES", unfold_bytes)
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 4, 1), conv, nn.ReLU(), nn.Flatten())
+    model = nn.Sequential(nn.Conv2d(1, 4, 1), conv, nn.ReLU(), _ViewFlatten())
     samples = digits_setup().train.subset(9, seed=3)
     inputs = samples.tensors()[0].double()
     model = model.double()
