@@ -18,29 +18,21 @@ from __future__ import annotations
 import argparse
 import functools
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from benchmarks.fashion_mnist import ensure_fashion_mnist
+from benchmarks.inference import INPUT_SHAPE, NETWORKS, NUM_CLASSES
 from benchmarks.machine import cpu_name
 from benchmarks.timing import best_of
+from benchmarks.unlearning import samples_at
 from ml.architectures import build_model
 from ml.datasets import open_source
 from ml.pgu import input_covariances
 from ml.pgu.representations import covariance_batch
-from ml.samples import SampleSet
 
 __all__ = ["main"]
-
-NUM_CLASSES = 10
-INPUT_SHAPE = [1, 28, 28]
-# --archs names: the architecture and its params, as the unlearning benchmark builds them
-NETWORKS: dict[str, tuple[str, dict[str, Any]]] = {
-    "small_cnn": ("small_cnn", {}),
-    "resnet18": ("torchvision", {"builder": "resnet18"}),
-}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,11 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     ensure_fashion_mnist(args.state_dir)
     adapter = open_source({"kind": "torchvision", "name": "FashionMNIST"}, args.state_dir)
-    index = adapter.index()
-    positions = np.arange(min(args.samples, len(index.keys)))
-    samples = SampleSet(
-        adapter, positions, index.labels[positions], [index.keys[p] for p in positions]
-    )
+    samples = samples_at(adapter, np.arange(min(args.samples, len(adapter.index().keys))))
     print(
         f"cache update: torch {torch.__version__}, {device.type} ({cpu_name()}), "
         f"{torch.get_num_threads()} threads, {len(samples)} Fashion-MNIST samples, batches "

@@ -159,6 +159,7 @@ def _rows(module: nn.Linear | nn.Conv2d, inputs: torch.Tensor) -> torch.Tensor:
     in tap-major order and reordered once (:func:`_tap_major_split`)."""
     if isinstance(module, nn.Linear):
         return inputs.reshape(1, -1, module.in_features)
+    out_h, out_w = _output_size(module, *inputs.shape[2:])
     pads = module._reversed_padding_repeated_twice  # what Conv2d pads, its mode included
     if any(pads):
         mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
@@ -166,7 +167,6 @@ def _rows(module: nn.Linear | nn.Conv2d, inputs: torch.Tensor) -> torch.Tensor:
     inputs = inputs.contiguous(memory_format=torch.channels_last)
     (kh, kw), (sh, sw), (dh, dw) = module.kernel_size, module.stride, module.dilation
     n, channels = inputs.shape[:2]
-    out_h, out_w = _output_size(module, *inputs.shape[2:], padded=True)
     sn, sc, sy, sx = inputs.stride()
     windows = inputs.as_strided(  # every patch the kernel multiplies, one per output position
         (n, out_h, out_w, kh, kw, module.groups, channels // module.groups),
@@ -176,14 +176,11 @@ def _rows(module: nn.Linear | nn.Conv2d, inputs: torch.Tensor) -> torch.Tensor:
     return per_group.reshape(module.groups, n * out_h * out_w, -1)
 
 
-def _output_size(
-    module: nn.Conv2d, height: int, width: int, *, padded: bool = False
-) -> tuple[int, int]:
-    """(H', W') of ``module`` on an input of this size (already ``padded`` or not)."""
+def _output_size(module: nn.Conv2d, height: int, width: int) -> tuple[int, int]:
+    """(H', W') of ``module`` on an input of this size, before its padding."""
     (kh, kw), (sh, sw), (dh, dw) = module.kernel_size, module.stride, module.dilation
-    if not padded:
-        left, right, top, bottom = module._reversed_padding_repeated_twice
-        height, width = height + top + bottom, width + left + right
+    left, right, top, bottom = module._reversed_padding_repeated_twice
+    height, width = height + top + bottom, width + left + right
     return (height - dh * (kh - 1) - 1) // sh + 1, (width - dw * (kw - 1) - 1) // sw + 1
 
 
