@@ -1,9 +1,12 @@
 """The batching policy and the sweeper: what beat runs every few seconds.
 
 Dispatch turns a model's pending requests into one ``unlearn`` job when its policy says so
-(``max_requests`` pending, the oldest waited ``max_wait_seconds``, or a flush), claiming
-the rows ``FOR UPDATE SKIP LOCKED`` so that racing dispatchers never share a request
-(docs/architecture.md, rule 2); the partial unique index keeps one live lineage job per
+(``max_requests`` pending, the oldest waited ``max_wait_seconds``, or a flush). A model's
+dispatchers take turns on its row (``FOR NO KEY UPDATE``), so one of them claims every
+pending request and the next finds them batched: two racers can neither share a request,
+nor split a batch, nor clear a flush whose requests the other then lets go
+(docs/architecture.md, rule 2). The rows are claimed ``FOR UPDATE SKIP LOCKED``, past a
+request that an API call holds; the partial unique index keeps one live lineage job per
 model (rule 3). The sweeper requeues jobs whose lease expired and re-sends queued jobs
 whose message was lost (rule 5).
 """
@@ -60,7 +63,11 @@ def dispatch_model(model_id: str) -> str | None:
 
 
 def _dispatch(session: Session, model_id: str) -> str | None:
-    model = session.get(Model, model_id)
+    # NO KEY UPDATE: a model's dispatchers wait for each other; deletion requests inserted
+    # meanwhile (a KEY SHARE on this row, for their foreign key) do not wait for them.
+    model = session.scalar(
+        select(Model).where(Model.id == model_id).with_for_update(key_share=True)
+    )
     if model is None or model.status != ModelStatus.READY or model.head_version is None:
         return None
     if lifecycle.live_lineage_job(session, model_id) is not None:

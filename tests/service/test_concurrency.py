@@ -62,6 +62,49 @@ def test_racing_dispatchers_never_share_a_request(client, admin, ready_model, mo
     assert {r.status for r in requests} == {"batched"}
 
 
+def test_a_dispatcher_waits_for_the_one_claiming_before_it(client, admin, ready_model, monkeypatch):
+    """The interleaving the race above can only hit by chance, made certain: the first
+    dispatcher holds every request when the second starts, then lets them go. Racing on the
+    rows alone, the second would find nothing, clear the flush and leave the batch waiting;
+    taking turns on the model row, it claims the whole batch."""
+    _pending(client, admin, ready_model, 40)
+    client.post(f"/v1/models/{ready_model['id']}/flush", headers=admin)
+    claimed, release = threading.Event(), threading.Event()
+    batch, calls = lifecycle.batch, []
+
+    def first_pauses_then_fails(session, model, requests):
+        calls.append(len(requests))
+        if len(calls) > 1:
+            return batch(session, model, requests)
+        claimed.set()
+        assert release.wait(30)
+        raise IntegrityError("INSERT INTO jobs", {}, Exception("lost to another job"))
+
+    monkeypatch.setattr(lifecycle, "batch", first_pauses_then_fails)
+    results: dict[str, str | None] = {}
+    first = threading.Thread(
+        target=lambda: results.update(first=dispatch.dispatch_model(ready_model["id"]))
+    )
+    second = threading.Thread(
+        target=lambda: results.update(second=dispatch.dispatch_model(ready_model["id"]))
+    )
+    first.start()
+    assert claimed.wait(30)
+    second.start()
+    second.join(timeout=1.0)
+    waited = second.is_alive()  # behind the first, on the model row
+    release.set()
+    first.join(30)
+    second.join(30)
+    assert waited
+    assert calls == [40, 40]
+    assert results["first"] is None and results["second"] is not None
+    with session_scope() as session:
+        job = session.get(Job, results["second"])
+        assert len(job.request_ids) == 40
+        assert set(session.scalars(select(DeletionRequest.status))) == {"batched"}
+
+
 def test_racing_dispatchers_with_sequential_batches(client, admin, ready_model):
     """Requests arriving while dispatchers race land in at most one job each."""
     _pending(client, admin, ready_model, 10)
