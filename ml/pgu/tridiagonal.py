@@ -67,6 +67,8 @@ class Tridiagonal:
         if n == 1:
             return np.ones((1, 1))
         # dstemr wants e padded to n; range 2 is LAPACK's RANGE = 'I' (1-based, inclusive).
+        # A fresh e for every call: SciPy's dstemr overwrites the e it is given (not d), and
+        # a second call on that one computes the eigenvectors of another matrix.
         off = np.zeros(n)
         off[:-1] = self._off_diagonal
         lwork, liwork, info = lapack.dstemr_lwork(self._diagonal, off, 2, 0.0, 0.0, start + 1, stop)

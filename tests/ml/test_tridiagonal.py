@@ -48,6 +48,10 @@ def test_eigenpairs_of_any_range_are_eigh_s(d):
         residual = c @ vectors - vectors * expected[start:stop]
         assert np.abs(residual).max() <= 1e3 * EPS * d * scale
     assert reduced.eigenvectors(3 % d, 3 % d).shape == (d, 0)
+    # no call changes the reduction another reads (LAPACK overwrites d and e in place)
+    np.testing.assert_array_equal(reduced.eigenvalues(), reduced.eigenvalues())
+    np.testing.assert_allclose(reduced.eigenvalues(), expected, rtol=0, atol=1e3 * EPS * scale)
+    np.testing.assert_array_equal(reduced.eigenvectors(0, d), reduced.eigenvectors(0, d))
 
 
 def test_a_range_outside_the_matrix_or_a_matrix_not_square_is_refused():
