@@ -296,7 +296,7 @@ def _accumulating_forward(layer: Layer, covariance: torch.Tensor) -> Callable[..
     def forward(inputs: torch.Tensor) -> torch.Tensor:
         if conv is not None:
             height, width = _output_size(conv, *inputs.shape[2:])
-            patch = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]  # all groups'
+            patch = layer.dim * layer.groups  # every group's patch at one position
             sample_bytes = height * width * patch * inputs.element_size()
             outputs = _Convolved(conv, len(inputs), height, width)
         else:

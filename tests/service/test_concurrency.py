@@ -82,12 +82,14 @@ def test_a_dispatcher_waits_for_the_one_claiming_before_it(client, admin, ready_
 
     monkeypatch.setattr(lifecycle, "batch", first_pauses_then_fails)
     results: dict[str, str | None] = {}
-    first = threading.Thread(
-        target=lambda: results.update(first=dispatch.dispatch_model(ready_model["id"]))
-    )
-    second = threading.Thread(
-        target=lambda: results.update(second=dispatch.dispatch_model(ready_model["id"]))
-    )
+
+    def dispatcher(name: str) -> threading.Thread:
+        def run() -> None:
+            results[name] = dispatch.dispatch_model(ready_model["id"])
+
+        return threading.Thread(target=run)
+
+    first, second = dispatcher("first"), dispatcher("second")
     first.start()
     assert claimed.wait(30)
     second.start()
