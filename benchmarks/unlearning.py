@@ -40,7 +40,10 @@ undeclared sets are withheld, as in the service. Scenarios, one table each:
 5. (``pgu_costs``, needs ``random``) PGU's cost against the training set's size, and its
    cache update against a rebuild; (``core_spaces``) PGU's core space per layer of the
    trained cache, downdated by the random 1% and by the class: the full eigh against the
-   stage PGU runs, their seconds and the largest principal angle between them.
+   stage PGU runs, their seconds and the largest principal angle between them;
+   (``pgu_reach``, ``benchmarks.pgu_reach``) what PGU's projection lets it change: D_f's
+   input energy outside each layer's core space, the class's linear probe past the class
+   rule, and the original's accuracy on D_v against the test set (no references, no audit).
 
 RFU-SS only unlearns networks with a variational information bottleneck, so its rows run
 on their own ``vib_cnn`` (small_cnn's conv blocks as the representer, a linear
@@ -104,6 +107,7 @@ from benchmarks.core_space import layer_rows
 from benchmarks.fashion_mnist import ensure_fashion_mnist
 from benchmarks.machine import cpu_name
 from benchmarks.peak_memory import peak_mib
+from benchmarks.pgu_reach import reach_tables
 from ml.architectures import build_model
 from ml.audit import audit_version, train_references
 from ml.datasets import DatasetAdapter, holdout_mask, open_source
@@ -182,7 +186,18 @@ NETWORKS: dict[str, tuple[Network, Network]] = {
 # "pgu_costs": PGU against |D| and its cache update against a rebuild (needs "random").
 # "core_spaces": PGU's core-space stage per layer of the trained cache, downdated by the
 # random 1% and by the class, full eigh against the stage PGU runs (no unlearning, no audit).
-SCENARIOS = ("random", "skewed", "class", "incremental", "backdoor", "pgu_costs", "core_spaces")
+# "pgu_reach": what PGU's projection lets it change, and the class probe past the class rule
+# (``benchmarks.pgu_reach``; no references, no audit).
+SCENARIOS = (
+    "random",
+    "skewed",
+    "class",
+    "incremental",
+    "backdoor",
+    "pgu_costs",
+    "core_spaces",
+    "pgu_reach",
+)
 
 
 def log(message: str) -> None:
@@ -1046,6 +1061,20 @@ def main(argv: list[str] | None = None) -> int:
                 "random 1%": data.train.take(np.sort(order[:size])),
                 f"class {FORGOTTEN_CLASS}": data.train.take(class_rows),
             },
+        )
+
+    for original in clean if "pgu_reach" in wanted else []:
+        if CACHE_ARTIFACT not in original.cache:
+            log(f"pgu reach: skipped for {original.bench.architecture} (pgu not among --methods)")
+            continue
+        original.bench.emit(
+            reach_tables(
+                original,
+                random_forget=data.train.take(np.sort(order[:size])),
+                class_rows=class_rows,
+                classes=[FORGOTTEN_CLASS],
+                params=METHODS["pgu"],
+            )
         )
 
     if pgu_batch is not None and "pgu_costs" in wanted:
