@@ -92,6 +92,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -100,6 +101,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 from torch import nn
 
 from benchmarks import backdoor
@@ -486,6 +488,8 @@ class Bench:
     architecture: Network = NETWORKS["small_cnn"][0]
     bottleneck: Network = NETWORKS["small_cnn"][1]  # for the methods the first refuses
     stop_rules: bool = True  # False: every method with a ``stop`` param runs its budget
+    # each method's params: METHODS, with ``--params`` overrides
+    params: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(METHODS))
 
     def build(self) -> nn.Module:
         index = self.data.adapter.index()
@@ -510,7 +514,7 @@ class Bench:
         context = self.context(state_dict, forget=samples.take(np.arange(0)), retain=samples)
         context.base_version = version
         started = time.perf_counter()
-        artifacts = get_unlearner("pgu", METHODS["pgu"]).prepare(context)
+        artifacts = get_unlearner("pgu", self.params["pgu"]).prepare(context)
         return artifacts, time.perf_counter() - started
 
     def context(
@@ -545,7 +549,7 @@ class Bench:
     def unlearn(
         self, method: str, context: UnlearnContext, params: dict[str, Any] | None = None
     ) -> tuple[UnlearnResult, float]:
-        params = METHODS[method] if params is None else params
+        params = self.params[method] if params is None else params
         if not self.stop_rules and "stop" in unlearner_class(method).Params.model_fields:
             params = {**params, "stop": "none"}
         unlearner = get_unlearner(method, params)
@@ -770,7 +774,7 @@ def pgu_costs(
     small_model, _ = bench.train(small_set)
     small_cache, _ = bench.prepare_cache(small_model, small_set, version=1)
     forget_rows = small_rows[: max(1, round(0.005 * n))]  # in both training sets
-    fixed = {**METHODS["pgu"], "stop": "none", "max_steps": 5 * max(1, len(forget_rows) // 32)}
+    fixed = {**bench.params["pgu"], "stop": "none", "max_steps": 5 * max(1, len(forget_rows) // 32)}
     seconds: dict[str, float] = {}
     for label, state, samples, artifacts in (
         ("10%", small_model, small_set, small_cache),
@@ -808,7 +812,7 @@ def core_spaces(original: Original, forget_sets: dict[str, SampleSet]) -> None:
     bench = original.bench
     model = bench.model_from(original.state_dict)
     cache = original.cache[CACHE_ARTIFACT].tensors
-    gamma = float(METHODS["pgu"]["gamma"])
+    gamma = float(bench.params["pgu"]["gamma"])
     lines = [
         f"\n== PGU's core spaces per layer of the trained cache (gamma {gamma}; {bench.device}) ==",
         "| downdated by | layer | d | k | full eigh (s) | PGU's stage (s) | full / PGU's "
@@ -848,6 +852,29 @@ class Original:
             facts += f"; PGU cache build (one-off cache job): {cache_seconds:.1f} s, {mib:.0f} MiB"
         bench.emit(facts)
         return cls(bench, state_dict, cache)
+
+
+def method_params(overrides: list[str]) -> dict[str, dict[str, Any]]:
+    """Every method's params: ``METHODS``, each ``METHOD=JSON`` override merged into its
+    method's, validated by the method's own Params (ValueError naming what is wrong)."""
+    params = {method: dict(values) for method, values in METHODS.items()}
+    for override in overrides:
+        method, _, text = override.partition("=")
+        if method not in METHODS:
+            raise ValueError(f"--params {override!r}: unknown method {method!r}")
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--params {override!r}: not JSON ({error})") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"--params {override!r}: not a JSON object")
+        merged = {**params[method], **values}
+        try:
+            unlearner_class(method).Params.model_validate(merged)
+        except ValidationError as error:
+            raise ValueError(f"--params {override!r}: {error}") from None
+        params[method] = merged
+    return params
 
 
 def benches(base: Bench, methods: list[str]) -> list[Bench]:
@@ -933,7 +960,19 @@ def main(argv: list[str] | None = None) -> int:
         default=list(SCENARIOS),
         help=f"comma-separated (default: {','.join(SCENARIOS)})",
     )
+    parser.add_argument(
+        "--params",
+        action="append",
+        default=[],
+        metavar="METHOD=JSON",
+        help="override some of a method's params, e.g. pgu='{\"validation_eval_size\": 1000}' "
+        "(repeatable; printed with the tables)",
+    )
     args = parser.parse_args(argv)
+    try:
+        params = method_params(args.params)
+    except ValueError as error:
+        parser.error(str(error))
     unknown = sorted(set(args.methods) - set(METHODS))
     if unknown:
         parser.error(f"unknown methods {unknown}; known: {', '.join(METHODS)}")
@@ -958,6 +997,7 @@ def main(argv: list[str] | None = None) -> int:
         methods,
         architecture=network,
         bottleneck=bottleneck,
+        params=params,
     )
     n = len(data.train)
     base.emit(
@@ -965,6 +1005,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{n} train, {len(data.validation)} validation (D_v), "
         f"{len(data.audit_nonmembers)} holdout (the audit's non-members), {len(data.test)} test; "
         f"device {base.device}, {torch.get_num_threads()} threads"
+        + "".join(
+            f"; {m} params {json.dumps(params[m])}" for m in params if params[m] != METHODS[m]
+        )
     )
     rng = np.random.default_rng(args.seed + 1)
     order = rng.permutation(n)
@@ -1073,7 +1116,7 @@ def main(argv: list[str] | None = None) -> int:
                 random_forget=data.train.take(np.sort(order[:size])),
                 class_rows=class_rows,
                 classes=[FORGOTTEN_CLASS],
-                params=METHODS["pgu"],
+                params=original.bench.params["pgu"],
             )
         )
 
