@@ -79,7 +79,12 @@ with MIA-efficacy) in the random deletion, and beat the retrain row of the same 
 every scenario: LTU and DAU faster, RFU-SS and ConMU at least 5x faster. PGU, at full
 size: random 1% >= 50x faster than retraining with |TA - TA_references| <= 0.5; the 5
 incremental batches >= 25x; class deletion >= 20x, taking real steps and passing the
-linear-probe gate; every gate passed in all three. ``--quick`` trains 3
+linear-probe gate; every gate passed in all three. Each reference is the retrain row's
+work with another seed, and is timed too: under each table, retraining's times (the
+row's and the K references') and every method's speed-up against the fastest, the
+median and the slowest; a speed target holds only against the fastest of them, as one
+retraining's time swings by a tenth between back-to-back runs on a quiet machine (keep
+the machine quiet while the references train). ``--quick`` trains 3
 epochs, runs 2 incremental batches, and is meant for checking that everything runs, not
 for the numbers.
 ``--markdown FILE`` writes the tables with the command, the commit and the machine (a
@@ -269,6 +274,21 @@ class Row:
     speedup: float = float("nan")
     audit: dict[str, Any] = field(default_factory=dict)  # the service's audit report
     steps: int | None = None  # the method's steps, where it reports them
+    # the retrain row: the seconds of every training of D_r the table timed (its own and
+    # the K references'), counted as its own seconds are
+    retrainings: list[float] = field(default_factory=list)
+
+    def speedups(self, retrain: Row) -> tuple[float, float, float]:
+        """(least, median, most) speed-up over the table's timed retrainings of D_r (the
+        retrain row's alone where the references were not timed)."""
+        times = retrain.retrainings or [retrain.seconds]
+        if not self.seconds > 0:
+            return NAN, NAN, NAN
+        return (
+            min(times) / self.seconds,
+            float(np.median(times)) / self.seconds,
+            max(times) / self.seconds,
+        )
 
 
 NAN = float("nan")
@@ -367,6 +387,18 @@ def table(title: str, rows: list[Row]) -> str:
     steps = {r.method: r.steps for r in rows if r.steps is not None}
     if steps:
         lines.append("steps taken: " + "; ".join(f"{m}: {n}" for m, n in steps.items()))
+    if retrain and len(retrain.retrainings) > 1:
+        times = retrain.retrainings
+        lines.append(
+            f"retraining D_r, timed {len(times)} times (the retrain row and the references): "
+            f"{min(times):.2f}-{max(times):.2f} s, median {float(np.median(times)):.2f} s; "
+            "speed-up against them (least / median / most): "
+            + "; ".join(
+                f"{r.method} {' / '.join(f'{x:.1f}x' for x in r.speedups(retrain))}"
+                for r in rows
+                if r.method != "retrain"
+            )
+        )
     return "\n".join(lines)
 
 
@@ -393,7 +425,7 @@ def targets_for(
     pgu = by_name["pgu"]
     gap = 100 * abs(pgu.ta - reference_metrics_of(rows)["ta"])
     targets += [
-        (f"PGU >= {speedup:g}x faster than retrain", pgu.speedup >= speedup, f"{pgu.speedup:.1f}x"),
+        speed_target("PGU", pgu, retrain, speedup),
         (f"PGU |TA - TA_references| <= {ta_gap:g} point", gap <= ta_gap, f"{gap:.2f}"),
     ]
     if gates:
@@ -404,19 +436,30 @@ def targets_for(
     return targets
 
 
+def speed_target(name: str, row: Row, retrain: Row, least: float) -> tuple[str, bool, str]:
+    """``row`` at least ``least`` times faster than retraining (merely faster at 1), held
+    against the fastest of the table's timed retrainings of D_r: one retraining's time
+    swings by a tenth between runs on a quiet machine (docs/benchmarks.md), so a target
+    met against one of them alone is not shown."""
+    fewest, _, most = row.speedups(retrain)
+    value = f"{row.speedup:.1f}x"
+    if len(retrain.retrainings) > 1:
+        value += f"; {fewest:.1f}-{most:.1f}x against the {len(retrain.retrainings)} retrainings"
+    if least == 1.0:
+        return f"{name} faster than retrain", fewest > 1, value
+    return f"{name} >= {least:g}x faster than retrain", fewest >= least, value
+
+
 def seed_speed_targets(rows: list[Row]) -> list[tuple[str, bool, str]]:
-    """The seed methods (those that ran) against the retrain row's time in one table."""
-    targets = []
-    for r in rows:
-        if r.method not in SEED_SPEEDUP:
-            continue
-        least = SEED_SPEEDUP[r.method]
-        if least == 1.0:
-            targets.append((f"{r.method} faster than retrain", r.speedup > 1, f"{r.speedup:.1f}x"))
-        else:
-            name = f"{r.method} >= {least:g}x faster than retrain"
-            targets.append((name, r.speedup >= least, f"{r.speedup:.1f}x"))
-    return targets
+    """The seed methods (those that ran) against the retrain row's times in one table."""
+    retrain = next((r for r in rows if r.method == "retrain"), None)
+    if retrain is None:
+        return []
+    return [
+        speed_target(r.method, r, retrain, SEED_SPEEDUP[r.method])
+        for r in rows
+        if r.method in SEED_SPEEDUP
+    ]
 
 
 def gate_targets(rows: list[Row]) -> list[tuple[str, bool, str]]:
@@ -576,18 +619,28 @@ def audit_rows(
     parent: nn.Module,
     class_labels: list[int] | None = None,
     steps: dict[str, int] | None = None,
+    retrainings_count: int = 1,
 ) -> list[Row]:
     """Audit every method's model, the retrain row included, against K = 4 references
     retrained without D_f with seeds 1..4 (the retrain row's seed is 0), the original model
-    (``parent``) as the positive control; ``steps`` are the methods' own counts."""
-    log(f"{title}: training {REFERENCES} references")
-    references = train_references(
-        build_model=bench.build,
-        retain=retain,
-        training=bench.recipe,
-        k=REFERENCES,
-        device=bench.device,
-    )
+    (``parent``) as the positive control; ``steps`` are the methods' own counts.
+
+    Each reference is the retrain row's work with another seed, so each is timed too: the
+    retrain row's ``retrainings`` are its own seconds and the references', each times
+    ``retrainings_count`` (the incremental table counts one retraining per batch)."""
+    log(f"{title}: training {REFERENCES} references (each timed)")
+    references, reference_seconds = [], []
+    for index in range(REFERENCES):
+        started = time.perf_counter()
+        references += train_references(
+            build_model=bench.build,
+            retain=retain,
+            training=bench.recipe,
+            k=1,
+            device=bench.device,
+            seeds=[bench.recipe.seed + 1 + index],  # train_references' own default seeds
+        )
+        reference_seconds.append((time.perf_counter() - started) * retrainings_count)
     rows = []
     for method, (model, seconds) in models.items():
         if model is None:
@@ -608,6 +661,8 @@ def audit_rows(
             parent=parent,
         )
         row.steps = (steps or {}).get(method)
+        if method == "retrain":
+            row.retrainings = [seconds, *reference_seconds]
         rows.append(row)
     return rows
 
@@ -739,6 +794,7 @@ def incremental(
         forget=forgotten,
         retain=final_retain,
         parent=bench.model_from(original),
+        retrainings_count=len(batches),
     )
     bench.emit(table(title, rows))
     if seconds := audit_seconds(rows):
