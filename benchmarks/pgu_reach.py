@@ -127,7 +127,11 @@ def _class_row(
 
 
 def _class_rows(
-    original: Original, forget: SampleSet, retain: SampleSet, classes: list[int], params: dict
+    original: Original,
+    forget: SampleSet,
+    retain: SampleSet,
+    classes: list[int],
+    params: dict[str, Any],
 ) -> list[str]:
     bench = original.bench
     rows = [
@@ -188,14 +192,9 @@ def reach_tables(
         "|---|---|---|",
     ]
     model = bench.model_from(original.state_dict)
-    lines.append(
-        " | ".join(
-            [""]
-            + [
-                f"{accuracy(model, samples, device=bench.device):.2%} ({len(samples)})"
-                for samples in (data.validation, data.test, random_forget)
-            ]
-            + [""]
-        ).strip()
-    )
+    cells = [
+        f"{accuracy(model, samples, device=bench.device):.2%} ({len(samples)})"
+        for samples in (data.validation, data.test, random_forget)
+    ]
+    lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
