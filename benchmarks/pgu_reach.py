@@ -32,7 +32,6 @@ import torch
 from ml.audit.attacks import AttackInputs, LinearProbe
 from ml.audit.outputs import Outputs, outputs_of
 from ml.audit.report import audit_sets
-from ml.class_masking import mask_classes
 from ml.pgu import Projection, input_covariances, layer_projector
 from ml.samples import SampleSet
 from ml.training import accuracy
@@ -76,13 +75,18 @@ def _reach_rows(original: Original, forget: SampleSet, label: str) -> list[str]:
     return rows
 
 
-def _probe_recall(
+def _class_row(
+    label: str,
     model: torch.nn.Module,
+    info: dict[str, Any],
     original: Original,
     forget: SampleSet,
     retain: SampleSet,
     classes: list[int],
-) -> float:
+) -> str:
+    """One run's row, from one forward pass over each of the audit's sets: D_f's unmasked
+    accuracy, TA with the classes masked (the audit's test set already leaves them out), and
+    the audit's probe on the same outputs."""
     bench = original.bench
     sets = audit_sets(
         forget=forget,
@@ -103,27 +107,19 @@ def _probe_recall(
         test=of(sets.test),
         class_labels=tuple(classes),
     )
-    return float(LinearProbe().run(inputs)["metrics"]["probe_recall"])
-
-
-def _class_row(
-    label: str,
-    model: torch.nn.Module,
-    info: dict[str, Any],
-    original: Original,
-    forget: SampleSet,
-    retain: SampleSet,
-    classes: list[int],
-) -> str:
-    bench = original.bench
-    unmasked = accuracy(model, forget, device=bench.device)
-    probe = _probe_recall(model, original, forget, retain, classes)
-    masked = mask_classes(model, classes)
-    test = accuracy(masked, bench.data.test.without_classes(classes), device=bench.device)
+    probe = float(LinearProbe().run(inputs)["metrics"]["probe_recall"])
+    unmasked = _accuracy(inputs.forget.logits, inputs.forget.labels)
+    masked = inputs.test.logits.clone()
+    masked[:, classes] = float("-inf")
+    test = _accuracy(masked, inputs.test.labels)
     return (
         f"| {label} | {info.get('steps', 0)} | {info.get('stopped_by', '-')} | "
         f"{unmasked:.2%} | {test:.2%} | {probe:.3f} |"
     )
+
+
+def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((logits.argmax(1) == labels).float().mean())
 
 
 def _class_rows(
