@@ -23,7 +23,11 @@ eigenbasis still rotates a dense d x d matrix). The table prints, per d:
 - ``eigenvalues only``: ``torch.linalg.eigvalsh``, the floor above;
 - ``one GEMM``: one d x d x d matrix product, what rotating a kept basis costs at least;
 - ``angle``: the largest principal angle between the two stages' subspaces, in degrees
-  (for two orthogonal projectors of equal rank, arcsin of their difference's 2-norm).
+  (for two orthogonal projectors of equal rank, arcsin of their difference's 2-norm);
+- ``float32 + Rayleigh-Ritz`` and its angle to the full eigh's subspace: an approximate
+  stage tried and not kept (:func:`refined_float32`): a float32 eigh, then the smaller
+  side's vectors with a margin refined in float64; ``float32 angle``: the float32 eigh's
+  own subspace, unrefined.
 
 C is a synthetic covariance R R^T, R's rows scaled so that its singular values fall over
 ``--decades`` decades (eigenvalues over twice as many): the eigensolvers' cost depends on
@@ -43,9 +47,26 @@ import torch
 from benchmarks.machine import cpu_name
 from benchmarks.timing import best_of
 from ml.devices import resolve_device
-from ml.pgu.core_space import Projection, full_projection, layer_projector, partial_projector
+from ml.pgu.core_space import (
+    Projection,
+    full_projection,
+    gamma_rank,
+    layer_projector,
+    partial_projector,
+)
 
-__all__ = ["covariance", "measure", "principal_angle", "layer_rows", "main"]
+__all__ = [
+    "covariance",
+    "measure",
+    "principal_angle",
+    "refined_float32",
+    "float32_projection",
+    "layer_rows",
+    "main",
+]
+
+# the Ritz vectors computed past the cut by :func:`refined_float32`
+MARGIN = 64
 
 T = TypeVar("T")
 
@@ -82,7 +103,73 @@ def measure(
         "eigenvalues": _timed(lambda: torch.linalg.eigvalsh(c), device, repeats)[0],
         "gemm": _timed(lambda: c @ c, device, repeats)[0],
         "angle": principal_angle(partial.matrix().to(full.basis.device), full.matrix()),
+        **_approximations(c, gamma, full, k, device, repeats),
     }
+
+
+def _approximations(
+    c: torch.Tensor, gamma: float, full: Projection, k: int, device: torch.device, repeats: int
+) -> dict[str, Any]:
+    """The float32 stages' seconds and their angles to ``full`` (NaN where their k differs
+    from the exact k, the subspaces then having different dimensions)."""
+    seconds, (refined, refined_k) = _timed(lambda: refined_float32(c, gamma), device, repeats)
+    plain, plain_k = float32_projection(c, gamma)
+    exact = full.matrix()
+
+    def angle(projection: Projection, its_k: int) -> float:
+        if its_k != k:
+            return float("nan")
+        return principal_angle(projection.matrix().to(exact.device), exact)
+
+    return {
+        "refined": seconds,
+        "refined_angle": angle(refined, refined_k),
+        "float32_angle": angle(plain, plain_k),
+    }
+
+
+def float32_projection(covariance: torch.Tensor, gamma: float) -> tuple[Projection, int]:
+    """(I - M M^T, k) from a float32 eigh of C: the core space rejected for PGU (its
+    subspace sits degrees from float64's near a dense cut: ``ml.pgu.core_space``)."""
+    values, vectors = torch.linalg.eigh(covariance.to(torch.float32))
+    k = gamma_rank(values.flip(0).clamp(min=0).sqrt(), gamma)
+    return Projection.thinner(vectors.flip(1).to(torch.float64), k), k
+
+
+def refined_float32(
+    covariance: torch.Tensor, gamma: float, *, margin: int = MARGIN
+) -> tuple[Projection, int]:
+    """(I - M M^T, k): an approximate core space, measured here and not used by PGU.
+
+    A float32 eigh gives every eigenvalue and a first guess of the smaller side of the cut;
+    that side's vectors and ``margin`` more past the cut (an m-dimensional subspace Y,
+    re-orthonormalised in float64) are refined by one float64 Rayleigh-Ritz step: the
+    eigenpairs of Y^T C Y, C being the float64 cache. The gamma rule then reads the Ritz
+    values on that side and float32's eigenvalues on the other. Y's float32 error is
+    about eps_32 ||C|| over the gap at the margin's far end, not at the cut, so the
+    refined subspace can sit far closer to the exact one than float32's own; how close is
+    what the benchmark measures. Raises ValueError where the cut falls outside Y.
+    """
+    c = covariance.to(torch.float64)
+    d = c.shape[0]
+    values, vectors = torch.linalg.eigh(c.to(torch.float32))  # ascending
+    guess = gamma_rank(values.flip(0).clamp(min=0).sqrt(), gamma)
+    past_cut = d - guess <= guess  # the smaller side lies past the cut (small eigenvalues)
+    m = min(d, (d - guess if past_cut else guess) + margin)
+    window = vectors[:, :m] if past_cut else vectors[:, d - m :]
+    q, _ = torch.linalg.qr(window.to(torch.float64))
+    ritz_values, ritz_vectors = torch.linalg.eigh(q.T @ (c @ q))  # ascending
+    merged = values.to(torch.float64)
+    if past_cut:
+        merged[:m] = ritz_values
+    else:
+        merged[d - m :] = ritz_values
+    k = gamma_rank(merged.sort().values.flip(0).clamp(min=0).sqrt(), gamma)
+    if (d - k if past_cut else k) > m:
+        raise ValueError(f"the cut (k {k}) fell outside the refined window of {m}")
+    if past_cut:
+        return Projection(q @ ritz_vectors[:, : d - k], spans_range=True), k
+    return Projection(q @ ritz_vectors[:, m - k :], spans_range=False), k
 
 
 def principal_angle(p: torch.Tensor, q: torch.Tensor) -> float:
@@ -116,7 +203,7 @@ def _layer_row(
     pgu_seconds, (projection, k) = _timed(lambda: layer_projector(c, gamma), device, 1)
     projectors = projection.matrix()
     ours = projectors if projectors.ndim == 3 else projectors.unsqueeze(0)
-    return {
+    row = {
         "layer": name,
         "d": c.shape[-1],
         "k": k,
@@ -127,6 +214,9 @@ def _layer_row(
             for p, r in zip(ours, reference, strict=True)
         ),
     }
+    if c.ndim == 2:  # the float32 stages, on ungrouped layers
+        row.update(_approximations(c, gamma, reference[0], k, device, 1))
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,9 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         "| d | k | full eigh (s) | partial (s) | full / partial | eigenvalues only (s) "
-        "| one GEMM (s) | partial / eigenvalues only | angle (deg) |"
+        "| one GEMM (s) | partial / eigenvalues only | angle (deg) "
+        "| float32 + Rayleigh-Ritz (s) | its angle (deg) | float32 angle (deg) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for d in (int(x) for x in args.dims.split(",")):
         row = measure(
             d, gamma=args.gamma, device=device, repeats=args.repeats, decades=args.decades
@@ -160,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
             f"| {d} | {row['k']} | {row['full']:.3f} | {row['partial']:.3f} | "
             f"{row['full'] / row['partial']:.1f}x | {row['eigenvalues']:.3f} | "
             f"{row['gemm']:.3f} | {row['partial'] / row['eigenvalues']:.1f}x | "
-            f"{row['angle']:.1e} |"
+            f"{row['angle']:.1e} | {row['refined']:.3f} | {row['refined_angle']:.1e} | "
+            f"{row['float32_angle']:.1e} |"
         )
     return 0
 

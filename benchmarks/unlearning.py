@@ -864,7 +864,8 @@ def pgu_costs(
 
 def core_spaces(original: Original, forget_sets: dict[str, SampleSet]) -> None:
     """PGU's core spaces of the trained cache after each forget set's downdate (Eq. 3), per
-    layer: the full eigh against the stage PGU runs, and the angle between them."""
+    layer: the full eigh against the stage PGU runs, and the angle between them; and the
+    float32 stages PGU does not run (``benchmarks.core_space.refined_float32``)."""
     bench = original.bench
     model = bench.model_from(original.state_dict)
     cache = original.cache[CACHE_ARTIFACT].tensors
@@ -872,8 +873,9 @@ def core_spaces(original: Original, forget_sets: dict[str, SampleSet]) -> None:
     lines = [
         f"\n== PGU's core spaces per layer of the trained cache (gamma {gamma}; {bench.device}) ==",
         "| downdated by | layer | d | k | full eigh (s) | PGU's stage (s) | full / PGU's "
-        "| largest angle (deg) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| largest angle (deg) | float32 + Rayleigh-Ritz (s) | its angle (deg) "
+        "| float32 angle (deg) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, forget in forget_sets.items():
         log(f"core spaces: downdating by {label}")
@@ -882,7 +884,13 @@ def core_spaces(original: Original, forget_sets: dict[str, SampleSet]) -> None:
         for row in layer_rows(downdated, gamma, bench.device):
             lines.append(
                 f"| {label} | {row['layer']} | {row['d']} | {row['k']} | {row['full']:.3f} | "
-                f"{row['pgu']:.3f} | {row['full'] / row['pgu']:.1f}x | {row['angle']:.1e} |"
+                f"{row['pgu']:.3f} | {row['full'] / row['pgu']:.1f}x | {row['angle']:.1e} | "
+                + (
+                    f"{row['refined']:.3f} | {row['refined_angle']:.1e} | "
+                    f"{row['float32_angle']:.1e} |"
+                    if "refined" in row
+                    else "- | - | - |"  # a grouped convolution's
+                )
             )
     bench.emit("\n".join(lines))
 

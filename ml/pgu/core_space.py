@@ -37,6 +37,7 @@ __all__ = [
     "Projection",
     "singular_values",
     "core_gradient_space",
+    "gamma_rank",
     "residual_projector",
     "layer_projector",
     "full_projection",
@@ -192,7 +193,7 @@ def core_gradient_space(covariance: torch.Tensor, gamma: float) -> torch.Tensor:
     """
     _check_gamma(gamma)
     s, u = singular_values(covariance.to(torch.float64))
-    return u[:, : _gamma_rank(s, gamma)]
+    return u[:, : gamma_rank(s, gamma)]
 
 
 def _check_gamma(gamma: float) -> None:
@@ -200,7 +201,7 @@ def _check_gamma(gamma: float) -> None:
         raise ValueError(f"Invalid gamma: {gamma}")
 
 
-def _gamma_rank(s: torch.Tensor, gamma: float) -> int:
+def gamma_rank(s: torch.Tensor, gamma: float) -> int:
     """k: the fewest of the descending singular values s whose sum reaches gamma * sum(s);
     0 when they are all 0 (the layer saw nothing: nothing to protect)."""
     total = s.sum()
@@ -270,7 +271,7 @@ def full_projection(
     ``outside``: coordinates to be embedded past the cut (:meth:`Projection.thinner`)."""
     _check_gamma(gamma)
     s, u = singular_values(covariance.to(torch.float64))
-    k = _gamma_rank(s, gamma)
+    k = gamma_rank(s, gamma)
     return Projection.thinner(u, k, outside=outside), k
 
 
@@ -294,7 +295,7 @@ def partial_projector(
     with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
         reduced = Tridiagonal(c.numpy())
         eigenvalues = torch.from_numpy(reduced.eigenvalues())  # ascending
-        k = _gamma_rank(eigenvalues.flip(0).clamp(min=0).sqrt(), gamma)
+        k = gamma_rank(eigenvalues.flip(0).clamp(min=0).sqrt(), gamma)
         if n - k + outside <= k:  # past the cut: the n - k smallest eigenvalues
             projection = Projection(torch.from_numpy(reduced.eigenvectors(0, n - k)), True)
         else:

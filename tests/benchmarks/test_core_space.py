@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import ml.pgu.core_space as core_space_module
 from benchmarks import core_space
-from ml.pgu.core_space import core_gradient_space
+from ml.pgu.core_space import core_gradient_space, full_projection
 
 
 def test_the_synthetic_covariance_spreads_its_spectrum_like_a_layer_s():
@@ -51,3 +52,42 @@ def test_layer_rows_compare_pgu_s_stage_with_the_full_eigh_per_layer_and_group(m
     assert rows[0]["k"] == core_gradient_space(wide, 0.95).shape[1]
     assert rows[1]["k"] == sum(core_gradient_space(g, 0.95).shape[1] for g in groups)
     assert all(row["angle"] < 1e-6 and min(row["full"], row["pgu"]) > 0 for row in rows)
+
+
+def test_the_refined_float32_stage_finds_the_exact_cut_and_is_exact_on_a_full_window():
+    cpu = torch.device("cpu")
+    for decades, seed in ((1.3, 0), (3.0, 1)):  # the cut past d / 2, then before it
+        c = core_space.covariance(160, seed=seed, decades=decades, device=cpu)
+        exact, k = full_projection(c, 0.95)
+        plain, plain_k = core_space.float32_projection(c, 0.95)
+        refined, refined_k = core_space.refined_float32(c, 0.95)
+        assert plain_k == refined_k == k
+        assert refined.spans_range == exact.spans_range
+        basis = refined.basis  # orthonormal in float64: a projector
+        eye = torch.eye(basis.shape[1], dtype=torch.float64)
+        assert torch.allclose(basis.T @ basis, eye, atol=1e-12)
+        angle = core_space.principal_angle(refined.matrix(), exact.matrix())
+        plain_angle = core_space.principal_angle(plain.matrix(), exact.matrix())
+        assert 1e-6 < angle <= plain_angle  # closer, but float32's error is not at the cut
+        # a window of every vector: the Rayleigh-Ritz step is a float64 eigh of C itself
+        whole, whole_k = core_space.refined_float32(c, 0.95, margin=160)
+        assert whole_k == k
+        assert core_space.principal_angle(whole.matrix(), exact.matrix()) < 1e-8
+
+
+def test_the_refined_float32_stage_refuses_a_cut_outside_its_window(monkeypatch):
+    c = core_space.covariance(64, decades=1.3, device=torch.device("cpu"))
+    exact_k = full_projection(c, 0.95)[1]
+
+    def shifted(s: torch.Tensor, gamma: float) -> int:  # float32's guess, far off the cut
+        return exact_k if s.dtype == torch.float64 else 60
+
+    monkeypatch.setattr(core_space, "gamma_rank", shifted)
+    with pytest.raises(ValueError, match="outside the refined window"):
+        core_space.refined_float32(c, 0.95, margin=2)
+
+
+def test_a_row_prints_the_float32_stages_against_the_exact_subspace():
+    row = core_space.measure(80, gamma=0.95, device=torch.device("cpu"), repeats=1, decades=1.3)
+    assert row["refined"] > 0
+    assert 0 < row["refined_angle"] <= row["float32_angle"]
