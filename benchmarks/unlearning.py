@@ -881,18 +881,22 @@ def core_spaces(original: Original, forget_sets: dict[str, SampleSet]) -> None:
         log(f"core spaces: downdating by {label}")
         removed = input_covariances(model, forget, device=bench.device)
         downdated = {name: cache[name].to(r.device) - r for name, r in removed.items()}
-        for row in layer_rows(downdated, gamma, bench.device):
-            lines.append(
-                f"| {label} | {row['layer']} | {row['d']} | {row['k']} | {row['full']:.3f} | "
-                f"{row['pgu']:.3f} | {row['full'] / row['pgu']:.1f}x | {row['angle']:.1e} | "
-                + (
-                    f"{row['refined']:.3f} | {row['refined_angle']:.1e} | "
-                    f"{row['float32_angle']:.1e} |"
-                    if "refined" in row
-                    else "- | - | - |"  # a grouped convolution's
-                )
-            )
+        lines += [core_space_line(label, row) for row in layer_rows(downdated, gamma, bench.device)]
     bench.emit("\n".join(lines))
+
+
+def core_space_line(label: str, row: dict[str, Any]) -> str:
+    """One layer's row of the ``core_spaces`` table (a grouped convolution has no float32
+    columns: :func:`benchmarks.core_space.layer_rows` measures them on ungrouped layers)."""
+    float32 = (
+        f"{row['refined']:.3f} | {row['refined_angle']:.1e} | {row['float32_angle']:.1e} |"
+        if "refined" in row
+        else "- | - | - |"
+    )
+    return (
+        f"| {label} | {row['layer']} | {row['d']} | {row['k']} | {row['full']:.3f} | "
+        f"{row['pgu']:.3f} | {row['full'] / row['pgu']:.1f}x | {row['angle']:.1e} | {float32}"
+    )
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -91,3 +93,28 @@ def test_a_row_prints_the_float32_stages_against_the_exact_subspace():
     row = core_space.measure(80, gamma=0.95, device=torch.device("cpu"), repeats=1, decades=1.3)
     assert row["refined"] > 0
     assert 0 < row["refined_angle"] <= row["float32_angle"]
+
+
+def test_a_row_reports_no_refined_stage_where_its_window_missed_the_cut(monkeypatch):
+    def missed(c: torch.Tensor, gamma: float) -> None:
+        raise ValueError("the cut fell outside the refined window")
+
+    monkeypatch.setattr(core_space, "refined_float32", missed)
+    row = core_space.measure(48, gamma=0.95, device=torch.device("cpu"), repeats=1)
+    assert math.isnan(row["refined"]) and math.isnan(row["refined_angle"])
+    assert row["float32_angle"] >= 0  # the plain float32 stage still measured
+
+
+def test_the_scenario_s_table_gives_float32_columns_to_ungrouped_layers_only():
+    from benchmarks.unlearning import core_space_line
+
+    cpu = torch.device("cpu")
+    groups = torch.stack([core_space.covariance(16, seed=s, device=cpu) for s in (1, 2)])
+    rows = core_space.layer_rows(
+        {"fc.weight": core_space.covariance(40, device=cpu), "conv.weight": groups}, 0.95, cpu
+    )
+    plain, grouped = (core_space_line("class 0", row).split("|")[1:-1] for row in rows)
+    assert len(plain) == len(grouped) == 11
+    assert [cell.strip() for cell in plain[:4]] == ["class 0", "fc.weight", "40", str(rows[0]["k"])]
+    assert float(plain[8]) >= 0 and float(plain[9]) <= float(plain[10])  # refined, no worse
+    assert [cell.strip() for cell in grouped[8:]] == ["-", "-", "-"]
