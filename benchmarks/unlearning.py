@@ -2,7 +2,7 @@
 RFU-SS and ConMU side by side.
 
     python -m benchmarks.unlearning [--fraction F] [--quick] [--methods pgu,finetune,...]
-                                    [--state-dir DIR] [--output FILE]
+                                    [--state-dir DIR] [--output FILE] [--originals DIR]
                                     [--markdown docs/benchmarks.md] [--scenarios random,...]
                                     [--arch small_cnn|resnet18|resnet18-small-stem]
 
@@ -13,7 +13,10 @@ LTU's attackers fit on, D_v (30%) that the methods' stop rules read, and the aud
 non-members (50%). 55,000 train the model; the 10,000 test images
 give TA. ``--fraction`` keeps that share of each (a quick check). The model is small_cnn
 trained with the service's default recipe (Adam 1e-3, batch 128, ``--epochs`` epochs,
-seed 0).
+seed 0). Training from one seed is not bitwise reproducible on a CPU: ``--originals DIR``
+keeps each original trained on the clean data and reuses it in later runs with the same
+network, recipe and data (``benchmarks.originals``; the backdoor's poisoned original is
+always trained), so that settings are compared on the same model.
 
 Every method runs through ``run_unlearner`` on an ``UnlearnContext`` built the way a
 worker builds one (PGU gets its ``pgu_cache`` from a prepare step over the training set,
@@ -113,6 +116,7 @@ from benchmarks import backdoor
 from benchmarks.core_space import layer_rows
 from benchmarks.fashion_mnist import ensure_fashion_mnist
 from benchmarks.machine import cpu_name
+from benchmarks.originals import OriginalStore, fingerprint
 from benchmarks.peak_memory import peak_mib
 from benchmarks.pgu_reach import reach_tables
 from ml.architectures import build_model
@@ -908,11 +912,28 @@ class Original:
     cache: dict[str, Artifact]  # PGU's, when pgu is among the bench's methods
 
     @classmethod
-    def trained(cls, bench: Bench, label: str) -> Original:
-        log(f"{label}: training the original {bench.architecture}")
-        state_dict, seconds = bench.train(bench.data.train)
+    def trained(cls, bench: Bench, label: str, store: OriginalStore | None = None) -> Original:
+        """Trained on the bench's training set, or, with a ``store``, the original it
+        keeps for exactly this network, recipe and data (trained and kept if none)."""
+        network = {"name": bench.architecture.name, "params": bench.architecture.params}
+        key = fingerprint(network, bench.recipe, bench.data.train) if store else ""
+        kept = store.load(key) if store else None
+        if kept is None:
+            log(f"{label}: training the original {bench.architecture}")
+            state_dict, seconds = bench.train(bench.data.train)
+            origin = f"{seconds:.1f} s to train"
+            if store:
+                path = store.save(key, state_dict, seconds, str(bench.device))
+                origin += f" (kept in {path})"
+        else:
+            log(f"{label}: the original {bench.architecture} from {kept.path}")
+            state_dict = kept.state_dict
+            origin = (
+                f"loaded from {kept.path} (trained there in {kept.seconds:.1f} s on "
+                f"{kept.device}, {kept.trained_at})"
+            )
         cache: dict[str, Artifact] = {}
-        facts = f"{label}: original {bench.architecture} {seconds:.1f} s to train"
+        facts = f"{label}: original {bench.architecture} {origin}"
         if "pgu" in bench.methods:
             log(f"{label}: building the PGU cache")
             cache, cache_seconds = bench.prepare_cache(state_dict, bench.data.train, version=1)
@@ -1005,6 +1026,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="3 training epochs, 2 batches")
     parser.add_argument("--state-dir", type=Path, default=Path(".state/bench"))
     parser.add_argument("--output", type=Path, help="also write the tables to this file")
+    parser.add_argument(
+        "--originals",
+        type=Path,
+        help="keep each trained original (clean data) in this directory and reuse it in "
+        "later runs with the same network, recipe and data, to compare settings on the "
+        "same model (training is not bitwise reproducible on a CPU)",
+    )
     parser.add_argument("--markdown", type=Path, help="write the tables into this markdown")
     parser.add_argument("--epochs", type=int, default=10, help="training epochs (recipe)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: all)")
@@ -1082,8 +1110,9 @@ def main(argv: list[str] | None = None) -> int:
     size = max(1, round(0.01 * n))
     scenarios: dict[str, list[Row]] = {}
     wanted = set(args.scenarios)
+    store = OriginalStore(args.originals) if args.originals else None
     clean = (
-        [Original.trained(bench, "clean data") for bench in benches(base, methods)]
+        [Original.trained(bench, "clean data", store) for bench in benches(base, methods)]
         if wanted - {"backdoor"}
         else []
     )
