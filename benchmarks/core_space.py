@@ -49,6 +49,7 @@ from benchmarks.timing import best_of
 from ml.devices import resolve_device
 from ml.pgu.core_space import (
     Projection,
+    descending_singular_values,
     full_projection,
     gamma_rank,
     layer_projector,
@@ -61,12 +62,19 @@ __all__ = [
     "principal_angle",
     "refined_float32",
     "float32_projection",
+    "WindowMissed",
     "layer_rows",
     "main",
 ]
 
-# the Ritz vectors computed past the cut by :func:`refined_float32`
+# how many vectors :func:`refined_float32` adds to the smaller side's, on the other side
+# of the float32 cut
 MARGIN = 64
+
+
+class WindowMissed(ValueError):
+    """The exact cut fell outside (or on the edge of) :func:`refined_float32`'s window."""
+
 
 T = TypeVar("T")
 
@@ -117,7 +125,7 @@ def _approximations(
     exact = full.matrix()
     try:
         seconds, (refined, refined_k) = _timed(lambda: refined_float32(c, gamma), device, repeats)
-    except ValueError:
+    except WindowMissed:
         seconds, refined, refined_k = float("nan"), plain, -1
 
     def angle(projection: Projection, its_k: int) -> float:
@@ -136,7 +144,7 @@ def float32_projection(covariance: torch.Tensor, gamma: float) -> tuple[Projecti
     """(I - M M^T, k) from a float32 eigh of C: the core space rejected for PGU (its
     subspace sits degrees from float64's near a dense cut: ``ml.pgu.core_space``)."""
     values, vectors = torch.linalg.eigh(covariance.to(torch.float32))
-    k = gamma_rank(values.flip(0).clamp(min=0).sqrt(), gamma)
+    k = gamma_rank(descending_singular_values(values), gamma)
     return Projection.thinner(vectors.flip(1).to(torch.float64), k), k
 
 
@@ -146,21 +154,22 @@ def refined_float32(
     """(I - M M^T, k): an approximate core space, measured here and not used by PGU.
 
     A float32 eigh gives every eigenvalue and a first guess of the smaller side of the cut;
-    that side's vectors and ``margin`` more past the cut (an m-dimensional subspace Y,
+    that side's vectors and ``margin`` more across the cut (an m-dimensional subspace Y,
     re-orthonormalised in float64) are refined by one float64 Rayleigh-Ritz step: the
     eigenpairs of Y^T C Y, C being the float64 cache. The gamma rule then reads the Ritz
     values on that side and float32's eigenvalues on the other. The hope was that Y's
     float32 error, about eps_32 ||C|| over the gap at the margin's far end rather than at
     the cut, would be small. It was not: on small_cnn's trained 3,136-wide layer the result
-    sat 18 to 44 degrees from the exact subspace (float32 alone 84 to 89), because
-    eps_32 ||C|| exceeds the gaps among eigenvalues decades below the largest, the margin's
-    far end included (docs/benchmarks.md, "PGU's core space"). Raises ValueError where the
-    cut falls outside Y.
+    sat 18 to 44 degrees from the exact subspace (float32 alone 84 to 89; docs/benchmarks.md,
+    "PGU's core space"). Presumably eps_32 ||C|| exceeds the gaps among eigenvalues decades
+    below the largest, the margin's far end included, so Y itself is off (not measured).
+    Raises :class:`WindowMissed` where the exact cut leaves no vector of Y on the far side
+    of it: the step would then only rotate Y within itself.
     """
     c = covariance.to(torch.float64)
     d = c.shape[0]
     values, vectors = torch.linalg.eigh(c.to(torch.float32))  # ascending
-    guess = gamma_rank(values.flip(0).clamp(min=0).sqrt(), gamma)
+    guess = gamma_rank(descending_singular_values(values), gamma)
     past_cut = d - guess <= guess  # the smaller side lies past the cut (small eigenvalues)
     m = min(d, (d - guess if past_cut else guess) + margin)
     window = vectors[:, :m] if past_cut else vectors[:, d - m :]
@@ -171,9 +180,9 @@ def refined_float32(
         merged[:m] = ritz_values
     else:
         merged[d - m :] = ritz_values
-    k = gamma_rank(merged.sort().values.flip(0).clamp(min=0).sqrt(), gamma)
-    if (d - k if past_cut else k) > m:
-        raise ValueError(f"the cut (k {k}) fell outside the refined window of {m}")
+    k = gamma_rank(descending_singular_values(merged.sort().values), gamma)
+    if m < d and (d - k if past_cut else k) >= m:
+        raise WindowMissed(f"the cut (k {k}) fell outside the refined window of {m}")
     if past_cut:
         return Projection(q @ ritz_vectors[:, : d - k], spans_range=True), k
     return Projection(q @ ritz_vectors[:, m - k :], spans_range=False), k

@@ -4,10 +4,11 @@ Training from the same seed is not bitwise reproducible on a CPU: on this projec
 machines the unlearning benchmark's original came out as one of two models (k 2,435 or
 2,441 on small_cnn's first Linear layer), and on one of them the audit cannot judge the
 random 1% at all. Two runs meant to compare settings then compared them on different
-models. A kept original is keyed by everything that decides its weights (the network, the
-training recipe, the training samples' inputs and labels in order, torch's version), so a
-later run reuses it only where it would have trained the same model, and otherwise trains
-and keeps another. Nothing timed reads it: the speed-ups are against retraining D_r.
+models. A kept original is keyed by what decides its weights (the network, the training
+recipe, the training samples' inputs, their shape and dtype, and labels in order, torch's
+version, the device type), so a later run reuses it only where it would have trained the
+same model, bar the run-to-run nondeterminism it exists to pin, and otherwise trains and
+keeps another. Nothing timed reads it: the speed-ups are against retraining D_r.
 """
 
 from __future__ import annotations
@@ -29,18 +30,22 @@ from ml.training import TrainingConfig
 __all__ = ["Kept", "OriginalStore", "fingerprint"]
 
 
-def fingerprint(network: dict[str, Any], recipe: TrainingConfig, samples: SampleSet) -> str:
+def fingerprint(
+    network: dict[str, Any], recipe: TrainingConfig, samples: SampleSet, device: torch.device
+) -> str:
     """What decides a trained original's weights, as a digest: ``network`` (the name and
-    params ``ml.architectures`` builds), the recipe, every training input and label in
-    their order, and torch's version."""
+    params ``ml.architectures`` builds), the recipe, every training input (with its shape
+    and dtype) and label in their order, torch's version and the device type."""
     digest = hashlib.sha256()
     settings = {
         "network": network,
         "recipe": recipe.model_dump(mode="json"),
         "torch": torch.__version__,
+        "device": device.type,
     }
     digest.update(json.dumps(settings, sort_keys=True).encode())
     for inputs, labels in samples.batches(4096):
+        digest.update(f"{tuple(inputs.shape)} {inputs.dtype}".encode())
         digest.update(memoryview(np.ascontiguousarray(inputs.numpy())))
         digest.update(memoryview(np.ascontiguousarray(labels.numpy())))
     return digest.hexdigest()[:24]
@@ -86,10 +91,11 @@ class OriginalStore:
     def save(
         self, key: str, state_dict: dict[str, torch.Tensor], seconds: float, device: str
     ) -> Path:
-        """Keep ``state_dict`` under ``key``, written whole or not at all."""
+        """Keep ``state_dict`` under ``key``, written whole or not at all (each process
+        writes its own partial file, so two runs of the same key cannot mix theirs)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.path_for(key)
-        partial = path.with_suffix(".partial")
+        partial = path.with_suffix(f".{os.getpid()}.partial")
         torch.save(
             {
                 "state_dict": state_dict,

@@ -916,13 +916,15 @@ class Original:
         """Trained on the bench's training set, or, with a ``store``, the original it
         keeps for exactly this network, recipe and data (trained and kept if none)."""
         network = {"name": bench.architecture.name, "params": bench.architecture.params}
-        key = fingerprint(network, bench.recipe, bench.data.train) if store else ""
-        kept = store.load(key) if store else None
+        key = kept = None
+        if store is not None:
+            key = fingerprint(network, bench.recipe, bench.data.train, bench.device)
+            kept = store.load(key)
         if kept is None:
             log(f"{label}: training the original {bench.architecture}")
             state_dict, seconds = bench.train(bench.data.train)
             origin = f"{seconds:.1f} s to train"
-            if store:
+            if store is not None and key is not None:
                 path = store.save(key, state_dict, seconds, str(bench.device))
                 origin += f" (kept in {path})"
         else:

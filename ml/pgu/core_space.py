@@ -38,6 +38,7 @@ __all__ = [
     "singular_values",
     "core_gradient_space",
     "gamma_rank",
+    "descending_singular_values",
     "residual_projector",
     "layer_projector",
     "full_projection",
@@ -154,7 +155,7 @@ def singular_values(covariance: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     filled = (covariance != 0).any(dim=1)
     if bool(filled.all()):
         eigenvalues, eigenvectors = _eigh(covariance)
-        return eigenvalues.flip(0).clamp(min=0).sqrt(), eigenvectors.flip(1)
+        return descending_singular_values(eigenvalues), eigenvectors.flip(1)
     inside = filled.nonzero().squeeze(1)
     outside = (~filled).nonzero().squeeze(1)
     s_inside, u_inside = singular_values(covariance[inside][:, inside])
@@ -185,9 +186,11 @@ def core_gradient_space(covariance: torch.Tensor, gamma: float) -> torch.Tensor:
     on small_cnn's first Linear layer (d = 3136) the float32 core space at gamma 0.95 sat
     up to 9.9 degrees (largest principal angle) from the float64 one: not a tie broken
     differently but a different subspace, so the projection would let retained directions
-    through. A later measurement of a float32 eigh of the float64 cache found 84 and 89
-    degrees, and 18 and 44 after one float64 Rayleigh-Ritz step on the float32 vectors
-    (``benchmarks.unlearning --scenarios core_spaces``; ``benchmarks.core_space``).
+    through. That first measurement's float32 path was not recorded; a float32 eigh of the
+    float64 cache (``benchmarks.core_space.float32_projection``, on another trained model)
+    sat 84 and 89 degrees away after the random 1% and the class deletions, and 18 and 44
+    after one float64 Rayleigh-Ritz step on its vectors
+    (``benchmarks.unlearning --scenarios core_spaces``).
 
     This computes every eigenvector (``torch.linalg.eigh``); PGU's steps only need the
     projection, which :func:`layer_projector` gets from one side of the cut alone on the
@@ -201,6 +204,12 @@ def core_gradient_space(covariance: torch.Tensor, gamma: float) -> torch.Tensor:
 def _check_gamma(gamma: float) -> None:
     if not 0.0 < gamma <= 1.0:
         raise ValueError(f"Invalid gamma: {gamma}")
+
+
+def descending_singular_values(eigenvalues: torch.Tensor) -> torch.Tensor:
+    """R's singular values in descending order from C = R R^T's eigenvalues in ascending
+    order (as eigh returns them), tiny negative ones from round-off clamped to 0."""
+    return eigenvalues.flip(0).clamp(min=0).sqrt()
 
 
 def gamma_rank(s: torch.Tensor, gamma: float) -> int:
@@ -297,7 +306,7 @@ def partial_projector(
     with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
         reduced = Tridiagonal(c.numpy())
         eigenvalues = torch.from_numpy(reduced.eigenvalues())  # ascending
-        k = gamma_rank(eigenvalues.flip(0).clamp(min=0).sqrt(), gamma)
+        k = gamma_rank(descending_singular_values(eigenvalues), gamma)
         if n - k + outside <= k:  # past the cut: the n - k smallest eigenvalues
             projection = Projection(torch.from_numpy(reduced.eigenvectors(0, n - k)), True)
         else:

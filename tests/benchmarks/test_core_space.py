@@ -9,6 +9,7 @@ import torch
 
 import ml.pgu.core_space as core_space_module
 from benchmarks import core_space
+from benchmarks.unlearning import core_space_line
 from ml.pgu.core_space import core_gradient_space, full_projection
 
 
@@ -58,6 +59,7 @@ def test_layer_rows_compare_pgu_s_stage_with_the_full_eigh_per_layer_and_group(m
 
 def test_the_refined_float32_stage_finds_the_exact_cut_and_is_exact_on_a_full_window():
     cpu = torch.device("cpu")
+    sides = []
     for decades, seed in ((1.3, 0), (3.0, 1)):  # the cut past d / 2, then before it
         c = core_space.covariance(160, seed=seed, decades=decades, device=cpu)
         exact, k = full_projection(c, 0.95)
@@ -65,16 +67,19 @@ def test_the_refined_float32_stage_finds_the_exact_cut_and_is_exact_on_a_full_wi
         refined, refined_k = core_space.refined_float32(c, 0.95)
         assert plain_k == refined_k == k
         assert refined.spans_range == exact.spans_range
+        sides.append(refined.spans_range)
+        assert min(k, 160 - k) + core_space.MARGIN < 160  # a window short of every vector
         basis = refined.basis  # orthonormal in float64: a projector
         eye = torch.eye(basis.shape[1], dtype=torch.float64)
         assert torch.allclose(basis.T @ basis, eye, atol=1e-12)
         angle = core_space.principal_angle(refined.matrix(), exact.matrix())
         plain_angle = core_space.principal_angle(plain.matrix(), exact.matrix())
-        assert 1e-6 < angle <= plain_angle  # closer, but float32's error is not at the cut
+        assert angle <= plain_angle
         # a window of every vector: the Rayleigh-Ritz step is a float64 eigh of C itself
         whole, whole_k = core_space.refined_float32(c, 0.95, margin=160)
         assert whole_k == k
         assert core_space.principal_angle(whole.matrix(), exact.matrix()) < 1e-8
+    assert sides == [True, False]  # U_rest past the cut, then M before it
 
 
 def test_the_refined_float32_stage_refuses_a_cut_outside_its_window(monkeypatch):
@@ -85,19 +90,27 @@ def test_the_refined_float32_stage_refuses_a_cut_outside_its_window(monkeypatch)
         return exact_k if s.dtype == torch.float64 else 60
 
     monkeypatch.setattr(core_space, "gamma_rank", shifted)
-    with pytest.raises(ValueError, match="outside the refined window"):
+    with pytest.raises(core_space.WindowMissed, match="outside the refined window"):
         core_space.refined_float32(c, 0.95, margin=2)
 
 
+def test_the_refined_float32_stage_refuses_a_window_that_ends_at_the_cut():
+    c = core_space.covariance(160, decades=1.3, device=torch.device("cpu"))
+    # no margin: the window is exactly the smaller side, which the step could only rotate
+    with pytest.raises(core_space.WindowMissed):
+        core_space.refined_float32(c, 0.95, margin=0)
+
+
 def test_a_row_prints_the_float32_stages_against_the_exact_subspace():
-    row = core_space.measure(80, gamma=0.95, device=torch.device("cpu"), repeats=1, decades=1.3)
+    row = core_space.measure(200, gamma=0.95, device=torch.device("cpu"), repeats=1, decades=1.3)
+    assert 200 - row["k"] + core_space.MARGIN < 200  # the window short of every vector
     assert row["refined"] > 0
-    assert 0 < row["refined_angle"] <= row["float32_angle"]
+    assert row["refined_angle"] <= row["float32_angle"]
 
 
 def test_a_row_reports_no_refined_stage_where_its_window_missed_the_cut(monkeypatch):
     def missed(c: torch.Tensor, gamma: float) -> None:
-        raise ValueError("the cut fell outside the refined window")
+        raise core_space.WindowMissed("the cut fell outside the refined window")
 
     monkeypatch.setattr(core_space, "refined_float32", missed)
     row = core_space.measure(48, gamma=0.95, device=torch.device("cpu"), repeats=1)
@@ -106,15 +119,17 @@ def test_a_row_reports_no_refined_stage_where_its_window_missed_the_cut(monkeypa
 
 
 def test_the_scenario_s_table_gives_float32_columns_to_ungrouped_layers_only():
-    from benchmarks.unlearning import core_space_line
-
     cpu = torch.device("cpu")
     groups = torch.stack([core_space.covariance(16, seed=s, device=cpu) for s in (1, 2)])
-    rows = core_space.layer_rows(
-        {"fc.weight": core_space.covariance(40, device=cpu), "conv.weight": groups}, 0.95, cpu
-    )
+    wide = core_space.covariance(200, decades=1.3, device=cpu)
+    rows = core_space.layer_rows({"fc.weight": wide, "conv.weight": groups}, 0.95, cpu)
     plain, grouped = (core_space_line("class 0", row).split("|")[1:-1] for row in rows)
     assert len(plain) == len(grouped) == 11
-    assert [cell.strip() for cell in plain[:4]] == ["class 0", "fc.weight", "40", str(rows[0]["k"])]
+    assert [cell.strip() for cell in plain[:4]] == [
+        "class 0",
+        "fc.weight",
+        "200",
+        str(rows[0]["k"]),
+    ]
     assert float(plain[8]) >= 0 and float(plain[9]) <= float(plain[10])  # refined, no worse
     assert [cell.strip() for cell in grouped[8:]] == ["-", "-", "-"]

@@ -16,6 +16,7 @@ from ml.training import TrainingConfig
 
 NETWORK = {"name": "small_cnn", "params": {"channels": [4, 8], "hidden": 16}}
 RECIPE = TrainingConfig(epochs=1, batch_size=64, seed=0)
+CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
@@ -26,15 +27,16 @@ def digits():
 
 def test_the_fingerprint_changes_with_whatever_decides_the_weights(digits):
     adapter, train = digits
-    key = fingerprint(NETWORK, RECIPE, train)
-    assert fingerprint(NETWORK, RECIPE, samples_at(adapter, np.arange(200))) == key
+    key = fingerprint(NETWORK, RECIPE, train, CPU)
+    assert fingerprint(NETWORK, RECIPE, samples_at(adapter, np.arange(200)), CPU) == key
     wider = {**NETWORK, "params": {"channels": [4, 8], "hidden": 32}}
     relabelled = dataclasses.replace(train, labels=(train.labels + 1) % 10)
     others = [
-        fingerprint(wider, RECIPE, train),
-        fingerprint(NETWORK, RECIPE.model_copy(update={"seed": 1}), train),
-        fingerprint(NETWORK, RECIPE, samples_at(adapter, np.arange(1, 201))),  # other inputs
-        fingerprint(NETWORK, RECIPE, relabelled),
+        fingerprint(wider, RECIPE, train, CPU),
+        fingerprint(NETWORK, RECIPE.model_copy(update={"seed": 1}), train, CPU),
+        fingerprint(NETWORK, RECIPE, samples_at(adapter, np.arange(1, 201)), CPU),  # inputs
+        fingerprint(NETWORK, RECIPE, relabelled, CPU),
+        fingerprint(NETWORK, RECIPE, train, torch.device("cuda")),  # trained elsewhere
     ]
     assert key not in others and len(set(others)) == len(others)
 
@@ -66,7 +68,7 @@ def test_the_bench_trains_an_original_once_then_reuses_it(digits, tmp_path, monk
     held = samples_at(adapter, np.arange(200, 260))
     data = Data(adapter, train, held, held, held, held)
     network = Network(NETWORK["name"], NETWORK["params"])
-    bench = Bench(data, RECIPE, torch.device("cpu"), 0, ["retrain"], architecture=network)
+    bench = Bench(data, RECIPE, CPU, 0, ["retrain"], architecture=network)
     store = OriginalStore(tmp_path)
 
     first = Original.trained(bench, "clean data", store)
