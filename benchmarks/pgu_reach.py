@@ -108,18 +108,14 @@ def _class_row(
         class_labels=tuple(classes),
     )
     probe = float(LinearProbe().run(inputs)["metrics"]["probe_recall"])
-    unmasked = _accuracy(inputs.forget.logits, inputs.forget.labels)
+    unmasked = inputs.forget.accuracy()
     masked = inputs.test.logits.clone()
     masked[:, classes] = float("-inf")
-    test = _accuracy(masked, inputs.test.labels)
+    test = Outputs(masked, inputs.test.labels).accuracy()
     return (
         f"| {label} | {info.get('steps', 0)} | {info.get('stopped_by', '-')} | "
         f"{unmasked:.2%} | {test:.2%} | {probe:.3f} |"
     )
-
-
-def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    return float((logits.argmax(1) == labels).float().mean())
 
 
 def _class_rows(

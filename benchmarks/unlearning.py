@@ -916,7 +916,7 @@ class Original:
         """Trained on the bench's training set, or, with a ``store``, the original it
         keeps for exactly this network, recipe and data (trained and kept if none)."""
         network = {"name": bench.architecture.name, "params": bench.architecture.params}
-        key = kept = None
+        key, kept = "", None
         if store is not None:
             key = fingerprint(network, bench.recipe, bench.data.train, bench.device)
             kept = store.load(key)
@@ -924,7 +924,7 @@ class Original:
             log(f"{label}: training the original {bench.architecture}")
             state_dict, seconds = bench.train(bench.data.train)
             origin = f"{seconds:.1f} s to train"
-            if store is not None and key is not None:
+            if store is not None:
                 path = store.save(key, state_dict, seconds, str(bench.device))
                 origin += f" (kept in {path})"
         else:
